@@ -1,0 +1,135 @@
+"""boto3 clients owned by the activity classes, and AWS errors mapped to a small taxonomy.
+
+Throttling and transient faults are retried by Temporal; access denied and invalid requests
+are not: retrying cannot fix them, so they surface on the case for a human.
+"""
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from temporalio.exceptions import ApplicationError
+
+from config.settings import Settings
+
+ERROR_THROTTLED = "AwsThrottled"
+ERROR_UNAVAILABLE = "AwsUnavailable"
+ERROR_ACCESS_DENIED = "AwsAccessDenied"
+ERROR_INVALID_REQUEST = "AwsInvalidRequest"
+ERROR_NOT_FOUND = "AwsNotFound"
+ERROR_OTHER = "AwsError"
+
+NON_RETRYABLE_ERRORS = (ERROR_ACCESS_DENIED, ERROR_INVALID_REQUEST, ERROR_NOT_FOUND)
+
+_THROTTLING = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "SlowDown",
+    "LimitExceededException",
+}
+_UNAVAILABLE = {"ServiceUnavailable", "InternalError", "InternalFailure", "RequestTimeout"}
+_DENIED = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "AuthFailure",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+}
+_NOT_FOUND_SUFFIXES = (".NotFound", "NotFound", "NoSuchEntity", "NoSuchBucket", "NoSuchKey")
+
+
+def classify(code: str) -> str:
+    """The taxonomy type for an AWS error code."""
+    if code in _THROTTLING:
+        return ERROR_THROTTLED
+    if code in _UNAVAILABLE:
+        return ERROR_UNAVAILABLE
+    if code in _DENIED:
+        return ERROR_ACCESS_DENIED
+    if code.endswith(_NOT_FOUND_SUFFIXES) or code == "NoSuchEntityException":
+        return ERROR_NOT_FOUND
+    if code.startswith(("Invalid", "Validation", "Malformed", "MissingParameter")):
+        return ERROR_INVALID_REQUEST
+    if code in {"IncorrectInstanceState", "IncorrectState", "UnsupportedOperation"}:
+        return ERROR_INVALID_REQUEST
+    return ERROR_OTHER
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def to_application_error(exc: ClientError, doing: str) -> ApplicationError:
+    code = error_code(exc)
+    kind = classify(code)
+    message = str(exc.response.get("Error", {}).get("Message", ""))
+    return ApplicationError(
+        f"{doing}: {code}: {message}",
+        {"aws_error_code": code, "doing": doing},
+        type=kind,
+        non_retryable=kind in NON_RETRYABLE_ERRORS,
+    )
+
+
+@contextmanager
+def aws_errors(doing: str) -> Iterator[None]:
+    """Re-raise boto errors as the taxonomy's ApplicationErrors, naming what was being done."""
+    try:
+        yield
+    except ClientError as exc:
+        raise to_application_error(exc, doing) from exc
+    except EndpointConnectionError as exc:
+        raise ApplicationError(f"{doing}: {exc}", type=ERROR_UNAVAILABLE) from exc
+    except BotoCoreError as exc:
+        raise ApplicationError(f"{doing}: {exc}", type=ERROR_OTHER) from exc
+
+
+class AwsClients:
+    """One boto3 session and its clients, created once at worker start and shared.
+
+    Injected into the activity classes, so moto, or an assumed role in another account,
+    stands in without patching anything.
+    """
+
+    def __init__(
+        self, session: boto3.Session, region: str, endpoint_url: str | None = None
+    ) -> None:
+        self._session = session
+        self.region = region
+        self._endpoint_url = endpoint_url
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        # Standard retry mode backs off on throttling before Temporal's own retry sees it.
+        self._config = Config(retries={"max_attempts": 5, "mode": "standard"})
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "AwsClients":
+        return cls(
+            boto3.Session(region_name=settings.aws_region),
+            settings.aws_region,
+            settings.aws_endpoint_url,
+        )
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        region = region or self.region
+        with self._lock:
+            key = (service, region)
+            if key not in self._clients:
+                self._clients[key] = self._session.client(
+                    service,  # type: ignore[call-overload]
+                    region_name=region,
+                    endpoint_url=self._endpoint_url,
+                    config=self._config,
+                )
+            return self._clients[key]

@@ -1,0 +1,107 @@
+"""The evidence store: JSON documents in the evidence bucket, each with its SHA-256.
+
+Evidence is written once per case and name. A retried capture finds the object already
+there and returns its recorded hash instead of writing a second, later version.
+"""
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+from temporalio import activity
+
+from activities.aws import AwsClients, aws_errors, error_code
+from activities.redaction import redact
+from models.activities import StoreEvidenceInput
+from models.case import EvidenceRecord
+
+SHA256_METADATA = "sha256"
+CAPTURED_AT_METADATA = "captured-at"
+
+
+def canonical_json(document: Any) -> bytes:
+    return json.dumps(document, sort_keys=True, indent=2, default=str).encode()
+
+
+class EvidenceStore:
+    """Writes evidence objects under cases/<case id>/ in the evidence bucket."""
+
+    def __init__(self, clients: AwsClients, bucket: str) -> None:
+        self._clients = clients
+        self.bucket = bucket
+
+    def key_for(self, case_id: str, name: str, suffix: str = "json") -> str:
+        return f"cases/{case_id}/evidence/{name}.{suffix}"
+
+    def existing(self, key: str) -> EvidenceRecord | None:
+        s3 = self._clients.client("s3")
+        try:
+            head = s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        metadata = head.get("Metadata", {})
+        if SHA256_METADATA not in metadata:
+            return None
+        return EvidenceRecord(
+            name=key.rsplit("/", 1)[-1].rsplit(".", 1)[0],
+            bucket=self.bucket,
+            key=key,
+            sha256=metadata[SHA256_METADATA],
+            size_bytes=int(head["ContentLength"]),
+            captured_at=datetime.fromisoformat(metadata[CAPTURED_AT_METADATA]),
+        )
+
+    def read_json(self, key: str) -> Any:
+        with aws_errors(f"read evidence s3://{self.bucket}/{key}"):
+            body = self._clients.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"]
+            return json.loads(body.read())
+
+    def put_bytes(
+        self, case_id: str, name: str, body: bytes, suffix: str, content_type: str
+    ) -> EvidenceRecord:
+        key = self.key_for(case_id, name, suffix)
+        with aws_errors(f"store evidence s3://{self.bucket}/{key}"):
+            found = self.existing(key)
+            if found is not None:
+                return found
+            digest = hashlib.sha256(body).hexdigest()
+            captured_at = datetime.now(UTC)
+            self._clients.client("s3").put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                Metadata={
+                    SHA256_METADATA: digest,
+                    CAPTURED_AT_METADATA: captured_at.isoformat(),
+                    "case-id": case_id,
+                },
+            )
+        return EvidenceRecord(
+            name=name,
+            bucket=self.bucket,
+            key=key,
+            sha256=digest,
+            size_bytes=len(body),
+            captured_at=captured_at,
+        )
+
+    def put_json(self, case_id: str, name: str, document: Any) -> EvidenceRecord:
+        """Store a JSON document, secrets redacted, and return its record."""
+        return self.put_bytes(
+            case_id, name, canonical_json(redact(document)), "json", "application/json"
+        )
+
+
+class EvidenceActivities:
+    def __init__(self, store: EvidenceStore) -> None:
+        self._store = store
+
+    @activity.defn
+    def store_evidence(self, input: StoreEvidenceInput) -> EvidenceRecord:
+        """Store a document the workflow already holds (the finding) as evidence."""
+        return self._store.put_json(input.case_id, input.name, input.document)

@@ -1,0 +1,1 @@
+"""Quench configuration: settings from the environment and the names shared by every part."""

@@ -1,0 +1,70 @@
+"""Names that several parts must agree on: task queue, signals, queries, search attributes.
+
+Defined once here and imported everywhere, so a rename can never leave a caller behind.
+"""
+
+from temporalio.common import SearchAttributeKey
+
+TASK_QUEUE = "quench-cases"
+
+CASE_WORKFLOW_ID_PREFIX = "case"
+
+# Signals and queries of the case workflow.
+SIGNAL_ADD_FINDING = "add_finding"
+SIGNAL_APPROVE = "approve"
+SIGNAL_REJECT = "reject"
+SIGNAL_ADD_NOTE = "add_note"
+QUERY_STATUS = "status"
+
+# Custom search attributes: what the Web UI and `temporal workflow list --query` filter on.
+SA_PHASE = SearchAttributeKey.for_keyword("QuenchPhase")
+SA_ACCOUNT_ID = SearchAttributeKey.for_keyword("QuenchAccountId")
+SA_ACCESS_KEY_ID = SearchAttributeKey.for_keyword("QuenchAccessKeyId")
+SA_PRINCIPAL_ARN = SearchAttributeKey.for_keyword("QuenchPrincipalArn")
+SA_PRINCIPAL_TYPE = SearchAttributeKey.for_keyword("QuenchPrincipalType")
+SA_FINDING_TYPE = SearchAttributeKey.for_keyword("QuenchFindingType")
+SA_SEVERITY = SearchAttributeKey.for_float("QuenchSeverity")
+SA_INSTANCE_ID = SearchAttributeKey.for_keyword("QuenchInstanceId")
+SA_PENDING_APPROVALS = SearchAttributeKey.for_int("QuenchPendingApprovals")
+
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (
+    SA_PHASE,
+    SA_ACCOUNT_ID,
+    SA_ACCESS_KEY_ID,
+    SA_PRINCIPAL_ARN,
+    SA_PRINCIPAL_TYPE,
+    SA_FINDING_TYPE,
+    SA_SEVERITY,
+    SA_INSTANCE_ID,
+    SA_PENDING_APPROVALS,
+)
+
+# The server's names for the indexed value types, as `temporal server start-dev
+# --search-attribute NAME=TYPE` and `temporal operator search-attribute create` spell them.
+SEARCH_ATTRIBUTE_TYPE_NAMES = {
+    "KEYWORD": "Keyword",
+    "DOUBLE": "Double",
+    "INT": "Int",
+    "TEXT": "Text",
+    "BOOL": "Bool",
+    "DATETIME": "Datetime",
+    "KEYWORD_LIST": "KeywordList",
+}
+
+
+def search_attribute_type_name(key: SearchAttributeKey) -> str:
+    """The server-side type name of a search attribute key (Keyword, Double, Int...)."""
+    enum_name = key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_")
+    return SEARCH_ATTRIBUTE_TYPE_NAMES[enum_name]
+
+
+def case_workflow_id(account_id: str, access_key_id: str) -> str:
+    """One case per compromised credential: the id is derived from account and key."""
+    return f"{CASE_WORKFLOW_ID_PREFIX}-{account_id}-{access_key_id}"
+
+
+# Tag put on everything Quench creates in AWS (snapshots), so a case's artefacts are findable.
+CASE_TAG_KEY = "quench:case-id"
+
+# The inline policy name AWS's console uses for "Revoke active sessions".
+REVOKE_SESSIONS_POLICY_NAME = "AWSRevokeOlderSessions"

@@ -1,0 +1,84 @@
+"""Settings for every Quench process, read from QUENCH_* environment variables (or `.env`).
+
+Validated at start: a process refuses to run with an unsafe or incomplete configuration.
+"""
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.names import TASK_QUEUE
+
+# Only the lab may run with this token; anywhere else a real secret must be configured.
+LAB_WEBHOOK_TOKEN = "quench-lab-token"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUENCH_", env_file=".env", extra="ignore")
+
+    # AWS. No endpoint means real AWS with the default credential chain.
+    aws_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+
+    # Where CloudTrail delivers its log files, and which regions to read.
+    cloudtrail_source: Literal["s3"] = "s3"
+    cloudtrail_bucket: str | None = None
+    cloudtrail_prefix: str = ""
+    cloudtrail_regions: list[str] = Field(default_factory=list)
+
+    # Evidence is written here, under cases/<case id>/.
+    evidence_bucket: str | None = None
+
+    # Temporal.
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = TASK_QUEUE
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+
+    # The finding webhook.
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = Field(default=8787, ge=1, le=65535)
+    webhook_token: SecretStr | None = None
+    webhook_token_header: str = "x-quench-token"
+
+    # The lab: moto standing in for AWS, with a simulated compromise.
+    lab: bool = False
+    lab_aws_port: int = Field(default=5055, ge=1, le=65535)
+    state_dir: Path = Path(".quench")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> "Settings":
+        token = self.webhook_token.get_secret_value() if self.webhook_token else None
+        if not self.lab and token == LAB_WEBHOOK_TOKEN:
+            raise ValueError(
+                "QUENCH_WEBHOOK_TOKEN is the published lab token; set a real secret outside the lab"
+            )
+        if token is not None and len(token) < 16:
+            raise ValueError("QUENCH_WEBHOOK_TOKEN must be at least 16 characters")
+        return self
+
+    @cached_property
+    def trail_regions(self) -> list[str]:
+        return self.cloudtrail_regions or [self.aws_region]
+
+    def webhook_tokens(self) -> list[str]:
+        """Accepted webhook tokens; the lab falls back to its published token."""
+        if self.webhook_token is not None:
+            return [self.webhook_token.get_secret_value()]
+        return [LAB_WEBHOOK_TOKEN] if self.lab else []
+
+    def require_aws_targets(self) -> None:
+        """The worker cannot run a case without somewhere to put evidence and logs to read."""
+        missing = [
+            name
+            for name, value in (
+                ("QUENCH_EVIDENCE_BUCKET", self.evidence_bucket),
+                ("QUENCH_CLOUDTRAIL_BUCKET", self.cloudtrail_bucket),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"missing required settings: {', '.join(missing)}")

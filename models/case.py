@@ -1,0 +1,147 @@
+"""A case: one compromised credential, its phases, evidence, actions and approvals."""
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from models.finding import Finding
+from models.principal import Credential
+
+
+class Phase(StrEnum):
+    TRIAGE = "triage"
+    EVIDENCE = "evidence"
+    AWAITING_APPROVAL = "awaiting_approval"
+    CONTAINMENT = "containment"
+    VERIFICATION = "verification"
+    CONTAINED = "contained"
+    CONTAINMENT_FAILED = "containment_failed"
+    NEEDS_HUMAN = "needs_human"
+    CLOSED = "closed"
+
+
+class ActionKind(StrEnum):
+    CONTAIN_INSTANCE_ROLE = "contain"  # revoke the role's sessions, stop+start, verify
+    RETRY = "retry"  # run a failed step again
+    MANUAL_CONTAINMENT = "manual"  # a human contains; Quench records it
+
+
+class ActionStatus(StrEnum):
+    PENDING_APPROVAL = "pending_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Decision(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class Approval(BaseModel):
+    action_id: str
+    decision: Decision
+    approver: str
+    reason: str
+    decided_at: datetime
+
+
+class Action(BaseModel):
+    """A change Quench proposes or makes in AWS, with its approval and outcome."""
+
+    id: str
+    kind: ActionKind
+    title: str
+    steps: list[str] = Field(default_factory=list)
+    status: ActionStatus
+    requested_at: datetime
+    approval: Approval | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outcome: str | None = None
+
+
+class EvidenceRecord(BaseModel):
+    """An evidence object in the evidence bucket and the SHA-256 it was written with."""
+
+    name: str
+    bucket: str
+    key: str
+    sha256: str
+    size_bytes: int
+    captured_at: datetime
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class PhaseChange(BaseModel):
+    phase: Phase
+    at: datetime
+    note: str = ""
+
+
+class Note(BaseModel):
+    author: str
+    text: str
+    at: datetime
+
+
+class TimelineEntry(BaseModel):
+    at: datetime
+    what: str
+
+
+class CaseInput(BaseModel):
+    case_id: str
+    finding: Finding
+
+
+class ApprovalInput(BaseModel):
+    """What `approve` and `reject` carry: which action, who decides, and why."""
+
+    action_id: str = Field(min_length=1, max_length=100)
+    approver: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class NoteInput(BaseModel):
+    author: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=10000)
+
+
+class RejectedSignal(BaseModel):
+    """A decision or note the case refused, kept so nothing is silently ignored."""
+
+    signal: str
+    action_id: str | None
+    by: str
+    reason: str
+    at: datetime
+
+
+class CaseStatus(BaseModel):
+    """What the `status` query returns and what the case workflow returns at the end."""
+
+    case_id: str
+    phase: Phase
+    outcome: str | None = None
+    account_id: str
+    credential: Credential | None = None
+    findings: list[Finding]
+    phases: list[PhaseChange]
+    actions: list[Action]
+    approvals: list[Approval]
+    refused: list[RejectedSignal] = Field(default_factory=list)
+    evidence: list[EvidenceRecord]
+    notes: list[Note] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    containment_cutoff: datetime | None = None
+    verified_access_key_id: str | None = None
+
+    def pending_actions(self) -> list[Action]:
+        return [a for a in self.actions if a.status is ActionStatus.PENDING_APPROVAL]

@@ -1,0 +1,63 @@
+"""Shared test material: findings in GuardDuty's shape, and Temporal environments."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+
+from config.names import SEARCH_ATTRIBUTES
+from lab.guardduty import eventbridge_event, instance_role_finding
+from models.finding import Finding, finding_from_guardduty
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+ROLE = "web-app-role"
+INSTANCE = "i-0a1b2c3d4e5f60718"
+STOLEN_KEY = "ASIAXCSEC6TNGZ6EZUUO"
+
+
+def finding_detail(**overrides: Any) -> dict[str, Any]:
+    first_seen = overrides.pop("first_seen", datetime(2026, 11, 22, 7, 0, tzinfo=UTC))
+    values: dict[str, Any] = {
+        "account_id": ACCOUNT,
+        "region": REGION,
+        "access_key_id": STOLEN_KEY,
+        "principal_id": f"AROAEXAMPLEROLEID0001:{INSTANCE}",
+        "role_name": ROLE,
+        "instance_id": INSTANCE,
+        "instance_profile_arn": f"arn:aws:iam::{ACCOUNT}:instance-profile/web-app-profile",
+        "instance_profile_id": "AIPAEXAMPLEPROFILE01",
+        "remote_ip": "198.51.100.23",
+        "api": "ListUsers",
+        "service_name": "iam.amazonaws.com",
+        "user_agent": "aws-cli/2.15.30 Python/3.11.8 Linux/6.1",
+        "first_seen": first_seen,
+        "last_seen": first_seen + timedelta(minutes=12),
+        "count": 7,
+        "finding_id": "lab-finding-0001",
+    }
+    values.update(overrides)
+    return instance_role_finding(**values)
+
+
+def finding(**overrides: Any) -> Finding:
+    return finding_from_guardduty(finding_detail(**overrides))
+
+
+def finding_event(**overrides: Any) -> dict[str, Any]:
+    return eventbridge_event(finding_detail(**overrides))
+
+
+async def register_search_attributes(client: Client, namespace: str = "default") -> None:
+    """Register Quench's search attributes (the time-skipping server starts without them)."""
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=namespace,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type)
+                for key in SEARCH_ATTRIBUTES
+            },
+        )
+    )

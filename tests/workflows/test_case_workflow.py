@@ -1,0 +1,398 @@
+"""The case workflow on the time-skipping server, with every activity mocked by name."""
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from config import names
+from models.activities import (
+    CaptureInstanceInput,
+    CaptureInstanceResult,
+    CaptureRoleInput,
+    CloudTrailSliceInput,
+    CloudTrailSliceResult,
+    InstanceInput,
+    InstanceStateResult,
+    ProbeInstanceCredentialsInput,
+    ProbeInstanceCredentialsResult,
+    ResolvePrincipalInput,
+    ResolvePrincipalResult,
+    RevokeRoleSessionsInput,
+    RevokeRoleSessionsResult,
+    SnapshotVolumesInput,
+    SnapshotVolumesResult,
+    StoreEvidenceInput,
+)
+from models.case import (
+    ActionStatus,
+    ApprovalInput,
+    CaseInput,
+    CaseStatus,
+    Decision,
+    EvidenceRecord,
+    Phase,
+)
+from models.principal import Credential, CredentialKind, Principal, PrincipalType
+from tests.support import ACCOUNT, INSTANCE, ROLE, STOLEN_KEY, finding
+from workflows.case import CaseWorkflow
+
+NEW_KEY = "ASIANEWKEYAFTERSTART"
+
+
+def _evidence(name: str) -> EvidenceRecord:
+    return EvidenceRecord(
+        name=name,
+        bucket="evidence",
+        key=f"cases/c/evidence/{name}.json",
+        sha256="0" * 64,
+        size_bytes=2,
+        captured_at=datetime(2026, 11, 22, tzinfo=UTC),
+    )
+
+
+class FakeAws:
+    """Activities that record their calls; the probe answers from a list of keys."""
+
+    def __init__(
+        self,
+        probe_keys: list[str] | None = None,
+        kind: CredentialKind = CredentialKind.INSTANCE_ROLE_SESSION,
+        instance_state: str = "running",
+    ) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.probe_keys = list(probe_keys or [NEW_KEY])
+        self.kind = kind
+        self.instance_state = instance_state
+        self.fail_next: dict[str, ApplicationError] = {}
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def _record(self, name: str, value: Any) -> None:
+        self.calls.append((name, value))
+        if name in self.fail_next:
+            raise self.fail_next.pop(name)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        fake = self
+
+        @activity.defn(name="resolve_principal")
+        async def resolve_principal(input: ResolvePrincipalInput) -> ResolvePrincipalResult:
+            fake._record("resolve_principal", input)
+            if fake.kind is CredentialKind.IAM_USER_KEY:
+                principal = Principal(
+                    type=PrincipalType.IAM_USER, account_id=ACCOUNT, user_name="alice"
+                )
+            else:
+                principal = Principal(
+                    type=PrincipalType.ASSUMED_ROLE,
+                    account_id=ACCOUNT,
+                    arn=f"arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE}/{INSTANCE}",
+                    role_name=ROLE,
+                    instance_id=INSTANCE,
+                )
+            return ResolvePrincipalResult(
+                credential=Credential(
+                    access_key_id=input.finding.access_key.access_key_id,
+                    kind=fake.kind,
+                    principal=principal,
+                )
+            )
+
+        @activity.defn(name="store_evidence")
+        async def store_evidence(input: StoreEvidenceInput) -> EvidenceRecord:
+            fake._record("store_evidence", input)
+            return _evidence(input.name)
+
+        @activity.defn(name="capture_role_state")
+        async def capture_role_state(input: CaptureRoleInput) -> EvidenceRecord:
+            fake._record("capture_role_state", input)
+            return _evidence(f"iam-role-{input.role_name}")
+
+        @activity.defn(name="capture_instance_state")
+        async def capture_instance_state(input: CaptureInstanceInput) -> CaptureInstanceResult:
+            fake._record("capture_instance_state", input)
+            return CaptureInstanceResult(
+                evidence=_evidence(f"ec2-instance-{input.instance_id}"),
+                volume_ids=["vol-1"],
+                state=fake.instance_state,
+            )
+
+        @activity.defn(name="snapshot_volumes")
+        async def snapshot_volumes(input: SnapshotVolumesInput) -> SnapshotVolumesResult:
+            fake._record("snapshot_volumes", input)
+            return SnapshotVolumesResult(
+                snapshot_ids={"vol-1": "snap-1"}, evidence=_evidence("ebs-snapshots")
+            )
+
+        @activity.defn(name="capture_cloudtrail_slice")
+        async def capture_cloudtrail_slice(input: CloudTrailSliceInput) -> CloudTrailSliceResult:
+            fake._record("capture_cloudtrail_slice", input)
+            return CloudTrailSliceResult(
+                evidence=_evidence("cloudtrail"), event_count=12, files_scanned=3
+            )
+
+        @activity.defn(name="revoke_role_sessions")
+        async def revoke_role_sessions(input: RevokeRoleSessionsInput) -> RevokeRoleSessionsResult:
+            fake._record("revoke_role_sessions", input)
+            return RevokeRoleSessionsResult(
+                policy_name=names.REVOKE_SESSIONS_POLICY_NAME,
+                cutoff_in_effect=input.cutoff,
+                changed=True,
+            )
+
+        @activity.defn(name="stop_instance")
+        async def stop_instance(input: InstanceInput) -> InstanceStateResult:
+            fake._record("stop_instance", input)
+            return InstanceStateResult(instance_id=input.instance_id, state="stopped", changed=True)
+
+        @activity.defn(name="start_instance")
+        async def start_instance(input: InstanceInput) -> InstanceStateResult:
+            fake._record("start_instance", input)
+            return InstanceStateResult(instance_id=input.instance_id, state="running", changed=True)
+
+        @activity.defn(name="probe_instance_credentials")
+        async def probe_instance_credentials(
+            input: ProbeInstanceCredentialsInput,
+        ) -> ProbeInstanceCredentialsResult:
+            fake._record("probe_instance_credentials", input)
+            key = fake.probe_keys.pop(0) if len(fake.probe_keys) > 1 else fake.probe_keys[0]
+            return ProbeInstanceCredentialsResult(
+                instance_id=input.instance_id,
+                role_name=input.role_name,
+                access_key_id=key,
+                code="Success",
+                command_id="cmd-1",
+            )
+
+        return [
+            resolve_principal,
+            store_evidence,
+            capture_role_state,
+            capture_instance_state,
+            snapshot_volumes,
+            capture_cloudtrail_slice,
+            revoke_role_sessions,
+            stop_instance,
+            start_instance,
+            probe_instance_credentials,
+        ]
+
+
+async def _wait_for(handle: WorkflowHandle, predicate: Callable[[CaseStatus], bool]) -> CaseStatus:
+    async with asyncio.timeout(20):
+        while True:
+            status = await handle.query(CaseWorkflow.status)
+            if predicate(status):
+                return status
+            await asyncio.sleep(0.1)
+
+
+def _pending(action_id_prefix: str) -> Callable[[CaseStatus], bool]:
+    return lambda s: any(a.id.startswith(action_id_prefix) for a in s.pending_actions())
+
+
+async def _start(env: WorkflowEnvironment, fake: FakeAws, task_queue: str) -> WorkflowHandle:
+    case_id = f"case-{ACCOUNT}-{STOLEN_KEY}-{uuid.uuid4().hex[:6]}"
+    return await env.client.start_workflow(
+        CaseWorkflow.run,
+        CaseInput(case_id=case_id, finding=finding()),
+        id=case_id,
+        task_queue=task_queue,
+    )
+
+
+def _worker(env: WorkflowEnvironment, fake: FakeAws, task_queue: str) -> Worker:
+    return Worker(
+        env.client, task_queue=task_queue, workflows=[CaseWorkflow], activities=fake.activities()
+    )
+
+
+def _approval(action_id: str, who: str = "alice") -> ApprovalInput:
+    return ApprovalInput(action_id=action_id, approver=who, reason="confirmed malicious")
+
+
+async def test_evidence_before_change_then_contained_after_approval(time_skipping_env):
+    fake = FakeAws()
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        assert waiting.phase is Phase.AWAITING_APPROVAL
+        # Nothing changed in AWS before the approval; all evidence is already taken.
+        assert "revoke_role_sessions" not in fake.names()
+        assert "stop_instance" not in fake.names()
+        assert [e.name for e in waiting.evidence] == [
+            "finding-lab-finding-0001",
+            f"iam-role-{ROLE}",
+            f"ec2-instance-{INSTANCE}",
+            "ebs-snapshots",
+            "cloudtrail",
+        ]
+        action = waiting.pending_actions()[0]
+        await handle.signal(CaseWorkflow.approve, _approval(action.id))
+        result = await handle.result()
+
+    assert result.phase is Phase.CLOSED
+    assert result.outcome == "contained"
+    assert result.verified_access_key_id == NEW_KEY
+    order = fake.names()
+    assert order.index("snapshot_volumes") < order.index("stop_instance")
+    assert (
+        order.index("revoke_role_sessions")
+        < order.index("stop_instance")
+        < order.index("start_instance")
+        < order.index("probe_instance_credentials")
+    )
+    approval = result.approvals[0]
+    assert (approval.action_id, approval.approver, approval.decision) == (
+        action.id,
+        "alice",
+        Decision.APPROVED,
+    )
+    revoke = next(v for n, v in fake.calls if n == "revoke_role_sessions")
+    # The cut-off is decided in the workflow: the second after containment began.
+    contained = next(a for a in result.actions if a.id == action.id)
+    assert contained.status is ActionStatus.DONE
+    assert contained.started_at is not None
+    assert revoke.cutoff == (contained.started_at + timedelta(seconds=1)).replace(microsecond=0)
+    assert result.containment_cutoff == revoke.cutoff
+    phases = [p.phase for p in result.phases]
+    assert phases.index(Phase.EVIDENCE) < phases.index(Phase.AWAITING_APPROVAL)
+    assert phases[-3:] == [Phase.VERIFICATION, Phase.CONTAINED, Phase.CLOSED]
+    trail = next(v for n, v in fake.calls if n == "capture_cloudtrail_slice")
+    assert trail.start <= finding().first_seen - timedelta(hours=24)
+
+
+async def test_rejected_containment_changes_nothing(time_skipping_env):
+    fake = FakeAws()
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(
+            CaseWorkflow.reject,
+            ApprovalInput(
+                action_id=waiting.pending_actions()[0].id,
+                approver="bob",
+                reason="pen test, expected",
+            ),
+        )
+        result = await handle.result()
+    assert result.phase is Phase.CLOSED
+    assert result.outcome == "containment rejected by bob: pen test, expected"
+    assert not {"revoke_role_sessions", "stop_instance", "start_instance"} & set(fake.names())
+    assert result.approvals[0].decision is Decision.REJECTED
+
+
+async def test_unknown_and_repeated_decisions_are_refused_and_recorded(time_skipping_env):
+    fake = FakeAws()
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        action_id = waiting.pending_actions()[0].id
+        await handle.signal(CaseWorkflow.approve, _approval("contain-99", "mallory"))
+        await handle.signal(CaseWorkflow.approve, _approval(action_id))
+        await handle.signal(CaseWorkflow.reject, _approval(action_id, "carol"))
+        result = await handle.result()
+    refused = [(r.action_id, r.by, r.reason) for r in result.refused]
+    assert refused[0] == ("contain-99", "mallory", "no such action")
+    assert refused[1][0:2] == (action_id, "carol")
+    assert "approved" in refused[1][2] or "running" in refused[1][2] or "done" in refused[1][2]
+    assert [a.approver for a in result.approvals] == ["alice"]
+    assert result.outcome == "contained"
+
+
+async def test_unrotated_key_fails_containment_until_a_retry_rotates_it(time_skipping_env):
+    fake = FakeAws(probe_keys=[STOLEN_KEY, NEW_KEY])
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        failed = await _wait_for(handle, _pending("retry-"))
+        assert failed.phase is Phase.CONTAINMENT_FAILED
+        assert failed.verified_access_key_id is None
+        await handle.signal(CaseWorkflow.approve, _approval(failed.pending_actions()[0].id))
+        result = await handle.result()
+    assert fake.names().count("stop_instance") == 2
+    assert fake.names().count("probe_instance_credentials") == 2
+    assert result.verified_access_key_id == NEW_KEY
+    assert result.outcome == "contained"
+
+
+async def test_non_retryable_failure_waits_for_a_human_then_retries(time_skipping_env):
+    fake = FakeAws()
+    fake.fail_next["revoke_role_sessions"] = ApplicationError(
+        "AccessDenied", type="AwsAccessDenied", non_retryable=True
+    )
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        stuck = await _wait_for(handle, _pending("retry-"))
+        assert stuck.phase is Phase.NEEDS_HUMAN
+        assert "AccessDenied" in stuck.phases[-1].note
+        await handle.signal(CaseWorkflow.approve, _approval(stuck.pending_actions()[0].id))
+        result = await handle.result()
+    assert fake.names().count("revoke_role_sessions") == 2
+    assert result.outcome == "contained"
+
+
+async def test_a_second_delivery_joins_once(time_skipping_env):
+    fake = FakeAws()
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        repeat = finding(count=9, updated_at=datetime(2026, 11, 22, 7, 30, tzinfo=UTC))
+        await handle.signal(CaseWorkflow.add_finding, repeat)
+        await handle.signal(CaseWorkflow.add_finding, repeat)
+        await handle.signal(CaseWorkflow.add_finding, finding())
+        other_key = finding(access_key_id="ASIAOTHERKEY00000000")
+        await handle.signal(CaseWorkflow.add_finding, other_key)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.reject, _approval(waiting.pending_actions()[0].id))
+        result = await handle.result()
+    assert [f.count for f in result.findings] == [7, 9]
+    assert [r.reason for r in result.refused] == ["finding is about another key"]
+
+
+async def test_stopped_instance_is_not_started_by_containment(time_skipping_env):
+    fake = FakeAws(instance_state="stopped")
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        result = await handle.result()
+    assert "revoke_role_sessions" in fake.names()
+    assert not {"stop_instance", "start_instance"} & set(fake.names())
+    assert result.outcome == "contained"
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_user_key_is_handed_to_a_human(time_skipping_env, decision):
+    fake = FakeAws(kind=CredentialKind.IAM_USER_KEY)
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("manual-"))
+        assert waiting.phase is Phase.NEEDS_HUMAN
+        signal = CaseWorkflow.approve if decision == "approve" else CaseWorkflow.reject
+        await handle.signal(signal, _approval(waiting.pending_actions()[0].id))
+        result = await handle.result()
+    assert not {"revoke_role_sessions", "stop_instance"} & set(fake.names())
+    assert result.outcome.startswith(
+        "contained by a human" if decision == "approve" else "not contained"
+    )

@@ -1,0 +1,82 @@
+"""The Quench worker: runs case workflows and every AWS activity on the case task queue."""
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.aws import AwsClients
+from activities.cloudtrail import CloudTrailActivities, CloudTrailS3Source
+from activities.ec2 import Ec2Activities
+from activities.evidence import EvidenceActivities, EvidenceStore
+from activities.iam import IamActivities
+from activities.ssm import SsmActivities
+from config.settings import Settings
+from config.temporal import connect, setup_tracing
+from workflows.case import CaseWorkflow
+
+WORKFLOWS = [CaseWorkflow]
+
+
+def build_activities(
+    settings: Settings, clients: AwsClients, poll_seconds: float = 5.0
+) -> list[Callable[..., Any]]:
+    """Every activity, bound to the AWS clients it acts with."""
+    settings.require_aws_targets()
+    assert settings.evidence_bucket and settings.cloudtrail_bucket
+    evidence = EvidenceStore(clients, settings.evidence_bucket)
+    trail = CloudTrailS3Source(
+        clients, settings.cloudtrail_bucket, settings.cloudtrail_prefix, settings.trail_regions
+    )
+    iam = IamActivities(clients, evidence)
+    ec2 = Ec2Activities(clients, evidence, poll_seconds=poll_seconds)
+    ssm = SsmActivities(clients, poll_seconds=min(poll_seconds, 2.0))
+    return [
+        EvidenceActivities(evidence).store_evidence,
+        iam.resolve_principal,
+        iam.capture_role_state,
+        iam.revoke_role_sessions,
+        ec2.capture_instance_state,
+        ec2.snapshot_volumes,
+        ec2.stop_instance,
+        ec2.start_instance,
+        ssm.probe_instance_credentials,
+        CloudTrailActivities(trail, evidence).capture_cloudtrail_slice,
+    ]
+
+
+def build_worker(
+    client: Client, settings: Settings, clients: AwsClients, poll_seconds: float = 5.0
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=build_activities(settings, clients, poll_seconds),
+        activity_executor=ThreadPoolExecutor(max_workers=16),
+    )
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings()
+    setup_tracing("quench-worker")
+    client = await connect(settings)
+    worker = build_worker(client, settings, AwsClients.from_settings(settings))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    logging.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+    async with worker:
+        await stop.wait()
+    logging.info("worker stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

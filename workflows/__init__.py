@@ -1,0 +1,1 @@
+"""Quench's workflows: pure orchestration of the playbook, no I/O."""

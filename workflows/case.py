@@ -1,0 +1,583 @@
+"""The case workflow: one compromised credential, from finding to closed case.
+
+Evidence first, then containment after a human approves, then proof that the credential
+really changed. Every AWS change is an activity; this module only decides and records.
+"""
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.aws import NON_RETRYABLE_ERRORS
+    from activities.cloudtrail import CloudTrailActivities
+    from activities.ec2 import Ec2Activities
+    from activities.evidence import EvidenceActivities
+    from activities.iam import IamActivities
+    from activities.ssm import SsmActivities
+    from config import names
+    from models.activities import (
+        CaptureInstanceInput,
+        CaptureRoleInput,
+        CloudTrailSliceInput,
+        InstanceInput,
+        ProbeInstanceCredentialsInput,
+        ResolvePrincipalInput,
+        RevokeRoleSessionsInput,
+        SnapshotVolumesInput,
+        StoreEvidenceInput,
+    )
+    from models.case import (
+        Action,
+        ActionKind,
+        ActionStatus,
+        Approval,
+        ApprovalInput,
+        CaseInput,
+        CaseStatus,
+        Decision,
+        EvidenceRecord,
+        Note,
+        NoteInput,
+        Phase,
+        PhaseChange,
+        RejectedSignal,
+        TimelineEntry,
+    )
+    from models.finding import Finding
+    from models.principal import Credential, CredentialKind
+
+T = TypeVar("T")
+
+# How far before GuardDuty's first sighting the evidence slice of CloudTrail reaches: the
+# compromise can precede the first call GuardDuty flagged, and instance role sessions
+# live up to 12 hours.
+EVIDENCE_LOOKBACK = timedelta(hours=24)
+
+_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=8,
+    non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
+)
+# The SSM agent needs a while after a start before it takes commands again.
+_PROBE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=1.5,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=20,
+    non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
+)
+
+
+class CaseAbandoned(Exception):
+    """A human declined to retry a failed step; the case closes with that decision."""
+
+
+@workflow.defn
+class CaseWorkflow:
+    @workflow.init
+    def __init__(self, input: CaseInput) -> None:
+        now = workflow.now()
+        self._status = CaseStatus(
+            case_id=input.case_id,
+            phase=Phase.TRIAGE,
+            account_id=input.finding.account_id,
+            findings=[input.finding],
+            phases=[PhaseChange(phase=Phase.TRIAGE, at=now, note="case opened")],
+            actions=[],
+            approvals=[],
+            evidence=[],
+            timeline=[TimelineEntry(at=now, what=f"case opened from finding {input.finding.id}")],
+        )
+        self._action_seq = 0
+
+    # -- signals and queries -------------------------------------------------------------
+
+    @workflow.signal(name=names.SIGNAL_ADD_FINDING)
+    def add_finding(self, finding: Finding) -> None:
+        """Another delivery of a finding on this credential joins the case."""
+        now = workflow.now()
+        if finding.access_key.access_key_id != self._finding.access_key.access_key_id:
+            self._refuse(
+                names.SIGNAL_ADD_FINDING, None, "guardduty", "finding is about another key"
+            )
+            return
+        if any(f.dedupe_key == finding.dedupe_key for f in self._status.findings):
+            return
+        self._status.findings.append(finding)
+        self._status.timeline.append(
+            TimelineEntry(at=now, what=f"finding {finding.id} ({finding.type}) joined the case")
+        )
+
+    @workflow.signal(name=names.SIGNAL_APPROVE)
+    def approve(self, input: ApprovalInput) -> None:
+        self._decide(input, Decision.APPROVED)
+
+    @workflow.signal(name=names.SIGNAL_REJECT)
+    def reject(self, input: ApprovalInput) -> None:
+        self._decide(input, Decision.REJECTED)
+
+    @workflow.signal(name=names.SIGNAL_ADD_NOTE)
+    def add_note(self, input: NoteInput) -> None:
+        self._status.notes.append(Note(author=input.author, text=input.text, at=workflow.now()))
+
+    @workflow.query(name=names.QUERY_STATUS)
+    def status(self) -> CaseStatus:
+        return self._status
+
+    # -- the playbook ------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: CaseInput) -> CaseStatus:
+        finding = input.finding
+        self._upsert_static_attributes(finding)
+        self._set_phase(Phase.TRIAGE, "resolving the principal")
+        try:
+            credential = await self._attempt(
+                "resolve the principal",
+                lambda: workflow.execute_activity_method(
+                    IamActivities.resolve_principal,
+                    ResolvePrincipalInput(finding=finding),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=_RETRY,
+                    summary="Resolve the principal behind the access key",
+                ),
+            )
+            self._status.credential = credential.credential
+            self._upsert_principal_attributes(credential.credential)
+
+            self._set_phase(Phase.EVIDENCE, "preserving evidence before any change")
+            instance_running = await self._collect_evidence(credential.credential)
+
+            if credential.credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
+                await self._contain_instance_role(credential.credential, instance_running)
+            else:
+                await self._hand_to_human(credential.credential)
+        except CaseAbandoned as abandoned:
+            self._close(str(abandoned))
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._status
+
+    async def _collect_evidence(self, credential: Credential) -> bool:
+        """Evidence before any change. Returns whether the instance was running."""
+        case_id = self._status.case_id
+        finding = self._finding
+        principal = credential.principal
+        self._record_evidence(
+            await self._attempt(
+                "store the finding",
+                lambda: workflow.execute_activity_method(
+                    EvidenceActivities.store_evidence,
+                    StoreEvidenceInput(
+                        case_id=case_id,
+                        name=f"finding-{_slug(finding.id)}",
+                        document=finding.raw or finding.model_dump(mode="json"),
+                    ),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=_RETRY,
+                    summary="Store the GuardDuty finding",
+                ),
+            )
+        )
+        if principal.role_name:
+            role_name = principal.role_name
+            self._record_evidence(
+                await self._attempt(
+                    "capture the role's IAM state",
+                    lambda: workflow.execute_activity_method(
+                        IamActivities.capture_role_state,
+                        CaptureRoleInput(case_id=case_id, role_name=role_name),
+                        start_to_close_timeout=timedelta(minutes=5),
+                        retry_policy=_RETRY,
+                        summary=f"Capture role {role_name}: policies, trust policy, profiles",
+                    ),
+                )
+            )
+        instance_running = False
+        if principal.instance_id:
+            instance_id = principal.instance_id
+            instance = await self._attempt(
+                "capture the instance",
+                lambda: workflow.execute_activity_method(
+                    Ec2Activities.capture_instance_state,
+                    CaptureInstanceInput(case_id=case_id, instance_id=instance_id),
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=_RETRY,
+                    summary=f"Capture instance {instance_id}",
+                ),
+            )
+            self._record_evidence(instance.evidence)
+            snapshots = await self._attempt(
+                "snapshot the instance's volumes",
+                lambda: workflow.execute_activity_method(
+                    Ec2Activities.snapshot_volumes,
+                    SnapshotVolumesInput(
+                        case_id=case_id, instance_id=instance_id, volume_ids=instance.volume_ids
+                    ),
+                    start_to_close_timeout=timedelta(minutes=10),
+                    heartbeat_timeout=timedelta(minutes=2),
+                    retry_policy=_RETRY,
+                    summary=f"Snapshot the EBS volumes of {instance_id} before the stop",
+                ),
+            )
+            self._record_evidence(snapshots.evidence)
+            instance_running = instance.state == "running"
+        window_end = workflow.now()
+        window_start = min(finding.first_seen, window_end) - EVIDENCE_LOOKBACK
+        trail = await self._attempt(
+            "capture the CloudTrail slice",
+            lambda: workflow.execute_activity_method(
+                CloudTrailActivities.capture_cloudtrail_slice,
+                CloudTrailSliceInput(
+                    case_id=case_id,
+                    account_id=finding.account_id,
+                    access_key_id=credential.access_key_id,
+                    start=window_start,
+                    end=window_end,
+                ),
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"CloudTrail records of {credential.access_key_id}",
+            ),
+        )
+        self._record_evidence(trail.evidence)
+        self._note(
+            f"{trail.event_count} CloudTrail records of {credential.access_key_id} "
+            f"in {trail.files_scanned} log files"
+        )
+        return instance_running
+
+    async def _contain_instance_role(self, credential: Credential, instance_running: bool) -> None:
+        """Playbook 2.2 for an instance role: revoke older sessions, stop+start, verify."""
+        principal = credential.principal
+        role_name = principal.role_name or ""
+        instance_id = principal.instance_id or ""
+        steps = [
+            f"Deny all sessions of role {role_name} issued before the approval "
+            f"(inline policy {names.REVOKE_SESSIONS_POLICY_NAME} on aws:TokenIssueTime)",
+            f"Stop instance {instance_id} and start it again so it receives new credentials",
+            f"Verify through SSM and the instance metadata that the key is no longer "
+            f"{credential.access_key_id}",
+        ]
+        if not instance_running:
+            steps[1] = f"Instance {instance_id} is not running: it gets new credentials at start"
+        action = self._propose(
+            ActionKind.CONTAIN_INSTANCE_ROLE,
+            f"Contain {credential.access_key_id}: revoke sessions of {role_name}, "
+            f"rotate {instance_id}",
+            steps,
+        )
+        approval = await self._await_decision(action)
+        if approval.decision is Decision.REJECTED:
+            self._finish_action(action, ActionStatus.REJECTED, approval.reason)
+            self._close(f"containment rejected by {approval.approver}: {approval.reason}")
+            return
+
+        self._set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
+        action.status = ActionStatus.RUNNING
+        action.started_at = workflow.now()
+        # The cut-off is decided here, once: every retry writes the same policy, and
+        # sessions issued in the second of the approval are still revoked.
+        cutoff = (action.started_at + timedelta(seconds=1)).replace(microsecond=0)
+        revoked = await self._attempt(
+            "revoke the role's sessions",
+            lambda: workflow.execute_activity_method(
+                IamActivities.revoke_role_sessions,
+                RevokeRoleSessionsInput(role_name=role_name, cutoff=cutoff),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"Revoke sessions of {role_name} issued before {cutoff.isoformat()}",
+            ),
+        )
+        self._status.containment_cutoff = revoked.cutoff_in_effect
+        self._note(
+            f"sessions of {role_name} issued before {revoked.cutoff_in_effect.isoformat()} "
+            f"are denied" + ("" if revoked.changed else " (policy was already in place)")
+        )
+
+        while True:
+            if instance_running:
+                await self._rotate_instance(instance_id)
+            else:
+                self._note(f"instance {instance_id} was not running; no stop+start needed")
+                self._finish_action(action, ActionStatus.DONE, "sessions revoked")
+                self._set_phase(Phase.CONTAINED, "role sessions revoked")
+                self._close("contained")
+                return
+            self._set_phase(Phase.VERIFICATION, "reading the instance's credentials over SSM")
+            probe = await self._attempt(
+                "verify the instance's new credentials",
+                lambda: workflow.execute_activity_method(
+                    SsmActivities.probe_instance_credentials,
+                    ProbeInstanceCredentialsInput(instance_id=instance_id, role_name=role_name),
+                    start_to_close_timeout=timedelta(minutes=3),
+                    heartbeat_timeout=timedelta(minutes=1),
+                    retry_policy=_PROBE_RETRY,
+                    summary=f"Read {role_name}'s credentials from {instance_id}'s metadata",
+                ),
+            )
+            if probe.access_key_id != credential.access_key_id:
+                self._status.verified_access_key_id = probe.access_key_id
+                self._note(
+                    f"instance {instance_id} now holds {probe.access_key_id}, "
+                    f"not {credential.access_key_id}: rotation verified"
+                )
+                self._finish_action(action, ActionStatus.DONE, "sessions revoked, key rotated")
+                self._set_phase(Phase.CONTAINED, "credential rotated and verified")
+                self._close("contained")
+                return
+            self._set_phase(
+                Phase.CONTAINMENT_FAILED,
+                f"instance {instance_id} still holds {credential.access_key_id}",
+            )
+            retry = self._propose(
+                ActionKind.RETRY,
+                f"Stop and start {instance_id} again, then verify the key changed",
+                [f"The metadata service still serves {credential.access_key_id} after stop+start"],
+            )
+            decision = await self._await_decision(retry)
+            if decision.decision is Decision.REJECTED:
+                self._finish_action(retry, ActionStatus.REJECTED, decision.reason)
+                self._finish_action(action, ActionStatus.FAILED, "rotation not verified")
+                raise CaseAbandoned(
+                    f"rotation not verified; {decision.approver} takes over: {decision.reason}"
+                )
+            self._finish_action(retry, ActionStatus.DONE, "retrying")
+            self._set_phase(Phase.CONTAINMENT, f"retry approved by {decision.approver}")
+
+    async def _rotate_instance(self, instance_id: str) -> None:
+        request = InstanceInput(instance_id=instance_id)
+        await self._attempt(
+            "stop the instance",
+            lambda: workflow.execute_activity_method(
+                Ec2Activities.stop_instance,
+                request,
+                start_to_close_timeout=timedelta(minutes=15),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=_RETRY,
+                summary=f"Stop {instance_id} (a reboot would keep the old credentials)",
+            ),
+        )
+        self._note(f"instance {instance_id} stopped")
+        await self._attempt(
+            "start the instance",
+            lambda: workflow.execute_activity_method(
+                Ec2Activities.start_instance,
+                request,
+                start_to_close_timeout=timedelta(minutes=15),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=_RETRY,
+                summary=f"Start {instance_id} so it receives new role credentials",
+            ),
+        )
+        self._note(f"instance {instance_id} started")
+
+    async def _hand_to_human(self, credential: Credential) -> None:
+        """Credentials this version does not contain itself go to a human with a checklist."""
+        principal = credential.principal
+        self._set_phase(Phase.NEEDS_HUMAN, f"{credential.kind.value} is contained by a human")
+        action = self._propose(
+            ActionKind.MANUAL_CONTAINMENT,
+            f"Contain {credential.access_key_id} ({principal.type.value}) by hand, then approve",
+            [
+                "Review the evidence stored with this case",
+                f"Disable {credential.access_key_id} (update-access-key --status Inactive) or "
+                "revoke the sessions of the role behind it",
+                "Check CloudTrail for activity after containment",
+                "Approve this action when done, or reject it to close the case as not contained",
+            ],
+        )
+        approval = await self._await_decision(action)
+        if approval.decision is Decision.APPROVED:
+            self._finish_action(action, ActionStatus.DONE, f"contained by {approval.approver}")
+            self._set_phase(Phase.CONTAINED, f"{approval.approver}: {approval.reason}")
+            self._close("contained by a human")
+        else:
+            self._finish_action(action, ActionStatus.REJECTED, approval.reason)
+            self._close(f"not contained: {approval.approver}: {approval.reason}")
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @property
+    def _finding(self) -> Finding:
+        return self._status.findings[0]
+
+    async def _attempt(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run an activity; if it fails for good, ask a human whether to try again."""
+        while True:
+            try:
+                return await call()
+            except ActivityError as err:
+                cause = err.cause
+                detail = str(cause.message if isinstance(cause, ApplicationError) else err)
+            previous = self._status.phase
+            self._set_phase(Phase.NEEDS_HUMAN, f"failed to {doing}: {detail}")
+            retry = self._propose(ActionKind.RETRY, f"Retry: {doing}", [f"It failed: {detail}"])
+            decision = await self._await_decision(retry)
+            if decision.decision is Decision.REJECTED:
+                self._finish_action(retry, ActionStatus.REJECTED, decision.reason)
+                raise CaseAbandoned(f"gave up after failing to {doing}: {decision.reason}")
+            self._finish_action(retry, ActionStatus.DONE, "retrying")
+            self._set_phase(previous, f"retry approved by {decision.approver}")
+
+    def _propose(self, kind: ActionKind, title: str, steps: list[str]) -> Action:
+        self._action_seq += 1
+        action = Action(
+            id=f"{kind.value}-{self._action_seq}",
+            kind=kind,
+            title=title,
+            steps=steps,
+            status=ActionStatus.PENDING_APPROVAL,
+            requested_at=workflow.now(),
+        )
+        self._status.actions.append(action)
+        if self._status.phase not in (Phase.NEEDS_HUMAN, Phase.CONTAINMENT_FAILED):
+            self._set_phase(Phase.AWAITING_APPROVAL, f"waiting for approval of {action.id}")
+        else:
+            self._refresh()
+        return action
+
+    async def _await_decision(self, action: Action) -> Approval:
+        await workflow.wait_condition(lambda: action.approval is not None)
+        assert action.approval is not None
+        self._refresh()
+        return action.approval
+
+    def _decide(self, input: ApprovalInput, decision: Decision) -> None:
+        signal = names.SIGNAL_APPROVE if decision is Decision.APPROVED else names.SIGNAL_REJECT
+        action = next((a for a in self._status.actions if a.id == input.action_id), None)
+        if action is None:
+            self._refuse(signal, input.action_id, input.approver, "no such action")
+            return
+        if action.status is not ActionStatus.PENDING_APPROVAL:
+            self._refuse(signal, input.action_id, input.approver, f"action is {action.status}")
+            return
+        approval = Approval(
+            action_id=action.id,
+            decision=decision,
+            approver=input.approver,
+            reason=input.reason,
+            decided_at=workflow.now(),
+        )
+        action.approval = approval
+        action.status = (
+            ActionStatus.APPROVED if decision is Decision.APPROVED else ActionStatus.REJECTED
+        )
+        self._status.approvals.append(approval)
+        self._status.timeline.append(
+            TimelineEntry(
+                at=approval.decided_at,
+                what=f"{action.id} {decision.value} by {input.approver}: {input.reason}",
+            )
+        )
+
+    def _refuse(self, signal: str, action_id: str | None, by: str, reason: str) -> None:
+        self._status.refused.append(
+            RejectedSignal(
+                signal=signal, action_id=action_id, by=by, reason=reason, at=workflow.now()
+            )
+        )
+        workflow.logger.warning("refused %s for %s by %s: %s", signal, action_id, by, reason)
+
+    def _finish_action(self, action: Action, status: ActionStatus, outcome: str) -> None:
+        action.status = status
+        action.outcome = outcome
+        action.finished_at = workflow.now()
+        self._status.timeline.append(
+            TimelineEntry(at=action.finished_at, what=f"{action.id} {status.value}: {outcome}")
+        )
+
+    def _record_evidence(self, record: EvidenceRecord) -> None:
+        if all(e.key != record.key for e in self._status.evidence):
+            self._status.evidence.append(record)
+            self._note(f"evidence {record.uri} sha256={record.sha256}")
+
+    def _note(self, what: str) -> None:
+        self._status.timeline.append(TimelineEntry(at=workflow.now(), what=what))
+
+    def _set_phase(self, phase: Phase, note: str) -> None:
+        now = workflow.now()
+        self._status.phase = phase
+        self._status.phases.append(PhaseChange(phase=phase, at=now, note=note))
+        self._status.timeline.append(TimelineEntry(at=now, what=f"phase {phase.value}: {note}"))
+        self._refresh()
+
+    def _close(self, outcome: str) -> None:
+        self._status.outcome = outcome
+        self._set_phase(Phase.CLOSED, outcome)
+
+    def _refresh(self) -> None:
+        pending = self._status.pending_actions()
+        workflow.upsert_search_attributes(
+            [
+                names.SA_PHASE.value_set(self._status.phase.value),
+                names.SA_PENDING_APPROVALS.value_set(len(pending)),
+            ]
+        )
+        workflow.set_current_details(render_details(self._status))
+
+    def _upsert_static_attributes(self, finding: Finding) -> None:
+        updates: list[SearchAttributeUpdate[Any]] = [
+            names.SA_ACCOUNT_ID.value_set(finding.account_id),
+            names.SA_ACCESS_KEY_ID.value_set(finding.access_key.access_key_id),
+            names.SA_FINDING_TYPE.value_set(finding.type),
+            names.SA_SEVERITY.value_set(finding.severity),
+        ]
+        if finding.instance_id:
+            updates.append(names.SA_INSTANCE_ID.value_set(finding.instance_id))
+        workflow.upsert_search_attributes(updates)
+
+    def _upsert_principal_attributes(self, credential: Credential) -> None:
+        principal = credential.principal
+        updates = [names.SA_PRINCIPAL_TYPE.value_set(principal.type.value)]
+        if principal.arn:
+            updates.append(names.SA_PRINCIPAL_ARN.value_set(principal.arn))
+        if principal.instance_id:
+            updates.append(names.SA_INSTANCE_ID.value_set(principal.instance_id))
+        workflow.upsert_search_attributes(updates)
+
+
+def _slug(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in value.lower())[:100]
+
+
+def render_details(status: CaseStatus) -> str:
+    """The case as Markdown for the Web UI's current details."""
+    credential = status.credential
+    lines = [f"## Case {status.case_id}", "", f"**Phase:** {status.phase.value}"]
+    if status.outcome:
+        lines.append(f"**Outcome:** {status.outcome}")
+    if credential:
+        principal = credential.principal
+        lines += [
+            f"**Credential:** `{credential.access_key_id}` ({credential.kind.value})",
+            f"**Principal:** `{principal.arn or principal.principal_id}`",
+        ]
+        if principal.instance_id:
+            lines.append(f"**Instance:** `{principal.instance_id}`")
+    pending = status.pending_actions()
+    if pending:
+        lines += ["", "### Waiting for approval"]
+        for action in pending:
+            lines.append(f"- **{action.id}**: {action.title}")
+            lines += [f"  - {step}" for step in action.steps]
+            lines.append(
+                f"  - approve: `temporal workflow signal --workflow-id {status.case_id} "
+                f'--name {names.SIGNAL_APPROVE} --input \'{{"action_id": "{action.id}", '
+                f'"approver": "<you>", "reason": "<why>"}}\'`'
+            )
+    done = [a for a in status.actions if a.status is not ActionStatus.PENDING_APPROVAL]
+    if done:
+        lines += ["", "### Actions"]
+        lines += [f"- {a.id}: {a.status.value}: {a.outcome or a.title}" for a in done]
+    if status.evidence:
+        lines += ["", f"### Evidence ({len(status.evidence)} objects)"]
+        lines += [f"- `{e.uri}` sha256 `{e.sha256[:16]}…`" for e in status.evidence]
+    return "\n".join(lines)
