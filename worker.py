@@ -72,8 +72,8 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    logging.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
     async with worker:
+        logging.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
         await stop.wait()
     logging.info("worker stopped")
 

@@ -18,10 +18,11 @@ def setup_tracing(service_name: str) -> None:
         )
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, lazy: bool = False) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         interceptors=[TracingInterceptor()],
+        lazy=lazy,
     )

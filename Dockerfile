@@ -1,0 +1,27 @@
+# The Quench image: one image, two commands (the worker, the webhook); see docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /app
+
+# Dependencies first, in their own layer, so a code change does not reinstall them.
+# Only [project].dependencies: the test extra stays out of the image.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+# .dockerignore admits only the project's own packages and modules.
+COPY . .
+RUN pip install . && rm -rf build ./*.egg-info
+
+# The code stays root-owned and read-only to the process that runs it.
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/quench quench
+USER 10001:10001
+
+CMD ["python", "worker.py"]

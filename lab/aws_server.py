@@ -1,0 +1,172 @@
+"""The lab's AWS: moto in server mode, plus the instance world moto lacks.
+
+Run as `python -m lab.aws_server --port 5055 --state-dir .quench`. Everything Quench does
+against it goes through the real AWS APIs; only the server side is the lab's.
+
+moto keeps its state in memory. To survive a restart of the stack, the server records
+every request (moto's recorder) and replays the recording at the next start, with moto's
+random ids seeded so the replayed world gets the same ids.
+"""
+
+import argparse
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# moto reads these at import time.
+os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+
+from lab.instances import InstanceCredentials, InstanceWorld
+
+LAB_SEED = 20241717
+RECORDING_NAME = "lab-aws.recording.jsonl"
+log = logging.getLogger("quench.lab.aws")
+
+
+def _install_instance_world() -> InstanceWorld:
+    """Patch moto so instances have a metadata service and an SSM agent."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import Instance
+    from moto.ssm import models as ssm_models
+    from moto.ssm.exceptions import SSMException
+    from moto.sts.models import sts_backends
+
+    def mint(instance_id: str, role_arn: str) -> InstanceCredentials:
+        account_id = role_arn.split(":")[4]
+        assumed = sts_backends[account_id]["aws"].assume_role(
+            region_name="us-east-1",
+            role_session_name=instance_id,
+            role_arn=role_arn,
+            policy="",
+            duration=21600,
+            external_id="",
+        )
+        return InstanceCredentials(
+            access_key_id=assumed.access_key_id,
+            secret_access_key=assumed.secret_access_key,
+            token=assumed.session_token,
+            issued_at=datetime.now(UTC).replace(microsecond=0),
+        )
+
+    world = InstanceWorld(mint=mint)
+
+    original_start = Instance.start
+
+    def start(self: Any) -> Any:
+        previous = original_start(self)
+        # A start after a stop lands on a new host with new role credentials.
+        if previous.name == "stopped":
+            world.started_from_stopped(self.id)
+        return previous
+
+    Instance.start = start  # type: ignore[method-assign]
+
+    def find_instance(account_id: str, region: str, instance_id: str) -> Any:
+        try:
+            return ec2_backends[account_id][region].get_instance(instance_id)
+        except Exception:
+            return None
+
+    def role_arn_of(account_id: str, region: str, instance_id: str) -> str | None:
+        backend = ec2_backends[account_id][region]
+        association = backend.iam_instance_profile_associations.get(instance_id)
+        if association is None or not association.iam_instance_profile.roles:
+            return None
+        return str(association.iam_instance_profile.roles[0].arn)
+
+    original_send = ssm_models.SimpleSystemManagerBackend.send_command
+
+    def send_command(self: Any, **kwargs: Any) -> Any:
+        # SSM refuses instances whose agent is not online, as a stopped instance's is not.
+        for instance_id in kwargs.get("instance_ids") or []:
+            instance = find_instance(self.account_id, self.region_name, instance_id)
+            if instance is None or not instance.is_running():
+                raise SSMException(
+                    "InvalidInstanceId", "Instances not in a valid state for account"
+                )
+        return original_send(self, **kwargs)
+
+    ssm_models.SimpleSystemManagerBackend.send_command = send_command  # type: ignore[method-assign,assignment]
+
+    original_invocation = ssm_models.Command.invocation_response
+
+    def invocation_response(self: Any, instance_id: str, plugin_name: str) -> dict[str, Any]:
+        response = original_invocation(self, instance_id, plugin_name)
+        if self.document_name != "AWS-RunShellScript":
+            return response
+        result = world.run_shell_script(
+            instance_id,
+            role_arn_of(self.account_id, self.backend_region, instance_id),
+            list(self.parameters.get("commands", [])),
+        )
+        status = "Success" if result.exit_code == 0 else "Failed"
+        response.update(
+            {
+                "ResponseCode": result.exit_code,
+                "Status": status,
+                "StatusDetails": status,
+                "StandardOutputContent": result.stdout[:24000],
+                "StandardErrorContent": result.stderr[:8000],
+            }
+        )
+        return response
+
+    ssm_models.Command.invocation_response = invocation_response  # type: ignore[method-assign]
+    return world
+
+
+def _replay_when_up(recording: Path, url: str) -> None:
+    from moto.moto_api import recorder
+
+    log.info("replaying %s to restore the lab's AWS state", recording)
+    recorder.replay_recording(target_host=url)
+    log.info("lab AWS state restored")
+
+
+def serve(host: str, port: int, state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    recording = state_dir / RECORDING_NAME
+    os.environ["MOTO_RECORDER_FILEPATH"] = str(recording)
+    os.environ["MOTO_ENABLE_RECORDING"] = "True"
+    os.environ["MOTO_PORT"] = str(port)
+
+    from moto.moto_api._internal import mock_random
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from moto.server import MotoRequestHandler
+    from werkzeug.serving import make_server
+
+    _install_instance_world()
+    mock_random.seed(LAB_SEED)
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    if recording.exists() and recording.stat().st_size > 0:
+        # Replay before anyone else can talk to the server, so ids come out the same.
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        from moto.moto_api import recorder
+
+        recorder.stop_recording()
+        _replay_when_up(recording, f"http://{host}:{port}")
+        recorder.start_recording()
+        (state_dir / "lab-aws.ready").write_text("replayed")
+        thread.join()
+    else:
+        (state_dir / "lab-aws.ready").write_text("fresh")
+        server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="The lab's AWS: moto with instances inside.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5055)
+    parser.add_argument("--state-dir", type=Path, default=Path(".quench"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    serve(args.host, args.port, args.state_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""CloudTrail for the lab: records in CloudTrail's own format, delivered as gzip log files
+under the real key layout, as the service would write them (moto does neither)."""
+
+import gzip
+import json
+import secrets
+import string
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from activities.redaction import redact
+
+# Lambda's API versions show up in CloudTrail event names.
+_VERSIONED_EVENT_NAMES = {
+    ("lambda", "CreateFunction"): "CreateFunction20150331",
+    ("lambda", "UpdateFunctionCode"): "UpdateFunctionCode20150331v2",
+    ("lambda", "AddPermission"): "AddPermission20150331v2",
+    ("lambda", "DeleteFunction"): "DeleteFunction20150331",
+}
+_GLOBAL_SERVICES = {"iam", "sts"}
+HIDDEN = "HIDDEN_DUE_TO_SECURITY_REASONS"
+
+
+def camel(value: Any) -> Any:
+    """boto3's PascalCase shapes in CloudTrail's lowerCamelCase, datetimes as strings."""
+    if isinstance(value, dict):
+        return {
+            (k[:1].lower() + k[1:] if isinstance(k, str) else k): camel(v)
+            for k, v in value.items()
+            if k != "ResponseMetadata"
+        }
+    if isinstance(value, list):
+        return [camel(v) for v in value]
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%b %d, %Y, %I:%M:%S %p")
+    if isinstance(value, bytes):
+        return HIDDEN
+    return value
+
+
+def _hide_secrets(value: Any) -> Any:
+    return _replace(redact(value), "REDACTED", HIDDEN)
+
+
+def _replace(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _replace(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace(v, old, new) for v in value]
+    return new if value == old else value
+
+
+@dataclass
+class Actor:
+    """Who makes a call, from where: CloudTrail's userIdentity, source IP and user agent."""
+
+    identity: dict[str, Any]
+    source_ip: str
+    user_agent: str
+
+    @property
+    def access_key_id(self) -> str:
+        return str(self.identity["accessKeyId"])
+
+
+def assumed_role_identity(
+    *,
+    account_id: str,
+    role_name: str,
+    role_id: str,
+    session_name: str,
+    access_key_id: str,
+    issued_at: datetime,
+    ec2_role_delivery: bool,
+) -> dict[str, Any]:
+    identity: dict[str, Any] = {
+        "type": "AssumedRole",
+        "principalId": f"{role_id}:{session_name}",
+        "arn": f"arn:aws:sts::{account_id}:assumed-role/{role_name}/{session_name}",
+        "accountId": account_id,
+        "accessKeyId": access_key_id,
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "Role",
+                "principalId": role_id,
+                "arn": f"arn:aws:iam::{account_id}:role/{role_name}",
+                "accountId": account_id,
+                "userName": role_name,
+            },
+            "webIdFederationData": {},
+            "attributes": {
+                "creationDate": issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "mfaAuthenticated": "false",
+            },
+        },
+    }
+    if ec2_role_delivery:
+        identity["sessionContext"]["ec2RoleDelivery"] = "2.0"
+    return identity
+
+
+def iam_user_identity(
+    *, account_id: str, user_name: str, user_id: str, access_key_id: str
+) -> dict[str, Any]:
+    return {
+        "type": "IAMUser",
+        "principalId": user_id,
+        "arn": f"arn:aws:iam::{account_id}:user/{user_name}",
+        "accountId": account_id,
+        "accessKeyId": access_key_id,
+        "userName": user_name,
+    }
+
+
+@dataclass
+class TrailRecorder:
+    """Collects CloudTrail records and delivers them to the trail's bucket.
+
+    Records made while the trail is not logging are never delivered, as in AWS: a
+    StopLogging call is itself the last record before the gap.
+    """
+
+    account_id: str
+    bucket: str
+    prefix: str = ""
+    logging: bool = True
+    records: list[dict[str, Any]] = field(default_factory=list)
+    dropped: int = 0
+
+    def record(
+        self,
+        actor: Actor,
+        *,
+        service: str,
+        operation: str,
+        region: str,
+        at: datetime,
+        request: dict[str, Any] | None,
+        response: dict[str, Any] | None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> dict[str, Any]:
+        read_only = operation.startswith(("Get", "List", "Describe", "Lookup"))
+        record: dict[str, Any] = {
+            "eventVersion": "1.09",
+            "userIdentity": actor.identity,
+            "eventTime": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "eventSource": f"{service}.amazonaws.com",
+            "eventName": _VERSIONED_EVENT_NAMES.get((service, operation), operation),
+            "awsRegion": "us-east-1" if service in _GLOBAL_SERVICES else region,
+            "sourceIPAddress": actor.source_ip,
+            "userAgent": actor.user_agent,
+            "requestParameters": _hide_secrets(camel(request)) if request else None,
+            "responseElements": None
+            if read_only or error_code or response is None
+            else _hide_secrets(camel(response)),
+            "requestID": str(uuid.uuid4()),
+            "eventID": str(uuid.uuid4()),
+            "readOnly": read_only,
+            "eventType": "AwsApiCall",
+            "managementEvent": True,
+            "recipientAccountId": self.account_id,
+            "eventCategory": "Management",
+        }
+        if error_code:
+            record["errorCode"] = error_code
+            record["errorMessage"] = error_message or error_code
+        if self.logging:
+            self.records.append(record)
+        else:
+            self.dropped += 1
+        if service == "cloudtrail" and not error_code:
+            if operation == "StopLogging":
+                self.logging = False
+            elif operation == "StartLogging":
+                self.logging = True
+        return record
+
+    def log_files(self) -> dict[str, bytes]:
+        """The records as CloudTrail would deliver them: one gzip file per region and
+        5-minute window, named for the window's end."""
+        windows: dict[tuple[str, datetime], list[dict[str, Any]]] = defaultdict(list)
+        for record in self.records:
+            at = datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
+            end = at.replace(minute=at.minute - at.minute % 5, second=0) + _FIVE_MINUTES
+            windows[(record["awsRegion"], end)].append(record)
+        files = {}
+        for (region, end), records in sorted(windows.items()):
+            unique = "".join(secrets.choice(_ALPHANUM) for _ in range(16))
+            key = (
+                f"AWSLogs/{self.account_id}/CloudTrail/{region}/{end:%Y/%m/%d}/"
+                f"{self.account_id}_CloudTrail_{region}_{end:%Y%m%dT%H%M}Z_{unique}.json.gz"
+            )
+            if self.prefix:
+                key = f"{self.prefix.strip('/')}/{key}"
+            files[key] = gzip.compress(json.dumps({"Records": records}).encode())
+        return files
+
+    def deliver(self, s3: Any) -> list[str]:
+        """Write the log files to the trail's bucket and forget the delivered records."""
+        files = self.log_files()
+        for key, body in files.items():
+            s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        self.records.clear()
+        return sorted(files)
+
+
+_ALPHANUM = string.ascii_letters + string.digits
+_FIVE_MINUTES = timedelta(minutes=5)

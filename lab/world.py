@@ -1,0 +1,183 @@
+"""The lab's AWS account as it was before the attack: the seed's account 123456789012 with
+an application instance, a trail, buckets, and legitimate people and roles."""
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import boto3
+from pydantic import BaseModel
+
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+CLOUDTRAIL_BUCKET = f"quench-lab-cloudtrail-{ACCOUNT_ID}"
+EVIDENCE_BUCKET = f"quench-lab-evidence-{ACCOUNT_ID}"
+APP_BUCKET = "acme-orders-data"
+TRAIL_NAME = "management-events"
+APP_ROLE = "web-app-role"
+APP_PROFILE = "web-app-profile"
+PROTECTED_TAG = "quench:protected"
+
+_EC2_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+# The root cause the lab tells: an application role with far more than it needs.
+_APP_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["s3:*", "ssm:GetParameter*"], "Resource": "*"},
+        {
+            "Sid": "LegacyDeployTooling",
+            "Effect": "Allow",
+            "Action": ["iam:*", "lambda:*", "cloudtrail:*", "ec2:Describe*"],
+            "Resource": "*",
+        },
+    ],
+}
+
+
+class LabWorld(BaseModel):
+    """Ids of what the lab created, saved so a restarted stack finds its world again."""
+
+    account_id: str = ACCOUNT_ID
+    region: str = REGION
+    cloudtrail_bucket: str = CLOUDTRAIL_BUCKET
+    evidence_bucket: str = EVIDENCE_BUCKET
+    trail_name: str = TRAIL_NAME
+    instance_id: str
+    instance_private_ip: str
+    role_name: str = APP_ROLE
+    role_id: str
+    profile_name: str = APP_PROFILE
+    profile_arn: str
+    profile_id: str
+    admin_user: str = "alice-admin"
+    admin_user_id: str
+    admin_key_id: str
+    legitimate_users: list[str]
+    legitimate_roles: list[str]
+    protected_roles: list[str]
+
+
+def admin_session() -> boto3.Session:
+    """The lab operator's own session (moto accepts any key)."""
+    return boto3.Session(
+        aws_access_key_id="AKIALABOPERATOR00001",
+        aws_secret_access_key="lab-operator-secret",
+        region_name=REGION,
+    )
+
+
+def client(session: boto3.Session, service: str, endpoint_url: str) -> Any:
+    return session.client(service, endpoint_url=endpoint_url, region_name=REGION)  # type: ignore[call-overload]
+
+
+def lambda_zip(source: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", source)
+    return buffer.getvalue()
+
+
+def seed(endpoint_url: str) -> LabWorld:
+    """Create the account's resources before the attack."""
+    session = admin_session()
+    s3 = client(session, "s3", endpoint_url)
+    iam = client(session, "iam", endpoint_url)
+    ec2 = client(session, "ec2", endpoint_url)
+    cloudtrail = client(session, "cloudtrail", endpoint_url)
+    lam = client(session, "lambda", endpoint_url)
+
+    for bucket in (CLOUDTRAIL_BUCKET, EVIDENCE_BUCKET, APP_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=APP_BUCKET, Key="orders/2026-11-21.csv", Body=b"order,amount\n1,10\n")
+    cloudtrail.create_trail(
+        Name=TRAIL_NAME, S3BucketName=CLOUDTRAIL_BUCKET, IsMultiRegionTrail=True
+    )
+    cloudtrail.start_logging(Name=TRAIL_NAME)
+
+    role = iam.create_role(
+        RoleName=APP_ROLE,
+        AssumeRolePolicyDocument=json.dumps(_EC2_TRUST),
+        Description="Orders web application",
+        Tags=[{"Key": "app", "Value": "orders"}],
+    )["Role"]
+    iam.put_role_policy(
+        RoleName=APP_ROLE, PolicyName="orders-app", PolicyDocument=json.dumps(_APP_POLICY)
+    )
+    iam.attach_role_policy(
+        RoleName=APP_ROLE, PolicyArn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    )
+    profile = iam.create_instance_profile(InstanceProfileName=APP_PROFILE)["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName=APP_PROFILE, RoleName=APP_ROLE)
+
+    # Legitimate people and roles, which the response must never touch.
+    admin = iam.create_user(UserName="alice-admin")["User"]
+    iam.attach_user_policy(
+        UserName="alice-admin", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"
+    )
+    admin_key = iam.create_access_key(UserName="alice-admin")["AccessKey"]
+    iam.create_user(UserName="ci-deployer")
+    iam.create_access_key(UserName="ci-deployer")
+    iam.create_role(
+        RoleName="audit-readonly",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
+    iam.create_role(
+        RoleName="break-glass-admin",
+        AssumeRolePolicyDocument=json.dumps(_EC2_TRUST),
+        Tags=[{"Key": PROTECTED_TAG, "Value": "true"}],
+    )
+    lam.create_function(
+        FunctionName="orders-api",
+        Runtime="python3.12",
+        Role=role["Arn"],
+        Handler="handler.handle",
+        Code={"ZipFile": lambda_zip("def handle(event, context):\n    return {'ok': True}\n")},
+    )
+
+    image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = ec2.run_instances(
+        ImageId=image_id,
+        InstanceType="t3.micro",
+        MinCount=1,
+        MaxCount=1,
+        IamInstanceProfile={"Name": APP_PROFILE},
+        BlockDeviceMappings=[
+            {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8, "VolumeType": "gp3"}}
+        ],
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "orders-web-1"}]}
+        ],
+    )["Instances"][0]
+    return LabWorld(
+        instance_id=instance["InstanceId"],
+        instance_private_ip=instance.get("PrivateIpAddress", "10.0.1.25"),
+        role_id=role["RoleId"],
+        profile_arn=profile["Arn"],
+        profile_id=profile["InstanceProfileId"],
+        admin_user_id=admin["UserId"],
+        admin_key_id=admin_key["AccessKeyId"],
+        legitimate_users=["alice-admin", "ci-deployer"],
+        legitimate_roles=[APP_ROLE, "audit-readonly"],
+        protected_roles=["break-glass-admin"],
+    )

@@ -1,0 +1,1 @@
+"""The finding webhook: GuardDuty findings in, cases opened or joined in Temporal."""
