@@ -96,18 +96,20 @@ class CloudTrailActivities:
     def capture_cloudtrail_slice(self, input: CloudTrailSliceInput) -> CloudTrailSliceResult:
         """Evidence: every CloudTrail record of the credential in the window.
 
-        Heartbeats its cursor (the next file) with the matches so far, and resumes there
-        after a retry instead of starting over.
+        Heartbeats the files read so far with their matches, and after a retry reads only
+        the files not yet read, even if more were delivered in between.
         """
         name = f"cloudtrail-{input.access_key_id.lower()}"
         keys = self._source.log_keys(input.account_id, input.start, input.end)
         details = activity.info().heartbeat_details
-        next_index, matches = (int(details[0]), list(details[1])) if details else (0, [])
-        for index, found in self._source.scan(
-            input.access_key_id, input.start, input.end, keys[next_index:]
-        ):
+        done, matches = (list(details[0]), list(details[1])) if details else ([], [])
+        already = set(done)
+        todo = [k for k in keys if k not in already]
+        for index, found in self._source.scan(input.access_key_id, input.start, input.end, todo):
             matches.extend(found)
-            activity.heartbeat(next_index + index + 1, matches)
+            done.append(todo[index])
+            # Copies: the worker sends heartbeat details later, not at this call.
+            activity.heartbeat(list(done), list(matches))
         matches.sort(key=lambda r: (r["eventTime"], r.get("eventID", "")))
         evidence = self._evidence.put_json(
             input.case_id,

@@ -37,12 +37,13 @@ class EvidenceStore:
 
     def existing(self, key: str) -> EvidenceRecord | None:
         s3 = self._clients.client("s3")
-        try:
-            head = s3.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
-                return None
-            raise
+        with aws_errors(f"look for evidence s3://{self.bucket}/{key}"):
+            try:
+                head = s3.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                    return None
+                raise
         metadata = head.get("Metadata", {})
         if SHA256_METADATA not in metadata:
             return None

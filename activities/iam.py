@@ -23,7 +23,7 @@ from models.case import EvidenceRecord
 from models.principal import Credential, CredentialKind, Principal, PrincipalType
 
 TOKEN_ISSUE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+_ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
 
 
 def revoke_sessions_policy(cutoff: datetime) -> dict[str, Any]:
@@ -50,7 +50,9 @@ def revoke_sessions_policy(cutoff: datetime) -> dict[str, Any]:
 def policy_cutoff(document: dict[str, Any]) -> datetime | None:
     """The aws:TokenIssueTime cut-off of an AWSRevokeOlderSessions policy, if it has one."""
     cutoffs = []
-    for statement in document.get("Statement", []):
+    statements = document.get("Statement", [])
+    # IAM accepts a single statement object as well as a list of them.
+    for statement in [statements] if isinstance(statements, dict) else statements:
         condition = statement.get("Condition", {}).get("DateLessThan", {})
         value = condition.get("aws:TokenIssueTime")
         if statement.get("Effect") == "Deny" and value:
@@ -59,7 +61,7 @@ def policy_cutoff(document: dict[str, Any]) -> datetime | None:
 
 
 def validate_role_name(role_name: str) -> str:
-    if not _ROLE_NAME.match(role_name):
+    if not _ROLE_NAME.fullmatch(role_name):
         raise ApplicationError(
             f"not an IAM role name: {role_name!r}", type=ERROR_INVALID_REQUEST, non_retryable=True
         )
@@ -109,24 +111,28 @@ class IamActivities:
                 instance_id=instance_id,
                 instance_profile_arn=profile_arn,
             )
+        elif user_type == "root":
+            # Root keys are AKIA keys too: the user type decides, before the key prefix.
+            kind = CredentialKind.ROOT
+            principal = Principal(
+                type=PrincipalType.ROOT, account_id=account, arn=f"arn:aws:iam::{account}:root"
+            )
         elif user_type == "iamuser" or keys.access_key_id.startswith("AKIA"):
             user_name = keys.user_name
             if not user_name:
                 with aws_errors(f"find the owner of {keys.access_key_id}"):
                     last_used = self._iam.get_access_key_last_used(AccessKeyId=keys.access_key_id)
                 user_name = last_used["UserName"]
+            # The real ARN carries the user's path (user/engineering/alice).
+            with aws_errors(f"get user {user_name}"):
+                user = self._iam.get_user(UserName=user_name)["User"]
             kind = CredentialKind.IAM_USER_KEY
             principal = Principal(
                 type=PrincipalType.IAM_USER,
                 account_id=account,
-                arn=f"arn:aws:iam::{account}:user/{user_name}",
-                principal_id=keys.principal_id,
+                arn=user["Arn"],
+                principal_id=keys.principal_id or user["UserId"],
                 user_name=user_name,
-            )
-        elif user_type == "root":
-            kind = CredentialKind.ROOT
-            principal = Principal(
-                type=PrincipalType.ROOT, account_id=account, arn=f"arn:aws:iam::{account}:root"
             )
         else:
             kind = CredentialKind.UNKNOWN

@@ -22,7 +22,9 @@ SECRET_FIELDS = frozenset(
 
 
 def is_secret_field(name: str) -> bool:
-    return name.replace("_", "").replace("-", "").lower() in SECRET_FIELDS
+    """SecretAccessKey, aws_secret_access_key, x-session-token, NewPassword..."""
+    normalized = name.replace("_", "").replace("-", "").replace(":", "").lower()
+    return normalized.endswith(tuple(SECRET_FIELDS))
 
 
 def redact(value: Any) -> Any:

@@ -19,26 +19,30 @@ from models.activities import ProbeInstanceCredentialsInput, ProbeInstanceCreden
 ERROR_AGENT_UNAVAILABLE = "SsmAgentUnavailable"
 ERROR_PROBE_FAILED = "CredentialProbeFailed"
 
-_TERMINAL = {"Success", "Failed", "Cancelled", "TimedOut", "Cancelling"}
+_TERMINAL = {"Success", "Failed", "Cancelled", "TimedOut", "Undeliverable", "Terminated"}
 _IMDS = "http://169.254.169.254/latest"
 
 
 def imds_probe_script(role_name: str) -> str:
     """Shell run on the instance: IMDSv2 token, then the role's credential document.
 
+    A failed request fails the command (curl -f under set -e, no pipeline to hide it).
     sed blanks the secret values on the instance itself, so they are not kept in SSM's
     command output either; the parser drops those fields again regardless.
     """
     role = shlex.quote(validate_role_name(role_name))
+    blank_secrets = (
+        r"""sed -E 's/"(SecretAccessKey|Token)"[[:space:]]*:[[:space:]]*"[^"]*"/"""
+        r""""\1" : "REDACTED"/g'"""
+    )
     return "\n".join(
         [
             "set -eu",
-            f'TOKEN=$(curl -sS -X PUT "{_IMDS}/api/token" '
+            f'TOKEN=$(curl -fsS -X PUT "{_IMDS}/api/token" '
             '-H "X-aws-ec2-metadata-token-ttl-seconds: 60")',
-            f'curl -sS -H "X-aws-ec2-metadata-token: $TOKEN" '
-            f'"{_IMDS}/meta-data/iam/security-credentials/"{role} '
-            '| sed -E \'s/"(SecretAccessKey|Token)"[[:space:]]*:[[:space:]]*"[^"]*"/'
-            '"\\1" : "REDACTED"/\'',
+            f'DOC=$(curl -fsS -H "X-aws-ec2-metadata-token: $TOKEN" '
+            f'"{_IMDS}/meta-data/iam/security-credentials/"{role})',
+            f"printf '%s\\n' \"$DOC\" | {blank_secrets}",
         ]
     )
 

@@ -1,0 +1,94 @@
+"""AWS error codes mapped to the taxonomy, and boto errors turned into ApplicationErrors."""
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from temporalio.exceptions import ApplicationError
+
+from activities.aws import (
+    ERROR_ACCESS_DENIED,
+    ERROR_INVALID_REQUEST,
+    ERROR_NOT_FOUND,
+    ERROR_OTHER,
+    ERROR_THROTTLED,
+    ERROR_UNAVAILABLE,
+    aws_errors,
+    classify,
+)
+
+
+def client_error(code: str, message: str = "it went wrong") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, "SomeOperation")
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("Throttling", ERROR_THROTTLED),
+        ("ThrottlingException", ERROR_THROTTLED),
+        ("RequestLimitExceeded", ERROR_THROTTLED),
+        ("ServiceUnavailable", ERROR_UNAVAILABLE),
+        ("InternalError", ERROR_UNAVAILABLE),
+        ("AccessDenied", ERROR_ACCESS_DENIED),
+        ("AccessDeniedException", ERROR_ACCESS_DENIED),
+        ("UnauthorizedOperation", ERROR_ACCESS_DENIED),
+        ("ExpiredToken", ERROR_ACCESS_DENIED),
+        ("NoSuchEntity", ERROR_NOT_FOUND),
+        ("NoSuchBucket", ERROR_NOT_FOUND),
+        ("InvalidInstanceID.NotFound", ERROR_NOT_FOUND),
+        ("InvalidVolume.NotFound", ERROR_NOT_FOUND),
+        ("ValidationError", ERROR_INVALID_REQUEST),
+        ("InvalidParameterValue", ERROR_INVALID_REQUEST),
+        ("MalformedPolicyDocument", ERROR_INVALID_REQUEST),
+        ("IncorrectInstanceState", ERROR_INVALID_REQUEST),
+        ("SomethingNobodyHasSeen", ERROR_OTHER),
+        ("", ERROR_OTHER),
+    ],
+)
+def test_classify(code: str, kind: str) -> None:
+    assert classify(code) == kind
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "non_retryable"),
+    [
+        ("Throttling", ERROR_THROTTLED, False),
+        ("ServiceUnavailable", ERROR_UNAVAILABLE, False),
+        ("AccessDenied", ERROR_ACCESS_DENIED, True),
+        ("NoSuchEntity", ERROR_NOT_FOUND, True),
+        ("InvalidInstanceID.NotFound", ERROR_NOT_FOUND, True),
+        ("ValidationError", ERROR_INVALID_REQUEST, True),
+        ("SomethingNobodyHasSeen", ERROR_OTHER, False),
+    ],
+)
+def test_aws_errors_turns_client_errors_into_application_errors(
+    code: str, kind: str, non_retryable: bool
+) -> None:
+    original = client_error(code, "the details")
+    with pytest.raises(ApplicationError) as raised, aws_errors("stop instance i-1"):
+        raise original
+    error = raised.value
+    assert error.type == kind
+    assert error.non_retryable is non_retryable
+    assert error.message == f"stop instance i-1: {code}: the details"
+    assert error.details == ({"aws_error_code": code, "doing": "stop instance i-1"},)
+    assert error.__cause__ is original
+
+
+def test_aws_errors_maps_an_unreachable_endpoint_to_a_retryable_unavailable() -> None:
+    with pytest.raises(ApplicationError) as raised, aws_errors("describe instance i-1"):
+        raise EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com")
+    assert raised.value.type == ERROR_UNAVAILABLE
+    assert raised.value.non_retryable is False
+    assert raised.value.message.startswith("describe instance i-1: ")
+
+
+def test_aws_errors_maps_other_botocore_errors_to_a_retryable_other() -> None:
+    with pytest.raises(ApplicationError) as raised, aws_errors("get role web"):
+        raise NoCredentialsError()
+    assert raised.value.type == ERROR_OTHER
+    assert raised.value.non_retryable is False
+
+
+def test_aws_errors_lets_other_exceptions_through_untouched() -> None:
+    with pytest.raises(KeyError), aws_errors("read a response"):
+        raise KeyError("Reservations")

@@ -1,0 +1,265 @@
+"""The CloudTrail slice: a credential's records in a window, read from gzip log files in S3."""
+
+import dataclasses
+import gzip
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.aws import AwsClients
+from activities.cloudtrail import CloudTrailActivities, CloudTrailS3Source
+from activities.evidence import EvidenceStore
+from models.activities import CloudTrailSliceInput
+from tests.support import ACCOUNT, REGION, STOLEN_KEY
+
+TRAIL_BUCKET = "quench-trail-test"
+OTHER_KEY = "ASIAOTHERKEYEXAMPLE1"
+OTHER_REGION = "us-west-2"
+START = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+END = datetime(2026, 11, 22, 7, 30, tzinfo=UTC)
+
+
+def record(event_id: str, at: str, access_key_id: str | None = STOLEN_KEY) -> dict[str, Any]:
+    identity: dict[str, Any] = {"type": "AssumedRole", "accountId": ACCOUNT}
+    if access_key_id is not None:
+        identity["accessKeyId"] = access_key_id
+    return {
+        "eventVersion": "1.09",
+        "eventID": event_id,
+        "eventTime": at,
+        "eventSource": "iam.amazonaws.com",
+        "eventName": "ListUsers",
+        "userIdentity": identity,
+    }
+
+
+def log_key(stamp: str, region: str = REGION, prefix: str = "", unique: str = "a1B2") -> str:
+    day = f"{stamp[0:4]}/{stamp[4:6]}/{stamp[6:8]}"
+    key = (
+        f"AWSLogs/{ACCOUNT}/CloudTrail/{region}/{day}/"
+        f"{ACCOUNT}_CloudTrail_{region}_{stamp}Z_{unique}.json.gz"
+    )
+    return f"{prefix}/{key}" if prefix else key
+
+
+def put_log(s3: Any, key: str, records: list[dict[str, Any]]) -> None:
+    body = gzip.compress(json.dumps({"Records": records}).encode())
+    s3.put_object(Bucket=TRAIL_BUCKET, Key=key, Body=body)
+
+
+# The key's records inside the window, across three files.
+IN_WINDOW = ["a-in", "b-in-1", "b-in-2", "c-in"]
+
+
+def write_trail(s3: Any, prefix: str = "") -> None:
+    s3.create_bucket(Bucket=TRAIL_BUCKET)
+    put_log(
+        s3,
+        log_key("20261122T0705", prefix=prefix),
+        [
+            record("a-before", "2026-11-22T06:58:00Z"),
+            record("a-in", "2026-11-22T07:01:10Z"),
+            record("a-other-key", "2026-11-22T07:02:00Z", OTHER_KEY),
+        ],
+    )
+    put_log(
+        s3,
+        log_key("20261122T0720", prefix=prefix),
+        [
+            record("b-in-2", "2026-11-22T07:16:00Z"),
+            record("b-service", "2026-11-22T07:15:30Z", None),
+            record("b-in-1", "2026-11-22T07:15:00Z"),
+        ],
+    )
+    put_log(
+        s3,
+        log_key("20261122T0740", prefix=prefix),
+        [
+            record("c-in", "2026-11-22T07:30:00Z"),
+            record("c-after", "2026-11-22T07:31:00Z"),
+            record("c-other-key", "2026-11-22T07:20:00Z", OTHER_KEY),
+        ],
+    )
+    # Delivered before the window opened: not even read.
+    put_log(s3, log_key("20261122T0650", prefix=prefix), [record("d-early", "2026-11-22T06:45Z")])
+    # Another day, and a region the trail source is not told to read.
+    put_log(s3, log_key("20261120T0710", prefix=prefix), [record("e-day", "2026-11-20T07:05Z")])
+    put_log(
+        s3,
+        log_key("20261122T0710", region=OTHER_REGION, prefix=prefix),
+        [record("f-region", "2026-11-22T07:05:00Z")],
+    )
+
+
+class RecordingSource(CloudTrailS3Source):
+    """The S3 source, remembering which log files it read."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: list[str] = []
+
+    def records(self, key: str) -> list[dict[str, Any]]:
+        self.read.append(key)
+        return super().records(key)
+
+
+def slice_input(case_id: str = "case-1") -> CloudTrailSliceInput:
+    return CloudTrailSliceInput(
+        case_id=case_id, account_id=ACCOUNT, access_key_id=STOLEN_KEY, start=START, end=END
+    )
+
+
+def record_heartbeats(env: ActivityEnvironment) -> list[list[Any]]:
+    """Each heartbeat's details as the next attempt would get them: encoded when sent."""
+    beats: list[list[Any]] = []
+    env.on_heartbeat = lambda *details: beats.append(json.loads(json.dumps(details)))
+    return beats
+
+
+def stored_document(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+    return dict(json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+
+@pytest.fixture
+def source(clients: AwsClients) -> RecordingSource:
+    return RecordingSource(clients, TRAIL_BUCKET, "", [REGION])
+
+
+@pytest.fixture
+def cloudtrail(source: RecordingSource, evidence: EvidenceStore) -> CloudTrailActivities:
+    return CloudTrailActivities(source, evidence)
+
+
+@pytest.mark.parametrize("prefix", ["", "org-trail"])
+def test_capture_cloudtrail_slice_keeps_only_the_keys_records_in_the_window(
+    s3: Any,
+    clients: AwsClients,
+    evidence: EvidenceStore,
+    activity_env: ActivityEnvironment,
+    prefix: str,
+) -> None:
+    write_trail(s3, prefix)
+    source = RecordingSource(clients, TRAIL_BUCKET, f"/{prefix}/" if prefix else "", [REGION])
+
+    result = activity_env.run(
+        CloudTrailActivities(source, evidence).capture_cloudtrail_slice, slice_input()
+    )
+
+    assert result.event_count == len(IN_WINDOW)
+    assert result.files_scanned == 3
+    assert source.read == [
+        log_key(stamp, prefix=prefix)
+        for stamp in ("20261122T0705", "20261122T0720", "20261122T0740")
+    ]
+    assert result.evidence.key == f"cases/case-1/evidence/cloudtrail-{STOLEN_KEY.lower()}.json"
+    document = stored_document(s3, result.evidence.bucket, result.evidence.key)
+    # Sorted by time: b-in-1 was written after b-in-2 in its file.
+    assert [r["eventID"] for r in document["records"]] == IN_WINDOW
+    assert document["access_key_id"] == STOLEN_KEY
+    assert document["files"] == 3
+
+
+def test_capture_cloudtrail_slice_heartbeats_its_cursor_after_each_file(
+    s3: Any, cloudtrail: CloudTrailActivities
+) -> None:
+    write_trail(s3)
+    env = ActivityEnvironment()
+    beats = record_heartbeats(env)
+
+    env.run(cloudtrail.capture_cloudtrail_slice, slice_input())
+
+    assert [(len(done), sorted(r["eventID"] for r in matches)) for done, matches in beats] == [
+        (1, ["a-in"]),
+        (2, ["a-in", "b-in-1", "b-in-2"]),
+        (3, ["a-in", "b-in-1", "b-in-2", "c-in"]),
+    ]
+
+
+def test_capture_cloudtrail_slice_does_not_change_details_it_already_heartbeated(
+    s3: Any, cloudtrail: CloudTrailActivities
+) -> None:
+    write_trail(s3)
+    env = ActivityEnvironment()
+    sent: list[tuple[Any, ...]] = []
+    env.on_heartbeat = lambda *details: sent.append(details)
+
+    env.run(cloudtrail.capture_cloudtrail_slice, slice_input())
+
+    first_done, first_matches = sent[0]
+    assert len(first_done) == 1
+    assert [r["eventID"] for r in first_matches] == ["a-in"]
+
+
+@pytest.mark.parametrize("files_done", [1, 2, 3])
+def test_capture_cloudtrail_slice_resumes_from_its_heartbeat_without_double_counting(
+    s3: Any, source: RecordingSource, cloudtrail: CloudTrailActivities, files_done: int
+) -> None:
+    write_trail(s3)
+    first_attempt = ActivityEnvironment()
+    beats = record_heartbeats(first_attempt)
+    first_attempt.run(cloudtrail.capture_cloudtrail_slice, slice_input("case-first"))
+    details = beats[files_done - 1]
+    all_keys = list(source.read)
+    source.read.clear()
+    retry = ActivityEnvironment()
+    retry.info = dataclasses.replace(retry.info, heartbeat_details=details)
+
+    result = retry.run(cloudtrail.capture_cloudtrail_slice, slice_input("case-retry"))
+
+    assert source.read == all_keys[files_done:]
+    assert result.event_count == len(IN_WINDOW)
+    document = stored_document(s3, result.evidence.bucket, result.evidence.key)
+    assert [r["eventID"] for r in document["records"]] == IN_WINDOW
+
+
+def test_capture_cloudtrail_slice_with_no_logs_is_empty_evidence(
+    s3: Any, cloudtrail: CloudTrailActivities, activity_env: ActivityEnvironment
+) -> None:
+    s3.create_bucket(Bucket=TRAIL_BUCKET)
+
+    result = activity_env.run(cloudtrail.capture_cloudtrail_slice, slice_input())
+
+    assert result.event_count == 0
+    assert result.files_scanned == 0
+    document = stored_document(s3, result.evidence.bucket, result.evidence.key)
+    assert document["records"] == []
+
+
+def test_capture_cloudtrail_slice_resume_survives_a_file_delivered_in_between(
+    s3: Any, clients: AwsClients, evidence: EvidenceStore
+) -> None:
+    s3.create_bucket(Bucket=TRAIL_BUCKET)
+    put_log(s3, log_key("20261122T0705"), [record("east-1", "2026-11-22T07:01:00Z")])
+    put_log(
+        s3,
+        log_key("20261122T0705", region=OTHER_REGION),
+        [record("west-1", "2026-11-22T07:02:00Z")],
+    )
+    put_log(
+        s3,
+        log_key("20261122T0720", region=OTHER_REGION),
+        [record("west-2", "2026-11-22T07:14:00Z")],
+    )
+    cloudtrail = CloudTrailActivities(
+        CloudTrailS3Source(clients, TRAIL_BUCKET, "", [REGION, OTHER_REGION]), evidence
+    )
+    first_attempt = ActivityEnvironment()
+    beats = record_heartbeats(first_attempt)
+    first_attempt.run(cloudtrail.capture_cloudtrail_slice, slice_input("case-first"))
+    # The first attempt died after two files; then us-east-1 delivered its next file.
+    put_log(s3, log_key("20261122T0725"), [record("east-2", "2026-11-22T07:18:00Z")])
+    retry = ActivityEnvironment()
+    retry.info = dataclasses.replace(retry.info, heartbeat_details=beats[1])
+
+    result = retry.run(cloudtrail.capture_cloudtrail_slice, slice_input("case-retry"))
+
+    document = stored_document(s3, result.evidence.bucket, result.evidence.key)
+    assert sorted(r["eventID"] for r in document["records"]) == [
+        "east-1",
+        "east-2",
+        "west-1",
+        "west-2",
+    ]

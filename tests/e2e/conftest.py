@@ -1,0 +1,28 @@
+import socket
+
+import pytest
+
+from stack.embedded import EmbeddedStack, StackConfig
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def lab_stack(tmp_path_factory):
+    """The real stack: Temporal dev server, lab AWS (moto server), worker, webhook."""
+    config = StackConfig(
+        state_dir=tmp_path_factory.mktemp("quench-state"),
+        temporal_port=free_port(),
+        ui_port=free_port(),
+        lab_aws_port=free_port(),
+        webhook_port=free_port(),
+        lab=True,
+    )
+    stack = EmbeddedStack(config)
+    stack.start()
+    yield stack
+    stack.stop()

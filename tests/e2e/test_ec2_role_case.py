@@ -1,0 +1,183 @@
+"""The seed's scenario with every real piece: the lab attacks, GuardDuty's finding reaches
+the webhook, a human approves with the `temporal` CLI, and AWS ends up contained."""
+
+import asyncio
+import base64
+import gzip
+import hashlib
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import boto3
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.aws import AwsClients
+from activities.ssm import SsmActivities
+from config import names
+from config.settings import LAB_WEBHOOK_TOKEN, Settings
+from config.temporal import connect
+from lab import world as lab_world
+from lab.aws_server import RECORDING_NAME
+from lab.scenario import run_scenario
+from models.activities import ProbeInstanceCredentialsInput
+from models.case import ActionStatus, Decision, Phase
+from stack.binaries import temporal_cli
+from workflows.case import CaseWorkflow
+
+pytestmark = pytest.mark.e2e
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+
+
+def _session():
+    return boto3.Session(
+        aws_access_key_id="AKIATESTOBSERVER0001",
+        aws_secret_access_key="observer",
+        region_name=lab_world.REGION,
+    )
+
+
+def _aws(stack, service):
+    return _session().client(service, endpoint_url=stack.aws_url)
+
+
+def _recorded_ec2_actions(stack, instance_id):
+    """The EC2 actions the lab's AWS received for the instance, in order (moto's recorder)."""
+    actions = []
+    for line in (stack.state_dir / RECORDING_NAME).read_text().splitlines():
+        entry = json.loads(line)
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode(errors="replace")
+        params = parse_qs(body)
+        if params.get("InstanceId.1") == [instance_id]:
+            actions.append(params.get("Action", ["?"])[0])
+    return actions
+
+
+async def test_lab_case_is_contained_end_to_end(lab_stack):
+    stack = lab_stack
+    case = await asyncio.to_thread(
+        run_scenario,
+        stack.aws_url,
+        stack.webhook_url,
+        LAB_WEBHOOK_TOKEN,
+        Settings(lab=True).webhook_token_header,
+        stack.state_dir,
+    )
+    world, attack = case.world, case.attack
+    assert case.case_id == names.case_workflow_id(world.account_id, attack.stolen_access_key_id)
+
+    client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))
+    handle = client.get_workflow_handle_for(CaseWorkflow.run, case.case_id)
+    async with asyncio.timeout(90):
+        status = await handle.query(CaseWorkflow.status)
+        while not status.pending_actions():
+            await asyncio.sleep(0.5)
+            status = await handle.query(CaseWorkflow.status)
+    action = status.pending_actions()[0]
+    assert status.phase is Phase.AWAITING_APPROVAL
+    # Nothing contained yet: the role has no revocation policy before the approval.
+    iam = _aws(stack, "iam")
+    assert (
+        names.REVOKE_SESSIONS_POLICY_NAME
+        not in iam.list_role_policies(RoleName=world.role_name)["PolicyNames"]
+    )
+
+    approval = json.dumps(
+        {"action_id": action.id, "approver": "e2e@example.com", "reason": "threat-list IP"}
+    )
+    signal = await asyncio.create_subprocess_exec(
+        str(temporal_cli()),
+        "workflow",
+        "signal",
+        "--address",
+        stack.temporal_address,
+        "--workflow-id",
+        case.case_id,
+        "--name",
+        names.SIGNAL_APPROVE,
+        "--input",
+        approval,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(signal.communicate(), 30)
+    assert signal.returncode == 0, stderr.decode()
+    async with asyncio.timeout(120):
+        result = await handle.result()
+
+    # The case: contained, the approval recorded, rotation verified.
+    assert result.phase is Phase.CLOSED and result.outcome == "contained"
+    assert [(a.approver, a.decision) for a in result.approvals] == [
+        ("e2e@example.com", Decision.APPROVED)
+    ]
+    assert result.actions[0].status is ActionStatus.DONE
+    assert result.verified_access_key_id not in (None, attack.stolen_access_key_id)
+
+    # AWS: the revocation policy with the workflow's cut-off.
+    policy = iam.get_role_policy(
+        RoleName=world.role_name, PolicyName=names.REVOKE_SESSIONS_POLICY_NAME
+    )["PolicyDocument"]
+    cutoff = policy["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+    assert result.containment_cutoff is not None
+    assert datetime.fromisoformat(cutoff.replace("Z", "+00:00")) == result.containment_cutoff
+    assert result.containment_cutoff > attack.finished_at
+    assert policy["Statement"][0]["Effect"] == "Deny"
+
+    # The instance was stopped, then started, and runs with a new key.
+    ec2 = _aws(stack, "ec2")
+    instance = ec2.describe_instances(InstanceIds=[world.instance_id])["Reservations"][0][
+        "Instances"
+    ][0]
+    assert instance["State"]["Name"] == "running"
+    actions = _recorded_ec2_actions(stack, world.instance_id)
+    assert actions.index("StopInstances") < actions.index("StartInstances")
+    probe = ActivityEnvironment().run(
+        SsmActivities(
+            AwsClients(_session(), lab_world.REGION, stack.aws_url), 0.1
+        ).probe_instance_credentials,
+        ProbeInstanceCredentialsInput(instance_id=world.instance_id, role_name=world.role_name),
+    )
+    assert probe.access_key_id == result.verified_access_key_id
+
+    # Evidence: snapshots tagged with the case, objects whose bytes hash to the record.
+    snapshots = ec2.describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": f"tag:{names.CASE_TAG_KEY}", "Values": [case.case_id]}]
+    )["Snapshots"]
+    volume_ids = {m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"] if "Ebs" in m}
+    assert {s["VolumeId"] for s in snapshots} == volume_ids and volume_ids
+    s3 = _aws(stack, "s3")
+    expected = {
+        "finding": attack.stolen_access_key_id,
+        "iam": '"trust_policy"',
+        "ec2": world.instance_id,
+        "ebs": snapshots[0]["SnapshotId"],
+        "cloudtrail": attack.stolen_access_key_id,
+    }
+    for record in result.evidence:
+        body = s3.get_object(Bucket=record.bucket, Key=record.key)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == record.sha256
+        assert expected.pop(record.name.split("-")[0]) in body.decode()
+    assert expected == {}
+    trail = next(r for r in result.evidence if r.name.startswith("cloudtrail-"))
+    trail_doc = json.loads(s3.get_object(Bucket=trail.bucket, Key=trail.key)["Body"].read())
+    event_names = {r["eventName"] for r in trail_doc["records"]}
+    assert {"CreateUser", "CreateAccessKey", "CreateFunction20150331"} <= event_names
+
+    # Secrets: none of the stolen session's secret material reached history or evidence.
+    history = await handle.fetch_history()
+    history_json = history.to_json()
+    assert 'SecretAccessKey": "' not in history_json.replace("REDACTED", "")
+    for log_file in attack.log_files:
+        raw = gzip.decompress(
+            s3.get_object(Bucket=world.cloudtrail_bucket, Key=log_file)["Body"].read()
+        ).decode()
+        assert 'SecretAccessKey": "' not in raw.replace("HIDDEN_DUE_TO_SECURITY_REASONS", "")
+
+    if os.environ.get("QUENCH_RECORD_HISTORIES") == "1":
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / "ec2_role_case.json").write_text(history_json)
