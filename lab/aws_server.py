@@ -16,9 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# moto reads these at import time.
-os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-
 from lab.instances import InstanceCredentials, InstanceWorld
 
 LAB_SEED = 20241717
@@ -132,6 +129,9 @@ def serve(host: str, port: int, state_dir: Path) -> None:
     os.environ["MOTO_RECORDER_FILEPATH"] = str(recording)
     os.environ["MOTO_ENABLE_RECORDING"] = "True"
     os.environ["MOTO_PORT"] = str(port)
+    # AdministratorAccess and the other AWS managed policies exist only with this set,
+    # and moto reads it when its IAM backend first loads.
+    os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
     from moto.moto_api._internal import mock_random
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app

@@ -1,0 +1,45 @@
+# Quench: `make demo` runs the stack with the lab and a live case; `make test` runs
+# lint, type checks and the whole test suite. Both create the virtualenv when needed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo up test lint typecheck pytest test-e2e record-histories clean
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Quench needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+demo: install
+	$(BIN)/python starter.py up
+
+up: demo
+
+test: lint typecheck pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy .
+
+pytest: install
+	$(BIN)/pytest
+
+test-e2e: install
+	$(BIN)/pytest -m e2e
+
+# Re-record tests/histories from a real run of the lab case (after an intended change).
+record-histories: install
+	QUENCH_RECORD_HISTORIES=1 $(BIN)/pytest -m e2e
+
+clean:
+	rm -rf .quench
