@@ -149,13 +149,14 @@ async def eventbridge_event(
         return problem(400, exc.problem, exc.field)
     try:
         handle = await open_or_join_case(client, settings, finding)
-    except RPCError as exc:
-        if exc.status in _UNAVAILABLE:
-            log.warning("Temporal unavailable; asked the sender to retry finding %s", finding.id)
-            response = problem(503, "case store unavailable, retry later")
-            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
-            return response
-        raise
+    except (RPCError, RuntimeError) as exc:
+        # A lazy client that cannot connect raises RuntimeError; a live one, RPCError.
+        if isinstance(exc, RPCError) and exc.status not in _UNAVAILABLE:
+            raise
+        log.warning("Temporal unavailable (%s); sender asked to retry %s", exc, finding.id)
+        response = problem(503, "case store unavailable, retry later")
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
     log.info("finding %s -> case %s", finding.id, handle.id)
     accepted = CaseAccepted(outcome="accepted", case_id=handle.id, run_id=handle.result_run_id)
     return JSONResponse(status_code=202, content=accepted.model_dump())
