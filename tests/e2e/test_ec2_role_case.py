@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import boto3
+import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
 
@@ -58,6 +59,24 @@ def _recorded_ec2_actions(stack, instance_id):
     return actions
 
 
+async def _signal_through_web_ui(ui_url: str, workflow_id: str, name: str, payload: dict) -> None:
+    """Send a signal the way the Web UI's "Send a Signal" does: its own HTTP API, with the
+    CSRF cookie it hands out, and the input as plain JSON."""
+    async with httpx.AsyncClient(base_url=ui_url, timeout=10) as ui:
+        (await ui.get("/")).raise_for_status()
+        data = base64.b64encode(json.dumps(payload).encode()).decode()
+        encoding = base64.b64encode(b"json/plain").decode()
+        response = await ui.post(
+            f"/api/v1/namespaces/default/workflows/{workflow_id}/signal/{name}",
+            json={
+                "signalName": name,
+                "input": {"payloads": [{"metadata": {"encoding": encoding}, "data": data}]},
+            },
+            headers={"X-CSRF-TOKEN": ui.cookies.get("_csrf", "")},
+        )
+    assert response.status_code == 200, response.text
+
+
 async def test_lab_case_is_contained_end_to_end(lab_stack):
     stack = lab_stack
     case = await asyncio.to_thread(
@@ -87,6 +106,12 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
         not in iam.list_role_policies(RoleName=world.role_name)["PolicyNames"]
     )
 
+    await _signal_through_web_ui(
+        stack.ui_url,
+        case.case_id,
+        names.SIGNAL_ADD_NOTE,
+        {"author": "responder@example.com", "text": "paged the orders team"},
+    )
     approval = json.dumps(
         {"action_id": action.id, "approver": "e2e@example.com", "reason": "threat-list IP"}
     )
@@ -116,6 +141,9 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
         ("e2e@example.com", Decision.APPROVED)
     ]
     assert result.actions[0].status is ActionStatus.DONE
+    assert [(n.author, n.text) for n in result.notes] == [
+        ("responder@example.com", "paged the orders team")
+    ]
     assert result.verified_access_key_id not in (None, attack.stolen_access_key_id)
 
     # AWS: the revocation policy with the workflow's cut-off.

@@ -1,9 +1,11 @@
 """The case workflow on the time-skipping server, with every activity mocked by name."""
 
 import asyncio
+import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +48,14 @@ from tests.support import ACCOUNT, INSTANCE, ROLE, STOLEN_KEY, finding
 from workflows.case import CaseWorkflow
 
 NEW_KEY = "ASIANEWKEYAFTERSTART"
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+
+
+async def _record(handle: WorkflowHandle, name: str) -> None:
+    """Keep the history for the replay tests when asked to (make record-histories)."""
+    if os.environ.get("QUENCH_RECORD_HISTORIES") == "1":
+        history = await handle.fetch_history()
+        await asyncio.to_thread((HISTORIES / f"{name}.json").write_text, history.to_json())
 
 
 def _evidence(name: str) -> EvidenceRecord:
@@ -288,6 +298,7 @@ async def test_rejected_containment_changes_nothing(time_skipping_env):
             ),
         )
         result = await handle.result()
+        await _record(handle, "rejected_containment")
     assert result.phase is Phase.CLOSED
     assert result.outcome == "containment rejected by bob: pen test, expected"
     assert not {"revoke_role_sessions", "stop_instance", "start_instance"} & set(fake.names())
@@ -325,6 +336,7 @@ async def test_unrotated_key_fails_containment_until_a_retry_rotates_it(time_ski
         assert failed.verified_access_key_id is None
         await handle.signal(CaseWorkflow.approve, _approval(failed.pending_actions()[0].id))
         result = await handle.result()
+        await _record(handle, "containment_failed_then_retried")
     assert fake.names().count("stop_instance") == 2
     assert fake.names().count("probe_instance_credentials") == 2
     assert result.verified_access_key_id == NEW_KEY
@@ -346,6 +358,7 @@ async def test_non_retryable_failure_waits_for_a_human_then_retries(time_skippin
         assert "AccessDenied" in stuck.phases[-1].note
         await handle.signal(CaseWorkflow.approve, _approval(stuck.pending_actions()[0].id))
         result = await handle.result()
+        await _record(handle, "access_denied_then_retried")
     assert fake.names().count("revoke_role_sessions") == 2
     assert result.outcome == "contained"
 
@@ -376,6 +389,7 @@ async def test_stopped_instance_is_not_started_by_containment(time_skipping_env)
         waiting = await _wait_for(handle, _pending("contain-"))
         await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
         result = await handle.result()
+        await _record(handle, "stopped_instance")
     assert "revoke_role_sessions" in fake.names()
     assert not {"stop_instance", "start_instance"} & set(fake.names())
     assert result.outcome == "contained"
