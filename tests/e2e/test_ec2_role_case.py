@@ -72,7 +72,7 @@ async def _signal_through_web_ui(ui_url: str, workflow_id: str, name: str, paylo
                 "signalName": name,
                 "input": {"payloads": [{"metadata": {"encoding": encoding}, "data": data}]},
             },
-            headers={"X-CSRF-TOKEN": ui.cookies.get("_csrf", "")},
+            headers={"X-CSRF-TOKEN": ui.cookies.get("_csrf") or ""},
         )
     assert response.status_code == 200, response.text
 
