@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_up(args)
     try:
         return asyncio.run(_steer(args))
-    except RPCError as exc:
+    except (RPCError, RuntimeError) as exc:
+        # RuntimeError is how the client reports a Temporal it cannot connect to.
         say(f"error: {exc}")
         return 1
 

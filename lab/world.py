@@ -19,7 +19,7 @@ APP_ROLE = "web-app-role"
 APP_PROFILE = "web-app-profile"
 PROTECTED_TAG = "quench:protected"
 
-_EC2_TRUST = {
+EC2_TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
         {
@@ -106,7 +106,7 @@ def seed(endpoint_url: str) -> LabWorld:
 
     role = iam.create_role(
         RoleName=APP_ROLE,
-        AssumeRolePolicyDocument=json.dumps(_EC2_TRUST),
+        AssumeRolePolicyDocument=json.dumps(EC2_TRUST_POLICY),
         Description="Orders web application",
         Tags=[{"Key": "app", "Value": "orders"}],
     )["Role"]
@@ -144,7 +144,7 @@ def seed(endpoint_url: str) -> LabWorld:
     )
     iam.create_role(
         RoleName="break-glass-admin",
-        AssumeRolePolicyDocument=json.dumps(_EC2_TRUST),
+        AssumeRolePolicyDocument=json.dumps(EC2_TRUST_POLICY),
         Tags=[{"Key": PROTECTED_TAG, "Value": "true"}],
     )
     lam.create_function(

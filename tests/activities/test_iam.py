@@ -14,6 +14,7 @@ from activities.aws import ERROR_INVALID_REQUEST, ERROR_NOT_FOUND, AwsClients
 from activities.evidence import EvidenceStore
 from activities.iam import IamActivities, validate_role_name
 from config.names import REVOKE_SESSIONS_POLICY_NAME
+from lab.world import EC2_TRUST_POLICY
 from models.activities import CaptureRoleInput, ResolvePrincipalInput, RevokeRoleSessionsInput
 from models.finding import Finding, finding_from_guardduty
 from models.principal import CredentialKind, PrincipalType
@@ -23,16 +24,7 @@ CASE = f"case-{ACCOUNT}-{STOLEN_KEY}"
 PROFILE = "web-app-profile"
 ROLE_ID_PREFIX = "AROAEXAMPLEROLEID0001"
 
-TRUST_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Principal": {"Service": "ec2.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }
-    ],
-}
+TRUST_POLICY = EC2_TRUST_POLICY
 INLINE_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}],

@@ -13,20 +13,11 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.aws import AwsClients
 from activities.ssm import SsmActivities
+from lab.world import EC2_TRUST_POLICY
 from models.activities import ProbeInstanceCredentialsInput
 from stack.processes import ManagedProcess, port_open
 
 REGION = "us-east-1"
-TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Principal": {"Service": "ec2.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }
-    ],
-}
 
 
 def _free_port() -> int:
@@ -67,7 +58,7 @@ def lab(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     iam = session.client("iam", endpoint_url=url)
     ec2 = session.client("ec2", endpoint_url=url)
-    iam.create_role(RoleName="app", AssumeRolePolicyDocument=json.dumps(TRUST))
+    iam.create_role(RoleName="app", AssumeRolePolicyDocument=json.dumps(EC2_TRUST_POLICY))
     iam.create_instance_profile(InstanceProfileName="app-profile")
     iam.add_role_to_instance_profile(InstanceProfileName="app-profile", RoleName="app")
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]

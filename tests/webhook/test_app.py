@@ -162,3 +162,21 @@ def test_settings_refuse_the_lab_token_outside_the_lab():
         Settings(webhook_token="short")
     assert Settings(lab=True).webhook_tokens() == [LAB_WEBHOOK_TOKEN]
     assert Settings().webhook_tokens() == []
+
+
+async def test_a_finding_after_the_case_closed_opens_a_new_case(webhook):
+    http, client, _ = webhook
+    key = _unique_key()
+    first = await http.post(
+        PATH, content=json.dumps(finding_event(access_key_id=key)), headers=_headers()
+    )
+    case_id = first.json()["case_id"]
+    await client.get_workflow_handle(case_id).terminate("closed by the test")
+    later = finding_event(access_key_id=key, finding_id="a-later-finding")
+    second = await http.post(PATH, content=json.dumps(later), headers=_headers())
+    assert second.status_code == 202
+    assert second.json()["case_id"] == case_id
+    assert second.json()["run_id"] != first.json()["run_id"]
+    description = await client.get_workflow_handle(case_id).describe()
+    assert description.status is WorkflowExecutionStatus.RUNNING
+    await client.get_workflow_handle(case_id).terminate("test done")
