@@ -11,7 +11,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.aws import AwsClients
-from activities.cloudtrail import CloudTrailActivities, CloudTrailS3Source
+from activities.cloudtrail import (
+    CloudTrailActivities,
+    CloudTrailS3Source,
+    CloudTrailSource,
+    LookupEventsSource,
+)
 from activities.ec2 import Ec2Activities
 from activities.evidence import EvidenceActivities, EvidenceStore
 from activities.iam import IamActivities
@@ -28,11 +33,17 @@ def build_activities(
 ) -> list[Callable[..., Any]]:
     """Every activity, bound to the AWS clients it acts with."""
     settings.require_aws_targets()
-    assert settings.evidence_bucket and settings.cloudtrail_bucket
+    assert settings.evidence_bucket
     evidence = EvidenceStore(clients, settings.evidence_bucket)
-    trail = CloudTrailS3Source(
-        clients, settings.cloudtrail_bucket, settings.cloudtrail_prefix, settings.trail_regions
-    )
+    trail: CloudTrailSource
+    if settings.cloudtrail_source == "lookup":
+        trail = LookupEventsSource(clients, settings.trail_regions)
+    else:
+        assert settings.cloudtrail_bucket
+        trail = CloudTrailS3Source(
+            clients, settings.cloudtrail_bucket, settings.cloudtrail_prefix, settings.trail_regions
+        )
+    cloudtrail = CloudTrailActivities(trail, evidence)
     iam = IamActivities(clients, evidence)
     ec2 = Ec2Activities(clients, evidence, poll_seconds=poll_seconds)
     ssm = SsmActivities(clients, poll_seconds=min(poll_seconds, 2.0))
@@ -46,7 +57,8 @@ def build_activities(
         ec2.stop_instance,
         ec2.start_instance,
         ssm.probe_instance_credentials,
-        CloudTrailActivities(trail, evidence).capture_cloudtrail_slice,
+        cloudtrail.capture_cloudtrail_slice,
+        cloudtrail.check_credential_activity,
     ]
 
 

@@ -1,23 +1,80 @@
-"""CloudTrail: the records a credential produced over a time window, read from the trail's
-log files in S3 (gzip JSON under AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/)."""
+"""CloudTrail: what credentials did over a time window, from one of two sources behind one
+interface, chosen by configuration:
+
+- the trail's log files in S3 (gzip JSON under AWSLogs/<account>/CloudTrail/<region>/...),
+  complete and cheap for any window;
+- the LookupEvents API, for small recent windows where no trail bucket is readable
+  (management events only, 90 days, 2 calls per second per account and region).
+
+Scans heartbeat their cursor and the matches so far, and resume from them after a retry.
+"""
 
 import gzip
 import json
 import re
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from temporalio import activity
 
 from activities.aws import AwsClients, aws_errors
 from activities.evidence import EvidenceStore
-from models.activities import CloudTrailSliceInput, CloudTrailSliceResult
+from models.activities import (
+    CheckActivityInput,
+    CheckActivityResult,
+    CloudTrailSliceInput,
+    CloudTrailSliceResult,
+    TrailEvent,
+)
 
 # CloudTrail delivers a file about every 5 minutes, usually within 15 minutes of the calls
 # in it: a record at time t sits in a file stamped between t and t + this margin.
 DELIVERY_MARGIN = timedelta(hours=1)
+# Error codes that mean the call was refused for lack of permission: the credential is
+# contained. Any other outcome, success or a failure after authorisation, means it works.
+DENIED_ERROR_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "Client.UnauthorizedOperation",
+        "UnauthorizedOperation",
+        "Client.InvalidClientTokenId",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "Client.AuthFailure",
+    }
+)
+EVENTS_KEPT_IN_RESULT = 100
 _STAMP = re.compile(r"_(\d{8}T\d{4})Z_")
+
+
+@dataclass(frozen=True)
+class TrailQuery:
+    account_id: str
+    access_key_ids: frozenset[str]
+    start: datetime
+    end: datetime
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        key = record.get("userIdentity", {}).get("accessKeyId")
+        return key in self.access_key_ids and self.start <= record_time(record) <= self.end
+
+
+Cursor = dict[str, Any]
+
+
+class CloudTrailSource(Protocol):
+    """Matching records page by page, each page with the cursor to resume after it."""
+
+    description: str
+
+    def pages(
+        self, query: TrailQuery, cursor: Cursor | None
+    ) -> Iterator[tuple[Cursor, list[dict[str, Any]]]]: ...
 
 
 def file_stamp(key: str) -> datetime | None:
@@ -31,10 +88,6 @@ def record_time(record: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(str(record["eventTime"]).replace("Z", "+00:00"))
 
 
-def uses_access_key(record: dict[str, Any], access_key_id: str) -> bool:
-    return bool(record.get("userIdentity", {}).get("accessKeyId") == access_key_id)
-
-
 class CloudTrailS3Source:
     """Reads a trail's log files from its S3 bucket."""
 
@@ -43,6 +96,7 @@ class CloudTrailS3Source:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.regions = regions
+        self.description = f"s3://{bucket}/{self.prefix}"
 
     def _day_prefix(self, account_id: str, region: str, day: datetime) -> str:
         base = f"AWSLogs/{account_id}/CloudTrail/{region}/{day:%Y/%m/%d}/"
@@ -72,56 +126,161 @@ class CloudTrailS3Source:
             body = self._clients.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"].read()
         return list(json.loads(gzip.decompress(body)).get("Records", []))
 
-    def scan(
-        self, access_key_id: str, start: datetime, end: datetime, keys: list[str]
-    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        """For each file, its index and the records of the key between start and end."""
-        for index, key in enumerate(keys):
-            yield (
-                index,
-                [
-                    r
-                    for r in self.records(key)
-                    if uses_access_key(r, access_key_id) and start <= record_time(r) <= end
-                ],
-            )
+    def pages(
+        self, query: TrailQuery, cursor: Cursor | None
+    ) -> Iterator[tuple[Cursor, list[dict[str, Any]]]]:
+        """One page a log file. The cursor names the files read, so files delivered while a
+        scan was interrupted are still read after the retry, and none is read twice."""
+        done = list((cursor or {}).get("done", []))
+        already = set(done)
+        for key in self.log_keys(query.account_id, query.start, query.end):
+            if key in already:
+                continue
+            found = [r for r in self.records(key) if query.matches(r)]
+            done.append(key)
+            yield {"done": list(done)}, found
+
+
+class RateLimiter:
+    """At most `per_second` calls, shared by every thread of the worker."""
+
+    def __init__(
+        self,
+        per_second: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self._clock()
+            delay = self._next - now
+            self._next = max(now, self._next) + self._interval
+        if delay > 0:
+            self._sleep(delay)
+
+
+class LookupEventsSource:
+    """CloudTrail's LookupEvents API: one lookup per access key and region, paginated."""
+
+    def __init__(
+        self,
+        clients: AwsClients,
+        regions: list[str],
+        limiter: Callable[[], RateLimiter] = lambda: RateLimiter(2.0),
+    ) -> None:
+        self._clients = clients
+        self.regions = regions
+        self.description = f"cloudtrail:LookupEvents {','.join(regions)}"
+        # The limit is per account and region; one worker serves one account's clients.
+        self._limiters = {region: limiter() for region in regions}
+
+    def pages(
+        self, query: TrailQuery, cursor: Cursor | None
+    ) -> Iterator[tuple[Cursor, list[dict[str, Any]]]]:
+        """One page a LookupEvents response; the cursor is the (region, key) lookup under
+        way and its NextToken."""
+        units = [(region, key) for region in self.regions for key in sorted(query.access_key_ids)]
+        position = cursor or {"unit": 0, "token": None}
+        for index in range(int(position["unit"]), len(units)):
+            region, key = units[index]
+            token = position.get("token") if index == position["unit"] else None
+            while True:
+                request: dict[str, Any] = {
+                    "LookupAttributes": [{"AttributeKey": "AccessKeyId", "AttributeValue": key}],
+                    "StartTime": query.start,
+                    "EndTime": query.end,
+                    "MaxResults": 50,
+                }
+                if token:
+                    request["NextToken"] = token
+                self._limiters[region].wait()
+                with aws_errors(f"look up CloudTrail events of {key} in {region}"):
+                    response = self._clients.client("cloudtrail", region).lookup_events(**request)
+                found = [
+                    record
+                    for event in response.get("Events", [])
+                    if query.matches(record := json.loads(event["CloudTrailEvent"]))
+                ]
+                token = response.get("NextToken")
+                if not token:
+                    yield {"unit": index + 1, "token": None}, found
+                    break
+                yield {"unit": index, "token": token}, found
+
+
+def summarize(record: dict[str, Any]) -> TrailEvent:
+    identity = record.get("userIdentity", {})
+    session = identity.get("sessionContext", {})
+    issued = session.get("attributes", {}).get("creationDate")
+    return TrailEvent(
+        event_id=str(record.get("eventID", "")),
+        event_time=record_time(record),
+        event_name=str(record.get("eventName", "")),
+        event_source=str(record.get("eventSource", "")),
+        aws_region=str(record.get("awsRegion", "")),
+        source_ip=str(record.get("sourceIPAddress", "")),
+        user_agent=str(record.get("userAgent", "")),
+        access_key_id=str(identity.get("accessKeyId", "")),
+        principal_arn=identity.get("arn"),
+        error_code=record.get("errorCode"),
+        denied=record.get("errorCode") in DENIED_ERROR_CODES,
+        session_issued_at=datetime.fromisoformat(issued.replace("Z", "+00:00")) if issued else None,
+    )
 
 
 class CloudTrailActivities:
-    def __init__(self, source: CloudTrailS3Source, evidence: EvidenceStore) -> None:
+    def __init__(self, source: CloudTrailSource, evidence: EvidenceStore) -> None:
         self._source = source
         self._evidence = evidence
 
+    def _scan(self, query: TrailQuery) -> list[dict[str, Any]]:
+        details = activity.info().heartbeat_details
+        resume, matches = (dict(details[0]), list(details[1])) if details else (None, [])
+        for cursor, found in self._source.pages(query, resume):
+            matches.extend(found)
+            # Copies: the worker sends heartbeat details later, not at this call.
+            activity.heartbeat(dict(cursor), list(matches))
+        matches.sort(key=lambda r: (r["eventTime"], r.get("eventID", "")))
+        return matches
+
     @activity.defn
     def capture_cloudtrail_slice(self, input: CloudTrailSliceInput) -> CloudTrailSliceResult:
-        """Evidence: every CloudTrail record of the credential in the window.
-
-        Heartbeats the files read so far with their matches, and after a retry reads only
-        the files not yet read, even if more were delivered in between.
-        """
-        name = f"cloudtrail-{input.access_key_id.lower()}"
-        keys = self._source.log_keys(input.account_id, input.start, input.end)
-        details = activity.info().heartbeat_details
-        done, matches = (list(details[0]), list(details[1])) if details else ([], [])
-        already = set(done)
-        todo = [k for k in keys if k not in already]
-        for index, found in self._source.scan(input.access_key_id, input.start, input.end, todo):
-            matches.extend(found)
-            done.append(todo[index])
-            # Copies: the worker sends heartbeat details later, not at this call.
-            activity.heartbeat(list(done), list(matches))
-        matches.sort(key=lambda r: (r["eventTime"], r.get("eventID", "")))
+        """Evidence: every CloudTrail record of the credential in the window."""
+        query = TrailQuery(
+            input.account_id, frozenset({input.access_key_id}), input.start, input.end
+        )
+        records = self._scan(query)
         evidence = self._evidence.put_json(
             input.case_id,
-            name,
+            f"cloudtrail-{input.access_key_id.lower()}",
             {
                 "access_key_id": input.access_key_id,
                 "window": {"start": input.start.isoformat(), "end": input.end.isoformat()},
-                "source": f"s3://{self._source.bucket}/{self._source.prefix}",
-                "files": len(keys),
-                "records": matches,
+                "source": self._source.description,
+                "records": records,
             },
         )
-        return CloudTrailSliceResult(
-            evidence=evidence, event_count=len(matches), files_scanned=len(keys)
+        return CloudTrailSliceResult(evidence=evidence, event_count=len(records))
+
+    @activity.defn
+    def check_credential_activity(self, input: CheckActivityInput) -> CheckActivityResult:
+        """The containment watch's look at CloudTrail: every call of the contained
+        credentials in the window, split into denied attempts and calls that worked."""
+        query = TrailQuery(
+            input.account_id, frozenset(input.access_key_ids), input.start, input.end
+        )
+        events = [summarize(r) for r in self._scan(query)]
+        effective = [e for e in events if not e.denied]
+        # The calls that worked come first: they are what a human must see.
+        kept = (effective + [e for e in events if e.denied])[:EVENTS_KEPT_IN_RESULT]
+        return CheckActivityResult(
+            events=kept,
+            denied_count=len(events) - len(effective),
+            effective_count=len(effective),
         )

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     aws_region: str = "us-east-1"
 
     # Where CloudTrail delivers its log files, and which regions to read.
-    cloudtrail_source: Literal["s3"] = "s3"
+    cloudtrail_source: Literal["s3", "lookup"] = "s3"
     cloudtrail_bucket: str | None = None
     cloudtrail_prefix: str = ""
     cloudtrail_regions: list[str] = Field(default_factory=list)
@@ -72,13 +72,9 @@ class Settings(BaseSettings):
 
     def require_aws_targets(self) -> None:
         """The worker cannot run a case without somewhere to put evidence and logs to read."""
-        missing = [
-            name
-            for name, value in (
-                ("QUENCH_EVIDENCE_BUCKET", self.evidence_bucket),
-                ("QUENCH_CLOUDTRAIL_BUCKET", self.cloudtrail_bucket),
-            )
-            if not value
-        ]
+        required = [("QUENCH_EVIDENCE_BUCKET", self.evidence_bucket)]
+        if self.cloudtrail_source == "s3":
+            required.append(("QUENCH_CLOUDTRAIL_BUCKET", self.cloudtrail_bucket))
+        missing = [name for name, value in required if not value]
         if missing:
             raise ValueError(f"missing required settings: {', '.join(missing)}")

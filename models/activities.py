@@ -62,7 +62,36 @@ class CloudTrailSliceInput(BaseModel):
 class CloudTrailSliceResult(BaseModel):
     evidence: EvidenceRecord
     event_count: int
-    files_scanned: int
+
+
+class TrailEvent(BaseModel):
+    """One CloudTrail record, reduced to what a responder reads."""
+
+    event_id: str
+    event_time: datetime
+    event_name: str
+    event_source: str
+    aws_region: str
+    source_ip: str
+    user_agent: str
+    access_key_id: str
+    principal_arn: str | None = None
+    error_code: str | None = None
+    denied: bool  # refused for lack of permission: the credential is contained
+    session_issued_at: datetime | None = None
+
+
+class CheckActivityInput(BaseModel):
+    account_id: str
+    access_key_ids: list[str]
+    start: datetime
+    end: datetime
+
+
+class CheckActivityResult(BaseModel):
+    events: list[TrailEvent]  # calls that worked first; at most a hundred
+    denied_count: int
+    effective_count: int
 
 
 class RevokeRoleSessionsInput(BaseModel):

@@ -248,10 +248,7 @@ class CaseWorkflow:
             ),
         )
         self._record_evidence(trail.evidence)
-        self._note(
-            f"{trail.event_count} CloudTrail records of {credential.access_key_id} "
-            f"in {trail.files_scanned} log files"
-        )
+        self._note(f"{trail.event_count} CloudTrail records of {credential.access_key_id}")
         return instance_running
 
     async def _contain_instance_role(self, credential: Credential, instance_running: bool) -> None:

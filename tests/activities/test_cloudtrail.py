@@ -149,7 +149,6 @@ def test_capture_cloudtrail_slice_keeps_only_the_keys_records_in_the_window(
     )
 
     assert result.event_count == len(IN_WINDOW)
-    assert result.files_scanned == 3
     assert source.read == [
         log_key(stamp, prefix=prefix)
         for stamp in ("20261122T0705", "20261122T0720", "20261122T0740")
@@ -159,7 +158,7 @@ def test_capture_cloudtrail_slice_keeps_only_the_keys_records_in_the_window(
     # Sorted by time: b-in-1 was written after b-in-2 in its file.
     assert [r["eventID"] for r in document["records"]] == IN_WINDOW
     assert document["access_key_id"] == STOLEN_KEY
-    assert document["files"] == 3
+    assert document["source"] == f"s3://{TRAIL_BUCKET}/{prefix}"
 
 
 def test_capture_cloudtrail_slice_heartbeats_its_cursor_after_each_file(
@@ -171,7 +170,9 @@ def test_capture_cloudtrail_slice_heartbeats_its_cursor_after_each_file(
 
     env.run(cloudtrail.capture_cloudtrail_slice, slice_input())
 
-    assert [(len(done), sorted(r["eventID"] for r in matches)) for done, matches in beats] == [
+    assert [
+        (len(cursor["done"]), sorted(r["eventID"] for r in matches)) for cursor, matches in beats
+    ] == [
         (1, ["a-in"]),
         (2, ["a-in", "b-in-1", "b-in-2"]),
         (3, ["a-in", "b-in-1", "b-in-2", "c-in"]),
@@ -188,8 +189,8 @@ def test_capture_cloudtrail_slice_does_not_change_details_it_already_heartbeated
 
     env.run(cloudtrail.capture_cloudtrail_slice, slice_input())
 
-    first_done, first_matches = sent[0]
-    assert len(first_done) == 1
+    first_cursor, first_matches = sent[0]
+    assert len(first_cursor["done"]) == 1
     assert [r["eventID"] for r in first_matches] == ["a-in"]
 
 
@@ -223,7 +224,6 @@ def test_capture_cloudtrail_slice_with_no_logs_is_empty_evidence(
     result = activity_env.run(cloudtrail.capture_cloudtrail_slice, slice_input())
 
     assert result.event_count == 0
-    assert result.files_scanned == 0
     document = stored_document(s3, result.evidence.bucket, result.evidence.key)
     assert document["records"] == []
 

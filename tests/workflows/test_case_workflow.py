@@ -147,9 +147,7 @@ class FakeAws:
         @activity.defn(name="capture_cloudtrail_slice")
         async def capture_cloudtrail_slice(input: CloudTrailSliceInput) -> CloudTrailSliceResult:
             fake._record("capture_cloudtrail_slice", input)
-            return CloudTrailSliceResult(
-                evidence=_evidence("cloudtrail"), event_count=12, files_scanned=3
-            )
+            return CloudTrailSliceResult(evidence=_evidence("cloudtrail"), event_count=12)
 
         @activity.defn(name="revoke_role_sessions")
         async def revoke_role_sessions(input: RevokeRoleSessionsInput) -> RevokeRoleSessionsResult:
