@@ -2,6 +2,7 @@
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,13 +12,24 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
 from activities.evidence import EvidenceStore
-from config.names import REVOKE_SESSIONS_POLICY_NAME
+from config.names import (
+    AWS_QUARANTINE_POLICY_PREFIX,
+    REVOKE_SESSIONS_POLICY_NAME,
+    REVOKE_USER_TOKENS_POLICY_NAME,
+)
 from models.activities import (
+    AccessKeyInput,
+    AccessKeyResult,
     CaptureRoleInput,
+    CaptureUserInput,
+    CaptureUserResult,
+    ChangeResult,
+    DenyUserTokensInput,
     ResolvePrincipalInput,
     ResolvePrincipalResult,
     RevokeRoleSessionsInput,
     RevokeRoleSessionsResult,
+    UserInput,
 )
 from models.case import EvidenceRecord
 from models.principal import Credential, CredentialKind, Principal, PrincipalType
@@ -216,39 +228,161 @@ class IamActivities:
 
     @activity.defn
     def revoke_role_sessions(self, input: RevokeRoleSessionsInput) -> RevokeRoleSessionsResult:
-        """Deny every session of the role issued before the cut-off (AWSRevokeOlderSessions).
-
-        A policy already in place with the same or a later cut-off is left as it is: a later
-        revocation by someone else is never weakened.
-        """
+        """Deny every session of the role issued before the cut-off (AWSRevokeOlderSessions)."""
         role_name = validate_role_name(input.role_name)
-        cutoff = input.cutoff.astimezone(UTC).replace(microsecond=0)
-        with aws_errors(f"revoke sessions of role {role_name}"):
-            current = self._current_revocation(role_name)
-            if current is not None and current >= cutoff:
-                return RevokeRoleSessionsResult(
-                    policy_name=REVOKE_SESSIONS_POLICY_NAME, cutoff_in_effect=current, changed=False
-                )
-            self._iam.put_role_policy(
-                RoleName=role_name,
-                PolicyName=REVOKE_SESSIONS_POLICY_NAME,
-                PolicyDocument=_dumps(revoke_sessions_policy(cutoff)),
-            )
-        activity.logger.info("revoked sessions of %s issued before %s", role_name, cutoff)
-        return RevokeRoleSessionsResult(
-            policy_name=REVOKE_SESSIONS_POLICY_NAME, cutoff_in_effect=cutoff, changed=True
+        return self._deny_tokens_before(
+            f"role {role_name}",
+            REVOKE_SESSIONS_POLICY_NAME,
+            input.cutoff,
+            get=lambda: self._iam.get_role_policy(
+                RoleName=role_name, PolicyName=REVOKE_SESSIONS_POLICY_NAME
+            ),
+            put=lambda document: self._iam.put_role_policy(
+                RoleName=role_name, PolicyName=REVOKE_SESSIONS_POLICY_NAME, PolicyDocument=document
+            ),
         )
 
-    def _current_revocation(self, role_name: str) -> datetime | None:
-        try:
-            document = self._iam.get_role_policy(
-                RoleName=role_name, PolicyName=REVOKE_SESSIONS_POLICY_NAME
-            )["PolicyDocument"]
-        except ClientError as exc:
-            if error_code(exc) == "NoSuchEntity":
-                return None
-            raise
-        return policy_cutoff(document)
+    @activity.defn
+    def deny_user_tokens_before(self, input: DenyUserTokensInput) -> RevokeRoleSessionsResult:
+        """Deny the user's session tokens issued before the cut-off: GetSessionToken and
+        GetFederationToken sessions survive the deactivation of the key that made them."""
+        user = input.user_name
+        return self._deny_tokens_before(
+            f"user {user}",
+            REVOKE_USER_TOKENS_POLICY_NAME,
+            input.cutoff,
+            get=lambda: self._iam.get_user_policy(
+                UserName=user, PolicyName=REVOKE_USER_TOKENS_POLICY_NAME
+            ),
+            put=lambda document: self._iam.put_user_policy(
+                UserName=user, PolicyName=REVOKE_USER_TOKENS_POLICY_NAME, PolicyDocument=document
+            ),
+        )
+
+    def _deny_tokens_before(
+        self,
+        whose: str,
+        policy_name: str,
+        cutoff: datetime,
+        get: Callable[[], dict[str, Any]],
+        put: Callable[[str], object],
+    ) -> RevokeRoleSessionsResult:
+        """A policy already in place with the same or a later cut-off is left as it is: a
+        later revocation by someone else is never weakened."""
+        cutoff = cutoff.astimezone(UTC).replace(microsecond=0)
+        with aws_errors(f"deny tokens of {whose} issued before {cutoff.isoformat()}"):
+            try:
+                current = policy_cutoff(get()["PolicyDocument"])
+            except ClientError as exc:
+                if error_code(exc) != "NoSuchEntity":
+                    raise
+                current = None
+            if current is not None and current >= cutoff:
+                return RevokeRoleSessionsResult(
+                    policy_name=policy_name, cutoff_in_effect=current, changed=False
+                )
+            put(_dumps(revoke_sessions_policy(cutoff)))
+        activity.logger.info("denied tokens of %s issued before %s", whose, cutoff)
+        return RevokeRoleSessionsResult(
+            policy_name=policy_name, cutoff_in_effect=cutoff, changed=True
+        )
+
+    @activity.defn
+    def capture_user_state(self, input: CaptureUserInput) -> CaptureUserResult:
+        """Evidence: the user, its keys with their last use, policies, groups, console
+        access and MFA devices."""
+        user_name = input.user_name
+        name = f"iam-user-{_slug(user_name)}"
+        iam = self._iam
+        with aws_errors(f"capture user {user_name}"):
+            attached = [
+                p
+                for page in iam.get_paginator("list_attached_user_policies").paginate(
+                    UserName=user_name
+                )
+                for p in page["AttachedPolicies"]
+            ]
+            try:
+                login_profile = iam.get_login_profile(UserName=user_name)["LoginProfile"]
+            except ClientError as exc:
+                if error_code(exc) != "NoSuchEntity":
+                    raise
+                login_profile = None
+            quarantine = [
+                p["PolicyName"]
+                for p in attached
+                if p["PolicyName"].startswith(AWS_QUARANTINE_POLICY_PREFIX)
+            ]
+            found = self._evidence.existing(self._evidence.key_for(input.case_id, name))
+            if found is not None:
+                return CaptureUserResult(
+                    evidence=found,
+                    has_login_profile=login_profile is not None,
+                    quarantine_policies=quarantine,
+                )
+            keys = []
+            for key in iam.list_access_keys(UserName=user_name)["AccessKeyMetadata"]:
+                last_used = iam.get_access_key_last_used(AccessKeyId=key["AccessKeyId"])
+                keys.append({**key, "last_used": last_used.get("AccessKeyLastUsed")})
+            inline = {
+                policy_name: iam.get_user_policy(UserName=user_name, PolicyName=policy_name)[
+                    "PolicyDocument"
+                ]
+                for page in iam.get_paginator("list_user_policies").paginate(UserName=user_name)
+                for policy_name in page["PolicyNames"]
+            }
+            document = {
+                "user": iam.get_user(UserName=user_name)["User"],
+                "access_keys": keys,
+                "attached_policies": [self._policy_with_document(p["PolicyArn"]) for p in attached],
+                "inline_policies": inline,
+                "groups": iam.list_groups_for_user(UserName=user_name)["Groups"],
+                "login_profile": login_profile,
+                "mfa_devices": iam.list_mfa_devices(UserName=user_name)["MFADevices"],
+            }
+        return CaptureUserResult(
+            evidence=self._evidence.put_json(input.case_id, name, document),
+            has_login_profile=login_profile is not None,
+            quarantine_policies=quarantine,
+        )
+
+    @activity.defn
+    def deactivate_access_key(self, input: AccessKeyInput) -> AccessKeyResult:
+        """Make the key inactive. Never delete it: the key is evidence, and AWS's record of
+        its last use goes with it."""
+        with aws_errors(f"deactivate {input.access_key_id}"):
+            keys = self._iam.list_access_keys(UserName=input.user_name)["AccessKeyMetadata"]
+            key = next((k for k in keys if k["AccessKeyId"] == input.access_key_id), None)
+            if key is None:
+                raise ApplicationError(
+                    f"{input.access_key_id} is not a key of {input.user_name}",
+                    type=ERROR_INVALID_REQUEST,
+                    non_retryable=True,
+                )
+            if key["Status"] == "Inactive":
+                return AccessKeyResult(
+                    access_key_id=input.access_key_id, status="Inactive", changed=False
+                )
+            self._iam.update_access_key(
+                UserName=input.user_name, AccessKeyId=input.access_key_id, Status="Inactive"
+            )
+        return AccessKeyResult(access_key_id=input.access_key_id, status="Inactive", changed=True)
+
+    @activity.defn
+    def remove_login_profile(self, input: UserInput) -> ChangeResult:
+        """Remove console access. No login profile means it is already gone."""
+        with aws_errors(f"remove console access of {input.user_name}"):
+            try:
+                self._iam.delete_login_profile(UserName=input.user_name)
+            except ClientError as exc:
+                if error_code(exc) == "NoSuchEntity":
+                    return ChangeResult(changed=False, detail="no console access")
+                raise
+        return ChangeResult(changed=True, detail="login profile deleted")
+
+
+def _slug(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in value.lower())[:100]
 
 
 def _dumps(document: dict[str, Any]) -> str:

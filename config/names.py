@@ -68,3 +68,8 @@ CASE_TAG_KEY = "quench:case-id"
 
 # The inline policy name AWS's console uses for "Revoke active sessions".
 REVOKE_SESSIONS_POLICY_NAME = "AWSRevokeOlderSessions"
+# The same deny on a user: sessions from GetSessionToken or GetFederationToken outlive the
+# deactivation of the key that made them.
+REVOKE_USER_TOKENS_POLICY_NAME = "QuenchRevokeOlderTokens"
+# AWS attaches these to a key it finds exposed; they stay where AWS put them.
+AWS_QUARANTINE_POLICY_PREFIX = "AWSCompromisedKeyQuarantine"

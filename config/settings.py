@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.names import TASK_QUEUE
+from models.case import CasePolicy
 
 # Only the lab may run with this token; anywhere else a real secret must be configured.
 LAB_WEBHOOK_TOKEN = "quench-lab-token"
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     webhook_token: SecretStr | None = None
     webhook_token_header: str = "x-quench-token"
 
+    # The containment watch (playbook 2.3), fixed into each case when it opens.
+    watch_seconds: int = Field(default=30 * 60, ge=1)
+    check_every_seconds: int = Field(default=5 * 60, ge=1)
+    delivery_lag_seconds: int = Field(default=15 * 60, ge=0)
+
     # The lab: moto standing in for AWS, with a simulated compromise.
     lab: bool = False
     lab_aws_port: int = Field(default=5055, ge=1, le=65535)
@@ -59,6 +65,13 @@ class Settings(BaseSettings):
         if token is not None and len(token) < 16:
             raise ValueError("QUENCH_WEBHOOK_TOKEN must be at least 16 characters")
         return self
+
+    def case_policy(self) -> CasePolicy:
+        return CasePolicy(
+            watch_seconds=self.watch_seconds,
+            check_every_seconds=self.check_every_seconds,
+            delivery_lag_seconds=self.delivery_lag_seconds,
+        )
 
     @cached_property
     def trail_regions(self) -> list[str]:

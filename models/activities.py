@@ -94,12 +94,50 @@ class CheckActivityResult(BaseModel):
     effective_count: int
 
 
+class CaptureUserInput(BaseModel):
+    case_id: str
+    user_name: str
+
+
+class CaptureUserResult(BaseModel):
+    evidence: EvidenceRecord
+    has_login_profile: bool
+    quarantine_policies: list[str]  # AWS's own AWSCompromisedKeyQuarantine* policies
+
+
+class AccessKeyInput(BaseModel):
+    user_name: str
+    access_key_id: str
+
+
+class AccessKeyResult(BaseModel):
+    access_key_id: str
+    status: str
+    changed: bool
+
+
+class DenyUserTokensInput(BaseModel):
+    user_name: str
+    cutoff: datetime  # decided by the workflow
+
+
+class UserInput(BaseModel):
+    user_name: str
+
+
+class ChangeResult(BaseModel):
+    changed: bool
+    detail: str = ""
+
+
 class RevokeRoleSessionsInput(BaseModel):
     role_name: str
     cutoff: datetime  # decided by the workflow, so a retry writes the same policy
 
 
 class RevokeRoleSessionsResult(BaseModel):
+    """Also the result of denying a user's older tokens: the same policy on the user."""
+
     policy_name: str
     cutoff_in_effect: datetime
     changed: bool

@@ -16,6 +16,7 @@ class Phase(StrEnum):
     CONTAINMENT = "containment"
     VERIFICATION = "verification"
     CONTAINED = "contained"
+    WATCHING = "watching"
     CONTAINMENT_FAILED = "containment_failed"
     NEEDS_HUMAN = "needs_human"
     CLOSED = "closed"
@@ -23,6 +24,9 @@ class Phase(StrEnum):
 
 class ActionKind(StrEnum):
     CONTAIN_INSTANCE_ROLE = "contain"  # revoke the role's sessions, stop+start, verify
+    CONTAIN_USER_KEY = "contain-key"  # deactivate the key, deny the user's older tokens
+    REMOVE_CONSOLE_ACCESS = "remove-console"  # delete the user's login profile
+    RECONTAIN = "recontain"  # contain again after the watch saw the credential work
     RETRY = "retry"  # run a failed step again
     MANUAL_CONTAINMENT = "manual"  # a human contains; Quench records it
 
@@ -96,9 +100,33 @@ class TimelineEntry(BaseModel):
     what: str
 
 
+class CasePolicy(BaseModel):
+    """How a case runs, fixed when it opens so that replays and retries agree."""
+
+    watch_seconds: int = Field(default=30 * 60, ge=1, le=24 * 3600)
+    check_every_seconds: int = Field(default=5 * 60, ge=1, le=3600)
+    # CloudTrail delivers within about 15 minutes: a window is not called clean before its
+    # logs can be expected.
+    delivery_lag_seconds: int = Field(default=15 * 60, ge=0, le=2 * 3600)
+
+
+class WatchStatus(BaseModel):
+    """The containment watch so far (playbook 2.3)."""
+
+    access_key_ids: list[str]
+    start: datetime  # when containment was complete: calls after it must not work
+    clean_at: datetime
+    checks: int = 0
+    denied_attempts: int = 0
+    effective_calls: int = 0
+    last_checked_at: datetime | None = None
+    verdict: str | None = None  # clean, or failed
+
+
 class CaseInput(BaseModel):
     case_id: str
     finding: Finding
+    policy: CasePolicy = Field(default_factory=CasePolicy)
 
 
 class ApprovalInput(BaseModel):
@@ -142,6 +170,7 @@ class CaseStatus(BaseModel):
     timeline: list[TimelineEntry] = Field(default_factory=list)
     containment_cutoff: datetime | None = None
     verified_access_key_id: str | None = None
+    watch: WatchStatus | None = None
 
     def pending_actions(self) -> list[Action]:
         return [a for a in self.actions if a.status is ActionStatus.PENDING_APPROVAL]

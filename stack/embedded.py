@@ -8,7 +8,7 @@ the webhook.
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -36,6 +36,8 @@ class StackConfig:
     webhook_port: int = 8787
     namespace: str = "default"
     lab: bool = True
+    # More QUENCH_* settings for the worker and webhook (tests shorten the watch).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 class EmbeddedStack:
@@ -76,6 +78,7 @@ class EmbeddedStack:
             "QUENCH_STATE_DIR": str(self.state_dir),
             "PYTHONUNBUFFERED": "1",
         }
+        env.update(self.config.extra_env)
         if self.config.lab:
             env.update(
                 {

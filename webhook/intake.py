@@ -18,7 +18,7 @@ async def open_or_join_case(
     key = finding.access_key
     return await client.start_workflow(
         CaseWorkflow.run,
-        CaseInput(case_id=case_id, finding=finding),
+        CaseInput(case_id=case_id, finding=finding, policy=settings.case_policy()),
         id=case_id,
         task_queue=settings.task_queue,
         start_signal=names.SIGNAL_ADD_FINDING,

@@ -4,8 +4,10 @@ Evidence first, then containment after a human approves, then proof that the cre
 really changed. Every AWS change is an activity; this module only decides and records.
 """
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -21,15 +23,22 @@ with workflow.unsafe.imports_passed_through():
     from activities.ssm import SsmActivities
     from config import names
     from models.activities import (
+        AccessKeyInput,
         CaptureInstanceInput,
         CaptureRoleInput,
+        CaptureUserInput,
+        CaptureUserResult,
+        CheckActivityInput,
+        CheckActivityResult,
         CloudTrailSliceInput,
+        DenyUserTokensInput,
         InstanceInput,
         ProbeInstanceCredentialsInput,
         ResolvePrincipalInput,
         RevokeRoleSessionsInput,
         SnapshotVolumesInput,
         StoreEvidenceInput,
+        UserInput,
     )
     from models.case import (
         Action,
@@ -47,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         PhaseChange,
         RejectedSignal,
         TimelineEntry,
+        WatchStatus,
     )
     from models.finding import Finding
     from models.principal import Credential, CredentialKind
@@ -57,6 +67,10 @@ T = TypeVar("T")
 # compromise can precede the first call GuardDuty flagged, and instance role sessions
 # live up to 12 hours.
 EVIDENCE_LOOKBACK = timedelta(hours=24)
+
+# Patch markers: histories recorded before these steps existed replay without them.
+WATCH_PATCH = "containment-watch"
+USER_KEY_PATCH = "user-key-containment"
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -96,6 +110,7 @@ class CaseWorkflow:
             timeline=[TimelineEntry(at=now, what=f"case opened from finding {input.finding.id}")],
         )
         self._action_seq = 0
+        self._policy = input.policy
 
     # -- signals and queries -------------------------------------------------------------
 
@@ -139,7 +154,7 @@ class CaseWorkflow:
         self._upsert_static_attributes(finding)
         self._set_phase(Phase.TRIAGE, "resolving the principal")
         try:
-            credential = await self._attempt(
+            resolved = await self._attempt(
                 "resolve the principal",
                 lambda: workflow.execute_activity_method(
                     IamActivities.resolve_principal,
@@ -149,26 +164,34 @@ class CaseWorkflow:
                     summary="Resolve the principal behind the access key",
                 ),
             )
-            self._status.credential = credential.credential
-            self._upsert_principal_attributes(credential.credential)
+            credential = resolved.credential
+            self._status.credential = credential
+            self._upsert_principal_attributes(credential)
 
             self._set_phase(Phase.EVIDENCE, "preserving evidence before any change")
-            instance_running = await self._collect_evidence(credential.credential)
+            evidence = await self._collect_evidence(credential)
 
-            if credential.credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
-                await self._contain_instance_role(credential.credential, instance_running)
+            if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
+                outcome = await self._contain_instance_role(credential, evidence.instance_running)
+            elif evidence.user is not None:
+                outcome = await self._contain_user_key(credential, evidence.user)
             else:
-                await self._hand_to_human(credential.credential)
+                outcome = await self._hand_to_human(credential)
+            if outcome is not None:
+                if workflow.patched(WATCH_PATCH):
+                    await self._watch_until_clean(credential, evidence)
+                self._close(outcome)
         except CaseAbandoned as abandoned:
             self._close(str(abandoned))
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status
 
-    async def _collect_evidence(self, credential: Credential) -> bool:
-        """Evidence before any change. Returns whether the instance was running."""
+    async def _collect_evidence(self, credential: Credential) -> "_Evidence":
+        """Evidence before any change."""
         case_id = self._status.case_id
         finding = self._finding
         principal = credential.principal
+        collected = _Evidence()
         self._record_evidence(
             await self._attempt(
                 "store the finding",
@@ -199,7 +222,25 @@ class CaseWorkflow:
                     ),
                 )
             )
-        instance_running = False
+        if (
+            credential.kind is CredentialKind.IAM_USER_KEY
+            and principal.user_name
+            and workflow.patched(USER_KEY_PATCH)
+        ):
+            user_name = principal.user_name
+            collected.user = await self._attempt(
+                "capture the user's IAM state",
+                lambda: workflow.execute_activity_method(
+                    IamActivities.capture_user_state,
+                    CaptureUserInput(case_id=case_id, user_name=user_name),
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=_RETRY,
+                    summary=f"Capture user {user_name}: keys, policies, groups, console access",
+                ),
+            )
+            self._record_evidence(collected.user.evidence)
+            for policy in collected.user.quarantine_policies:
+                self._note(f"AWS quarantined the key with {policy}; it stays attached")
         if principal.instance_id:
             instance_id = principal.instance_id
             instance = await self._attempt(
@@ -227,7 +268,7 @@ class CaseWorkflow:
                 ),
             )
             self._record_evidence(snapshots.evidence)
-            instance_running = instance.state == "running"
+            collected.instance_running = instance.state == "running"
         window_end = workflow.now()
         window_start = min(finding.first_seen, window_end) - EVIDENCE_LOOKBACK
         trail = await self._attempt(
@@ -249,9 +290,13 @@ class CaseWorkflow:
         )
         self._record_evidence(trail.evidence)
         self._note(f"{trail.event_count} CloudTrail records of {credential.access_key_id}")
-        return instance_running
+        return collected
 
-    async def _contain_instance_role(self, credential: Credential, instance_running: bool) -> None:
+    # -- containment: EC2 instance role ----------------------------------------------------
+
+    async def _contain_instance_role(
+        self, credential: Credential, instance_running: bool
+    ) -> str | None:
         """Playbook 2.2 for an instance role: revoke older sessions, stop+start, verify."""
         principal = credential.principal
         role_name = principal.role_name or ""
@@ -275,14 +320,18 @@ class CaseWorkflow:
         if approval.decision is Decision.REJECTED:
             self._finish_action(action, ActionStatus.REJECTED, approval.reason)
             self._close(f"containment rejected by {approval.approver}: {approval.reason}")
-            return
-
+            return None
         self._set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
-        action.status = ActionStatus.RUNNING
-        action.started_at = workflow.now()
-        # The cut-off is decided here, once: every retry writes the same policy, and
-        # sessions issued in the second of the approval are still revoked.
-        cutoff = (action.started_at + timedelta(seconds=1)).replace(microsecond=0)
+        await self._apply_instance_role_containment(action, credential, instance_running)
+        return "contained"
+
+    async def _apply_instance_role_containment(
+        self, action: Action, credential: Credential, instance_running: bool
+    ) -> None:
+        principal = credential.principal
+        role_name = principal.role_name or ""
+        instance_id = principal.instance_id or ""
+        cutoff = self._start_action(action)
         revoked = await self._attempt(
             "revoke the role's sessions",
             lambda: workflow.execute_activity_method(
@@ -298,16 +347,13 @@ class CaseWorkflow:
             f"sessions of {role_name} issued before {revoked.cutoff_in_effect.isoformat()} "
             f"are denied" + ("" if revoked.changed else " (policy was already in place)")
         )
-
         while True:
-            if instance_running:
-                await self._rotate_instance(instance_id)
-            else:
+            if not instance_running:
                 self._note(f"instance {instance_id} was not running; no stop+start needed")
                 self._finish_action(action, ActionStatus.DONE, "sessions revoked")
                 self._set_phase(Phase.CONTAINED, "role sessions revoked")
-                self._close("contained")
                 return
+            await self._rotate_instance(instance_id)
             self._set_phase(Phase.VERIFICATION, "reading the instance's credentials over SSM")
             probe = await self._attempt(
                 "verify the instance's new credentials",
@@ -328,7 +374,6 @@ class CaseWorkflow:
                 )
                 self._finish_action(action, ActionStatus.DONE, "sessions revoked, key rotated")
                 self._set_phase(Phase.CONTAINED, "credential rotated and verified")
-                self._close("contained")
                 return
             self._set_phase(
                 Phase.CONTAINMENT_FAILED,
@@ -376,8 +421,95 @@ class CaseWorkflow:
         )
         self._note(f"instance {instance_id} started")
 
-    async def _hand_to_human(self, credential: Credential) -> None:
-        """Credentials this version does not contain itself go to a human with a checklist."""
+    # -- containment: long-term user key ------------------------------------------------
+
+    async def _contain_user_key(
+        self, credential: Credential, user: CaptureUserResult
+    ) -> str | None:
+        """Playbook 2.1: deactivate the key (never delete it: it is evidence), deny the
+        user's tokens issued before the approval, then, approved separately, remove
+        console access."""
+        user_name = credential.principal.user_name or ""
+        action = self._propose(
+            ActionKind.CONTAIN_USER_KEY,
+            f"Contain {credential.access_key_id}: deactivate it, deny {user_name}'s older tokens",
+            [
+                f"Deactivate access key {credential.access_key_id} of {user_name} (kept as "
+                "evidence, not deleted)",
+                f"Deny {user_name}'s session tokens issued before the approval (inline policy "
+                f"{names.REVOKE_USER_TOKENS_POLICY_NAME} on aws:TokenIssueTime): sessions from "
+                "GetSessionToken or GetFederationToken outlive the key",
+            ],
+        )
+        approval = await self._await_decision(action)
+        if approval.decision is Decision.REJECTED:
+            self._finish_action(action, ActionStatus.REJECTED, approval.reason)
+            self._close(f"containment rejected by {approval.approver}: {approval.reason}")
+            return None
+        self._set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
+        await self._apply_user_key_containment(action, credential)
+        if user.has_login_profile:
+            console = self._propose(
+                ActionKind.REMOVE_CONSOLE_ACCESS,
+                f"Remove console access of {user_name}",
+                [f"Delete the login profile of {user_name}: its password may be known too"],
+            )
+            decision = await self._await_decision(console)
+            if decision.decision is Decision.APPROVED:
+                self._start_action(console)
+                removed = await self._attempt(
+                    "remove console access",
+                    lambda: workflow.execute_activity_method(
+                        IamActivities.remove_login_profile,
+                        UserInput(user_name=user_name),
+                        start_to_close_timeout=timedelta(minutes=2),
+                        retry_policy=_RETRY,
+                        summary=f"Delete the login profile of {user_name}",
+                    ),
+                )
+                self._finish_action(console, ActionStatus.DONE, removed.detail)
+            else:
+                self._finish_action(console, ActionStatus.REJECTED, decision.reason)
+            self._set_phase(Phase.CONTAINED, "key deactivated")
+        return "contained"
+
+    async def _apply_user_key_containment(self, action: Action, credential: Credential) -> None:
+        user_name = credential.principal.user_name or ""
+        cutoff = self._start_action(action)
+        key = await self._attempt(
+            "deactivate the access key",
+            lambda: workflow.execute_activity_method(
+                IamActivities.deactivate_access_key,
+                AccessKeyInput(user_name=user_name, access_key_id=credential.access_key_id),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"Deactivate {credential.access_key_id}",
+            ),
+        )
+        denied = await self._attempt(
+            "deny the user's older tokens",
+            lambda: workflow.execute_activity_method(
+                IamActivities.deny_user_tokens_before,
+                DenyUserTokensInput(user_name=user_name, cutoff=cutoff),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"Deny {user_name}'s tokens issued before {cutoff.isoformat()}",
+            ),
+        )
+        self._status.containment_cutoff = denied.cutoff_in_effect
+        self._note(
+            f"{credential.access_key_id} is {key.status}"
+            + ("" if key.changed else " (it already was)")
+            + f"; {user_name}'s tokens issued before {denied.cutoff_in_effect.isoformat()} "
+            "are denied"
+        )
+        self._finish_action(action, ActionStatus.DONE, "key deactivated, older tokens denied")
+        self._set_phase(Phase.CONTAINED, "key deactivated")
+
+    # -- containment by a human -----------------------------------------------------------
+
+    async def _hand_to_human(self, credential: Credential) -> str | None:
+        """Credentials Quench does not contain itself go to a human with a checklist."""
         principal = credential.principal
         self._set_phase(Phase.NEEDS_HUMAN, f"{credential.kind.value} is contained by a human")
         action = self._propose(
@@ -395,10 +527,115 @@ class CaseWorkflow:
         if approval.decision is Decision.APPROVED:
             self._finish_action(action, ActionStatus.DONE, f"contained by {approval.approver}")
             self._set_phase(Phase.CONTAINED, f"{approval.approver}: {approval.reason}")
-            self._close("contained by a human")
-        else:
-            self._finish_action(action, ActionStatus.REJECTED, approval.reason)
-            self._close(f"not contained: {approval.approver}: {approval.reason}")
+            return "contained by a human"
+        self._finish_action(action, ActionStatus.REJECTED, approval.reason)
+        self._close(f"not contained: {approval.approver}: {approval.reason}")
+        return None
+
+    # -- the containment watch (playbook 2.3) ---------------------------------------------
+
+    async def _watch_until_clean(self, credential: Credential, evidence: "_Evidence") -> None:
+        """Watch CloudTrail until a whole window is clean; when the contained credential
+        still works, say how, propose containing it again, and watch again."""
+        while True:
+            failed = await self._watch([credential.access_key_id])
+            if failed is None:
+                return
+            findings = explain_failure(failed, self._status.containment_cutoff)
+            self._set_phase(Phase.CONTAINMENT_FAILED, findings[0])
+            for line in findings[1:]:
+                self._note(line)
+            action = self._propose(
+                ActionKind.RECONTAIN,
+                f"Contain {credential.access_key_id} again, then watch again",
+                findings + self._recontain_steps(credential),
+            )
+            decision = await self._await_decision(action)
+            if decision.decision is Decision.REJECTED:
+                self._finish_action(action, ActionStatus.REJECTED, decision.reason)
+                raise CaseAbandoned(
+                    f"containment failed; {decision.approver} takes over: {decision.reason}"
+                )
+            self._set_phase(Phase.CONTAINMENT, f"approved by {decision.approver}")
+            if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
+                await self._apply_instance_role_containment(
+                    action, credential, evidence.instance_running
+                )
+            elif evidence.user is not None:
+                await self._apply_user_key_containment(action, credential)
+            else:
+                self._finish_action(action, ActionStatus.DONE, f"by {decision.approver}")
+                self._set_phase(Phase.CONTAINED, f"{decision.approver}: {decision.reason}")
+
+    def _recontain_steps(self, credential: Credential) -> list[str]:
+        if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
+            return [
+                "Revoke the role's sessions again with a new cut-off, stop+start the instance "
+                "and verify; review the role's trust policy if new sessions appear"
+            ]
+        if credential.kind is CredentialKind.IAM_USER_KEY:
+            return ["Deactivate the key again and deny the user's tokens with a new cut-off"]
+        return ["Contain the credential by hand, then approve"]
+
+    async def _watch(self, access_key_ids: list[str]) -> CheckActivityResult | None:
+        """One watch: durable timers between CloudTrail checks. Returns the calls that
+        worked after containment, or None once the window is clean."""
+        policy = self._policy
+        start = workflow.now()
+        window_end = start + timedelta(seconds=policy.watch_seconds)
+        clean_at = window_end + timedelta(seconds=policy.delivery_lag_seconds)
+        watch = WatchStatus(access_key_ids=access_key_ids, start=start, clean_at=clean_at)
+        self._status.watch = watch
+        self._set_phase(
+            Phase.WATCHING,
+            f"watching CloudTrail for {', '.join(access_key_ids)} until "
+            f"{window_end.isoformat()}; clean no earlier than {clean_at.isoformat()}, when "
+            "its logs can be expected",
+        )
+        while True:
+            wait = min(timedelta(seconds=policy.check_every_seconds), clean_at - workflow.now())
+            if wait > timedelta(0):
+                await workflow.sleep(wait, summary="Containment watch: until the next check")
+            now = workflow.now()
+            check = CheckActivityInput(
+                account_id=self._status.account_id,
+                access_key_ids=access_key_ids,
+                start=start,
+                end=min(now, window_end),
+            )
+            result = await self._attempt(
+                "check CloudTrail for the contained credentials",
+                lambda check=check: workflow.execute_activity_method(  # type: ignore[misc]
+                    CloudTrailActivities.check_credential_activity,
+                    check,
+                    start_to_close_timeout=timedelta(minutes=10),
+                    heartbeat_timeout=timedelta(minutes=2),
+                    retry_policy=_RETRY,
+                    summary=f"CloudTrail calls of {', '.join(access_key_ids)} since containment",
+                ),
+            )
+            if result.denied_count > watch.denied_attempts:
+                sources = sorted({e.source_ip for e in result.events if e.denied})
+                self._note(
+                    f"{result.denied_count} denied attempts since containment, from "
+                    f"{', '.join(sources)}: the attacker is still trying, and is stopped"
+                )
+            watch.checks += 1
+            watch.last_checked_at = now
+            watch.denied_attempts = result.denied_count
+            watch.effective_calls = result.effective_count
+            if result.effective_count:
+                watch.verdict = "failed"
+                return result
+            if now >= clean_at:
+                watch.verdict = "clean"
+                self._note(
+                    f"no call of {', '.join(access_key_ids)} worked from {start.isoformat()} "
+                    f"to {window_end.isoformat()}: containment holds"
+                )
+                self._refresh()
+                return None
+            self._refresh()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -483,6 +720,14 @@ class CaseWorkflow:
         )
         workflow.logger.warning("refused %s for %s by %s: %s", signal, action_id, by, reason)
 
+    def _start_action(self, action: Action) -> datetime:
+        """Mark the action running; returns the containment cut-off it writes into AWS,
+        decided here once so every retry writes the same policy, and late enough that
+        sessions issued in the second of the approval are still denied."""
+        action.status = ActionStatus.RUNNING
+        action.started_at = workflow.now()
+        return (action.started_at + timedelta(seconds=1)).replace(microsecond=0)
+
     def _finish_action(self, action: Action, status: ActionStatus, outcome: str) -> None:
         action.status = status
         action.outcome = outcome
@@ -539,6 +784,60 @@ class CaseWorkflow:
         if principal.instance_id:
             updates.append(names.SA_INSTANCE_ID.value_set(principal.instance_id))
         workflow.upsert_search_attributes(updates)
+
+
+@dataclass
+class _Evidence:
+    """What the evidence phase learned that containment needs."""
+
+    instance_running: bool = False
+    user: CaptureUserResult | None = None
+
+
+def explain_failure(result: CheckActivityResult, cutoff: datetime | None) -> list[str]:
+    """What the calls that worked after containment say about how the attacker gets in."""
+    worked = [e for e in result.events if not e.denied]
+    sources = sorted({e.source_ip for e in worked})
+    calls = Counter(e.event_name for e in worked).most_common(5)
+    lines = [
+        f"{result.effective_count} calls worked after containment, from {', '.join(sources)}: "
+        + ", ".join(f"{name} x{count}" for name, count in calls)
+    ]
+    if cutoff is not None:
+        fresh = sorted(
+            {
+                e.access_key_id
+                for e in worked
+                if e.session_issued_at and e.session_issued_at >= cutoff
+            }
+        )
+        if fresh:
+            lines.append(
+                f"sessions issued after the cut-off are in use ({', '.join(fresh)}): the "
+                "attacker can still obtain credentials; review the trust policy and whoever "
+                "can reach the instance"
+            )
+        old = sorted(
+            {
+                e.access_key_id
+                for e in worked
+                if e.session_issued_at and e.session_issued_at < cutoff
+            }
+        )
+        if old:
+            lines.append(
+                f"sessions issued before the cut-off still work ({', '.join(old)}): check that "
+                "the revocation policy is still attached"
+            )
+    minted = sorted({e.event_name for e in worked if e.event_name in _CREDENTIAL_EVENTS})
+    if minted:
+        lines.append(f"the attacker made new credentials ({', '.join(minted)})")
+    return lines
+
+
+_CREDENTIAL_EVENTS = frozenset(
+    {"CreateAccessKey", "AssumeRole", "GetSessionToken", "GetFederationToken", "CreateLoginProfile"}
+)
 
 
 def _slug(value: str) -> str:

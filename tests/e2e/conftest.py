@@ -21,6 +21,12 @@ def lab_stack(tmp_path_factory):
         lab_aws_port=free_port(),
         webhook_port=free_port(),
         lab=True,
+        # A short containment watch, so the case closes within the test.
+        extra_env={
+            "QUENCH_WATCH_SECONDS": "6",
+            "QUENCH_CHECK_EVERY_SECONDS": "3",
+            "QUENCH_DELIVERY_LAG_SECONDS": "0",
+        },
     )
     stack = EmbeddedStack(config)
     stack.start()

@@ -145,6 +145,9 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
         ("responder@example.com", "paged the orders team")
     ]
     assert result.verified_access_key_id not in (None, attack.stolen_access_key_id)
+    # The watch read the lab's CloudTrail until the (shortened) window was clean.
+    assert result.watch is not None and result.watch.verdict == "clean"
+    assert result.watch.checks >= 2 and result.watch.effective_calls == 0
 
     # AWS: the revocation policy with the workflow's cut-off.
     policy = iam.get_role_policy(

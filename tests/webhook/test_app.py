@@ -26,15 +26,15 @@ def settings_for(task_queue: str) -> Settings:
 
 
 @pytest_asyncio.fixture
-async def webhook(time_skipping_env) -> AsyncIterator[tuple[httpx.AsyncClient, Client, str]]:
-    """The app on an in-process transport, talking to the time-skipping server. No worker
-    polls the task queue, so a started case stays as the webhook left it."""
+async def webhook(dev_server_env) -> AsyncIterator[tuple[httpx.AsyncClient, Client, str]]:
+    """The app on an in-process transport, talking to the dev server. No worker polls the
+    task queue, so a started case stays as the webhook left it."""
     queue = f"webhook-{uuid.uuid4()}"
     app.state.settings = settings_for(queue)
-    app.state.client = time_skipping_env.client
+    app.state.client = dev_server_env.client
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://quench") as http:
-        yield http, time_skipping_env.client, queue
+        yield http, dev_server_env.client, queue
 
 
 def _headers(token: str = TOKEN, content_type: str = "application/json") -> dict[str, str]:

@@ -17,11 +17,19 @@ from temporalio.worker import Worker
 
 from config import names
 from models.activities import (
+    AccessKeyInput,
+    AccessKeyResult,
     CaptureInstanceInput,
     CaptureInstanceResult,
     CaptureRoleInput,
+    CaptureUserInput,
+    CaptureUserResult,
+    ChangeResult,
+    CheckActivityInput,
+    CheckActivityResult,
     CloudTrailSliceInput,
     CloudTrailSliceResult,
+    DenyUserTokensInput,
     InstanceInput,
     InstanceStateResult,
     ProbeInstanceCredentialsInput,
@@ -33,6 +41,8 @@ from models.activities import (
     SnapshotVolumesInput,
     SnapshotVolumesResult,
     StoreEvidenceInput,
+    TrailEvent,
+    UserInput,
 )
 from models.case import (
     ActionStatus,
@@ -83,6 +93,9 @@ class FakeAws:
         self.kind = kind
         self.instance_state = instance_state
         self.fail_next: dict[str, ApplicationError] = {}
+        self.checks: list[CheckActivityResult] = []  # watch results in order; then clean
+        self.has_login_profile = True
+        self.quarantine_policies: list[str] = []
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -102,6 +115,8 @@ class FakeAws:
                 principal = Principal(
                     type=PrincipalType.IAM_USER, account_id=ACCOUNT, user_name="alice"
                 )
+            elif fake.kind is CredentialKind.ROOT:
+                principal = Principal(type=PrincipalType.ROOT, account_id=ACCOUNT)
             else:
                 principal = Principal(
                     type=PrincipalType.ASSUMED_ROLE,
@@ -182,7 +197,49 @@ class FakeAws:
                 command_id="cmd-1",
             )
 
+        @activity.defn(name="check_credential_activity")
+        async def check_credential_activity(input: CheckActivityInput) -> CheckActivityResult:
+            fake._record("check_credential_activity", input)
+            if fake.checks:
+                return fake.checks.pop(0)
+            return CheckActivityResult(events=[], denied_count=0, effective_count=0)
+
+        @activity.defn(name="capture_user_state")
+        async def capture_user_state(input: CaptureUserInput) -> CaptureUserResult:
+            fake._record("capture_user_state", input)
+            return CaptureUserResult(
+                evidence=_evidence(f"iam-user-{input.user_name}"),
+                has_login_profile=fake.has_login_profile,
+                quarantine_policies=fake.quarantine_policies,
+            )
+
+        @activity.defn(name="deactivate_access_key")
+        async def deactivate_access_key(input: AccessKeyInput) -> AccessKeyResult:
+            fake._record("deactivate_access_key", input)
+            return AccessKeyResult(
+                access_key_id=input.access_key_id, status="Inactive", changed=True
+            )
+
+        @activity.defn(name="deny_user_tokens_before")
+        async def deny_user_tokens_before(input: DenyUserTokensInput) -> RevokeRoleSessionsResult:
+            fake._record("deny_user_tokens_before", input)
+            return RevokeRoleSessionsResult(
+                policy_name=names.REVOKE_USER_TOKENS_POLICY_NAME,
+                cutoff_in_effect=input.cutoff,
+                changed=True,
+            )
+
+        @activity.defn(name="remove_login_profile")
+        async def remove_login_profile(input: UserInput) -> ChangeResult:
+            fake._record("remove_login_profile", input)
+            return ChangeResult(changed=True, detail="login profile deleted")
+
         return [
+            check_credential_activity,
+            capture_user_state,
+            deactivate_access_key,
+            deny_user_tokens_before,
+            remove_login_profile,
             resolve_principal,
             store_evidence,
             capture_role_state,
@@ -203,6 +260,12 @@ async def _wait_for(handle: WorkflowHandle, predicate: Callable[[CaseStatus], bo
             if predicate(status):
                 return status
             await asyncio.sleep(0.1)
+
+
+async def _result(handle: WorkflowHandle) -> CaseStatus:
+    """The case's result; a case stuck waiting for a human fails the test, not the run."""
+    async with asyncio.timeout(30):
+        return await handle.result()
 
 
 def _pending(action_id_prefix: str) -> Callable[[CaseStatus], bool]:
@@ -248,7 +311,7 @@ async def test_evidence_before_change_then_contained_after_approval(time_skippin
         ]
         action = waiting.pending_actions()[0]
         await handle.signal(CaseWorkflow.approve, _approval(action.id))
-        result = await handle.result()
+        result = await _result(handle)
 
     assert result.phase is Phase.CLOSED
     assert result.outcome == "contained"
@@ -276,7 +339,7 @@ async def test_evidence_before_change_then_contained_after_approval(time_skippin
     assert result.containment_cutoff == revoke.cutoff
     phases = [p.phase for p in result.phases]
     assert phases.index(Phase.EVIDENCE) < phases.index(Phase.AWAITING_APPROVAL)
-    assert phases[-3:] == [Phase.VERIFICATION, Phase.CONTAINED, Phase.CLOSED]
+    assert phases[-4:] == [Phase.VERIFICATION, Phase.CONTAINED, Phase.WATCHING, Phase.CLOSED]
     trail = next(v for n, v in fake.calls if n == "capture_cloudtrail_slice")
     assert trail.start <= finding().first_seen - timedelta(hours=24)
 
@@ -295,7 +358,7 @@ async def test_rejected_containment_changes_nothing(time_skipping_env):
                 reason="pen test, expected",
             ),
         )
-        result = await handle.result()
+        result = await _result(handle)
         await _record(handle, "rejected_containment")
     assert result.phase is Phase.CLOSED
     assert result.outcome == "containment rejected by bob: pen test, expected"
@@ -313,7 +376,7 @@ async def test_unknown_and_repeated_decisions_are_refused_and_recorded(time_skip
         await handle.signal(CaseWorkflow.approve, _approval("contain-99", "mallory"))
         await handle.signal(CaseWorkflow.approve, _approval(action_id))
         await handle.signal(CaseWorkflow.reject, _approval(action_id, "carol"))
-        result = await handle.result()
+        result = await _result(handle)
     refused = [(r.action_id, r.by, r.reason) for r in result.refused]
     assert refused[0] == ("contain-99", "mallory", "no such action")
     assert refused[1][0:2] == (action_id, "carol")
@@ -333,7 +396,7 @@ async def test_unrotated_key_fails_containment_until_a_retry_rotates_it(time_ski
         assert failed.phase is Phase.CONTAINMENT_FAILED
         assert failed.verified_access_key_id is None
         await handle.signal(CaseWorkflow.approve, _approval(failed.pending_actions()[0].id))
-        result = await handle.result()
+        result = await _result(handle)
         await _record(handle, "containment_failed_then_retried")
     assert fake.names().count("stop_instance") == 2
     assert fake.names().count("probe_instance_credentials") == 2
@@ -355,7 +418,7 @@ async def test_non_retryable_failure_waits_for_a_human_then_retries(time_skippin
         assert stuck.phase is Phase.NEEDS_HUMAN
         assert "AccessDenied" in stuck.phases[-1].note
         await handle.signal(CaseWorkflow.approve, _approval(stuck.pending_actions()[0].id))
-        result = await handle.result()
+        result = await _result(handle)
         await _record(handle, "access_denied_then_retried")
     assert fake.names().count("revoke_role_sessions") == 2
     assert result.outcome == "contained"
@@ -374,7 +437,7 @@ async def test_a_second_delivery_joins_once(time_skipping_env):
         await handle.signal(CaseWorkflow.add_finding, other_key)
         waiting = await _wait_for(handle, _pending("contain-"))
         await handle.signal(CaseWorkflow.reject, _approval(waiting.pending_actions()[0].id))
-        result = await handle.result()
+        result = await _result(handle)
     assert [f.count for f in result.findings] == [7, 9]
     assert [r.reason for r in result.refused] == ["finding is about another key"]
 
@@ -386,7 +449,7 @@ async def test_stopped_instance_is_not_started_by_containment(time_skipping_env)
         handle = await _start(time_skipping_env, fake, queue)
         waiting = await _wait_for(handle, _pending("contain-"))
         await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
-        result = await handle.result()
+        result = await _result(handle)
         await _record(handle, "stopped_instance")
     assert "revoke_role_sessions" in fake.names()
     assert not {"stop_instance", "start_instance"} & set(fake.names())
@@ -394,8 +457,8 @@ async def test_stopped_instance_is_not_started_by_containment(time_skipping_env)
 
 
 @pytest.mark.parametrize("decision", ["approve", "reject"])
-async def test_user_key_is_handed_to_a_human(time_skipping_env, decision):
-    fake = FakeAws(kind=CredentialKind.IAM_USER_KEY)
+async def test_a_root_key_is_handed_to_a_human(time_skipping_env, decision):
+    fake = FakeAws(kind=CredentialKind.ROOT)
     queue = f"q-{uuid.uuid4()}"
     async with _worker(time_skipping_env, fake, queue):
         handle = await _start(time_skipping_env, fake, queue)
@@ -403,8 +466,145 @@ async def test_user_key_is_handed_to_a_human(time_skipping_env, decision):
         assert waiting.phase is Phase.NEEDS_HUMAN
         signal = CaseWorkflow.approve if decision == "approve" else CaseWorkflow.reject
         await handle.signal(signal, _approval(waiting.pending_actions()[0].id))
-        result = await handle.result()
+        result = await _result(handle)
     assert not {"revoke_role_sessions", "stop_instance"} & set(fake.names())
-    assert result.outcome.startswith(
+    assert result.outcome is not None and result.outcome.startswith(
         "contained by a human" if decision == "approve" else "not contained"
     )
+
+
+def _event(event_id: str, denied: bool, key: str = STOLEN_KEY, issued=None) -> TrailEvent:
+    return TrailEvent(
+        event_id=event_id,
+        event_time=datetime(2026, 11, 22, 8, 0, tzinfo=UTC),
+        event_name="ListBuckets" if denied else "CreateUser",
+        event_source="s3.amazonaws.com",
+        aws_region="us-east-1",
+        source_ip="198.51.100.23",
+        user_agent="aws-cli",
+        access_key_id=key,
+        error_code="AccessDenied" if denied else None,
+        denied=denied,
+        session_issued_at=issued,
+    )
+
+
+async def test_the_watch_checks_cloudtrail_for_thirty_minutes_and_waits_for_late_logs(
+    time_skipping_env,
+):
+    fake = FakeAws()
+    # Each check reads the whole window so far: once seen, the denied attempt stays.
+    attempt = CheckActivityResult(events=[_event("d1", True)], denied_count=1, effective_count=0)
+    fake.checks = [CheckActivityResult(events=[], denied_count=0, effective_count=0)] + [
+        attempt
+    ] * 8
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        watching = await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        assert watching.watch is not None and watching.watch.verdict is None
+        result = await _result(handle)
+    checks = [v for n, v in fake.calls if n == "check_credential_activity"]
+    watch = result.watch
+    assert watch is not None and watch.verdict == "clean"
+    # 30 minutes of window and 15 of delivery lag, one check every 5 minutes.
+    assert len(checks) == watch.checks == 9
+    assert watch.clean_at - watch.start == timedelta(minutes=45)
+    assert all(c.start == watch.start and c.access_key_ids == [STOLEN_KEY] for c in checks)
+    # Durable timers: the first check looks five minutes in (plus the task's own milliseconds).
+    assert timedelta(minutes=5) <= checks[0].end - watch.start < timedelta(minutes=5, seconds=1)
+    assert checks[-1].end == watch.start + timedelta(minutes=30)
+    assert watch.denied_attempts == 1
+    assert any("1 denied attempts" in t.what for t in result.timeline)
+    assert result.outcome == "contained"
+    assert [p.phase for p in result.phases][-3:] == [Phase.CONTAINED, Phase.WATCHING, Phase.CLOSED]
+
+
+async def test_calls_that_work_after_containment_fail_it_and_it_is_contained_again(
+    time_skipping_env,
+):
+    fake = FakeAws(probe_keys=[NEW_KEY])
+    fake.checks = [
+        CheckActivityResult(
+            events=[_event("w1", False, issued=datetime(2026, 11, 22, 6, tzinfo=UTC))],
+            denied_count=0,
+            effective_count=1,
+        )
+    ]
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        # Only a wait on the result skips time by itself; a test that queries skips it.
+        await time_skipping_env.sleep(timedelta(minutes=6))
+        failed = await _wait_for(handle, _pending("recontain-"))
+        assert failed.phase is Phase.CONTAINMENT_FAILED
+        assert failed.watch is not None and failed.watch.verdict == "failed"
+        proposal = failed.pending_actions()[0]
+        assert proposal.steps[0].startswith("1 calls worked after containment, from 198.51.100.23")
+        assert any("sessions issued before the cut-off still work" in s for s in proposal.steps)
+        await handle.signal(CaseWorkflow.approve, _approval(proposal.id))
+        result = await _result(handle)
+    revokes = [v for n, v in fake.calls if n == "revoke_role_sessions"]
+    assert len(revokes) == 2 and revokes[1].cutoff > revokes[0].cutoff
+    assert fake.names().count("stop_instance") == 2
+    assert result.watch is not None and result.watch.verdict == "clean"
+    assert result.containment_cutoff == revokes[1].cutoff
+    assert result.outcome == "contained"
+    await _record(handle, "recontained_after_failed_watch")
+
+
+async def test_a_rejected_recontainment_closes_the_case_to_a_human(time_skipping_env):
+    fake = FakeAws()
+    fake.checks = [
+        CheckActivityResult(events=[_event("w1", False)], denied_count=0, effective_count=1)
+    ]
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        # Only a wait on the result skips time by itself; a test that queries skips it.
+        await time_skipping_env.sleep(timedelta(minutes=6))
+        failed = await _wait_for(handle, _pending("recontain-"))
+        await handle.signal(
+            CaseWorkflow.reject,
+            ApprovalInput(
+                action_id=failed.pending_actions()[0].id, approver="bob", reason="IR team has it"
+            ),
+        )
+        result = await _result(handle)
+    assert result.outcome == "containment failed; bob takes over: IR team has it"
+    assert fake.names().count("revoke_role_sessions") == 1
+
+
+async def test_a_user_key_is_deactivated_its_older_tokens_denied_and_console_removed(
+    time_skipping_env,
+):
+    fake = FakeAws(kind=CredentialKind.IAM_USER_KEY)
+    fake.quarantine_policies = ["AWSCompromisedKeyQuarantineV3"]
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-key-"))
+        assert not {"deactivate_access_key", "deny_user_tokens_before"} & set(fake.names())
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        console = await _wait_for(handle, _pending("remove-console-"))
+        assert "remove_login_profile" not in fake.names()
+        await handle.signal(CaseWorkflow.approve, _approval(console.pending_actions()[0].id))
+        result = await _result(handle)
+    deactivated = next(v for n, v in fake.calls if n == "deactivate_access_key")
+    assert (deactivated.user_name, deactivated.access_key_id) == ("alice", STOLEN_KEY)
+    denied = next(v for n, v in fake.calls if n == "deny_user_tokens_before")
+    assert result.containment_cutoff == denied.cutoff
+    assert "remove_login_profile" in fake.names()
+    assert not {"revoke_role_sessions", "stop_instance"} & set(fake.names())
+    assert any("AWSCompromisedKeyQuarantineV3" in t.what for t in result.timeline)
+    assert result.watch is not None and result.watch.verdict == "clean"
+    assert result.outcome == "contained"
+    await _record(handle, "user_key_contained")
