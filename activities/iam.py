@@ -29,6 +29,9 @@ from models.activities import (
     ResolvePrincipalResult,
     RevokeRoleSessionsInput,
     RevokeRoleSessionsResult,
+    RoleTrustInput,
+    RoleTrustResult,
+    TrustedPrincipal,
     UserInput,
 )
 from models.case import EvidenceRecord
@@ -70,6 +73,40 @@ def policy_cutoff(document: dict[str, Any]) -> datetime | None:
         if statement.get("Effect") == "Deny" and value:
             cutoffs.append(datetime.fromisoformat(value.replace("Z", "+00:00")))
     return max(cutoffs) if cutoffs else None
+
+
+def trusted_principals(document: dict[str, Any], account_id: str) -> list[TrustedPrincipal]:
+    """The principals an assume-role (trust) policy allows, in the order written."""
+    if isinstance(document, str):
+        document = json.loads(document)
+    statements = document.get("Statement", [])
+    found: list[TrustedPrincipal] = []
+    for statement in [statements] if isinstance(statements, dict) else statements:
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        if statement.get("Effect") != "Allow" or not any(
+            a == "*" or a.startswith("sts:AssumeRole") for a in actions
+        ):
+            continue
+        principal = statement.get("Principal", {})
+        if principal == "*":
+            principal = {"*": ["*"]}
+        for kind, values in principal.items():
+            for value in [values] if isinstance(values, str) else values:
+                outside = (
+                    value == "*"
+                    or (kind == "AWS" and not _in_account(value, account_id))
+                    or kind == "Federated"
+                )
+                found.append(TrustedPrincipal(kind=kind, value=value, outside_account=outside))
+    return found
+
+
+def _in_account(principal: str, account_id: str) -> bool:
+    if principal == account_id:
+        return True
+    parts = principal.split(":")
+    return len(parts) > 4 and parts[4] == account_id
 
 
 def validate_role_name(role_name: str) -> str:
@@ -179,6 +216,17 @@ class IamActivities:
                 non_retryable=True,
             )
         return str(profile_arn)
+
+    @activity.defn
+    def list_role_trust(self, input: RoleTrustInput) -> RoleTrustResult:
+        """Who the role's trust policy lets assume it, each flagged when it is outside the
+        account: the way an attacker may come back for a new session."""
+        role_name = validate_role_name(input.role_name)
+        with aws_errors(f"read the trust policy of {role_name}"):
+            document = self._iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
+        return RoleTrustResult(
+            role_name=role_name, principals=trusted_principals(document, input.account_id)
+        )
 
     @activity.defn
     def capture_role_state(self, input: CaptureRoleInput) -> EvidenceRecord:

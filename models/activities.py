@@ -94,6 +94,24 @@ class CheckActivityResult(BaseModel):
     effective_count: int
 
 
+class RoleTrustInput(BaseModel):
+    role_name: str
+    account_id: str
+
+
+class TrustedPrincipal(BaseModel):
+    """One principal a role's trust policy lets assume it."""
+
+    kind: str  # AWS, Service, Federated, or * for anyone
+    value: str
+    outside_account: bool  # another account, or anyone: worth a human's look
+
+
+class RoleTrustResult(BaseModel):
+    role_name: str
+    principals: list[TrustedPrincipal]
+
+
 class CaptureUserInput(BaseModel):
     case_id: str
     user_name: str

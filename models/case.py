@@ -25,6 +25,7 @@ class Phase(StrEnum):
 class ActionKind(StrEnum):
     CONTAIN_INSTANCE_ROLE = "contain"  # revoke the role's sessions, stop+start, verify
     CONTAIN_USER_KEY = "contain-key"  # deactivate the key, deny the user's older tokens
+    CONTAIN_ROLE_SESSION = "contain-role"  # revoke the role's sessions; flag who can assume it
     REMOVE_CONSOLE_ACCESS = "remove-console"  # delete the user's login profile
     RECONTAIN = "recontain"  # contain again after the watch saw the credential work
     RETRY = "retry"  # run a failed step again

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         ProbeInstanceCredentialsInput,
         ResolvePrincipalInput,
         RevokeRoleSessionsInput,
+        RoleTrustInput,
         SnapshotVolumesInput,
         StoreEvidenceInput,
         UserInput,
@@ -71,6 +72,7 @@ EVIDENCE_LOOKBACK = timedelta(hours=24)
 # Patch markers: histories recorded before these steps existed replay without them.
 WATCH_PATCH = "containment-watch"
 USER_KEY_PATCH = "user-key-containment"
+ROLE_SESSION_PATCH = "role-session-containment"
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -175,6 +177,10 @@ class CaseWorkflow:
                 outcome = await self._contain_instance_role(credential, evidence.instance_running)
             elif evidence.user is not None:
                 outcome = await self._contain_user_key(credential, evidence.user)
+            elif credential.kind is CredentialKind.ROLE_SESSION and workflow.patched(
+                ROLE_SESSION_PATCH
+            ):
+                outcome = await self._contain_role_session(credential)
             else:
                 outcome = await self._hand_to_human(credential)
             if outcome is not None:
@@ -421,6 +427,67 @@ class CaseWorkflow:
         )
         self._note(f"instance {instance_id} started")
 
+    # -- containment: a role session not from an instance ---------------------------------
+
+    async def _contain_role_session(self, credential: Credential) -> str | None:
+        """Playbook 2.2, option A, for a session of a role assumed by a user, a federated
+        identity or another account; who may assume the role is recorded and flagged."""
+        role_name = credential.principal.role_name or ""
+        account_id = self._status.account_id
+        trust = await self._attempt(
+            "read the role's trust policy",
+            lambda: workflow.execute_activity_method(
+                IamActivities.list_role_trust,
+                RoleTrustInput(role_name=role_name, account_id=account_id),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"Who may assume {role_name}",
+            ),
+        )
+        trusted = [f"{p.kind} {p.value}" for p in trust.principals]
+        flagged = [f"{p.kind} {p.value}" for p in trust.principals if p.outside_account]
+        self._note(f"{role_name} may be assumed by: {', '.join(trusted) or 'nobody'}")
+        steps = [
+            f"Deny all sessions of role {role_name} issued before the approval (inline policy "
+            f"{names.REVOKE_SESSIONS_POLICY_NAME}); its legitimate users must assume it again",
+        ]
+        if flagged:
+            self._note(f"flagged: {role_name} trusts principals outside the account: {flagged}")
+            steps.append(
+                f"Review the trust policy: it lets {', '.join(flagged)} assume the role, a way "
+                "back in for the attacker (playbook 2.2, option B)"
+            )
+        action = self._propose(
+            ActionKind.CONTAIN_ROLE_SESSION,
+            f"Contain {credential.access_key_id}: revoke sessions of {role_name}",
+            steps,
+        )
+        approval = await self._await_decision(action)
+        if approval.decision is Decision.REJECTED:
+            self._finish_action(action, ActionStatus.REJECTED, approval.reason)
+            self._close(f"containment rejected by {approval.approver}: {approval.reason}")
+            return None
+        self._set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
+        await self._apply_role_session_containment(action, credential)
+        return "contained"
+
+    async def _apply_role_session_containment(self, action: Action, credential: Credential) -> None:
+        role_name = credential.principal.role_name or ""
+        cutoff = self._start_action(action)
+        revoked = await self._attempt(
+            "revoke the role's sessions",
+            lambda: workflow.execute_activity_method(
+                IamActivities.revoke_role_sessions,
+                RevokeRoleSessionsInput(role_name=role_name, cutoff=cutoff),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"Revoke sessions of {role_name} issued before {cutoff.isoformat()}",
+            ),
+        )
+        self._status.containment_cutoff = revoked.cutoff_in_effect
+        self._finish_action(action, ActionStatus.DONE, "sessions revoked")
+        self._set_phase(Phase.CONTAINED, f"sessions of {role_name} revoked")
+
     # -- containment: long-term user key ------------------------------------------------
 
     async def _contain_user_key(
@@ -563,6 +630,8 @@ class CaseWorkflow:
                 )
             elif evidence.user is not None:
                 await self._apply_user_key_containment(action, credential)
+            elif credential.kind is CredentialKind.ROLE_SESSION:
+                await self._apply_role_session_containment(action, credential)
             else:
                 self._finish_action(action, ActionStatus.DONE, f"by {decision.approver}")
                 self._set_phase(Phase.CONTAINED, f"{decision.approver}: {decision.reason}")
@@ -575,6 +644,8 @@ class CaseWorkflow:
             ]
         if credential.kind is CredentialKind.IAM_USER_KEY:
             return ["Deactivate the key again and deny the user's tokens with a new cut-off"]
+        if credential.kind is CredentialKind.ROLE_SESSION:
+            return ["Revoke the role's sessions again with a new cut-off; fix its trust policy"]
         return ["Contain the credential by hand, then approve"]
 
     async def _watch(self, access_key_ids: list[str]) -> CheckActivityResult | None:

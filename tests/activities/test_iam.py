@@ -12,10 +12,15 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.aws import ERROR_INVALID_REQUEST, ERROR_NOT_FOUND, AwsClients
 from activities.evidence import EvidenceStore
-from activities.iam import IamActivities, validate_role_name
+from activities.iam import IamActivities, trusted_principals, validate_role_name
 from config.names import REVOKE_SESSIONS_POLICY_NAME
 from lab.world import EC2_TRUST_POLICY
-from models.activities import CaptureRoleInput, ResolvePrincipalInput, RevokeRoleSessionsInput
+from models.activities import (
+    CaptureRoleInput,
+    ResolvePrincipalInput,
+    RevokeRoleSessionsInput,
+    RoleTrustInput,
+)
 from models.finding import Finding, finding_from_guardduty
 from models.principal import CredentialKind, PrincipalType
 from tests.support import ACCOUNT, ROLE, STOLEN_KEY, finding, finding_detail
@@ -480,3 +485,58 @@ def test_revoke_role_sessions_of_a_missing_role_is_not_found(
         )
     assert raised.value.type == ERROR_NOT_FOUND
     assert raised.value.non_retryable is True
+
+
+def test_trusted_principals_flag_who_is_outside_the_account():
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {
+                    "AWS": [f"arn:aws:iam::{ACCOUNT}:root", "arn:aws:iam::999988887777:root"],
+                    "Service": "lambda.amazonaws.com",
+                },
+                "Action": "sts:AssumeRole",
+            },
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": "accounts.google.com"},
+                "Action": ["sts:AssumeRoleWithWebIdentity"],
+            },
+            {"Effect": "Deny", "Principal": "*", "Action": "sts:AssumeRole"},
+            {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:TagSession"},
+        ],
+    }
+    found = [(p.kind, p.value, p.outside_account) for p in trusted_principals(document, ACCOUNT)]
+    assert found == [
+        ("AWS", f"arn:aws:iam::{ACCOUNT}:root", False),
+        ("AWS", "arn:aws:iam::999988887777:root", True),
+        ("Service", "lambda.amazonaws.com", False),
+        ("Federated", "accounts.google.com", True),
+    ]
+
+
+def test_list_role_trust_reads_the_role_in_aws(iam: Any, iam_activities: IamActivities) -> None:
+    iam.create_role(
+        RoleName="ops-support-role",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "arn:aws:iam::999988887777:root"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
+    result = ActivityEnvironment().run(
+        iam_activities.list_role_trust,
+        RoleTrustInput(role_name="ops-support-role", account_id=ACCOUNT),
+    )
+    assert [(p.value, p.outside_account) for p in result.principals] == [
+        ("arn:aws:iam::999988887777:root", True)
+    ]

@@ -38,10 +38,13 @@ from models.activities import (
     ResolvePrincipalResult,
     RevokeRoleSessionsInput,
     RevokeRoleSessionsResult,
+    RoleTrustInput,
+    RoleTrustResult,
     SnapshotVolumesInput,
     SnapshotVolumesResult,
     StoreEvidenceInput,
     TrailEvent,
+    TrustedPrincipal,
     UserInput,
 )
 from models.case import (
@@ -117,6 +120,13 @@ class FakeAws:
                 )
             elif fake.kind is CredentialKind.ROOT:
                 principal = Principal(type=PrincipalType.ROOT, account_id=ACCOUNT)
+            elif fake.kind is CredentialKind.ROLE_SESSION:
+                principal = Principal(
+                    type=PrincipalType.ASSUMED_ROLE,
+                    account_id=ACCOUNT,
+                    arn=f"arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE}/alice",
+                    role_name=ROLE,
+                )
             else:
                 principal = Principal(
                     type=PrincipalType.ASSUMED_ROLE,
@@ -229,12 +239,28 @@ class FakeAws:
                 changed=True,
             )
 
+        @activity.defn(name="list_role_trust")
+        async def list_role_trust(input: RoleTrustInput) -> RoleTrustResult:
+            fake._record("list_role_trust", input)
+            return RoleTrustResult(
+                role_name=input.role_name,
+                principals=[
+                    TrustedPrincipal(
+                        kind="AWS", value=f"arn:aws:iam::{ACCOUNT}:root", outside_account=False
+                    ),
+                    TrustedPrincipal(
+                        kind="AWS", value="arn:aws:iam::999988887777:root", outside_account=True
+                    ),
+                ],
+            )
+
         @activity.defn(name="remove_login_profile")
         async def remove_login_profile(input: UserInput) -> ChangeResult:
             fake._record("remove_login_profile", input)
             return ChangeResult(changed=True, detail="login profile deleted")
 
         return [
+            list_role_trust,
             check_credential_activity,
             capture_user_state,
             deactivate_access_key,
@@ -608,3 +634,22 @@ async def test_a_user_key_is_deactivated_its_older_tokens_denied_and_console_rem
     assert result.watch is not None and result.watch.verdict == "clean"
     assert result.outcome == "contained"
     await _record(handle, "user_key_contained")
+
+
+async def test_a_role_session_is_revoked_and_outside_trust_is_flagged(time_skipping_env):
+    fake = FakeAws(kind=CredentialKind.ROLE_SESSION)
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-role-"))
+        steps = waiting.pending_actions()[0].steps
+        assert any("arn:aws:iam::999988887777:root" in step for step in steps)
+        assert not any(f"arn:aws:iam::{ACCOUNT}:root" in step for step in steps)
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        result = await _result(handle)
+    revoke = next(v for n, v in fake.calls if n == "revoke_role_sessions")
+    assert revoke.role_name == ROLE and result.containment_cutoff == revoke.cutoff
+    assert not {"stop_instance", "probe_instance_credentials"} & set(fake.names())
+    assert any("flagged" in t.what and "999988887777" in t.what for t in result.timeline)
+    assert result.outcome == "contained"
+    await _record(handle, "role_session_contained")
