@@ -132,7 +132,7 @@ def compromised_user(iam: Any, boto3_session: boto3.Session) -> dict[str, Any]:
     iam.attach_user_policy(UserName=USER, PolicyArn=quarantine_arn)
     iam.create_group(GroupName="developers")
     iam.add_user_to_group(GroupName="developers", UserName=USER)
-    iam.create_login_profile(UserName=USER, Password=PASSWORD, PasswordResetRequired=True)
+    iam.create_login_profile(UserName=USER, Password=PASSWORD)
     serial = iam.create_virtual_mfa_device(VirtualMFADeviceName="alice-phone")["VirtualMFADevice"][
         "SerialNumber"
     ]
@@ -190,7 +190,7 @@ def test_capture_user_state_stores_the_user_and_everything_attached_to_it(
     assert document["inline_policies"] == {"read-objects": INLINE_POLICY}
     assert [g["GroupName"] for g in document["groups"]] == ["developers"]
     assert document["login_profile"]["UserName"] == USER
-    assert document["login_profile"]["PasswordResetRequired"] is True
+    assert document["login_profile"]["CreateDate"]
     assert [d["SerialNumber"] for d in document["mfa_devices"]] == [compromised_user["mfa_serial"]]
 
     assert result.has_login_profile is True
