@@ -21,6 +21,7 @@ _VERSIONED_EVENT_NAMES = {
     ("lambda", "DeleteFunction"): "DeleteFunction20150331",
 }
 _GLOBAL_SERVICES = {"iam", "sts"}
+_CREDENTIAL_CALLS = {"AssumeRole", "GetFederationToken", "GetSessionToken"}
 HIDDEN = "HIDDEN_DUE_TO_SECURITY_REASONS"
 
 
@@ -144,6 +145,9 @@ class TrailRecorder:
         error_message: str | None = None,
     ) -> dict[str, Any]:
         read_only = operation.startswith(("Get", "List", "Describe", "Lookup"))
+        # STS calls that mint credentials are read-only, yet CloudTrail keeps their
+        # responseElements: the new key id is there (its secret and token are not).
+        keeps_response = not read_only or operation in _CREDENTIAL_CALLS
         record: dict[str, Any] = {
             "eventVersion": "1.09",
             "userIdentity": actor.identity,
@@ -154,9 +158,9 @@ class TrailRecorder:
             "sourceIPAddress": actor.source_ip,
             "userAgent": actor.user_agent,
             "requestParameters": _hide_secrets(camel(request)) if request else None,
-            "responseElements": None
-            if read_only or error_code or response is None
-            else _hide_secrets(camel(response)),
+            "responseElements": _hide_secrets(camel(response))
+            if keeps_response and not error_code and response is not None
+            else None,
             "requestID": str(uuid.uuid4()),
             "eventID": str(uuid.uuid4()),
             "readOnly": read_only,
