@@ -64,6 +64,7 @@ def build_activities(
         ssm.probe_instance_credentials,
         cloudtrail.capture_cloudtrail_slice,
         cloudtrail.check_credential_activity,
+        cloudtrail.classify_credential_activity,
     ]
 
 

@@ -26,10 +26,13 @@ from activities.evidence import EvidenceStore
 from models.activities import (
     CheckActivityInput,
     CheckActivityResult,
+    ClassifyActivityInput,
+    ClassifyActivityResult,
     CloudTrailSliceInput,
     CloudTrailSliceResult,
     TrailEvent,
 )
+from playbook.classify import classify
 
 # CloudTrail delivers a file about every 5 minutes, usually within 15 minutes of the calls
 # in it: a record at time t sits in a file stamped between t and t + this margin.
@@ -267,6 +270,28 @@ class CloudTrailActivities:
             },
         )
         return CloudTrailSliceResult(evidence=evidence, event_count=len(records))
+
+    @activity.defn
+    def classify_credential_activity(self, input: ClassifyActivityInput) -> ClassifyActivityResult:
+        """Playbook 3.1-3.3: everything the credentials did since the compromise, in the
+        playbook's groups, with what they made, changed and minted. The records go to
+        evidence; the workflow gets the report."""
+        query = TrailQuery(
+            input.account_id, frozenset(input.access_key_ids), input.start, input.end
+        )
+        records = self._scan(query)
+        name = "activity-" + "-".join(sorted(k.lower() for k in input.access_key_ids))[:100]
+        evidence = self._evidence.put_json(
+            input.case_id,
+            name,
+            {
+                "access_key_ids": sorted(input.access_key_ids),
+                "window": {"start": input.start.isoformat(), "end": input.end.isoformat()},
+                "source": self._source.description,
+                "records": records,
+            },
+        )
+        return ClassifyActivityResult(report=classify(records), evidence=evidence)
 
     @activity.defn
     def check_credential_activity(self, input: CheckActivityInput) -> CheckActivityResult:

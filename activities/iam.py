@@ -63,16 +63,37 @@ def revoke_sessions_policy(cutoff: datetime) -> dict[str, Any]:
 
 
 def policy_cutoff(document: dict[str, Any]) -> datetime | None:
-    """The aws:TokenIssueTime cut-off of an AWSRevokeOlderSessions policy, if it has one."""
+    """The cut-off of a revocation policy: a statement denying every action on every
+    resource to tokens issued before a time, and nothing more. Anything else under the
+    policy's name is no revocation, and is replaced."""
     cutoffs = []
     statements = document.get("Statement", [])
-    # IAM accepts a single statement object as well as a list of them.
+    # IAM accepts a single statement object, and single strings for Action and Resource.
     for statement in [statements] if isinstance(statements, dict) else statements:
-        condition = statement.get("Condition", {}).get("DateLessThan", {})
-        value = condition.get("aws:TokenIssueTime")
-        if statement.get("Effect") == "Deny" and value:
-            cutoffs.append(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        condition = statement.get("Condition", {})
+        value = condition.get("DateLessThan", {}).get("aws:TokenIssueTime")
+        if (
+            statement.get("Effect") == "Deny"
+            and _as_list(statement.get("Action")) == ["*"]
+            and _as_list(statement.get("Resource")) == ["*"]
+            and list(condition) == ["DateLessThan"]
+            and list(condition["DateLessThan"]) == ["aws:TokenIssueTime"]
+            and isinstance(value, str)
+        ):
+            try:
+                cutoffs.append(datetime.fromisoformat(value.replace("Z", "+00:00")))
+            except ValueError:
+                raise ApplicationError(
+                    f"a revocation policy's cut-off {value!r} is not a time Quench reads; "
+                    "review it by hand",
+                    type=ERROR_INVALID_REQUEST,
+                    non_retryable=True,
+                ) from None
     return max(cutoffs) if cutoffs else None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [value] if isinstance(value, str) else list(value or [])
 
 
 def trusted_principals(document: dict[str, Any], account_id: str) -> list[TrustedPrincipal]:
@@ -239,12 +260,18 @@ class IamActivities:
         iam = self._iam
         with aws_errors(f"capture role {role_name}"):
             role = iam.get_role(RoleName=role_name)["Role"]
-            inline = {}
-            for page in iam.get_paginator("list_role_policies").paginate(RoleName=role_name):
-                for policy_name in page["PolicyNames"]:
-                    inline[policy_name] = iam.get_role_policy(
-                        RoleName=role_name, PolicyName=policy_name
-                    )["PolicyDocument"]
+            # A list, not a dict keyed by name: a policy named like a secret field
+            # ("...Password") must not be redacted out of the evidence.
+            inline = [
+                {
+                    "name": policy_name,
+                    "document": iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)[
+                        "PolicyDocument"
+                    ],
+                }
+                for page in iam.get_paginator("list_role_policies").paginate(RoleName=role_name)
+                for policy_name in page["PolicyNames"]
+            ]
             attached = []
             for page in iam.get_paginator("list_attached_role_policies").paginate(
                 RoleName=role_name
@@ -372,13 +399,16 @@ class IamActivities:
             for key in iam.list_access_keys(UserName=user_name)["AccessKeyMetadata"]:
                 last_used = iam.get_access_key_last_used(AccessKeyId=key["AccessKeyId"])
                 keys.append({**key, "last_used": last_used.get("AccessKeyLastUsed")})
-            inline = {
-                policy_name: iam.get_user_policy(UserName=user_name, PolicyName=policy_name)[
-                    "PolicyDocument"
-                ]
+            inline = [
+                {
+                    "name": policy_name,
+                    "document": iam.get_user_policy(UserName=user_name, PolicyName=policy_name)[
+                        "PolicyDocument"
+                    ],
+                }
                 for page in iam.get_paginator("list_user_policies").paginate(UserName=user_name)
                 for policy_name in page["PolicyNames"]
-            }
+            ]
             document = {
                 "user": iam.get_user(UserName=user_name)["User"],
                 "access_keys": keys,

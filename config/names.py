@@ -15,6 +15,7 @@ SIGNAL_APPROVE = "approve"
 SIGNAL_REJECT = "reject"
 SIGNAL_ADD_NOTE = "add_note"
 QUERY_STATUS = "status"
+QUERY_PLAN = "plan"
 
 # Custom search attributes: what the Web UI and `temporal workflow list --query` filter on.
 SA_PHASE = SearchAttributeKey.for_keyword("QuenchPhase")

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     watch_seconds: int = Field(default=30 * 60, ge=1)
     check_every_seconds: int = Field(default=5 * 60, ge=1)
     delivery_lag_seconds: int = Field(default=15 * 60, ge=0)
+    compromise_margin_seconds: int = Field(default=3600, ge=0)
 
     # The lab: moto standing in for AWS, with a simulated compromise.
     lab: bool = False
@@ -71,6 +72,7 @@ class Settings(BaseSettings):
             watch_seconds=self.watch_seconds,
             check_every_seconds=self.check_every_seconds,
             delivery_lag_seconds=self.delivery_lag_seconds,
+            compromise_margin_seconds=self.compromise_margin_seconds,
         )
 
     @cached_property

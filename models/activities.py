@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from models.case import EvidenceRecord
 from models.finding import Finding
 from models.principal import Credential
+from playbook.classify import ActivityReport
 
 
 class ResolvePrincipalInput(BaseModel):
@@ -86,6 +87,19 @@ class CheckActivityInput(BaseModel):
     access_key_ids: list[str]
     start: datetime
     end: datetime
+
+
+class ClassifyActivityInput(BaseModel):
+    case_id: str
+    account_id: str
+    access_key_ids: list[str]
+    start: datetime  # the likely compromise time: everything after it is the attacker's
+    end: datetime
+
+
+class ClassifyActivityResult(BaseModel):
+    report: ActivityReport
+    evidence: EvidenceRecord  # every record the report was made from
 
 
 class CheckActivityResult(BaseModel):

@@ -7,6 +7,8 @@ from pydantic import BaseModel, Field
 
 from models.finding import Finding
 from models.principal import Credential
+from playbook.classify import AttackerChange, Group, NewCredential
+from playbook.plan import RemovalStep
 
 
 class Phase(StrEnum):
@@ -17,6 +19,7 @@ class Phase(StrEnum):
     VERIFICATION = "verification"
     CONTAINED = "contained"
     WATCHING = "watching"
+    ERADICATION = "eradication"
     CONTAINMENT_FAILED = "containment_failed"
     NEEDS_HUMAN = "needs_human"
     CLOSED = "closed"
@@ -109,6 +112,9 @@ class CasePolicy(BaseModel):
     # CloudTrail delivers within about 15 minutes: a window is not called clean before its
     # logs can be expected.
     delivery_lag_seconds: int = Field(default=15 * 60, ge=0, le=2 * 3600)
+    # The compromise likely began before GuardDuty first saw it: everything the credential
+    # did from this long before the first sighting is treated as the attacker's.
+    compromise_margin_seconds: int = Field(default=3600, ge=0, le=7 * 24 * 3600)
 
 
 class WatchStatus(BaseModel):
@@ -122,6 +128,20 @@ class WatchStatus(BaseModel):
     effective_calls: int = 0
     last_checked_at: datetime | None = None
     verdict: str | None = None  # clean, or failed
+
+
+class EradicationPlan(BaseModel):
+    """What the compromised credentials did and made, and how it comes out (playbook 3)."""
+
+    compromise_time: datetime
+    access_key_ids: list[str]
+    impact: dict[Group, int]
+    impact_examples: dict[Group, list[str]]
+    failed_calls: int
+    steps: list[RemovalStep]
+    changes: list[AttackerChange]  # to restore in recovery, not to remove
+    new_credentials: list[NewCredential]  # to investigate like the first one
+    evidence_key: str
 
 
 class CaseInput(BaseModel):
@@ -172,6 +192,7 @@ class CaseStatus(BaseModel):
     containment_cutoff: datetime | None = None
     verified_access_key_id: str | None = None
     watch: WatchStatus | None = None
+    eradication: EradicationPlan | None = None
 
     def pending_actions(self) -> list[Action]:
         return [a for a in self.actions if a.status is ActionStatus.PENDING_APPROVAL]

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         CaptureUserResult,
         CheckActivityInput,
         CheckActivityResult,
+        ClassifyActivityInput,
         CloudTrailSliceInput,
         DenyUserTokensInput,
         InstanceInput,
@@ -50,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         CaseInput,
         CaseStatus,
         Decision,
+        EradicationPlan,
         EvidenceRecord,
         Note,
         NoteInput,
@@ -61,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.finding import Finding
     from models.principal import Credential, CredentialKind
+    from playbook.plan import removal_plan
 
 T = TypeVar("T")
 
@@ -73,6 +76,7 @@ EVIDENCE_LOOKBACK = timedelta(hours=24)
 WATCH_PATCH = "containment-watch"
 USER_KEY_PATCH = "user-key-containment"
 ROLE_SESSION_PATCH = "role-session-containment"
+PLAN_PATCH = "eradication-plan"
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -148,6 +152,10 @@ class CaseWorkflow:
     def status(self) -> CaseStatus:
         return self._status
 
+    @workflow.query(name=names.QUERY_PLAN)
+    def plan(self) -> EradicationPlan | None:
+        return self._status.eradication
+
     # -- the playbook ------------------------------------------------------------------
 
     @workflow.run
@@ -186,6 +194,8 @@ class CaseWorkflow:
             if outcome is not None:
                 if workflow.patched(WATCH_PATCH):
                     await self._watch_until_clean(credential, evidence)
+                if workflow.patched(PLAN_PATCH):
+                    await self._plan_eradication(credential)
                 self._close(outcome)
         except CaseAbandoned as abandoned:
             self._close(str(abandoned))
@@ -599,6 +609,57 @@ class CaseWorkflow:
         self._close(f"not contained: {approval.approver}: {approval.reason}")
         return None
 
+    # -- eradication (playbook 3) ----------------------------------------------------------
+
+    async def _plan_eradication(self, credential: Credential) -> None:
+        """Everything the credential did since the likely compromise, in the playbook's
+        groups, and the plan to remove what it made."""
+        first_seen = min(f.first_seen for f in self._status.findings)
+        compromise_time = first_seen - timedelta(seconds=self._policy.compromise_margin_seconds)
+        self._set_phase(
+            Phase.ERADICATION,
+            f"classifying what {credential.access_key_id} did since {compromise_time.isoformat()}",
+        )
+        request = ClassifyActivityInput(
+            case_id=self._status.case_id,
+            account_id=self._status.account_id,
+            access_key_ids=[credential.access_key_id],
+            start=compromise_time,
+            end=workflow.now(),
+        )
+        classified = await self._attempt(
+            "classify the credential's CloudTrail activity",
+            lambda: workflow.execute_activity_method(
+                CloudTrailActivities.classify_credential_activity,
+                request,
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"Everything {credential.access_key_id} did since the compromise",
+            ),
+        )
+        self._record_evidence(classified.evidence)
+        report = classified.report
+        plan = EradicationPlan(
+            compromise_time=compromise_time,
+            access_key_ids=[credential.access_key_id],
+            impact=report.counts,
+            impact_examples=report.examples,
+            failed_calls=report.failed_calls,
+            steps=removal_plan(report.resources),
+            changes=report.changes,
+            new_credentials=report.new_credentials,
+            evidence_key=classified.evidence.key,
+        )
+        self._status.eradication = plan
+        self._note(
+            f"{sum(report.counts.values())} calls since the compromise: "
+            + ", ".join(f"{g.value} {n}" for g, n in report.counts.items() if n)
+            + f"; {len(plan.steps)} attacker resources to remove, {len(plan.changes)} changes "
+            f"to restore, {len(plan.new_credentials)} new credentials"
+        )
+        self._refresh()
+
     # -- the containment watch (playbook 2.3) ---------------------------------------------
 
     async def _watch_until_clean(self, credential: Credential, evidence: "_Evidence") -> None:
@@ -944,6 +1005,21 @@ def render_details(status: CaseStatus) -> str:
     if done:
         lines += ["", "### Actions"]
         lines += [f"- {a.id}: {a.status.value}: {a.outcome or a.title}" for a in done]
+    plan = status.eradication
+    if plan is not None:
+        lines += ["", f"### What the attacker did (since {plan.compromise_time.isoformat()})"]
+        lines += [
+            f"- {group.value}: {count} ({', '.join(plan.impact_examples.get(group, []))})"
+            for group, count in plan.impact.items()
+            if count
+        ]
+        lines += ["", f"### Removal plan ({len(plan.steps)} steps)"]
+        lines += [f"{step.order}. {step.describe()}" for step in plan.steps]
+        lines += [f"- restore: {c.kind.value} of {c.target}" for c in plan.changes]
+        lines += [
+            f"- new credential to investigate: `{c.access_key_id}` ({c.kind} of {c.principal})"
+            for c in plan.new_credentials
+        ]
     if status.evidence:
         lines += ["", f"### Evidence ({len(status.evidence)} objects)"]
         lines += [f"- `{e.uri}` sha256 `{e.sha256[:16]}…`" for e in status.evidence]

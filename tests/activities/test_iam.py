@@ -282,7 +282,7 @@ def test_capture_role_state_stores_the_role_and_its_policies_as_evidence(
     document = json.loads(body)
     assert document["role"]["Arn"] == captured_role["role_arn"]
     assert document["trust_policy"] == TRUST_POLICY
-    assert document["inline_policies"] == {"read-objects": INLINE_POLICY}
+    assert document["inline_policies"] == [{"name": "read-objects", "document": INLINE_POLICY}]
     [attached] = document["attached_policies"]
     assert attached["policy"]["Arn"] == captured_role["policy_arn"]
     assert attached["document"] == MANAGED_POLICY
@@ -310,7 +310,7 @@ def test_capture_role_state_twice_returns_the_first_record_and_writes_once(
     assert evidence_keys() == [first.key]
     body = s3.get_object(Bucket=first.bucket, Key=first.key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == first.sha256
-    assert "added-later" not in json.loads(body)["inline_policies"]
+    assert "added-later" not in [p["name"] for p in json.loads(body)["inline_policies"]]
 
 
 def test_capture_role_state_of_a_missing_role_is_not_found(

@@ -10,10 +10,11 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from moto.core import enable_iam_authentication
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.aws import ERROR_INVALID_REQUEST, ERROR_NOT_FOUND, AwsClients
+from activities.aws import ERROR_ACCESS_DENIED, ERROR_INVALID_REQUEST, ERROR_NOT_FOUND, AwsClients
 from activities.evidence import EvidenceStore
 from activities.iam import IamActivities
 from config.names import AWS_QUARANTINE_POLICY_PREFIX, REVOKE_USER_TOKENS_POLICY_NAME
@@ -50,6 +51,22 @@ QUARANTINE_DOCUMENT = {
 @pytest.fixture
 def iam_activities(clients: AwsClients, evidence: EvidenceStore) -> IamActivities:
     return IamActivities(clients, evidence)
+
+
+def activities_allowed_only(iam: Any, evidence: EvidenceStore, actions: list[str]) -> IamActivities:
+    """The activities as a responder allowed only these IAM actions, for use under moto's
+    IAM authentication."""
+    create_user(iam, "responder")
+    allow = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+    }
+    iam.put_user_policy(UserName="responder", PolicyName="allow", PolicyDocument=json.dumps(allow))
+    key = create_key(iam, "responder")
+    session = boto3.Session(
+        aws_access_key_id=key["id"], aws_secret_access_key=key["secret"], region_name=REGION
+    )
+    return IamActivities(AwsClients(session, REGION), evidence)
 
 
 def create_user(iam: Any, user_name: str = USER) -> str:
@@ -187,7 +204,7 @@ def test_capture_user_state_stores_the_user_and_everything_attached_to_it(
         compromised_user["policy_arn"]: MANAGED_POLICY,
         compromised_user["quarantine_arn"]: QUARANTINE_DOCUMENT,
     }
-    assert document["inline_policies"] == {"read-objects": INLINE_POLICY}
+    assert document["inline_policies"] == [{"name": "read-objects", "document": INLINE_POLICY}]
     assert [g["GroupName"] for g in document["groups"]] == ["developers"]
     assert document["login_profile"]["UserName"] == USER
     assert document["login_profile"]["CreateDate"]
@@ -221,7 +238,7 @@ def test_capture_user_state_of_a_user_without_console_access_or_quarantine(
     assert document["login_profile"] is None
     assert document["mfa_devices"] == []
     assert document["groups"] == []
-    assert document["inline_policies"] == {}
+    assert document["inline_policies"] == []
     assert len(document["attached_policies"]) == 2
 
 
@@ -253,7 +270,7 @@ def test_capture_user_state_twice_returns_the_first_record_and_writes_once(
     assert len(versions) == 1
     body = stored(s3, first.evidence.bucket, first.evidence.key)
     assert hashlib.sha256(body).hexdigest() == first.evidence.sha256
-    assert "added-later" not in json.loads(body)["inline_policies"]
+    assert "added-later" not in [p["name"] for p in json.loads(body)["inline_policies"]]
 
 
 def test_capture_user_state_stores_no_secret(
@@ -280,14 +297,6 @@ def test_capture_user_state_stores_no_secret(
     assert compromised_user["used_key"]["id"] in body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG capture_user_state keys inline_policies by policy name, and the evidence "
-        "redactor matches on key names: an inline policy whose name ends in password, "
-        "token, privatekey... is stored as REDACTED instead of its document"
-    ),
-)
 @pytest.mark.parametrize("policy_name", ["ChangeOwnPassword", "AllowGetSessionToken"])
 def test_capture_user_state_keeps_an_inline_policy_whose_name_looks_like_a_secret(
     s3: Any,
@@ -306,7 +315,7 @@ def test_capture_user_state_keeps_an_inline_policy_whose_name_looks_like_a_secre
     )
 
     document = json.loads(stored(s3, result.evidence.bucket, result.evidence.key))
-    assert document["inline_policies"] == {policy_name: INLINE_POLICY}
+    assert document["inline_policies"] == [{"name": policy_name, "document": INLINE_POLICY}]
 
 
 def test_capture_user_state_of_a_missing_user_is_not_found(
@@ -490,14 +499,6 @@ def test_deny_user_tokens_before_moves_an_earlier_cutoff_forward(
     assert tokens_policy(iam) == deny_all_before("2026-11-22T07:15:30Z")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG _deny_tokens_before/policy_cutoff take any Deny statement with a later "
-        "aws:TokenIssueTime as the revocation already in place, whatever it denies: a "
-        "policy of that name denying one harmless action is kept and older tokens stay valid"
-    ),
-)
 def test_deny_user_tokens_before_replaces_a_policy_that_does_not_deny_everything(
     iam: Any, iam_activities: IamActivities, activity_env: ActivityEnvironment
 ) -> None:
@@ -538,6 +539,24 @@ def test_deny_user_tokens_before_of_a_missing_user_is_not_found(
     assert iam.list_users()["Users"] == []
 
 
+def test_deny_user_tokens_before_writes_nothing_when_it_cannot_read_the_policy(
+    iam: Any, evidence: EvidenceStore, activity_env: ActivityEnvironment
+) -> None:
+    """A policy it cannot read may hold a later cut-off, which a blind write would weaken."""
+    create_user(iam)
+    responder = activities_allowed_only(iam, evidence, ["iam:PutUserPolicy"])
+
+    with enable_iam_authentication(), pytest.raises(ApplicationError) as raised:
+        activity_env.run(
+            responder.deny_user_tokens_before, DenyUserTokensInput(user_name=USER, cutoff=CUTOFF)
+        )
+
+    assert raised.value.type == ERROR_ACCESS_DENIED, raised.value.message
+    assert raised.value.details[0]["aws_error_code"] == "AccessDenied"
+    assert raised.value.non_retryable is True
+    assert iam.list_user_policies(UserName=USER)["PolicyNames"] == []
+
+
 # remove_login_profile
 
 
@@ -572,3 +591,19 @@ def test_remove_login_profile_twice_changes_nothing_the_second_time(
     with pytest.raises(ClientError) as raised:
         iam.get_login_profile(UserName=USER)
     assert raised.value.response["Error"]["Code"] == "NoSuchEntity"
+
+
+def test_remove_login_profile_reports_access_denied_and_leaves_console_access(
+    iam: Any, evidence: EvidenceStore, activity_env: ActivityEnvironment
+) -> None:
+    create_user(iam)
+    iam.create_login_profile(UserName=USER, Password=PASSWORD)
+    responder = activities_allowed_only(iam, evidence, ["iam:GetLoginProfile"])
+
+    with enable_iam_authentication(), pytest.raises(ApplicationError) as raised:
+        activity_env.run(responder.remove_login_profile, UserInput(user_name=USER))
+
+    assert raised.value.type == ERROR_ACCESS_DENIED, raised.value.message
+    assert raised.value.details[0]["aws_error_code"] == "AccessDenied"
+    assert raised.value.non_retryable is True
+    assert iam.get_login_profile(UserName=USER)["LoginProfile"]["UserName"] == USER

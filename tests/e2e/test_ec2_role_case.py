@@ -149,6 +149,24 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     assert result.watch is not None and result.watch.verdict == "clean"
     assert result.watch.checks >= 2 and result.watch.effective_calls == 0
 
+    # The eradication plan, from the lab's CloudTrail: the attacker's persistence and
+    # nothing of the administrator's legitimate work done in the same window.
+    plan = result.eradication
+    assert plan is not None
+    planned = {(step.operation, step.resource.name) for step in plan.steps}
+    assert {
+        ("delete_user", attack.backdoor_user),
+        ("delete_access_key", attack.backdoor_access_key_id),
+        ("delete_login_profile", attack.backdoor_user),
+        ("delete_role", attack.backdoor_role),
+        ("delete_function", attack.backdoor_function),
+    } <= planned
+    assert not any(attack.legitimate_user_created in step.describe() for step in plan.steps)
+    assert [c.access_key_id for c in plan.new_credentials] == [attack.backdoor_access_key_id]
+    # The trail stopped logging after the backdoor user's own calls: the stolen key's
+    # records end before StopLogging, so this round sees no change to the trail yet.
+    assert all(step.resource.made_by == attack.stolen_access_key_id for step in plan.steps)
+
     # AWS: the revocation policy with the workflow's cut-off.
     policy = iam.get_role_policy(
         RoleName=world.role_name, PolicyName=names.REVOKE_SESSIONS_POLICY_NAME
@@ -188,6 +206,7 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
         "ec2": world.instance_id,
         "ebs": snapshots[0]["SnapshotId"],
         "cloudtrail": attack.stolen_access_key_id,
+        "activity": attack.backdoor_user,
     }
     for record in result.evidence:
         body = s3.get_object(Bucket=record.bucket, Key=record.key)["Body"].read()

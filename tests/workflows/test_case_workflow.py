@@ -27,6 +27,8 @@ from models.activities import (
     ChangeResult,
     CheckActivityInput,
     CheckActivityResult,
+    ClassifyActivityInput,
+    ClassifyActivityResult,
     CloudTrailSliceInput,
     CloudTrailSliceResult,
     DenyUserTokensInput,
@@ -57,6 +59,8 @@ from models.case import (
     Phase,
 )
 from models.principal import Credential, CredentialKind, Principal, PrincipalType
+from playbook.classify import Group, classify
+from tests.playbook.test_classify import _attack_records
 from tests.support import ACCOUNT, INSTANCE, ROLE, STOLEN_KEY, finding
 from workflows.case import CaseWorkflow
 
@@ -98,6 +102,7 @@ class FakeAws:
         self.fail_next: dict[str, ApplicationError] = {}
         self.checks: list[CheckActivityResult] = []  # watch results in order; then clean
         self.has_login_profile = True
+        self.attacker_records: list[dict[str, Any]] = []
         self.quarantine_policies: list[str] = []
 
     def names(self) -> list[str]:
@@ -239,6 +244,15 @@ class FakeAws:
                 changed=True,
             )
 
+        @activity.defn(name="classify_credential_activity")
+        async def classify_credential_activity(
+            input: ClassifyActivityInput,
+        ) -> ClassifyActivityResult:
+            fake._record("classify_credential_activity", input)
+            return ClassifyActivityResult(
+                report=classify(fake.attacker_records), evidence=_evidence("activity")
+            )
+
         @activity.defn(name="list_role_trust")
         async def list_role_trust(input: RoleTrustInput) -> RoleTrustResult:
             fake._record("list_role_trust", input)
@@ -260,6 +274,7 @@ class FakeAws:
             return ChangeResult(changed=True, detail="login profile deleted")
 
         return [
+            classify_credential_activity,
             list_role_trust,
             check_credential_activity,
             capture_user_state,
@@ -365,7 +380,13 @@ async def test_evidence_before_change_then_contained_after_approval(time_skippin
     assert result.containment_cutoff == revoke.cutoff
     phases = [p.phase for p in result.phases]
     assert phases.index(Phase.EVIDENCE) < phases.index(Phase.AWAITING_APPROVAL)
-    assert phases[-4:] == [Phase.VERIFICATION, Phase.CONTAINED, Phase.WATCHING, Phase.CLOSED]
+    assert phases[-5:] == [
+        Phase.VERIFICATION,
+        Phase.CONTAINED,
+        Phase.WATCHING,
+        Phase.ERADICATION,
+        Phase.CLOSED,
+    ]
     trail = next(v for n, v in fake.calls if n == "capture_cloudtrail_slice")
     assert trail.start <= finding().first_seen - timedelta(hours=24)
 
@@ -545,7 +566,12 @@ async def test_the_watch_checks_cloudtrail_for_thirty_minutes_and_waits_for_late
     assert watch.denied_attempts == 1
     assert any("1 denied attempts" in t.what for t in result.timeline)
     assert result.outcome == "contained"
-    assert [p.phase for p in result.phases][-3:] == [Phase.CONTAINED, Phase.WATCHING, Phase.CLOSED]
+    assert [p.phase for p in result.phases][-4:] == [
+        Phase.CONTAINED,
+        Phase.WATCHING,
+        Phase.ERADICATION,
+        Phase.CLOSED,
+    ]
 
 
 async def test_calls_that_work_after_containment_fail_it_and_it_is_contained_again(
@@ -653,3 +679,30 @@ async def test_a_role_session_is_revoked_and_outside_trust_is_flagged(time_skipp
     assert any("flagged" in t.what and "999988887777" in t.what for t in result.timeline)
     assert result.outcome == "contained"
     await _record(handle, "role_session_contained")
+
+
+async def test_after_a_clean_watch_the_case_plans_the_eradication(time_skipping_env):
+    fake = FakeAws()
+    fake.attacker_records = _attack_records()
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        result = await _result(handle)
+        plan = await handle.query(CaseWorkflow.plan)
+    request = next(v for n, v in fake.calls if n == "classify_credential_activity")
+    assert request.access_key_ids == [STOLEN_KEY]
+    # Everything since an hour before GuardDuty's first sighting is the attacker's.
+    assert request.start == finding().first_seen - timedelta(hours=1)
+    assert plan is not None and plan == result.eradication
+    assert plan.impact[Group.IDENTITY_AND_PERSISTENCE] == 8
+    assert [s.operation for s in plan.steps][-2:] == ["detach_role_policy", "delete_role"]
+    assert {c.access_key_id for c in plan.new_credentials} == {
+        "AKIABACKDOORKEY00001",
+        "ASIAFEDERATED0000001",
+    }
+    assert Phase.ERADICATION in [p.phase for p in result.phases]
+    assert fake.names().index("check_credential_activity") < fake.names().index(
+        "classify_credential_activity"
+    )
