@@ -18,6 +18,7 @@ from activities.cloudtrail import (
     LookupEventsSource,
 )
 from activities.ec2 import Ec2Activities
+from activities.eradication import EradicationActivities
 from activities.evidence import EvidenceActivities, EvidenceStore
 from activities.iam import IamActivities
 from activities.ssm import SsmActivities
@@ -44,6 +45,7 @@ def build_activities(
             clients, settings.cloudtrail_bucket, settings.cloudtrail_prefix, settings.trail_regions
         )
     cloudtrail = CloudTrailActivities(trail, evidence)
+    eradication = EradicationActivities(clients, evidence)
     iam = IamActivities(clients, evidence)
     ec2 = Ec2Activities(clients, evidence, poll_seconds=poll_seconds)
     ssm = SsmActivities(clients, poll_seconds=min(poll_seconds, 2.0))
@@ -65,6 +67,7 @@ def build_activities(
         cloudtrail.capture_cloudtrail_slice,
         cloudtrail.check_credential_activity,
         cloudtrail.classify_credential_activity,
+        eradication.remove_resource,
     ]
 
 

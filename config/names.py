@@ -72,5 +72,7 @@ REVOKE_SESSIONS_POLICY_NAME = "AWSRevokeOlderSessions"
 # The same deny on a user: sessions from GetSessionToken or GetFederationToken outlive the
 # deactivation of the key that made them.
 REVOKE_USER_TOKENS_POLICY_NAME = "QuenchRevokeOlderTokens"
+# A resource tagged quench:protected=true is never removed by eradication.
+PROTECTED_TAG_KEY = "quench:protected"
 # AWS attaches these to a key it finds exposed; they stay where AWS put them.
 AWS_QUARANTINE_POLICY_PREFIX = "AWSCompromisedKeyQuarantine"

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     check_every_seconds: int = Field(default=5 * 60, ge=1)
     delivery_lag_seconds: int = Field(default=15 * 60, ge=0)
     compromise_margin_seconds: int = Field(default=3600, ge=0)
+    protected_names: list[str] = Field(default_factory=list)
 
     # The lab: moto standing in for AWS, with a simulated compromise.
     lab: bool = False
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
             check_every_seconds=self.check_every_seconds,
             delivery_lag_seconds=self.delivery_lag_seconds,
             compromise_margin_seconds=self.compromise_margin_seconds,
+            protected_names=self.protected_names,
         )
 
     @cached_property

@@ -9,6 +9,8 @@ from typing import Any
 import boto3
 from pydantic import BaseModel
 
+from config.names import PROTECTED_TAG_KEY
+
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 CLOUDTRAIL_BUCKET = f"quench-lab-cloudtrail-{ACCOUNT_ID}"
@@ -17,7 +19,7 @@ APP_BUCKET = "acme-orders-data"
 TRAIL_NAME = "management-events"
 APP_ROLE = "web-app-role"
 APP_PROFILE = "web-app-profile"
-PROTECTED_TAG = "quench:protected"
+PROTECTED_TAG = PROTECTED_TAG_KEY
 
 EC2_TRUST_POLICY = {
     "Version": "2012-10-17",

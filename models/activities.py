@@ -102,6 +102,20 @@ class ClassifyActivityResult(BaseModel):
     evidence: EvidenceRecord  # every record the report was made from
 
 
+class RemoveResourceInput(BaseModel):
+    case_id: str
+    operation: str  # a removal-plan operation: delete_user, terminate_instance...
+    name: str
+    owner: str | None = None
+    protected_names: list[str] = Field(default_factory=list)
+
+
+class RemoveResourceResult(BaseModel):
+    outcome: str  # removed, already_gone, skipped
+    detail: str
+    evidence: EvidenceRecord | None = None  # a deleted user or role, as it was
+
+
 class CheckActivityResult(BaseModel):
     events: list[TrailEvent]  # calls that worked first; at most a hundred
     denied_count: int

@@ -31,6 +31,7 @@ class ActionKind(StrEnum):
     CONTAIN_ROLE_SESSION = "contain-role"  # revoke the role's sessions; flag who can assume it
     REMOVE_CONSOLE_ACCESS = "remove-console"  # delete the user's login profile
     RECONTAIN = "recontain"  # contain again after the watch saw the credential work
+    ERADICATE = "eradicate"  # remove what the attacker made, in the plan's order
     RETRY = "retry"  # run a failed step again
     MANUAL_CONTAINMENT = "manual"  # a human contains; Quench records it
 
@@ -115,6 +116,8 @@ class CasePolicy(BaseModel):
     # The compromise likely began before GuardDuty first saw it: everything the credential
     # did from this long before the first sighting is treated as the attacker's.
     compromise_margin_seconds: int = Field(default=3600, ge=0, le=7 * 24 * 3600)
+    # Never removed by eradication, whatever the records say (as is the quench:protected tag).
+    protected_names: list[str] = Field(default_factory=list)
 
 
 class WatchStatus(BaseModel):

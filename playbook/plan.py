@@ -32,6 +32,8 @@ class RemovalStep(BaseModel):
     operation: str
     resource: AttackerResource
     skipped_reason: str | None = None  # set when the resource is protected
+    outcome: str | None = None  # removed, already_gone, skipped: once carried out
+    detail: str | None = None
 
     def describe(self) -> str:
         where = f" of {self.resource.owner}" if self.resource.owner else ""

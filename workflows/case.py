@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.aws import NON_RETRYABLE_ERRORS
     from activities.cloudtrail import CloudTrailActivities
     from activities.ec2 import Ec2Activities
+    from activities.eradication import EradicationActivities
     from activities.evidence import EvidenceActivities
     from activities.iam import IamActivities
     from activities.ssm import SsmActivities
@@ -35,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         DenyUserTokensInput,
         InstanceInput,
         ProbeInstanceCredentialsInput,
+        RemoveResourceInput,
         ResolvePrincipalInput,
         RevokeRoleSessionsInput,
         RoleTrustInput,
@@ -63,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.finding import Finding
     from models.principal import Credential, CredentialKind
+    from playbook.classify import ResourceKind
     from playbook.plan import removal_plan
 
 T = TypeVar("T")
@@ -77,6 +80,7 @@ WATCH_PATCH = "containment-watch"
 USER_KEY_PATCH = "user-key-containment"
 ROLE_SESSION_PATCH = "role-session-containment"
 PLAN_PATCH = "eradication-plan"
+ERADICATE_PATCH = "eradication"
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -646,7 +650,7 @@ class CaseWorkflow:
             impact=report.counts,
             impact_examples=report.examples,
             failed_calls=report.failed_calls,
-            steps=removal_plan(report.resources),
+            steps=removal_plan(report.resources, frozenset(self._policy.protected_names)),
             changes=report.changes,
             new_credentials=report.new_credentials,
             evidence_key=classified.evidence.key,
@@ -659,6 +663,85 @@ class CaseWorkflow:
             f"to restore, {len(plan.new_credentials)} new credentials"
         )
         self._refresh()
+        if plan.steps and workflow.patched(ERADICATE_PATCH):
+            await self._remove_attacker_resources(plan)
+
+    async def _remove_attacker_resources(self, plan: EradicationPlan) -> None:
+        """After approval, every step of the plan in order, each one recorded."""
+        action = self._propose(
+            ActionKind.ERADICATE,
+            f"Remove {len(plan.steps)} resources the attacker made",
+            [step.describe() for step in plan.steps],
+        )
+        decision = await self._await_decision(action)
+        if decision.decision is Decision.REJECTED:
+            self._finish_action(action, ActionStatus.REJECTED, decision.reason)
+            self._note(f"eradication declined by {decision.approver}: the plan stays for humans")
+            return
+        self._set_phase(Phase.ERADICATION, f"removal approved by {decision.approver}")
+        self._start_action(action)
+        await self._capture_before_removal(plan)
+        for step in plan.steps:
+            request = RemoveResourceInput(
+                case_id=self._status.case_id,
+                operation=step.operation,
+                name=step.resource.name,
+                owner=step.resource.owner,
+                protected_names=self._policy.protected_names,
+            )
+            summary = f"Eradicate: {step.describe()}"
+            result = await self._attempt(
+                step.describe(),
+                lambda request=request, summary=summary: workflow.execute_activity_method(  # type: ignore[misc]
+                    EradicationActivities.remove_resource,
+                    request,
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=_RETRY,
+                    summary=summary,
+                ),
+            )
+            step.outcome, step.detail = result.outcome, result.detail
+            if result.evidence is not None:
+                self._record_evidence(result.evidence)
+            self._note(f"{step.describe()}: {result.outcome} ({result.detail})")
+            self._refresh()
+        outcomes = Counter(step.outcome for step in plan.steps)
+        self._finish_action(
+            action, ActionStatus.DONE, ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+        )
+
+    async def _capture_before_removal(self, plan: EradicationPlan) -> None:
+        """Evidence of every user and role the plan deletes, whole, before the first
+        removal takes any part of it away."""
+        case_id = self._status.case_id
+        for step in plan.steps:
+            if step.skipped_reason:
+                continue
+            name = step.resource.name
+            if step.resource.kind is ResourceKind.USER:
+                user = await self._attempt(
+                    f"capture user {name} before its removal",
+                    lambda name=name: workflow.execute_activity_method(  # type: ignore[misc]
+                        IamActivities.capture_user_state,
+                        CaptureUserInput(case_id=case_id, user_name=name),
+                        start_to_close_timeout=timedelta(minutes=5),
+                        retry_policy=_RETRY,
+                        summary=f"Capture user {name} before its removal",
+                    ),
+                )
+                self._record_evidence(user.evidence)
+            elif step.resource.kind is ResourceKind.ROLE:
+                role = await self._attempt(
+                    f"capture role {name} before its removal",
+                    lambda name=name: workflow.execute_activity_method(  # type: ignore[misc]
+                        IamActivities.capture_role_state,
+                        CaptureRoleInput(case_id=case_id, role_name=name),
+                        start_to_close_timeout=timedelta(minutes=5),
+                        retry_policy=_RETRY,
+                        summary=f"Capture role {name} before its removal",
+                    ),
+                )
+                self._record_evidence(role)
 
     # -- the containment watch (playbook 2.3) ---------------------------------------------
 
@@ -1014,7 +1097,10 @@ def render_details(status: CaseStatus) -> str:
             if count
         ]
         lines += ["", f"### Removal plan ({len(plan.steps)} steps)"]
-        lines += [f"{step.order}. {step.describe()}" for step in plan.steps]
+        lines += [
+            f"{step.order}. {step.describe()}" + (f" — {step.outcome}" if step.outcome else "")
+            for step in plan.steps
+        ]
         lines += [f"- restore: {c.kind.value} of {c.target}" for c in plan.changes]
         lines += [
             f"- new credential to investigate: `{c.access_key_id}` ({c.kind} of {c.principal})"

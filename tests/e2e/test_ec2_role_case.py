@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -31,6 +32,7 @@ from workflows.case import CaseWorkflow
 
 pytestmark = pytest.mark.e2e
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _session():
@@ -39,6 +41,11 @@ def _session():
         aws_secret_access_key="observer",
         region_name=lab_world.REGION,
     )
+
+
+def s3_text(stack, record) -> str:
+    body = _aws(stack, "s3").get_object(Bucket=record.bucket, Key=record.key)["Body"].read()
+    return body.decode()
 
 
 def _aws(stack, service):
@@ -132,13 +139,41 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     )
     _, stderr = await asyncio.wait_for(signal.communicate(), 30)
     assert signal.returncode == 0, stderr.decode()
+    # After the watch, the case plans the eradication and waits for its own approval.
+    async with asyncio.timeout(120):
+        status = await handle.query(CaseWorkflow.status)
+        while not any(a.id.startswith("eradicate-") for a in status.pending_actions()):
+            await asyncio.sleep(0.5)
+            status = await handle.query(CaseWorkflow.status)
+    eradicate = status.pending_actions()[0]
+    iam = _aws(stack, "iam")
+    assert attack.backdoor_user in {u["UserName"] for u in iam.list_users()["Users"]}
+    approve = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "starter.py",
+        "approve",
+        case.case_id,
+        eradicate.id,
+        "--by",
+        "e2e@example.com",
+        "--reason",
+        "attacker persistence",
+        env={**os.environ, "QUENCH_TEMPORAL_ADDRESS": stack.temporal_address},
+        cwd=str(PROJECT_ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(approve.communicate(), 60)
+    assert approve.returncode == 0, err.decode()
+    assert f"approve sent for {eradicate.id}" in out.decode()
     async with asyncio.timeout(120):
         result = await handle.result()
 
     # The case: contained, the approval recorded, rotation verified.
     assert result.phase is Phase.CLOSED and result.outcome == "contained"
-    assert [(a.approver, a.decision) for a in result.approvals] == [
-        ("e2e@example.com", Decision.APPROVED)
+    assert [(a.action_id, a.approver, a.decision) for a in result.approvals] == [
+        (action.id, "e2e@example.com", Decision.APPROVED),
+        (eradicate.id, "e2e@example.com", Decision.APPROVED),
     ]
     assert result.actions[0].status is ActionStatus.DONE
     assert [(n.author, n.text) for n in result.notes] == [
@@ -166,6 +201,22 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     # The trail stopped logging after the backdoor user's own calls: the stolen key's
     # records end before StopLogging, so this round sees no change to the trail yet.
     assert all(step.resource.made_by == attack.stolen_access_key_id for step in plan.steps)
+
+    # AWS: the first round's persistence is gone; legitimate and protected resources stay.
+    users = {u["UserName"] for u in iam.list_users()["Users"]}
+    roles = {r["RoleName"] for r in iam.list_roles()["Roles"]}
+    functions = {f["FunctionName"] for f in _aws(stack, "lambda").list_functions()["Functions"]}
+    assert attack.backdoor_user not in users
+    assert attack.backdoor_role not in roles
+    assert attack.backdoor_function not in functions
+    assert {"alice-admin", "ci-deployer", attack.legitimate_user_created} <= users
+    assert {world.role_name, "audit-readonly", "break-glass-admin"} <= roles
+    assert "orders-api" in functions
+    assert all(step.outcome in {"removed", "already_gone"} for step in plan.steps)
+    # The backdoor user was captured whole before the first removal took a part of it.
+    before = next(r for r in result.evidence if r.name == f"iam-user-{attack.backdoor_user}")
+    assert attack.backdoor_access_key_id in s3_text(stack, before)
+    assert "AdministratorAccess" in s3_text(stack, before)
 
     # AWS: the revocation policy with the workflow's cut-off.
     policy = iam.get_role_policy(
@@ -200,19 +251,22 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     volume_ids = {m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"] if "Ebs" in m}
     assert {s["VolumeId"] for s in snapshots} == volume_ids and volume_ids
     s3 = _aws(stack, "s3")
-    expected = {
-        "finding": attack.stolen_access_key_id,
-        "iam": '"trust_policy"',
-        "ec2": world.instance_id,
-        "ebs": snapshots[0]["SnapshotId"],
-        "cloudtrail": attack.stolen_access_key_id,
-        "activity": attack.backdoor_user,
-    }
+    # Every evidence object's bytes hash to the SHA-256 recorded in the case.
     for record in result.evidence:
         body = s3.get_object(Bucket=record.bucket, Key=record.key)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == record.sha256
-        assert expected.pop(record.name.split("-")[0]) in body.decode()
-    assert expected == {}
+    by_name = {record.name: record for record in result.evidence}
+    expected = {
+        f"iam-role-{world.role_name}": '"trust_policy"',
+        f"ec2-instance-{world.instance_id}": world.instance_id,
+        f"ebs-snapshots-{world.instance_id}": snapshots[0]["SnapshotId"],
+        f"cloudtrail-{attack.stolen_access_key_id.lower()}": attack.stolen_access_key_id,
+        f"activity-{attack.stolen_access_key_id.lower()}": attack.backdoor_user,
+        f"iam-role-{attack.backdoor_role}": "999988887777",
+    }
+    for name, text in expected.items():
+        assert text in s3_text(stack, by_name[name]), name
+    assert any(name.startswith("finding-") for name in by_name)
     trail = next(r for r in result.evidence if r.name.startswith("cloudtrail-"))
     trail_doc = json.loads(s3.get_object(Bucket=trail.bucket, Key=trail.key)["Body"].read())
     event_names = {r["eventName"] for r in trail_doc["records"]}

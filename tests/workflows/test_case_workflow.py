@@ -36,6 +36,8 @@ from models.activities import (
     InstanceStateResult,
     ProbeInstanceCredentialsInput,
     ProbeInstanceCredentialsResult,
+    RemoveResourceInput,
+    RemoveResourceResult,
     ResolvePrincipalInput,
     ResolvePrincipalResult,
     RevokeRoleSessionsInput,
@@ -253,6 +255,13 @@ class FakeAws:
                 report=classify(fake.attacker_records), evidence=_evidence("activity")
             )
 
+        @activity.defn(name="remove_resource")
+        async def remove_resource(input: RemoveResourceInput) -> RemoveResourceResult:
+            fake._record("remove_resource", input)
+            if input.name in input.protected_names or input.owner in input.protected_names:
+                return RemoveResourceResult(outcome="skipped", detail="protected")
+            return RemoveResourceResult(outcome="removed", detail=input.operation)
+
         @activity.defn(name="list_role_trust")
         async def list_role_trust(input: RoleTrustInput) -> RoleTrustResult:
             fake._record("list_role_trust", input)
@@ -274,6 +283,7 @@ class FakeAws:
             return ChangeResult(changed=True, detail="login profile deleted")
 
         return [
+            remove_resource,
             classify_credential_activity,
             list_role_trust,
             check_credential_activity,
@@ -681,7 +691,9 @@ async def test_a_role_session_is_revoked_and_outside_trust_is_flagged(time_skipp
     await _record(handle, "role_session_contained")
 
 
-async def test_after_a_clean_watch_the_case_plans_the_eradication(time_skipping_env):
+async def test_after_a_clean_watch_the_case_plans_the_eradication_and_removes_after_approval(
+    time_skipping_env,
+):
     fake = FakeAws()
     fake.attacker_records = _attack_records()
     queue = f"q-{uuid.uuid4()}"
@@ -689,20 +701,35 @@ async def test_after_a_clean_watch_the_case_plans_the_eradication(time_skipping_
         handle = await _start(time_skipping_env, fake, queue)
         waiting = await _wait_for(handle, _pending("contain-"))
         await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
-        result = await _result(handle)
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        await time_skipping_env.sleep(timedelta(minutes=50))
+        planned = await _wait_for(handle, _pending("eradicate-"))
+        assert "remove_resource" not in fake.names()
+        proposal = planned.pending_actions()[0]
         plan = await handle.query(CaseWorkflow.plan)
+        assert plan is not None and proposal.steps == [step.describe() for step in plan.steps]
+        await handle.signal(CaseWorkflow.approve, _approval(proposal.id))
+        result = await _result(handle)
     request = next(v for n, v in fake.calls if n == "classify_credential_activity")
     assert request.access_key_ids == [STOLEN_KEY]
     # Everything since an hour before GuardDuty's first sighting is the attacker's.
     assert request.start == finding().first_seen - timedelta(hours=1)
-    assert plan is not None and plan == result.eradication
-    assert plan.impact[Group.IDENTITY_AND_PERSISTENCE] == 8
-    assert [s.operation for s in plan.steps][-2:] == ["detach_role_policy", "delete_role"]
-    assert {c.access_key_id for c in plan.new_credentials} == {
+    done = result.eradication
+    assert done is not None
+    assert done.impact[Group.IDENTITY_AND_PERSISTENCE] == 8
+    assert {c.access_key_id for c in done.new_credentials} == {
         "AKIABACKDOORKEY00001",
         "ASIAFEDERATED0000001",
     }
-    assert Phase.ERADICATION in [p.phase for p in result.phases]
+    removals = [v for n, v in fake.calls if n == "remove_resource"]
+    assert [(r.operation, r.name) for r in removals] == [
+        (step.operation, step.resource.name) for step in done.steps
+    ]
+    assert removals[-1].operation == "delete_role"
+    assert all(step.outcome == "removed" for step in done.steps)
+    eradicate = next(a for a in result.actions if a.id == proposal.id)
+    assert eradicate.status is ActionStatus.DONE and eradicate.outcome == "10 removed"
     assert fake.names().index("check_credential_activity") < fake.names().index(
         "classify_credential_activity"
     )
+    await _record(handle, "eradicated")

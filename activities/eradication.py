@@ -1,0 +1,274 @@
+"""Eradication: removing what the attacker made, one planned step at a time (playbook 3.4).
+
+Every removal checks first: a resource already gone is done (NoSuchEntity means done), and
+a protected one, by name or by the quench:protected tag, is never touched. A user or role
+is written to evidence before it is deleted, and deleted with every part it still has.
+"""
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from botocore.exceptions import ClientError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
+from activities.evidence import EvidenceStore
+from config.names import PROTECTED_TAG_KEY
+from models.activities import RemoveResourceInput, RemoveResourceResult
+from models.case import EvidenceRecord
+
+_GONE = {"NoSuchEntity", "ResourceNotFoundException", "InvalidInstanceID.NotFound"}
+
+
+class EradicationActivities:
+    def __init__(self, clients: AwsClients, evidence: EvidenceStore) -> None:
+        self._clients = clients
+        self._evidence = evidence
+        self._operations: dict[str, Callable[[RemoveResourceInput], str]] = {
+            "remove_function_permission": self._remove_function_permission,
+            "delete_function": self._delete_function,
+            "terminate_instance": self._terminate_instance,
+            "delete_access_key": self._delete_access_key,
+            "delete_login_profile": self._delete_login_profile,
+            "detach_user_policy": self._detach_user_policy,
+            "delete_user_policy": self._delete_user_policy,
+            "remove_user_from_group": self._remove_user_from_group,
+            "delete_user": self._delete_user,
+            "remove_role_from_instance_profile": self._remove_role_from_instance_profile,
+            "delete_instance_profile": self._delete_instance_profile,
+            "detach_role_policy": self._detach_role_policy,
+            "delete_role_policy": self._delete_role_policy,
+            "delete_role": self._delete_role,
+        }
+
+    @property
+    def _iam(self) -> Any:
+        return self._clients.client("iam")
+
+    @activity.defn
+    def remove_resource(self, input: RemoveResourceInput) -> RemoveResourceResult:
+        operation = self._operations.get(input.operation)
+        if operation is None:
+            raise ApplicationError(
+                f"no such removal: {input.operation}",
+                type=ERROR_INVALID_REQUEST,
+                non_retryable=True,
+            )
+        subject = f"{input.operation} {input.name}" + (f" of {input.owner}" if input.owner else "")
+        with aws_errors(subject):
+            protected = self._protection(input)
+            if protected:
+                return RemoveResourceResult(outcome="skipped", detail=protected)
+            try:
+                detail = operation(input)
+            except ClientError as exc:
+                if error_code(exc) in _GONE:
+                    return RemoveResourceResult(outcome="already_gone", detail=error_code(exc))
+                raise
+        activity.logger.info("eradication: %s", subject)
+        return RemoveResourceResult(
+            outcome="removed", detail=detail, evidence=self._snapshot(input)
+        )
+
+    def _snapshot(self, input: RemoveResourceInput) -> EvidenceRecord | None:
+        """The evidence a user's or role's deletion wrote first."""
+        kind = {"delete_user": "user", "delete_role": "role"}.get(input.operation)
+        if kind is None:
+            return None
+        name = f"removed-{kind}-{_slug(input.name)}"
+        return self._evidence.existing(self._evidence.key_for(input.case_id, name))
+
+    # -- protection --------------------------------------------------------------------
+
+    def _protection(self, input: RemoveResourceInput) -> str | None:
+        for name in (input.name, input.owner):
+            if name and name in input.protected_names:
+                return f"{name} is on the protected list"
+        tagged = self._tagged_protected(input)
+        return f"{tagged} carries the {PROTECTED_TAG_KEY} tag" if tagged else None
+
+    def _tagged_protected(self, input: RemoveResourceInput) -> str | None:
+        op = input.operation
+        try:
+            if op in {"delete_user"} or (input.owner and op in _USER_PARTS):
+                user = input.name if op == "delete_user" else input.owner
+                tags = self._iam.list_user_tags(UserName=user)["Tags"]
+                return user if _protected(tags) else None
+            if op in {"delete_role"} or (input.owner and op in _ROLE_PARTS):
+                role = input.name if op == "delete_role" else input.owner
+                tags = self._iam.list_role_tags(RoleName=role)["Tags"]
+                return role if _protected(tags) else None
+            if op == "terminate_instance":
+                reservations = self._clients.client("ec2").describe_instances(
+                    InstanceIds=[input.name]
+                )["Reservations"]
+                tags = [t for r in reservations for i in r["Instances"] for t in i.get("Tags", [])]
+                return input.name if _protected(tags) else None
+            if op in {"delete_function", "remove_function_permission"}:
+                function = input.name if op == "delete_function" else input.owner or ""
+                lam = self._clients.client("lambda")
+                arn = lam.get_function(FunctionName=function)["Configuration"]["FunctionArn"]
+                tags = lam.list_tags(Resource=arn).get("Tags", {})
+                return function if tags.get(PROTECTED_TAG_KEY) == "true" else None
+        except ClientError as exc:
+            if error_code(exc) in _GONE:
+                return None
+            raise
+        return None
+
+    # -- Lambda and EC2 ---------------------------------------------------------------
+
+    def _remove_function_permission(self, input: RemoveResourceInput) -> str:
+        self._clients.client("lambda").remove_permission(
+            FunctionName=input.owner, StatementId=input.name
+        )
+        return "permission removed"
+
+    def _delete_function(self, input: RemoveResourceInput) -> str:
+        self._clients.client("lambda").delete_function(FunctionName=input.name)
+        return "function deleted"
+
+    def _terminate_instance(self, input: RemoveResourceInput) -> str:
+        ec2 = self._clients.client("ec2")
+        reservations = ec2.describe_instances(InstanceIds=[input.name])["Reservations"]
+        state = reservations[0]["Instances"][0]["State"]["Name"]
+        if state in {"terminated", "shutting-down"}:
+            return f"already {state}"
+        ec2.terminate_instances(InstanceIds=[input.name])
+        return "instance terminated"
+
+    # -- users ------------------------------------------------------------------------
+
+    def _delete_access_key(self, input: RemoveResourceInput) -> str:
+        self._iam.delete_access_key(UserName=input.owner, AccessKeyId=input.name)
+        return "access key deleted"
+
+    def _delete_login_profile(self, input: RemoveResourceInput) -> str:
+        self._iam.delete_login_profile(UserName=input.owner or input.name)
+        return "login profile deleted"
+
+    def _detach_user_policy(self, input: RemoveResourceInput) -> str:
+        self._iam.detach_user_policy(UserName=input.owner, PolicyArn=input.name)
+        return "policy detached"
+
+    def _delete_user_policy(self, input: RemoveResourceInput) -> str:
+        self._iam.delete_user_policy(UserName=input.owner, PolicyName=input.name)
+        return "inline policy deleted"
+
+    def _remove_user_from_group(self, input: RemoveResourceInput) -> str:
+        self._iam.remove_user_from_group(UserName=input.owner, GroupName=input.name)
+        return "removed from group"
+
+    def _delete_user(self, input: RemoveResourceInput) -> str:
+        """Evidence first, then every part IAM requires gone, then the user."""
+        iam, user = self._iam, input.name
+        snapshot = {
+            "user": iam.get_user(UserName=user)["User"],
+            "access_keys": iam.list_access_keys(UserName=user)["AccessKeyMetadata"],
+            "attached_policies": iam.list_attached_user_policies(UserName=user)["AttachedPolicies"],
+            "inline_policies": [
+                {
+                    "name": n,
+                    "document": iam.get_user_policy(UserName=user, PolicyName=n)["PolicyDocument"],
+                }
+                for n in iam.list_user_policies(UserName=user)["PolicyNames"]
+            ],
+            "groups": iam.list_groups_for_user(UserName=user)["Groups"],
+        }
+        self._evidence.put_json(input.case_id, f"removed-user-{_slug(user)}", snapshot)
+        for key_id in [k["AccessKeyId"] for k in snapshot["access_keys"]]:
+            _ignore_gone(partial(iam.delete_access_key, UserName=user, AccessKeyId=key_id))
+        _ignore_gone(partial(iam.delete_login_profile, UserName=user))
+        for policy in snapshot["attached_policies"]:
+            iam.detach_user_policy(UserName=user, PolicyArn=policy["PolicyArn"])
+        for policy in snapshot["inline_policies"]:
+            iam.delete_user_policy(UserName=user, PolicyName=policy["name"])
+        for group in snapshot["groups"]:
+            iam.remove_user_from_group(UserName=user, GroupName=group["GroupName"])
+        for device in iam.list_mfa_devices(UserName=user)["MFADevices"]:
+            iam.deactivate_mfa_device(UserName=user, SerialNumber=device["SerialNumber"])
+        iam.delete_user(UserName=user)
+        return "user and its keys, console access, policies and groups deleted"
+
+    # -- roles and instance profiles --------------------------------------------------
+
+    def _remove_role_from_instance_profile(self, input: RemoveResourceInput) -> str:
+        self._iam.remove_role_from_instance_profile(
+            InstanceProfileName=input.owner, RoleName=input.name
+        )
+        return "role removed from instance profile"
+
+    def _delete_instance_profile(self, input: RemoveResourceInput) -> str:
+        iam = self._iam
+        profile = iam.get_instance_profile(InstanceProfileName=input.name)["InstanceProfile"]
+        for role in profile["Roles"]:
+            iam.remove_role_from_instance_profile(
+                InstanceProfileName=input.name, RoleName=role["RoleName"]
+            )
+        iam.delete_instance_profile(InstanceProfileName=input.name)
+        return "instance profile deleted"
+
+    def _detach_role_policy(self, input: RemoveResourceInput) -> str:
+        self._iam.detach_role_policy(RoleName=input.owner, PolicyArn=input.name)
+        return "policy detached"
+
+    def _delete_role_policy(self, input: RemoveResourceInput) -> str:
+        self._iam.delete_role_policy(RoleName=input.owner, PolicyName=input.name)
+        return "inline policy deleted"
+
+    def _delete_role(self, input: RemoveResourceInput) -> str:
+        """Evidence first, then its profiles and policies, then the role."""
+        iam, role = self._iam, input.name
+        snapshot = {
+            "role": iam.get_role(RoleName=role)["Role"],
+            "attached_policies": iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"],
+            "inline_policies": [
+                {
+                    "name": n,
+                    "document": iam.get_role_policy(RoleName=role, PolicyName=n)["PolicyDocument"],
+                }
+                for n in iam.list_role_policies(RoleName=role)["PolicyNames"]
+            ],
+            "instance_profiles": iam.list_instance_profiles_for_role(RoleName=role)[
+                "InstanceProfiles"
+            ],
+        }
+        self._evidence.put_json(input.case_id, f"removed-role-{_slug(role)}", snapshot)
+        for profile in snapshot["instance_profiles"]:
+            iam.remove_role_from_instance_profile(
+                InstanceProfileName=profile["InstanceProfileName"], RoleName=role
+            )
+        for policy in snapshot["attached_policies"]:
+            iam.detach_role_policy(RoleName=role, PolicyArn=policy["PolicyArn"])
+        for policy in snapshot["inline_policies"]:
+            iam.delete_role_policy(RoleName=role, PolicyName=policy["name"])
+        iam.delete_role(RoleName=role)
+        return "role and its policies deleted"
+
+
+_USER_PARTS = {
+    "delete_access_key",
+    "delete_login_profile",
+    "detach_user_policy",
+    "delete_user_policy",
+    "remove_user_from_group",
+}
+_ROLE_PARTS = {"detach_role_policy", "delete_role_policy"}
+
+
+def _protected(tags: list[dict[str, str]]) -> bool:
+    return any(t.get("Key") == PROTECTED_TAG_KEY and t.get("Value") == "true" for t in tags)
+
+
+def _ignore_gone(call: Callable[[], object]) -> None:
+    try:
+        call()
+    except ClientError as exc:
+        if error_code(exc) not in _GONE:
+            raise
+
+
+def _slug(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in value.lower())[:100]
