@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     delivery_lag_seconds: int = Field(default=15 * 60, ge=0)
     compromise_margin_seconds: int = Field(default=3600, ge=0)
     protected_names: list[str] = Field(default_factory=list)
+    max_eradication_rounds: int = Field(default=5, ge=1, le=50)
 
     # The lab: moto standing in for AWS, with a simulated compromise.
     lab: bool = False
@@ -75,6 +76,7 @@ class Settings(BaseSettings):
             delivery_lag_seconds=self.delivery_lag_seconds,
             compromise_margin_seconds=self.compromise_margin_seconds,
             protected_names=self.protected_names,
+            max_eradication_rounds=self.max_eradication_rounds,
         )
 
     @cached_property

@@ -118,6 +118,8 @@ class CasePolicy(BaseModel):
     compromise_margin_seconds: int = Field(default=3600, ge=0, le=7 * 24 * 3600)
     # Never removed by eradication, whatever the records say (as is the quench:protected tag).
     protected_names: list[str] = Field(default_factory=list)
+    # Rounds of eradication (each for the credentials the previous round found) at most.
+    max_eradication_rounds: int = Field(default=5, ge=1, le=50)
 
 
 class WatchStatus(BaseModel):
@@ -136,6 +138,7 @@ class WatchStatus(BaseModel):
 class EradicationPlan(BaseModel):
     """What the compromised credentials did and made, and how it comes out (playbook 3)."""
 
+    round: int = 1
     compromise_time: datetime
     access_key_ids: list[str]
     impact: dict[Group, int]
@@ -195,7 +198,8 @@ class CaseStatus(BaseModel):
     containment_cutoff: datetime | None = None
     verified_access_key_id: str | None = None
     watch: WatchStatus | None = None
-    eradication: EradicationPlan | None = None
+    eradication: list[EradicationPlan] = Field(default_factory=list)  # one a round
+    open_items: list[str] = Field(default_factory=list)  # what a human must still do
 
     def pending_actions(self) -> list[Action]:
         return [a for a in self.actions if a.status is ActionStatus.PENDING_APPROVAL]

@@ -65,7 +65,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.finding import Finding
     from models.principal import Credential, CredentialKind
-    from playbook.classify import ResourceKind
+    from playbook.classify import NewCredential, ResourceKind
     from playbook.plan import removal_plan
 
 T = TypeVar("T")
@@ -80,6 +80,7 @@ WATCH_PATCH = "containment-watch"
 USER_KEY_PATCH = "user-key-containment"
 ROLE_SESSION_PATCH = "role-session-containment"
 PLAN_PATCH = "eradication-plan"
+ROUNDS_PATCH = "eradication-rounds"
 ERADICATE_PATCH = "eradication"
 
 _RETRY = RetryPolicy(
@@ -158,7 +159,8 @@ class CaseWorkflow:
 
     @workflow.query(name=names.QUERY_PLAN)
     def plan(self) -> EradicationPlan | None:
-        return self._status.eradication
+        """The latest eradication round's plan."""
+        return self._status.eradication[-1] if self._status.eradication else None
 
     # -- the playbook ------------------------------------------------------------------
 
@@ -616,37 +618,86 @@ class CaseWorkflow:
     # -- eradication (playbook 3) ----------------------------------------------------------
 
     async def _plan_eradication(self, credential: Credential) -> None:
-        """Everything the credential did since the likely compromise, in the playbook's
-        groups, and the plan to remove what it made."""
+        """Playbook 3, in rounds: what the credentials did since the likely compromise and
+        the removal of what they made; every credential they minted is investigated in
+        the next round, until a round finds nothing new (3.5)."""
         first_seen = min(f.first_seen for f in self._status.findings)
         compromise_time = first_seen - timedelta(seconds=self._policy.compromise_margin_seconds)
+        pending = [credential.access_key_id]
+        investigated = set(pending)
+        round_number = 0
+        while pending:
+            round_number += 1
+            plan = await self._eradication_round(round_number, pending, compromise_time)
+            if not workflow.patched(ROUNDS_PATCH):
+                return
+            fresh = [c for c in plan.new_credentials if c.access_key_id not in investigated]
+            investigated |= {c.access_key_id for c in fresh}
+            self._contain_minted(plan, fresh)
+            pending = [c.access_key_id for c in fresh]
+            if pending and round_number >= self._policy.max_eradication_rounds:
+                self._status.open_items.append(
+                    f"eradication stopped after {round_number} rounds (the cap): investigate "
+                    f"{', '.join(pending)} by hand"
+                )
+                self._note(self._status.open_items[-1])
+                return
+        self._note(f"eradication round {round_number} found no new credential: done")
+
+    def _contain_minted(self, plan: EradicationPlan, minted: list[NewCredential]) -> None:
+        """A minted access key whose user this round removed is gone with it; anything
+        else the attacker minted is listed for a human until Quench contains it too."""
+        removed_users = {
+            s.resource.name
+            for s in plan.steps
+            if s.resource.kind is ResourceKind.USER and s.outcome in {"removed", "already_gone"}
+        }
+        for credential in minted:
+            if credential.kind == "access_key" and credential.principal in removed_users:
+                self._note(
+                    f"{credential.access_key_id} was deleted with its user "
+                    f"{credential.principal}; its activity is investigated next"
+                )
+            else:
+                self._status.open_items.append(
+                    f"contain {credential.kind} {credential.access_key_id} of "
+                    f"{credential.principal} (made by {credential.made_by})"
+                )
+                self._note(f"needs a human: {self._status.open_items[-1]}")
+
+    async def _eradication_round(
+        self, round_number: int, access_key_ids: list[str], compromise_time: datetime
+    ) -> EradicationPlan:
+        keys = ", ".join(access_key_ids)
         self._set_phase(
             Phase.ERADICATION,
-            f"classifying what {credential.access_key_id} did since {compromise_time.isoformat()}",
+            f"round {round_number}: classifying what {keys} did since "
+            f"{compromise_time.isoformat()}",
         )
         request = ClassifyActivityInput(
             case_id=self._status.case_id,
             account_id=self._status.account_id,
-            access_key_ids=[credential.access_key_id],
+            access_key_ids=access_key_ids,
             start=compromise_time,
             end=workflow.now(),
         )
         classified = await self._attempt(
-            "classify the credential's CloudTrail activity",
+            "classify the credentials' CloudTrail activity",
             lambda: workflow.execute_activity_method(
                 CloudTrailActivities.classify_credential_activity,
                 request,
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=timedelta(minutes=2),
                 retry_policy=_RETRY,
-                summary=f"Everything {credential.access_key_id} did since the compromise",
+                summary=f"Round {round_number}: everything {keys} did since the compromise",
             ),
         )
         self._record_evidence(classified.evidence)
         report = classified.report
         plan = EradicationPlan(
+            round=round_number,
             compromise_time=compromise_time,
-            access_key_ids=[credential.access_key_id],
+            access_key_ids=access_key_ids,
             impact=report.counts,
             impact_examples=report.examples,
             failed_calls=report.failed_calls,
@@ -655,9 +706,9 @@ class CaseWorkflow:
             new_credentials=report.new_credentials,
             evidence_key=classified.evidence.key,
         )
-        self._status.eradication = plan
+        self._status.eradication.append(plan)
         self._note(
-            f"{sum(report.counts.values())} calls since the compromise: "
+            f"round {round_number}: {sum(report.counts.values())} calls since the compromise: "
             + ", ".join(f"{g.value} {n}" for g, n in report.counts.items() if n)
             + f"; {len(plan.steps)} attacker resources to remove, {len(plan.changes)} changes "
             f"to restore, {len(plan.new_credentials)} new credentials"
@@ -665,12 +716,13 @@ class CaseWorkflow:
         self._refresh()
         if plan.steps and workflow.patched(ERADICATE_PATCH):
             await self._remove_attacker_resources(plan)
+        return plan
 
     async def _remove_attacker_resources(self, plan: EradicationPlan) -> None:
         """After approval, every step of the plan in order, each one recorded."""
         action = self._propose(
             ActionKind.ERADICATE,
-            f"Remove {len(plan.steps)} resources the attacker made",
+            f"Round {plan.round}: remove {len(plan.steps)} resources the attacker made",
             [step.describe() for step in plan.steps],
         )
         decision = await self._await_decision(action)
@@ -1088,15 +1140,21 @@ def render_details(status: CaseStatus) -> str:
     if done:
         lines += ["", "### Actions"]
         lines += [f"- {a.id}: {a.status.value}: {a.outcome or a.title}" for a in done]
-    plan = status.eradication
-    if plan is not None:
-        lines += ["", f"### What the attacker did (since {plan.compromise_time.isoformat()})"]
+    if status.open_items:
+        lines += ["", "### Open items for a human"]
+        lines += [f"- {item}" for item in status.open_items]
+    for plan in status.eradication:
+        lines += [
+            "",
+            f"### Round {plan.round}: what {', '.join(plan.access_key_ids)} did "
+            f"(since {plan.compromise_time.isoformat()})",
+        ]
         lines += [
             f"- {group.value}: {count} ({', '.join(plan.impact_examples.get(group, []))})"
             for group, count in plan.impact.items()
             if count
         ]
-        lines += ["", f"### Removal plan ({len(plan.steps)} steps)"]
+        lines += ["", f"#### Removal plan ({len(plan.steps)} steps)"]
         lines += [
             f"{step.order}. {step.describe()}" + (f" — {step.outcome}" if step.outcome else "")
             for step in plan.steps

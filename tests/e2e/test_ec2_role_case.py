@@ -84,6 +84,27 @@ async def _signal_through_web_ui(ui_url: str, workflow_id: str, name: str, paylo
     assert response.status_code == 200, response.text
 
 
+async def _starter_approve(stack, case_id: str, action_id: str) -> None:
+    approve = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "starter.py",
+        "approve",
+        case_id,
+        action_id,
+        "--by",
+        "e2e@example.com",
+        "--reason",
+        "attacker persistence",
+        env={**os.environ, "QUENCH_TEMPORAL_ADDRESS": stack.temporal_address},
+        cwd=str(PROJECT_ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(approve.communicate(), 60)
+    assert approve.returncode == 0, err.decode()
+    assert f"approve sent for {action_id}" in out.decode()
+
+
 async def test_lab_case_is_contained_end_to_end(lab_stack):
     stack = lab_stack
     case = await asyncio.to_thread(
@@ -139,41 +160,31 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     )
     _, stderr = await asyncio.wait_for(signal.communicate(), 30)
     assert signal.returncode == 0, stderr.decode()
-    # After the watch, the case plans the eradication and waits for its own approval.
-    async with asyncio.timeout(120):
-        status = await handle.query(CaseWorkflow.status)
-        while not any(a.id.startswith("eradicate-") for a in status.pending_actions()):
-            await asyncio.sleep(0.5)
-            status = await handle.query(CaseWorkflow.status)
-    eradicate = status.pending_actions()[0]
+    # After the watch, each eradication round waits for its own approval, given here with
+    # Quench's command line.
     iam = _aws(stack, "iam")
     assert attack.backdoor_user in {u["UserName"] for u in iam.list_users()["Users"]}
-    approve = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "starter.py",
-        "approve",
-        case.case_id,
-        eradicate.id,
-        "--by",
-        "e2e@example.com",
-        "--reason",
-        "attacker persistence",
-        env={**os.environ, "QUENCH_TEMPORAL_ADDRESS": stack.temporal_address},
-        cwd=str(PROJECT_ROOT),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(approve.communicate(), 60)
-    assert approve.returncode == 0, err.decode()
-    assert f"approve sent for {eradicate.id}" in out.decode()
+    eradications = []
+    async with asyncio.timeout(180):
+        while True:
+            status = await handle.query(CaseWorkflow.status)
+            pending = [a for a in status.pending_actions() if a.id.startswith("eradicate-")]
+            if status.phase is Phase.CLOSED:
+                break
+            if not pending or pending[0].id in eradications:
+                await asyncio.sleep(0.5)
+                continue
+            eradications.append(pending[0].id)
+            await _starter_approve(stack, case.case_id, pending[0].id)
+    assert len(eradications) == 2
     async with asyncio.timeout(120):
         result = await handle.result()
 
     # The case: contained, the approval recorded, rotation verified.
     assert result.phase is Phase.CLOSED and result.outcome == "contained"
     assert [(a.action_id, a.approver, a.decision) for a in result.approvals] == [
-        (action.id, "e2e@example.com", Decision.APPROVED),
-        (eradicate.id, "e2e@example.com", Decision.APPROVED),
+        (action_id, "e2e@example.com", Decision.APPROVED)
+        for action_id in [action.id, *eradications]
     ]
     assert result.actions[0].status is ActionStatus.DONE
     assert [(n.author, n.text) for n in result.notes] == [
@@ -186,8 +197,8 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
 
     # The eradication plan, from the lab's CloudTrail: the attacker's persistence and
     # nothing of the administrator's legitimate work done in the same window.
-    plan = result.eradication
-    assert plan is not None
+    assert [p.round for p in result.eradication] == [1, 2, 3]
+    plan = result.eradication[0]
     planned = {(step.operation, step.resource.name) for step in plan.steps}
     assert {
         ("delete_user", attack.backdoor_user),
@@ -207,12 +218,22 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     roles = {r["RoleName"] for r in iam.list_roles()["Roles"]}
     functions = {f["FunctionName"] for f in _aws(stack, "lambda").list_functions()["Functions"]}
     assert attack.backdoor_user not in users
+    # The second round found and removed what the backdoor user's own key made.
+    assert attack.second_generation_user not in users
+    second = {(s.operation, s.resource.name) for s in result.eradication[1].steps}
+    assert ("delete_user", attack.second_generation_user) in second
+    assert [c.access_key_id for c in result.eradication[1].new_credentials] == [
+        attack.second_generation_access_key_id
+    ]
+    assert result.open_items == []
     assert attack.backdoor_role not in roles
     assert attack.backdoor_function not in functions
     assert {"alice-admin", "ci-deployer", attack.legitimate_user_created} <= users
     assert {world.role_name, "audit-readonly", "break-glass-admin"} <= roles
     assert "orders-api" in functions
-    assert all(step.outcome in {"removed", "already_gone"} for step in plan.steps)
+    assert all(
+        step.outcome in {"removed", "already_gone"} for p in result.eradication for step in p.steps
+    )
     # The backdoor user was captured whole before the first removal took a part of it.
     before = next(r for r in result.evidence if r.name == f"iam-user-{attack.backdoor_user}")
     assert attack.backdoor_access_key_id in s3_text(stack, before)

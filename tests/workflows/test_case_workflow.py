@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from config import names
+from lab.cloudtrail import Actor, TrailRecorder, iam_user_identity
 from models.activities import (
     AccessKeyInput,
     AccessKeyResult,
@@ -55,6 +56,7 @@ from models.case import (
     ActionStatus,
     ApprovalInput,
     CaseInput,
+    CasePolicy,
     CaseStatus,
     Decision,
     EvidenceRecord,
@@ -62,6 +64,7 @@ from models.case import (
 )
 from models.principal import Credential, CredentialKind, Principal, PrincipalType
 from playbook.classify import Group, classify
+from tests.playbook.test_classify import STOLEN as RECORDED_STOLEN_KEY
 from tests.playbook.test_classify import _attack_records
 from tests.support import ACCOUNT, INSTANCE, ROLE, STOLEN_KEY, finding
 from workflows.case import CaseWorkflow
@@ -104,7 +107,8 @@ class FakeAws:
         self.fail_next: dict[str, ApplicationError] = {}
         self.checks: list[CheckActivityResult] = []  # watch results in order; then clean
         self.has_login_profile = True
-        self.attacker_records: list[dict[str, Any]] = []
+        # CloudTrail records per access key: what each credential did.
+        self.attacker_records: dict[str, list[dict[str, Any]]] = {}
         self.quarantine_policies: list[str] = []
 
     def names(self) -> list[str]:
@@ -251,8 +255,9 @@ class FakeAws:
             input: ClassifyActivityInput,
         ) -> ClassifyActivityResult:
             fake._record("classify_credential_activity", input)
+            records = [r for k in input.access_key_ids for r in fake.attacker_records.get(k, [])]
             return ClassifyActivityResult(
-                report=classify(fake.attacker_records), evidence=_evidence("activity")
+                report=classify(records), evidence=_evidence(f"activity-{len(fake.calls)}")
             )
 
         @activity.defn(name="remove_resource")
@@ -691,45 +696,135 @@ async def test_a_role_session_is_revoked_and_outside_trust_is_flagged(time_skipp
     await _record(handle, "role_session_contained")
 
 
-async def test_after_a_clean_watch_the_case_plans_the_eradication_and_removes_after_approval(
-    time_skipping_env,
-):
+def _second_generation_records() -> list[dict[str, Any]]:
+    """What the backdoor user's own key did: one more user, with a key and a policy."""
+    recorder = TrailRecorder(account_id=ACCOUNT, bucket="trail")
+    actor = Actor(
+        iam_user_identity(
+            account_id=ACCOUNT,
+            user_name="backup-svc",
+            user_id="AIDABACKDOOR",
+            access_key_id="AKIABACKDOORKEY00001",
+        ),
+        "198.51.100.23",
+        "aws-cli",
+    )
+    at = datetime(2026, 11, 22, 7, 30, tzinfo=UTC)
+    for operation, request, response in [
+        ("CreateUser", {"UserName": "svc-monitor"}, {"User": {"UserName": "svc-monitor"}}),
+        (
+            "CreateAccessKey",
+            {"UserName": "svc-monitor"},
+            {"AccessKey": {"UserName": "svc-monitor", "AccessKeyId": "AKIATHIRDGENKEY00001"}},
+        ),
+        ("PutUserPolicy", {"UserName": "svc-monitor", "PolicyName": "monitoring"}, {}),
+    ]:
+        recorder.record(
+            actor,
+            service="iam",
+            operation=operation,
+            region="us-east-1",
+            at=at,
+            request=request,
+            response=response,
+        )
+    return recorder.records
+
+
+def _decided(action_id: str) -> Callable[[CaseStatus], bool]:
+    return lambda status: action_id not in {a.id for a in status.pending_actions()}
+
+
+async def _approve_each_round(env, handle: WorkflowHandle) -> list[list[str]]:
+    """Approve every eradication round as it comes; the steps each proposed."""
+    proposed: list[list[str]] = []
+    while True:
+        await env.sleep(timedelta(minutes=50))
+        status = await _wait_for(
+            handle, lambda s: s.phase is Phase.CLOSED or bool(_pending("eradicate-")(s))
+        )
+        if status.phase is Phase.CLOSED:
+            return proposed
+        action = status.pending_actions()[0]
+        proposed.append(action.steps)
+        await handle.signal(CaseWorkflow.approve, _approval(action.id))
+        await _wait_for(handle, _decided(action.id))
+
+
+async def test_eradication_runs_in_rounds_until_nothing_new_is_found(time_skipping_env):
     fake = FakeAws()
-    fake.attacker_records = _attack_records()
+    fake.attacker_records = {
+        STOLEN_KEY: _attack_records(),
+        "AKIABACKDOORKEY00001": _second_generation_records(),
+    }
     queue = f"q-{uuid.uuid4()}"
     async with _worker(time_skipping_env, fake, queue):
         handle = await _start(time_skipping_env, fake, queue)
         waiting = await _wait_for(handle, _pending("contain-"))
         await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
         await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
-        await time_skipping_env.sleep(timedelta(minutes=50))
-        planned = await _wait_for(handle, _pending("eradicate-"))
-        assert "remove_resource" not in fake.names()
-        proposal = planned.pending_actions()[0]
-        plan = await handle.query(CaseWorkflow.plan)
-        assert plan is not None and proposal.steps == [step.describe() for step in plan.steps]
-        await handle.signal(CaseWorkflow.approve, _approval(proposal.id))
+        proposed = await _approve_each_round(time_skipping_env, handle)
         result = await _result(handle)
-    request = next(v for n, v in fake.calls if n == "classify_credential_activity")
-    assert request.access_key_ids == [STOLEN_KEY]
-    # Everything since an hour before GuardDuty's first sighting is the attacker's.
-    assert request.start == finding().first_seen - timedelta(hours=1)
-    done = result.eradication
-    assert done is not None
-    assert done.impact[Group.IDENTITY_AND_PERSISTENCE] == 8
-    assert {c.access_key_id for c in done.new_credentials} == {
-        "AKIABACKDOORKEY00001",
-        "ASIAFEDERATED0000001",
-    }
-    removals = [v for n, v in fake.calls if n == "remove_resource"]
-    assert [(r.operation, r.name) for r in removals] == [
-        (step.operation, step.resource.name) for step in done.steps
+        latest = await handle.query(CaseWorkflow.plan)
+    rounds = [
+        (p.round, p.access_key_ids, len(p.steps), [c.access_key_id for c in p.new_credentials])
+        for p in result.eradication
     ]
-    assert removals[-1].operation == "delete_role"
-    assert all(step.outcome == "removed" for step in done.steps)
-    eradicate = next(a for a in result.actions if a.id == proposal.id)
-    assert eradicate.status is ActionStatus.DONE and eradicate.outcome == "10 removed"
+    assert rounds == [
+        (1, [STOLEN_KEY], 10, ["AKIABACKDOORKEY00001", "ASIAFEDERATED0000001"]),
+        (2, ["AKIABACKDOORKEY00001", "ASIAFEDERATED0000001"], 3, ["AKIATHIRDGENKEY00001"]),
+        (3, ["AKIATHIRDGENKEY00001"], 0, []),
+    ]
+    assert latest == result.eradication[-1]
+    assert len(proposed) == 2 and "delete_user svc-monitor" in proposed[1]
+    first = result.eradication[0]
+    # Everything since an hour before GuardDuty's first sighting is the attacker's.
+    assert first.compromise_time == finding().first_seen - timedelta(hours=1)
+    assert first.impact[Group.IDENTITY_AND_PERSISTENCE] == 8
+    removals = [(v.operation, v.name) for n, v in fake.calls if n == "remove_resource"]
+    planned = [(s.operation, s.resource.name) for p in result.eradication for s in p.steps]
+    assert removals == planned
+    assert all(s.outcome == "removed" for p in result.eradication for s in p.steps)
+    # The federation token is no user's key: a human contains it, and is told so.
+    assert result.open_items == [
+        "contain federation_token ASIAFEDERATED0000001 of "
+        f"arn:aws:sts::{ACCOUNT}:federated-user/ops (made by {RECORDED_STOLEN_KEY})"
+    ]
     assert fake.names().index("check_credential_activity") < fake.names().index(
         "classify_credential_activity"
     )
     await _record(handle, "eradicated")
+
+
+async def test_the_round_cap_stops_eradication_and_says_what_is_left(time_skipping_env):
+    fake = FakeAws()
+    fake.attacker_records = {
+        STOLEN_KEY: _attack_records(),
+        "AKIABACKDOORKEY00001": _second_generation_records(),
+    }
+    queue = f"q-{uuid.uuid4()}"
+    async with Worker(
+        time_skipping_env.client,
+        task_queue=queue,
+        workflows=[CaseWorkflow],
+        activities=fake.activities(),
+    ):
+        case_id = f"case-{ACCOUNT}-{STOLEN_KEY}-{uuid.uuid4().hex[:6]}"
+        handle = await time_skipping_env.client.start_workflow(
+            CaseWorkflow.run,
+            CaseInput(
+                case_id=case_id, finding=finding(), policy=CasePolicy(max_eradication_rounds=1)
+            ),
+            id=case_id,
+            task_queue=queue,
+        )
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        await _approve_each_round(time_skipping_env, handle)
+        result = await _result(handle)
+    assert [p.round for p in result.eradication] == [1]
+    assert result.open_items[-1] == (
+        "eradication stopped after 1 rounds (the cap): investigate "
+        "AKIABACKDOORKEY00001, ASIAFEDERATED0000001 by hand"
+    )
