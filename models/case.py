@@ -120,6 +120,9 @@ class CasePolicy(BaseModel):
     protected_names: list[str] = Field(default_factory=list)
     # Rounds of eradication (each for the credentials the previous round found) at most.
     max_eradication_rounds: int = Field(default=5, ge=1, le=50)
+    # Continue as new after this many rounds (or sooner, when Temporal suggests it), so
+    # one run's history stays small.
+    rounds_per_run: int = Field(default=3, ge=1, le=50)
 
 
 class WatchStatus(BaseModel):
@@ -150,10 +153,29 @@ class EradicationPlan(BaseModel):
     evidence_key: str
 
 
+class EradicationProgress(BaseModel):
+    """Where the eradication rounds stand: carried across continue-as-new."""
+
+    compromise_time: datetime
+    pending: list[str]  # access keys the next round investigates
+    investigated: list[str]
+    rounds_done: int
+    outcome: str  # the case's outcome once the rounds are done
+
+
+class CaseResume(BaseModel):
+    """A case continued as new: everything it knew, and where it was."""
+
+    status: "CaseStatus"
+    action_seq: int
+    eradication: EradicationProgress
+
+
 class CaseInput(BaseModel):
     case_id: str
     finding: Finding
     policy: CasePolicy = Field(default_factory=CasePolicy)
+    resume: CaseResume | None = None
 
 
 class ApprovalInput(BaseModel):
@@ -203,3 +225,6 @@ class CaseStatus(BaseModel):
 
     def pending_actions(self) -> list[Action]:
         return [a for a in self.actions if a.status is ActionStatus.PENDING_APPROVAL]
+
+
+CaseResume.model_rebuild()

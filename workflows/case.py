@@ -51,9 +51,11 @@ with workflow.unsafe.imports_passed_through():
         Approval,
         ApprovalInput,
         CaseInput,
+        CaseResume,
         CaseStatus,
         Decision,
         EradicationPlan,
+        EradicationProgress,
         EvidenceRecord,
         Note,
         NoteInput,
@@ -122,6 +124,9 @@ class CaseWorkflow:
         )
         self._action_seq = 0
         self._policy = input.policy
+        if input.resume is not None:
+            self._status = input.resume.status
+            self._action_seq = input.resume.action_seq
 
     # -- signals and queries -------------------------------------------------------------
 
@@ -166,6 +171,11 @@ class CaseWorkflow:
 
     @workflow.run
     async def run(self, input: CaseInput) -> CaseStatus:
+        if input.resume is not None:
+            self._note(f"continued as new after round {input.resume.eradication.rounds_done}")
+            await self._eradication_rounds(input.resume.eradication)
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return self._status
         finding = input.finding
         self._upsert_static_attributes(finding)
         self._set_phase(Phase.TRIAGE, "resolving the principal")
@@ -201,8 +211,9 @@ class CaseWorkflow:
                 if workflow.patched(WATCH_PATCH):
                     await self._watch_until_clean(credential, evidence)
                 if workflow.patched(PLAN_PATCH):
-                    await self._plan_eradication(credential)
-                self._close(outcome)
+                    await self._plan_eradication(credential, outcome)
+                else:
+                    self._close(outcome)
         except CaseAbandoned as abandoned:
             self._close(str(abandoned))
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -617,32 +628,63 @@ class CaseWorkflow:
 
     # -- eradication (playbook 3) ----------------------------------------------------------
 
-    async def _plan_eradication(self, credential: Credential) -> None:
-        """Playbook 3, in rounds: what the credentials did since the likely compromise and
-        the removal of what they made; every credential they minted is investigated in
-        the next round, until a round finds nothing new (3.5)."""
+    async def _plan_eradication(self, credential: Credential, outcome: str) -> None:
+        """Playbook 3, in rounds, then the case closes with `outcome`."""
         first_seen = min(f.first_seen for f in self._status.findings)
         compromise_time = first_seen - timedelta(seconds=self._policy.compromise_margin_seconds)
-        pending = [credential.access_key_id]
-        investigated = set(pending)
-        round_number = 0
-        while pending:
-            round_number += 1
-            plan = await self._eradication_round(round_number, pending, compromise_time)
+        progress = EradicationProgress(
+            compromise_time=compromise_time,
+            pending=[credential.access_key_id],
+            investigated=[credential.access_key_id],
+            rounds_done=0,
+            outcome=outcome,
+        )
+        await self._eradication_rounds(progress)
+
+    async def _eradication_rounds(self, progress: EradicationProgress) -> None:
+        """What the credentials did since the likely compromise and the removal of what
+        they made; every credential they minted is investigated in the next round, until
+        a round finds nothing new (3.5). Continues as new every few rounds."""
+        rounds_this_run = 0
+        while progress.pending:
+            if rounds_this_run >= self._policy.rounds_per_run or (
+                rounds_this_run and workflow.info().is_continue_as_new_suggested()
+            ):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    CaseInput(
+                        case_id=self._status.case_id,
+                        finding=self._finding,
+                        policy=self._policy,
+                        resume=CaseResume(
+                            status=self._status, action_seq=self._action_seq, eradication=progress
+                        ),
+                    )
+                )
+            round_number = progress.rounds_done + 1
+            plan = await self._eradication_round(
+                round_number, progress.pending, progress.compromise_time
+            )
+            progress.rounds_done = round_number
+            rounds_this_run += 1
             if not workflow.patched(ROUNDS_PATCH):
-                return
-            fresh = [c for c in plan.new_credentials if c.access_key_id not in investigated]
-            investigated |= {c.access_key_id for c in fresh}
+                break
+            fresh = [
+                c for c in plan.new_credentials if c.access_key_id not in progress.investigated
+            ]
+            progress.investigated += [c.access_key_id for c in fresh]
             self._contain_minted(plan, fresh)
-            pending = [c.access_key_id for c in fresh]
-            if pending and round_number >= self._policy.max_eradication_rounds:
+            progress.pending = [c.access_key_id for c in fresh]
+            if progress.pending and round_number >= self._policy.max_eradication_rounds:
                 self._status.open_items.append(
                     f"eradication stopped after {round_number} rounds (the cap): investigate "
-                    f"{', '.join(pending)} by hand"
+                    f"{', '.join(progress.pending)} by hand"
                 )
                 self._note(self._status.open_items[-1])
-                return
-        self._note(f"eradication round {round_number} found no new credential: done")
+                break
+        else:
+            self._note(f"eradication round {progress.rounds_done} found no new credential: done")
+        self._close(progress.outcome)
 
     def _contain_minted(self, plan: EradicationPlan, minted: list[NewCredential]) -> None:
         """A minted access key whose user this round removed is gone with it; anything

@@ -310,7 +310,7 @@ class FakeAws:
 
 
 async def _wait_for(handle: WorkflowHandle, predicate: Callable[[CaseStatus], bool]) -> CaseStatus:
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(60):
         while True:
             status = await handle.query(CaseWorkflow.status)
             if predicate(status):
@@ -320,7 +320,7 @@ async def _wait_for(handle: WorkflowHandle, predicate: Callable[[CaseStatus], bo
 
 async def _result(handle: WorkflowHandle) -> CaseStatus:
     """The case's result; a case stuck waiting for a human fails the test, not the run."""
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(90):
         return await handle.result()
 
 
@@ -828,3 +828,37 @@ async def test_the_round_cap_stops_eradication_and_says_what_is_left(time_skippi
         "eradication stopped after 1 rounds (the cap): investigate "
         "AKIABACKDOORKEY00001, ASIAFEDERATED0000001 by hand"
     )
+
+
+async def test_eradication_rounds_continue_as_new_and_the_case_carries_over(time_skipping_env):
+    fake = FakeAws()
+    fake.attacker_records = {
+        STOLEN_KEY: _attack_records(),
+        "AKIABACKDOORKEY00001": _second_generation_records(),
+    }
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        case_id = f"case-{ACCOUNT}-{STOLEN_KEY}-{uuid.uuid4().hex[:6]}"
+        first_run = await time_skipping_env.client.start_workflow(
+            CaseWorkflow.run,
+            CaseInput(case_id=case_id, finding=finding(), policy=CasePolicy(rounds_per_run=1)),
+            id=case_id,
+            task_queue=queue,
+        )
+        # Signals and queries follow the case across runs: no run id.
+        handle = time_skipping_env.client.get_workflow_handle_for(CaseWorkflow.run, case_id)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        await _approve_each_round(time_skipping_env, handle)
+        result = await _result(handle)
+        description = await handle.describe()
+    assert description.run_id != first_run.first_execution_run_id
+    assert [p.round for p in result.eradication] == [1, 2, 3]
+    assert sum("continued as new after round" in t.what for t in result.timeline) == 2
+    # Everything from the first run is still in the case: evidence, approvals, actions.
+    assert {e.name for e in result.evidence} >= {"finding-lab-finding-0001", "cloudtrail"}
+    assert len(result.approvals) == 3
+    assert len({a.id for a in result.actions}) == len(result.actions)
+    assert result.outcome == "contained"
+    await _record(handle, "continued_as_new_last_run")
