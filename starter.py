@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shlex
 import signal
 import sys
@@ -198,4 +199,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    # A short-lived Temporal client can abort during interpreter teardown when the SDK's
+    # native threads outlive it (temporalio/sdk-python#300): leave without the teardown,
+    # once everything is written.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
