@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         # RuntimeError is how the client reports a Temporal it cannot connect to.
         say(f"error: {exc}")
         return 1
+    except BrokenPipeError:
+        # The reader went away (`status | head`): nothing left to say to it.
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":
