@@ -65,7 +65,13 @@ class EradicationActivities:
                 detail = operation(input)
             except ClientError as exc:
                 if error_code(exc) in _GONE:
-                    return RemoveResourceResult(outcome="already_gone", detail=error_code(exc))
+                    # A retry after a deletion whose completion was lost: the evidence the
+                    # first attempt wrote still belongs to the case.
+                    return RemoveResourceResult(
+                        outcome="already_gone",
+                        detail=error_code(exc),
+                        evidence=self._snapshot(input),
+                    )
                 raise
         activity.logger.info("eradication: %s", subject)
         return RemoveResourceResult(
@@ -92,14 +98,22 @@ class EradicationActivities:
     def _tagged_protected(self, input: RemoveResourceInput) -> str | None:
         op = input.operation
         try:
-            if op in {"delete_user"} or (input.owner and op in _USER_PARTS):
-                user = input.name if op == "delete_user" else input.owner
+            if op == "delete_user" or op in _USER_PARTS:
+                # A login profile may be named by its user alone.
+                user = input.name if op == "delete_user" else input.owner or input.name
                 tags = self._iam.list_user_tags(UserName=user)["Tags"]
                 return user if _protected(tags) else None
-            if op in {"delete_role"} or (input.owner and op in _ROLE_PARTS):
-                role = input.name if op == "delete_role" else input.owner
+            if op in {"delete_role", "remove_role_from_instance_profile"} or (
+                input.owner and op in _ROLE_PARTS
+            ):
+                role = input.owner if op in _ROLE_PARTS else input.name
                 tags = self._iam.list_role_tags(RoleName=role)["Tags"]
                 return role if _protected(tags) else None
+            if op == "delete_instance_profile":
+                # GetInstanceProfile carries the tags (moto lacks ListInstanceProfileTags).
+                profile = self._iam.get_instance_profile(InstanceProfileName=input.name)
+                tags = profile["InstanceProfile"].get("Tags", [])
+                return input.name if _protected(tags) else None
             if op == "terminate_instance":
                 reservations = self._clients.client("ec2").describe_instances(
                     InstanceIds=[input.name]
@@ -136,8 +150,20 @@ class EradicationActivities:
         state = reservations[0]["Instances"][0]["State"]["Name"]
         if state in {"terminated", "shutting-down"}:
             return f"already {state}"
+        protection = ec2.describe_instance_attribute(
+            InstanceId=input.name, Attribute="disableApiTermination"
+        )["DisableApiTermination"]["Value"]
+        if protection:
+            # The attacker's own safeguard on the attacker's own instance: lifted, said so.
+            ec2.modify_instance_attribute(
+                InstanceId=input.name, DisableApiTermination={"Value": False}
+            )
         ec2.terminate_instances(InstanceIds=[input.name])
-        return "instance terminated"
+        return (
+            "termination protection lifted, instance terminated"
+            if protection
+            else ("instance terminated")
+        )
 
     # -- users ------------------------------------------------------------------------
 
@@ -189,8 +215,16 @@ class EradicationActivities:
             iam.remove_user_from_group(UserName=user, GroupName=group["GroupName"])
         for device in iam.list_mfa_devices(UserName=user)["MFADevices"]:
             iam.deactivate_mfa_device(UserName=user, SerialNumber=device["SerialNumber"])
+        # DeleteUser also refuses while any of these remain. (Service-specific credentials
+        # too, which are not removed yet: DeleteUser then fails and the case asks a human.)
+        for ssh_key in iam.list_ssh_public_keys(UserName=user)["SSHPublicKeys"]:
+            iam.delete_ssh_public_key(UserName=user, SSHPublicKeyId=ssh_key["SSHPublicKeyId"])
+        for certificate in iam.list_signing_certificates(UserName=user)["Certificates"]:
+            iam.delete_signing_certificate(
+                UserName=user, CertificateId=certificate["CertificateId"]
+            )
         iam.delete_user(UserName=user)
-        return "user and its keys, console access, policies and groups deleted"
+        return "user and its keys, console access, policies, groups and certificates deleted"
 
     # -- roles and instance profiles --------------------------------------------------
 
