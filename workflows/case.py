@@ -364,22 +364,7 @@ class CaseWorkflow:
         principal = credential.principal
         role_name = principal.role_name or ""
         instance_id = principal.instance_id or ""
-        cutoff = self._start_action(action)
-        revoked = await self._attempt(
-            "revoke the role's sessions",
-            lambda: workflow.execute_activity_method(
-                IamActivities.revoke_role_sessions,
-                RevokeRoleSessionsInput(role_name=role_name, cutoff=cutoff),
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=_RETRY,
-                summary=f"Revoke sessions of {role_name} issued before {cutoff.isoformat()}",
-            ),
-        )
-        self._status.containment_cutoff = revoked.cutoff_in_effect
-        self._note(
-            f"sessions of {role_name} issued before {revoked.cutoff_in_effect.isoformat()} "
-            f"are denied" + ("" if revoked.changed else " (policy was already in place)")
-        )
+        await self._revoke_role_sessions(role_name, self._start_action(action))
         while True:
             if not instance_running:
                 self._note(f"instance {instance_id} was not running; no stop+start needed")
@@ -426,6 +411,23 @@ class CaseWorkflow:
                 )
             self._finish_action(retry, ActionStatus.DONE, "retrying")
             self._set_phase(Phase.CONTAINMENT, f"retry approved by {decision.approver}")
+
+    async def _revoke_role_sessions(self, role_name: str, cutoff: datetime) -> None:
+        revoked = await self._attempt(
+            "revoke the role's sessions",
+            lambda: workflow.execute_activity_method(
+                IamActivities.revoke_role_sessions,
+                RevokeRoleSessionsInput(role_name=role_name, cutoff=cutoff),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"Revoke sessions of {role_name} issued before {cutoff.isoformat()}",
+            ),
+        )
+        self._status.containment_cutoff = revoked.cutoff_in_effect
+        self._note(
+            f"sessions of {role_name} issued before {revoked.cutoff_in_effect.isoformat()} "
+            f"are denied" + ("" if revoked.changed else " (policy was already in place)")
+        )
 
     async def _rotate_instance(self, instance_id: str) -> None:
         request = InstanceInput(instance_id=instance_id)
@@ -500,18 +502,7 @@ class CaseWorkflow:
 
     async def _apply_role_session_containment(self, action: Action, credential: Credential) -> None:
         role_name = credential.principal.role_name or ""
-        cutoff = self._start_action(action)
-        revoked = await self._attempt(
-            "revoke the role's sessions",
-            lambda: workflow.execute_activity_method(
-                IamActivities.revoke_role_sessions,
-                RevokeRoleSessionsInput(role_name=role_name, cutoff=cutoff),
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=_RETRY,
-                summary=f"Revoke sessions of {role_name} issued before {cutoff.isoformat()}",
-            ),
-        )
-        self._status.containment_cutoff = revoked.cutoff_in_effect
+        await self._revoke_role_sessions(role_name, self._start_action(action))
         self._finish_action(action, ActionStatus.DONE, "sessions revoked")
         self._set_phase(Phase.CONTAINED, f"sessions of {role_name} revoked")
 
