@@ -1,6 +1,7 @@
 """Shared test material: findings in GuardDuty's shape, and Temporal environments."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -48,6 +49,15 @@ def finding(**overrides: Any) -> Finding:
 
 def finding_event(**overrides: Any) -> dict[str, Any]:
     return eventbridge_event(finding_detail(**overrides))
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def history_for_the_repo(history_json: str) -> str:
+    """A recorded history fit to commit: activity-failure stack traces name files relative
+    to the checkout, not where this machine keeps it. Replay never reads them."""
+    return history_json.replace(f"{PROJECT_ROOT}/", "")
 
 
 async def register_search_attributes(client: Client, namespace: str = "default") -> None:

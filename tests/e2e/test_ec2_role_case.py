@@ -28,6 +28,7 @@ from lab.scenario import run_scenario
 from models.activities import ProbeInstanceCredentialsInput
 from models.case import ActionStatus, Decision, Phase
 from stack.binaries import temporal_cli
+from tests.support import history_for_the_repo
 from workflows.case import CaseWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -305,4 +306,4 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
 
     if os.environ.get("QUENCH_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / "ec2_role_case.json").write_text(history_json)
+        (HISTORIES / "ec2_role_case.json").write_text(history_for_the_repo(history_json))

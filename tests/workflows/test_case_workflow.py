@@ -66,7 +66,7 @@ from models.principal import Credential, CredentialKind, Principal, PrincipalTyp
 from playbook.classify import Group, classify
 from tests.playbook.test_classify import STOLEN as RECORDED_STOLEN_KEY
 from tests.playbook.test_classify import _attack_records
-from tests.support import ACCOUNT, INSTANCE, ROLE, STOLEN_KEY, finding
+from tests.support import ACCOUNT, INSTANCE, ROLE, STOLEN_KEY, finding, history_for_the_repo
 from workflows.case import CaseWorkflow
 
 NEW_KEY = "ASIANEWKEYAFTERSTART"
@@ -77,7 +77,8 @@ async def _record(handle: WorkflowHandle, name: str) -> None:
     """Keep the history for the replay tests when asked to (make record-histories)."""
     if os.environ.get("QUENCH_RECORD_HISTORIES") == "1":
         history = await handle.fetch_history()
-        await asyncio.to_thread((HISTORIES / f"{name}.json").write_text, history.to_json())
+        text = history_for_the_repo(history.to_json())
+        await asyncio.to_thread((HISTORIES / f"{name}.json").write_text, text)
 
 
 def _evidence(name: str) -> EvidenceRecord:
