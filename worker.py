@@ -21,6 +21,7 @@ from activities.ec2 import Ec2Activities
 from activities.eradication import EradicationActivities
 from activities.evidence import EvidenceActivities, EvidenceStore
 from activities.iam import IamActivities
+from activities.recovery import RecoveryActivities
 from activities.ssm import SsmActivities
 from config.settings import Settings
 from config.temporal import connect, setup_tracing
@@ -49,8 +50,11 @@ def build_activities(
     iam = IamActivities(clients, evidence)
     ec2 = Ec2Activities(clients, evidence, poll_seconds=poll_seconds)
     ssm = SsmActivities(clients, poll_seconds=min(poll_seconds, 2.0))
+    recovery = RecoveryActivities(clients, evidence, trail)
+    evidence_activities = EvidenceActivities(evidence)
     return [
-        EvidenceActivities(evidence).store_evidence,
+        evidence_activities.store_evidence,
+        evidence_activities.write_report,
         iam.resolve_principal,
         iam.capture_role_state,
         iam.revoke_role_sessions,
@@ -68,6 +72,9 @@ def build_activities(
         cloudtrail.check_credential_activity,
         cloudtrail.classify_credential_activity,
         eradication.remove_resource,
+        recovery.capture_trails,
+        recovery.plan_recovery,
+        recovery.restore_change,
     ]
 
 

@@ -55,16 +55,37 @@ EVENTS_KEPT_IN_RESULT = 100
 _STAMP = re.compile(r"_(\d{8}T\d{4})Z_")
 
 
+# Request parameters that name the resource a call acts on, for resource-scoped scans.
+_RESOURCE_PARAMETERS = ("roleName", "userName", "name", "trailName", "functionName")
+
+
 @dataclass(frozen=True)
 class TrailQuery:
+    """The records of some credentials in a window; or, with `resource_name`, the calls
+    (of `event_names`, by anyone) that acted on one resource."""
+
     account_id: str
     access_key_ids: frozenset[str]
     start: datetime
     end: datetime
+    resource_name: str | None = None
+    event_names: frozenset[str] = frozenset()
 
     def matches(self, record: dict[str, Any]) -> bool:
-        key = record.get("userIdentity", {}).get("accessKeyId")
-        return key in self.access_key_ids and self.start <= record_time(record) <= self.end
+        if not self.start <= record_time(record) <= self.end:
+            return False
+        if self.resource_name is None:
+            return record.get("userIdentity", {}).get("accessKeyId") in self.access_key_ids
+        if self.event_names and record.get("eventName") not in self.event_names:
+            return False
+        request = record.get("requestParameters") or {}
+        return any(request.get(p) == self.resource_name for p in _RESOURCE_PARAMETERS)
+
+    def lookup_attributes(self) -> list[tuple[str, str]]:
+        """What LookupEvents can filter on (one attribute a lookup)."""
+        if self.resource_name is not None:
+            return [("ResourceName", self.resource_name)]
+        return [("AccessKeyId", key) for key in sorted(self.access_key_ids)]
 
 
 Cursor = dict[str, Any]
@@ -186,16 +207,16 @@ class LookupEventsSource:
     def pages(
         self, query: TrailQuery, cursor: Cursor | None
     ) -> Iterator[tuple[Cursor, list[dict[str, Any]]]]:
-        """One page a LookupEvents response; the cursor is the (region, key) lookup under
-        way and its NextToken."""
-        units = [(region, key) for region in self.regions for key in sorted(query.access_key_ids)]
+        """One page a LookupEvents response; the cursor is the (region, attribute) lookup
+        under way and its NextToken."""
+        units = [(region, attr) for region in self.regions for attr in query.lookup_attributes()]
         position = cursor or {"unit": 0, "token": None}
         for index in range(int(position["unit"]), len(units)):
-            region, key = units[index]
+            region, (attribute, value) = units[index]
             token = position.get("token") if index == position["unit"] else None
             while True:
                 request: dict[str, Any] = {
-                    "LookupAttributes": [{"AttributeKey": "AccessKeyId", "AttributeValue": key}],
+                    "LookupAttributes": [{"AttributeKey": attribute, "AttributeValue": value}],
                     "StartTime": query.start,
                     "EndTime": query.end,
                     "MaxResults": 50,
@@ -203,7 +224,7 @@ class LookupEventsSource:
                 if token:
                     request["NextToken"] = token
                 self._limiters[region].wait()
-                with aws_errors(f"look up CloudTrail events of {key} in {region}"):
+                with aws_errors(f"look up CloudTrail events of {value} in {region}"):
                     response = self._clients.client("cloudtrail", region).lookup_events(**request)
                 found = [
                     record
@@ -237,20 +258,23 @@ def summarize(record: dict[str, Any]) -> TrailEvent:
     )
 
 
+def scan(source: CloudTrailSource, query: TrailQuery) -> list[dict[str, Any]]:
+    """Every matching record, in time order, from inside an activity: the cursor and the
+    matches so far are heartbeated, and a retried attempt resumes from them."""
+    details = activity.info().heartbeat_details
+    resume, matches = (dict(details[0]), list(details[1])) if details else (None, [])
+    for cursor, found in source.pages(query, resume):
+        matches.extend(found)
+        # Copies: the worker sends heartbeat details later, not at this call.
+        activity.heartbeat(dict(cursor), list(matches))
+    matches.sort(key=lambda r: (r["eventTime"], r.get("eventID", "")))
+    return matches
+
+
 class CloudTrailActivities:
     def __init__(self, source: CloudTrailSource, evidence: EvidenceStore) -> None:
         self._source = source
         self._evidence = evidence
-
-    def _scan(self, query: TrailQuery) -> list[dict[str, Any]]:
-        details = activity.info().heartbeat_details
-        resume, matches = (dict(details[0]), list(details[1])) if details else (None, [])
-        for cursor, found in self._source.pages(query, resume):
-            matches.extend(found)
-            # Copies: the worker sends heartbeat details later, not at this call.
-            activity.heartbeat(dict(cursor), list(matches))
-        matches.sort(key=lambda r: (r["eventTime"], r.get("eventID", "")))
-        return matches
 
     @activity.defn
     def capture_cloudtrail_slice(self, input: CloudTrailSliceInput) -> CloudTrailSliceResult:
@@ -258,7 +282,7 @@ class CloudTrailActivities:
         query = TrailQuery(
             input.account_id, frozenset({input.access_key_id}), input.start, input.end
         )
-        records = self._scan(query)
+        records = scan(self._source, query)
         evidence = self._evidence.put_json(
             input.case_id,
             f"cloudtrail-{input.access_key_id.lower()}",
@@ -279,7 +303,7 @@ class CloudTrailActivities:
         query = TrailQuery(
             input.account_id, frozenset(input.access_key_ids), input.start, input.end
         )
-        records = self._scan(query)
+        records = scan(self._source, query)
         name = "activity-" + "-".join(sorted(k.lower() for k in input.access_key_ids))[:100]
         evidence = self._evidence.put_json(
             input.case_id,
@@ -300,7 +324,7 @@ class CloudTrailActivities:
         query = TrailQuery(
             input.account_id, frozenset(input.access_key_ids), input.start, input.end
         )
-        events = [summarize(r) for r in self._scan(query)]
+        events = [summarize(r) for r in scan(self._source, query)]
         effective = [e for e in events if not e.denied]
         # The calls that worked come first: they are what a human must see.
         kept = (effective + [e for e in events if e.denied])[:EVENTS_KEPT_IN_RESULT]

@@ -14,8 +14,9 @@ from temporalio import activity
 
 from activities.aws import AwsClients, aws_errors, error_code
 from activities.redaction import redact
-from models.activities import StoreEvidenceInput
+from models.activities import StoreEvidenceInput, WriteReportInput, WriteReportResult
 from models.case import EvidenceRecord
+from playbook.report import CaseReport, build_report, render_markdown
 
 SHA256_METADATA = "sha256"
 CAPTURED_AT_METADATA = "captured-at"
@@ -98,6 +99,9 @@ class EvidenceStore:
         )
 
 
+REPORT_NAME = "post-incident-report"
+
+
 class EvidenceActivities:
     def __init__(self, store: EvidenceStore) -> None:
         self._store = store
@@ -106,3 +110,21 @@ class EvidenceActivities:
     def store_evidence(self, input: StoreEvidenceInput) -> EvidenceRecord:
         """Store a document the workflow already holds (the finding) as evidence."""
         return self._store.put_json(input.case_id, input.name, input.document)
+
+    @activity.defn
+    def write_report(self, input: WriteReportInput) -> WriteReportResult:
+        """The post-incident report, as JSON and as Markdown, beside the evidence it cites."""
+        # Both forms come from the one redacted document, so they say the same.
+        report = CaseReport.model_validate(
+            redact(build_report(input.status, input.written_at).model_dump(mode="json"))
+        )
+        case_id = input.status.case_id
+        document = self._store.put_json(case_id, REPORT_NAME, report.model_dump(mode="json"))
+        markdown = self._store.put_bytes(
+            case_id,
+            REPORT_NAME,
+            render_markdown(report).encode(),
+            "md",
+            "text/markdown; charset=utf-8",
+        )
+        return WriteReportResult(json_report=document, markdown_report=markdown)

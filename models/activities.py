@@ -5,10 +5,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from models.case import EvidenceRecord
+from models.case import CaseStatus, EvidenceRecord, RecoveryStep
 from models.finding import Finding
 from models.principal import Credential
-from playbook.classify import ActivityReport
+from playbook.classify import ActivityReport, AttackerChange
 
 
 class ResolvePrincipalInput(BaseModel):
@@ -214,3 +214,46 @@ class ProbeInstanceCredentialsResult(BaseModel):
     last_updated: datetime | None = None
     expiration: datetime | None = None
     command_id: str
+
+
+class CaptureTrailsInput(BaseModel):
+    case_id: str
+
+
+class CaptureTrailsResult(BaseModel):
+    evidence: EvidenceRecord
+    trails: list[str]
+    not_logging: list[str]
+
+
+class PlanRecoveryInput(BaseModel):
+    case_id: str
+    account_id: str
+    changes: list[AttackerChange]
+    trail_evidence: EvidenceRecord | None  # the trails as the case found them
+    lookback_seconds: int
+
+
+class PlanRecoveryResult(BaseModel):
+    steps: list[RecoveryStep]
+
+
+class RestoreChangeInput(BaseModel):
+    case_id: str
+    step: RecoveryStep
+
+
+class RestoreChangeResult(BaseModel):
+    outcome: str  # restored, or already_restored
+    detail: str
+    evidence: EvidenceRecord | None = None  # what was there before the restore
+
+
+class WriteReportInput(BaseModel):
+    status: CaseStatus
+    written_at: datetime
+
+
+class WriteReportResult(BaseModel):
+    json_report: EvidenceRecord
+    markdown_report: EvidenceRecord

@@ -2,6 +2,7 @@
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -20,6 +21,7 @@ class Phase(StrEnum):
     CONTAINED = "contained"
     WATCHING = "watching"
     ERADICATION = "eradication"
+    RECOVERY = "recovery"
     CONTAINMENT_FAILED = "containment_failed"
     NEEDS_HUMAN = "needs_human"
     CLOSED = "closed"
@@ -32,6 +34,7 @@ class ActionKind(StrEnum):
     REMOVE_CONSOLE_ACCESS = "remove-console"  # delete the user's login profile
     RECONTAIN = "recontain"  # contain again after the watch saw the credential work
     ERADICATE = "eradicate"  # remove what the attacker made, in the plan's order
+    RECOVER = "recover"  # restore logging and the configurations the attacker changed
     RETRY = "retry"  # run a failed step again
     MANUAL_CONTAINMENT = "manual"  # a human contains; Quench records it
 
@@ -123,6 +126,9 @@ class CasePolicy(BaseModel):
     # Continue as new after this many rounds (or sooner, when Temporal suggests it), so
     # one run's history stays small.
     rounds_per_run: int = Field(default=3, ge=1, le=50)
+    # How far back before an attacker's change recovery looks in CloudTrail for the
+    # configuration it replaced (LookupEvents keeps 90 days).
+    restore_lookback_seconds: int = Field(default=30 * 24 * 3600, ge=3600, le=90 * 24 * 3600)
 
 
 class WatchStatus(BaseModel):
@@ -151,6 +157,45 @@ class EradicationPlan(BaseModel):
     changes: list[AttackerChange]  # to restore in recovery, not to remove
     new_credentials: list[NewCredential]  # to investigate like the first one
     evidence_key: str
+
+
+class RecoveryOperation(StrEnum):
+    START_LOGGING = "start_logging"
+    RECREATE_TRAIL = "recreate_trail"
+    RESTORE_EVENT_SELECTORS = "restore_event_selectors"
+    RESTORE_TRAIL_SETTINGS = "restore_trail_settings"
+    RESTORE_TRUST_POLICY = "restore_trust_policy"
+
+
+class RecoveryStep(BaseModel):
+    """How one attacker change is undone (playbook 4): automatically, to a configuration
+    taken from evidence, or by a human following `manual`."""
+
+    change: AttackerChange
+    description: str
+    operation: RecoveryOperation | None = None  # None: nothing Quench can do itself
+    restore_to: dict[str, Any] | None = None  # the configuration written back
+    source: str | None = None  # where that configuration comes from
+    manual: str | None = None  # what a human must do instead
+    outcome: str | None = None  # restored, already_restored, not_needed, declined, manual
+    detail: str | None = None
+    done_at: datetime | None = None
+
+
+class LoggingGap(BaseModel):
+    """A time CloudTrail did not log: its records for that time will never exist."""
+
+    trail: str
+    stopped_at: datetime
+    stopped_by: str
+    restarted_at: datetime | None = None
+
+
+class CaseReportRef(BaseModel):
+    """The post-incident report, in the evidence bucket as JSON and as Markdown."""
+
+    json_report: EvidenceRecord
+    markdown_report: EvidenceRecord
 
 
 class EradicationProgress(BaseModel):
@@ -222,6 +267,10 @@ class CaseStatus(BaseModel):
     watch: WatchStatus | None = None
     eradication: list[EradicationPlan] = Field(default_factory=list)  # one a round
     open_items: list[str] = Field(default_factory=list)  # what a human must still do
+    recovery: list[RecoveryStep] = Field(default_factory=list)
+    trails_found_stopped: list[str] = Field(default_factory=list)  # when the case opened
+    logging_gaps: list[LoggingGap] = Field(default_factory=list)
+    report: CaseReportRef | None = None
 
     def pending_actions(self) -> list[Action]:
         return [a for a in self.actions if a.status is ActionStatus.PENDING_APPROVAL]

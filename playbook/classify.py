@@ -140,6 +140,7 @@ class NewCredential(BaseModel):
     principal: str  # the user, or the role assumed
     made_by: str
     event_id: str
+    event_time: str = ""
 
 
 class ActivityReport(BaseModel):
@@ -229,6 +230,7 @@ def _made_by(
                 principal=owner,
                 made_by=made_by,
                 event_id=common["event_id"],
+                event_time=common["event_time"],
             )
             return [resource(ResourceKind.ACCESS_KEY, key_id, owner)], None, credential
     if name == "CreateLoginProfile" and user:
@@ -289,6 +291,7 @@ def _made_by(
                     principal=principal,
                     made_by=made_by,
                     event_id=common["event_id"],
+                    event_time=common["event_time"],
                 ),
             )
     trail = request.get("name") or request.get("trailName") or ""

@@ -21,12 +21,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.eradication import EradicationActivities
     from activities.evidence import EvidenceActivities
     from activities.iam import IamActivities
+    from activities.recovery import TRAILS_EVIDENCE_NAME, RecoveryActivities, trail_name
     from activities.ssm import SsmActivities
     from config import names
     from models.activities import (
         AccessKeyInput,
         CaptureInstanceInput,
         CaptureRoleInput,
+        CaptureTrailsInput,
         CaptureUserInput,
         CaptureUserResult,
         CheckActivityInput,
@@ -35,14 +37,17 @@ with workflow.unsafe.imports_passed_through():
         CloudTrailSliceInput,
         DenyUserTokensInput,
         InstanceInput,
+        PlanRecoveryInput,
         ProbeInstanceCredentialsInput,
         RemoveResourceInput,
         ResolvePrincipalInput,
+        RestoreChangeInput,
         RevokeRoleSessionsInput,
         RoleTrustInput,
         SnapshotVolumesInput,
         StoreEvidenceInput,
         UserInput,
+        WriteReportInput,
     )
     from models.case import (
         Action,
@@ -51,23 +56,26 @@ with workflow.unsafe.imports_passed_through():
         Approval,
         ApprovalInput,
         CaseInput,
+        CaseReportRef,
         CaseResume,
         CaseStatus,
         Decision,
         EradicationPlan,
         EradicationProgress,
         EvidenceRecord,
+        LoggingGap,
         Note,
         NoteInput,
         Phase,
         PhaseChange,
+        RecoveryStep,
         RejectedSignal,
         TimelineEntry,
         WatchStatus,
     )
     from models.finding import Finding
     from models.principal import Credential, CredentialKind
-    from playbook.classify import NewCredential, ResourceKind
+    from playbook.classify import AttackerChange, ChangeKind, NewCredential, ResourceKind
     from playbook.plan import removal_plan
 
 T = TypeVar("T")
@@ -84,6 +92,10 @@ ROLE_SESSION_PATCH = "role-session-containment"
 PLAN_PATCH = "eradication-plan"
 ROUNDS_PATCH = "eradication-rounds"
 ERADICATE_PATCH = "eradication"
+TRAILS_PATCH = "trail-evidence"
+RECOVERY_PATCH = "recovery"
+REPORT_PATCH = "post-incident-report"
+MINTED_PATCH = "minted-credential-containment"
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -171,53 +183,58 @@ class CaseWorkflow:
 
     @workflow.run
     async def run(self, input: CaseInput) -> CaseStatus:
-        if input.resume is not None:
-            self._note(f"continued as new after round {input.resume.eradication.rounds_done}")
-            await self._eradication_rounds(input.resume.eradication)
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            return self._status
-        finding = input.finding
-        self._upsert_static_attributes(finding)
-        self._set_phase(Phase.TRIAGE, "resolving the principal")
         try:
-            resolved = await self._attempt(
-                "resolve the principal",
-                lambda: workflow.execute_activity_method(
-                    IamActivities.resolve_principal,
-                    ResolvePrincipalInput(finding=finding),
-                    start_to_close_timeout=timedelta(minutes=2),
-                    retry_policy=_RETRY,
-                    summary="Resolve the principal behind the access key",
-                ),
-            )
-            credential = resolved.credential
-            self._status.credential = credential
-            self._upsert_principal_attributes(credential)
-
-            self._set_phase(Phase.EVIDENCE, "preserving evidence before any change")
-            evidence = await self._collect_evidence(credential)
-
-            if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
-                outcome = await self._contain_instance_role(credential, evidence.instance_running)
-            elif evidence.user is not None:
-                outcome = await self._contain_user_key(credential, evidence.user)
-            elif credential.kind is CredentialKind.ROLE_SESSION and workflow.patched(
-                ROLE_SESSION_PATCH
-            ):
-                outcome = await self._contain_role_session(credential)
+            if input.resume is not None:
+                self._note(f"continued as new after round {input.resume.eradication.rounds_done}")
+                await self._eradication_rounds(input.resume.eradication)
             else:
-                outcome = await self._hand_to_human(credential)
-            if outcome is not None:
-                if workflow.patched(WATCH_PATCH):
-                    await self._watch_until_clean(credential, evidence)
-                if workflow.patched(PLAN_PATCH):
-                    await self._plan_eradication(credential, outcome)
-                else:
-                    self._close(outcome)
+                await self._respond(input.finding)
         except CaseAbandoned as abandoned:
             self._close(str(abandoned))
+        if workflow.patched(REPORT_PATCH):
+            await self._write_report()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status
+
+    async def _respond(self, finding: Finding) -> None:
+        """The playbook from triage: evidence, containment, the watch, eradication."""
+        self._upsert_static_attributes(finding)
+        self._set_phase(Phase.TRIAGE, "resolving the principal")
+        resolved = await self._attempt(
+            "resolve the principal",
+            lambda: workflow.execute_activity_method(
+                IamActivities.resolve_principal,
+                ResolvePrincipalInput(finding=finding),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary="Resolve the principal behind the access key",
+            ),
+        )
+        credential = resolved.credential
+        self._status.credential = credential
+        self._upsert_principal_attributes(credential)
+
+        self._set_phase(Phase.EVIDENCE, "preserving evidence before any change")
+        evidence = await self._collect_evidence(credential)
+
+        if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
+            outcome = await self._contain_instance_role(credential, evidence.instance_running)
+        elif evidence.user is not None:
+            outcome = await self._contain_user_key(credential, evidence.user)
+        elif credential.kind is CredentialKind.ROLE_SESSION and workflow.patched(
+            ROLE_SESSION_PATCH
+        ):
+            outcome = await self._contain_role_session(credential)
+        else:
+            outcome = await self._hand_to_human(credential)
+        if outcome is None:
+            return
+        if workflow.patched(WATCH_PATCH):
+            await self._watch_until_clean(credential, evidence)
+        if workflow.patched(PLAN_PATCH):
+            await self._plan_eradication(credential, outcome)
+        else:
+            self._close(outcome)
 
     async def _collect_evidence(self, credential: Credential) -> "_Evidence":
         """Evidence before any change."""
@@ -323,6 +340,21 @@ class CaseWorkflow:
         )
         self._record_evidence(trail.evidence)
         self._note(f"{trail.event_count} CloudTrail records of {credential.access_key_id}")
+        if workflow.patched(TRAILS_PATCH):
+            trails = await self._attempt(
+                "capture the account's trails",
+                lambda: workflow.execute_activity_method(
+                    RecoveryActivities.capture_trails,
+                    CaptureTrailsInput(case_id=case_id),
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=_RETRY,
+                    summary="Capture every trail's settings, status and event selectors",
+                ),
+            )
+            self._record_evidence(trails.evidence)
+            self._status.trails_found_stopped = trails.not_logging
+            for name in trails.not_logging:
+                self._note(f"trail {name} was not logging when the case opened")
         return collected
 
     # -- containment: EC2 instance role ----------------------------------------------------
@@ -412,7 +444,11 @@ class CaseWorkflow:
             self._finish_action(retry, ActionStatus.DONE, "retrying")
             self._set_phase(Phase.CONTAINMENT, f"retry approved by {decision.approver}")
 
-    async def _revoke_role_sessions(self, role_name: str, cutoff: datetime) -> None:
+    async def _revoke_role_sessions(
+        self, role_name: str, cutoff: datetime, record_cutoff: bool = True
+    ) -> None:
+        """Deny the role's sessions issued before `cutoff`; the case's own containment
+        records the cut-off in effect (a minted session's does not replace it)."""
         revoked = await self._attempt(
             "revoke the role's sessions",
             lambda: workflow.execute_activity_method(
@@ -423,7 +459,8 @@ class CaseWorkflow:
                 summary=f"Revoke sessions of {role_name} issued before {cutoff.isoformat()}",
             ),
         )
-        self._status.containment_cutoff = revoked.cutoff_in_effect
+        if record_cutoff:
+            self._status.containment_cutoff = revoked.cutoff_in_effect
         self._note(
             f"sessions of {role_name} issued before {revoked.cutoff_in_effect.isoformat()} "
             f"are denied" + ("" if revoked.changed else " (policy was already in place)")
@@ -664,7 +701,7 @@ class CaseWorkflow:
                 c for c in plan.new_credentials if c.access_key_id not in progress.investigated
             ]
             progress.investigated += [c.access_key_id for c in fresh]
-            self._contain_minted(plan, fresh)
+            await self._contain_minted(plan, fresh)
             progress.pending = [c.access_key_id for c in fresh]
             if progress.pending and round_number >= self._policy.max_eradication_rounds:
                 self._status.open_items.append(
@@ -675,28 +712,106 @@ class CaseWorkflow:
                 break
         else:
             self._note(f"eradication round {progress.rounds_done} found no new credential: done")
+        if workflow.patched(RECOVERY_PATCH):
+            await self._recover()
         self._close(progress.outcome)
 
-    def _contain_minted(self, plan: EradicationPlan, minted: list[NewCredential]) -> None:
-        """A minted access key whose user this round removed is gone with it; anything
-        else the attacker minted is listed for a human until Quench contains it too."""
-        removed_users = {
-            s.resource.name
+    async def _contain_minted(self, plan: EradicationPlan, minted: list[NewCredential]) -> None:
+        """Each credential the attacker minted is contained before it is investigated: a
+        key or session dies with the user or role this round removed; a federation token
+        issued before the user's token cut-off is already denied; a session of a role
+        that stays is revoked after approval. Anything else is listed for a human."""
+        removed = {
+            (s.resource.kind, s.resource.name)
             for s in plan.steps
-            if s.resource.kind is ResourceKind.USER and s.outcome in {"removed", "already_gone"}
+            if s.outcome in {"removed", "already_gone"}
         }
+        key_owners = {
+            s.resource.name: s.resource.owner
+            for s in plan.steps
+            if s.resource.kind is ResourceKind.ACCESS_KEY
+        }
+        contained_user = self._contained_user()
         for credential in minted:
-            if credential.kind == "access_key" and credential.principal in removed_users:
+            if credential.kind == "access_key" and (ResourceKind.USER, credential.principal) in (
+                removed
+            ):
                 self._note(
                     f"{credential.access_key_id} was deleted with its user "
                     f"{credential.principal}; its activity is investigated next"
                 )
-            else:
-                self._status.open_items.append(
-                    f"contain {credential.kind} {credential.access_key_id} of "
-                    f"{credential.principal} (made by {credential.made_by})"
-                )
-                self._note(f"needs a human: {self._status.open_items[-1]}")
+                continue
+            if workflow.patched(MINTED_PATCH):
+                if credential.kind == "role_session":
+                    role = credential.principal.rsplit("/", 1)[-1]
+                    if (ResourceKind.ROLE, role) in removed:
+                        self._note(
+                            f"session {credential.access_key_id} ended with role {role}, "
+                            "removed this round; its activity is investigated next"
+                        )
+                    else:
+                        await self._contain_minted_session(credential, role)
+                    continue
+                if credential.kind == "federation_token":
+                    owner = key_owners.get(credential.made_by) or contained_user
+                    if (ResourceKind.USER, owner) in removed:
+                        self._note(
+                            f"federation token {credential.access_key_id} lost every permission "
+                            f"with its user {owner}, removed this round"
+                        )
+                        continue
+                    if (
+                        owner is not None
+                        and owner == contained_user
+                        and self._issued_before_cutoff(credential)
+                    ):
+                        self._note(
+                            f"federation token {credential.access_key_id} of {owner} was issued "
+                            f"before the cut-off: {names.REVOKE_USER_TOKENS_POLICY_NAME} denies it"
+                        )
+                        continue
+            self._status.open_items.append(
+                f"contain {credential.kind} {credential.access_key_id} of "
+                f"{credential.principal} (made by {credential.made_by})"
+            )
+            self._note(f"needs a human: {self._status.open_items[-1]}")
+
+    def _contained_user(self) -> str | None:
+        """The IAM user whose older tokens the containment denied, if it was a user key."""
+        credential = self._status.credential
+        if credential is None or credential.kind is not CredentialKind.IAM_USER_KEY:
+            return None
+        return credential.principal.user_name
+
+    def _issued_before_cutoff(self, credential: NewCredential) -> bool:
+        cutoff = self._status.containment_cutoff
+        if cutoff is None or not credential.event_time:
+            return False
+        issued = datetime.fromisoformat(credential.event_time.replace("Z", "+00:00"))
+        return issued < cutoff
+
+    async def _contain_minted_session(self, credential: NewCredential, role: str) -> None:
+        action = self._propose(
+            ActionKind.CONTAIN_ROLE_SESSION,
+            f"Contain {credential.access_key_id}, a session of {role} the attacker assumed",
+            [
+                f"Deny all sessions of role {role} issued before the approval (inline policy "
+                f"{names.REVOKE_SESSIONS_POLICY_NAME}); its legitimate users must assume it "
+                "again",
+                f"Then investigate what {credential.access_key_id} did, in the next round",
+            ],
+        )
+        decision = await self._await_decision(action)
+        if decision.decision is Decision.REJECTED:
+            self._finish_action(action, ActionStatus.REJECTED, decision.reason)
+            self._status.open_items.append(
+                f"contain role_session {credential.access_key_id} of {role} (declined by "
+                f"{decision.approver}: {decision.reason})"
+            )
+            return
+        self._set_phase(Phase.ERADICATION, f"{action.id} approved by {decision.approver}")
+        await self._revoke_role_sessions(role, self._start_action(action), record_cutoff=False)
+        self._finish_action(action, ActionStatus.DONE, f"sessions of {role} revoked")
 
     async def _eradication_round(
         self, round_number: int, access_key_ids: list[str], compromise_time: datetime
@@ -827,6 +942,138 @@ class CaseWorkflow:
                     ),
                 )
                 self._record_evidence(role)
+
+    # -- recovery (playbook 4) and the report (playbook 5) ---------------------------------
+
+    async def _recover(self) -> None:
+        """Undo, after approval, what the attacker changed in things it did not make; what
+        Quench cannot restore itself goes to the open items with what a human must do."""
+        changes = [c for plan in self._status.eradication for c in plan.changes]
+        explained = {
+            trail_name(c.target)
+            for c in changes
+            if c.kind in {ChangeKind.LOGGING_STOPPED, ChangeKind.TRAIL_DELETED}
+        }
+        for name in self._status.trails_found_stopped:
+            if name not in explained:
+                self._status.open_items.append(
+                    f"trail {name} was not logging when the case opened, and not by the "
+                    "attacker's credentials: find out who stopped it and when, and start it"
+                )
+                self._note(f"needs a human: {self._status.open_items[-1]}")
+        if not changes:
+            return
+        self._set_phase(Phase.RECOVERY, f"planning how to undo {len(changes)} changes")
+        request = PlanRecoveryInput(
+            case_id=self._status.case_id,
+            account_id=self._status.account_id,
+            changes=changes,
+            trail_evidence=next(
+                (e for e in self._status.evidence if e.name == TRAILS_EVIDENCE_NAME), None
+            ),
+            lookback_seconds=self._policy.restore_lookback_seconds,
+        )
+        planned = await self._attempt(
+            "plan the recovery",
+            lambda: workflow.execute_activity_method(
+                RecoveryActivities.plan_recovery,
+                request,
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary="Recovery: how each change is undone, from evidence and CloudTrail",
+            ),
+        )
+        steps = planned.steps
+        self._status.recovery = steps
+        for step in steps:
+            if step.manual:
+                self._status.open_items.append(step.manual)
+                self._note(f"needs a human: {step.manual}")
+        automatic = [s for s in steps if s.operation is not None]
+        if automatic:
+            await self._restore(automatic)
+        for step in steps:
+            if step.change.kind is ChangeKind.LOGGING_STOPPED:
+                self._record_logging_gap(step.change, step)
+        self._refresh()
+
+    async def _restore(self, steps: list[RecoveryStep]) -> None:
+        action = self._propose(
+            ActionKind.RECOVER,
+            f"Restore {len(steps)} things the attacker changed",
+            [s.description + (f" (from {s.source})" if s.source else "") for s in steps],
+        )
+        decision = await self._await_decision(action)
+        if decision.decision is Decision.REJECTED:
+            self._finish_action(action, ActionStatus.REJECTED, decision.reason)
+            for step in steps:
+                step.outcome = "declined"
+                self._status.open_items.append(f"restore by hand: {step.description}")
+            return
+        self._set_phase(Phase.RECOVERY, f"restore approved by {decision.approver}")
+        self._start_action(action)
+        for step in steps:
+            request = RestoreChangeInput(case_id=self._status.case_id, step=step)
+            result = await self._attempt(
+                step.description,
+                lambda request=request: workflow.execute_activity_method(  # type: ignore[misc]
+                    RecoveryActivities.restore_change,
+                    request,
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=_RETRY,
+                    summary=f"Recover: {request.step.description}"[:200],
+                ),
+            )
+            step.outcome, step.detail, step.done_at = result.outcome, result.detail, workflow.now()
+            if result.evidence is not None:
+                self._record_evidence(result.evidence)
+            self._note(f"{step.description}: {result.detail}")
+            self._refresh()
+        outcomes = Counter(step.outcome for step in steps)
+        self._finish_action(
+            action, ActionStatus.DONE, ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+        )
+
+    def _record_logging_gap(self, change: AttackerChange, step: RecoveryStep) -> None:
+        restarted = step.done_at if step.outcome in {"restored", "already_restored"} else None
+        gap = LoggingGap(
+            trail=change.target,
+            stopped_at=datetime.fromisoformat(change.event_time.replace("Z", "+00:00")),
+            stopped_by=change.made_by,
+            restarted_at=restarted,
+        )
+        self._status.logging_gaps.append(gap)
+        self._note(
+            f"logging gap on {gap.trail} from {gap.stopped_at.isoformat()} to "
+            f"{restarted.isoformat() if restarted else 'now (not restarted)'}: no CloudTrail "
+            "record of that time exists"
+        )
+
+    async def _write_report(self) -> None:
+        """The post-incident report, JSON and Markdown, to the evidence bucket."""
+        try:
+            written = await self._attempt(
+                "write the post-incident report",
+                lambda: workflow.execute_activity_method(
+                    EvidenceActivities.write_report,
+                    WriteReportInput(status=self._status, written_at=workflow.now()),
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=_RETRY,
+                    summary="Write the post-incident report",
+                ),
+            )
+        except CaseAbandoned as abandoned:
+            self._note(f"no post-incident report: {abandoned}")
+            return
+        self._status.report = CaseReportRef(
+            json_report=written.json_report, markdown_report=written.markdown_report
+        )
+        self._note(
+            f"post-incident report {written.markdown_report.uri} "
+            f"sha256={written.markdown_report.sha256}"
+        )
+        self._refresh()
 
     # -- the containment watch (playbook 2.3) ---------------------------------------------
 
@@ -1196,6 +1443,20 @@ def render_details(status: CaseStatus) -> str:
         lines += [
             f"- new credential to investigate: `{c.access_key_id}` ({c.kind} of {c.principal})"
             for c in plan.new_credentials
+        ]
+    if status.recovery:
+        lines += ["", "### Recovery"]
+        lines += [f"- {r.description}: {r.outcome or 'pending'}" for r in status.recovery]
+        lines += [
+            f"- logging gap on {g.trail} from {g.stopped_at.isoformat()} to "
+            f"{g.restarted_at.isoformat() if g.restarted_at else 'not restarted'}"
+            for g in status.logging_gaps
+        ]
+    if status.report:
+        lines += [
+            "",
+            f"**Post-incident report:** `{status.report.markdown_report.uri}` "
+            f"(JSON: `{status.report.json_report.uri}`)",
         ]
     if status.evidence:
         lines += ["", f"### Evidence ({len(status.evidence)} objects)"]

@@ -4,15 +4,12 @@ the webhook, a human approves with the `temporal` CLI, and AWS ends up contained
 import asyncio
 import base64
 import gzip
-import hashlib
 import json
 import os
-import sys
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs
 
-import boto3
 import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
@@ -28,29 +25,18 @@ from lab.scenario import run_scenario
 from models.activities import ProbeInstanceCredentialsInput
 from models.case import ActionStatus, Decision, Phase
 from stack.binaries import temporal_cli
+from tests.e2e.support import (
+    approve_until_closed,
+    aws,
+    check_evidence_and_report,
+    s3_text,
+    session,
+)
 from tests.support import history_for_the_repo
 from workflows.case import CaseWorkflow
 
 pytestmark = pytest.mark.e2e
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _session():
-    return boto3.Session(
-        aws_access_key_id="AKIATESTOBSERVER0001",
-        aws_secret_access_key="observer",
-        region_name=lab_world.REGION,
-    )
-
-
-def s3_text(stack, record) -> str:
-    body = _aws(stack, "s3").get_object(Bucket=record.bucket, Key=record.key)["Body"].read()
-    return body.decode()
-
-
-def _aws(stack, service):
-    return _session().client(service, endpoint_url=stack.aws_url)
 
 
 def _recorded_ec2_actions(stack, instance_id):
@@ -85,27 +71,6 @@ async def _signal_through_web_ui(ui_url: str, workflow_id: str, name: str, paylo
     assert response.status_code == 200, response.text
 
 
-async def _starter_approve(stack, case_id: str, action_id: str) -> None:
-    approve = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "starter.py",
-        "approve",
-        case_id,
-        action_id,
-        "--by",
-        "e2e@example.com",
-        "--reason",
-        "attacker persistence",
-        env={**os.environ, "QUENCH_TEMPORAL_ADDRESS": stack.temporal_address},
-        cwd=str(PROJECT_ROOT),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(approve.communicate(), 60)
-    assert approve.returncode == 0, err.decode()
-    assert f"approve sent for {action_id}" in out.decode()
-
-
 async def test_lab_case_is_contained_end_to_end(lab_stack):
     stack = lab_stack
     case = await asyncio.to_thread(
@@ -129,7 +94,7 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     action = status.pending_actions()[0]
     assert status.phase is Phase.AWAITING_APPROVAL
     # Nothing contained yet: the role has no revocation policy before the approval.
-    iam = _aws(stack, "iam")
+    iam = aws(stack, "iam")
     assert (
         names.REVOKE_SESSIONS_POLICY_NAME
         not in iam.list_role_policies(RoleName=world.role_name)["PolicyNames"]
@@ -163,20 +128,10 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     assert signal.returncode == 0, stderr.decode()
     # After the watch, each eradication round waits for its own approval, given here with
     # Quench's command line.
-    iam = _aws(stack, "iam")
+    iam = aws(stack, "iam")
     assert attack.backdoor_user in {u["UserName"] for u in iam.list_users()["Users"]}
-    eradications = []
-    async with asyncio.timeout(180):
-        while True:
-            status = await handle.query(CaseWorkflow.status)
-            pending = [a for a in status.pending_actions() if a.id.startswith("eradicate-")]
-            if status.phase is Phase.CLOSED:
-                break
-            if not pending or pending[0].id in eradications:
-                await asyncio.sleep(0.5)
-                continue
-            eradications.append(pending[0].id)
-            await _starter_approve(stack, case.case_id, pending[0].id)
+    approved = await approve_until_closed(stack, handle, case.case_id, ("eradicate-", "recover-"))
+    eradications = [a for a in approved if a.startswith("eradicate-")]
     assert len(eradications) == 2
     async with asyncio.timeout(120):
         result = await handle.result()
@@ -184,9 +139,9 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     # The case: contained, the approval recorded, rotation verified.
     assert result.phase is Phase.CLOSED and result.outcome == "contained"
     assert [(a.action_id, a.approver, a.decision) for a in result.approvals] == [
-        (action_id, "e2e@example.com", Decision.APPROVED)
-        for action_id in [action.id, *eradications]
+        (action_id, "e2e@example.com", Decision.APPROVED) for action_id in [action.id, *approved]
     ]
+    assert [a.split("-")[0] for a in approved] == ["eradicate", "eradicate", "recover"]
     assert result.actions[0].status is ActionStatus.DONE
     assert [(n.author, n.text) for n in result.notes] == [
         ("responder@example.com", "paged the orders team")
@@ -217,7 +172,7 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     # AWS: the first round's persistence is gone; legitimate and protected resources stay.
     users = {u["UserName"] for u in iam.list_users()["Users"]}
     roles = {r["RoleName"] for r in iam.list_roles()["Roles"]}
-    functions = {f["FunctionName"] for f in _aws(stack, "lambda").list_functions()["Functions"]}
+    functions = {f["FunctionName"] for f in aws(stack, "lambda").list_functions()["Functions"]}
     assert attack.backdoor_user not in users
     # The second round found and removed what the backdoor user's own key made.
     assert attack.second_generation_user not in users
@@ -227,6 +182,14 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
         attack.second_generation_access_key_id
     ]
     assert result.open_items == []
+    # Recovery: the second generation's StopLogging undone, and the gap it left stated.
+    assert [(r.change.kind.value, r.outcome) for r in result.recovery] == [
+        ("logging_stopped", "restored")
+    ]
+    assert aws(stack, "cloudtrail").get_trail_status(Name=world.trail_name)["IsLogging"] is True
+    (gap,) = result.logging_gaps
+    assert gap.stopped_by == attack.backdoor_access_key_id
+    assert gap.restarted_at is not None and gap.stopped_at < gap.restarted_at
     assert attack.backdoor_role not in roles
     assert attack.backdoor_function not in functions
     assert {"alice-admin", "ci-deployer", attack.legitimate_user_created} <= users
@@ -251,7 +214,7 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     assert policy["Statement"][0]["Effect"] == "Deny"
 
     # The instance was stopped, then started, and runs with a new key.
-    ec2 = _aws(stack, "ec2")
+    ec2 = aws(stack, "ec2")
     instance = ec2.describe_instances(InstanceIds=[world.instance_id])["Reservations"][0][
         "Instances"
     ][0]
@@ -260,7 +223,7 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     assert actions.index("StopInstances") < actions.index("StartInstances")
     probe = ActivityEnvironment().run(
         SsmActivities(
-            AwsClients(_session(), lab_world.REGION, stack.aws_url), 0.1
+            AwsClients(session(), lab_world.REGION, stack.aws_url), 0.1
         ).probe_instance_credentials,
         ProbeInstanceCredentialsInput(instance_id=world.instance_id, role_name=world.role_name),
     )
@@ -272,11 +235,13 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     )["Snapshots"]
     volume_ids = {m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"] if "Ebs" in m}
     assert {s["VolumeId"] for s in snapshots} == volume_ids and volume_ids
-    s3 = _aws(stack, "s3")
-    # Every evidence object's bytes hash to the SHA-256 recorded in the case.
-    for record in result.evidence:
-        body = s3.get_object(Bucket=record.bucket, Key=record.key)["Body"].read()
-        assert hashlib.sha256(body).hexdigest() == record.sha256
+    s3 = aws(stack, "s3")
+    # Every evidence object and the report hash to the SHA-256 recorded in the case; the
+    # report lists every action with its approver, and what was removed and restored.
+    report = check_evidence_and_report(stack, result)
+    assert f"delete_user {attack.backdoor_user}" in report
+    assert f"Start logging on trail {world.trail_name}" in report
+    assert "Logging gap on trail" in report and "IMDSv2" in report
     by_name = {record.name: record for record in result.evidence}
     expected = {
         f"iam-role-{world.role_name}": '"trust_policy"',

@@ -23,6 +23,8 @@ from models.activities import (
     CaptureInstanceInput,
     CaptureInstanceResult,
     CaptureRoleInput,
+    CaptureTrailsInput,
+    CaptureTrailsResult,
     CaptureUserInput,
     CaptureUserResult,
     ChangeResult,
@@ -35,12 +37,16 @@ from models.activities import (
     DenyUserTokensInput,
     InstanceInput,
     InstanceStateResult,
+    PlanRecoveryInput,
+    PlanRecoveryResult,
     ProbeInstanceCredentialsInput,
     ProbeInstanceCredentialsResult,
     RemoveResourceInput,
     RemoveResourceResult,
     ResolvePrincipalInput,
     ResolvePrincipalResult,
+    RestoreChangeInput,
+    RestoreChangeResult,
     RevokeRoleSessionsInput,
     RevokeRoleSessionsResult,
     RoleTrustInput,
@@ -51,6 +57,8 @@ from models.activities import (
     TrailEvent,
     TrustedPrincipal,
     UserInput,
+    WriteReportInput,
+    WriteReportResult,
 )
 from models.case import (
     ActionStatus,
@@ -61,9 +69,12 @@ from models.case import (
     Decision,
     EvidenceRecord,
     Phase,
+    RecoveryOperation,
+    RecoveryStep,
 )
 from models.principal import Credential, CredentialKind, Principal, PrincipalType
-from playbook.classify import Group, classify
+from playbook.classify import ChangeKind, Group, classify
+from playbook.report import build_report, render_markdown
 from tests.playbook.test_classify import STOLEN as RECORDED_STOLEN_KEY
 from tests.playbook.test_classify import _attack_records
 from tests.support import ACCOUNT, INSTANCE, ROLE, STOLEN_KEY, finding, history_for_the_repo
@@ -111,6 +122,9 @@ class FakeAws:
         # CloudTrail records per access key: what each credential did.
         self.attacker_records: dict[str, list[dict[str, Any]]] = {}
         self.quarantine_policies: list[str] = []
+        self.trails_not_logging: list[str] = []
+        self.reports: list[WriteReportResult] = []
+        self.report_markdown: list[str] = []
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -288,7 +302,71 @@ class FakeAws:
             fake._record("remove_login_profile", input)
             return ChangeResult(changed=True, detail="login profile deleted")
 
+        @activity.defn(name="capture_trails")
+        async def capture_trails(input: CaptureTrailsInput) -> CaptureTrailsResult:
+            fake._record("capture_trails", input)
+            return CaptureTrailsResult(
+                evidence=_evidence("trails"),
+                trails=["management-events"],
+                not_logging=fake.trails_not_logging,
+            )
+
+        @activity.defn(name="plan_recovery")
+        async def plan_recovery(input: PlanRecoveryInput) -> PlanRecoveryResult:
+            """Logging restarts by itself; a trust policy has a prior version in CloudTrail;
+            anything else goes to a human."""
+            fake._record("plan_recovery", input)
+            steps = []
+            for change in input.changes:
+                if change.kind is ChangeKind.LOGGING_STOPPED:
+                    steps.append(
+                        RecoveryStep(
+                            change=change,
+                            operation=RecoveryOperation.START_LOGGING,
+                            description=f"Start logging on trail {change.target}",
+                        )
+                    )
+                elif change.kind is ChangeKind.TRUST_POLICY:
+                    steps.append(
+                        RecoveryStep(
+                            change=change,
+                            operation=RecoveryOperation.RESTORE_TRUST_POLICY,
+                            description=f"Restore the trust policy of role {change.target}",
+                            restore_to={"Version": "2012-10-17", "Statement": []},
+                            source="CloudTrail UpdateAssumeRolePolicy by alice-admin",
+                        )
+                    )
+                else:
+                    what = f"redeploy {change.target} by hand"
+                    steps.append(RecoveryStep(change=change, description=what, manual=what))
+            return PlanRecoveryResult(steps=steps)
+
+        @activity.defn(name="restore_change")
+        async def restore_change(input: RestoreChangeInput) -> RestoreChangeResult:
+            fake._record("restore_change", input)
+            return RestoreChangeResult(outcome="restored", detail=input.step.description)
+
+        @activity.defn(name="write_report")
+        async def write_report(input: WriteReportInput) -> WriteReportResult:
+            fake._record("write_report", input)
+            # The real builder, on the case as the workflow hands it over.
+            fake.report_markdown.append(
+                render_markdown(build_report(input.status, input.written_at))
+            )
+            result = WriteReportResult(
+                json_report=_evidence("post-incident-report"),
+                markdown_report=_evidence("post-incident-report").model_copy(
+                    update={"key": "cases/c/evidence/post-incident-report.md"}
+                ),
+            )
+            fake.reports.append(result)
+            return result
+
         return [
+            capture_trails,
+            plan_recovery,
+            restore_change,
+            write_report,
             remove_resource,
             classify_credential_activity,
             list_role_trust,
@@ -365,6 +443,7 @@ async def test_evidence_before_change_then_contained_after_approval(time_skippin
             f"ec2-instance-{INSTANCE}",
             "ebs-snapshots",
             "cloudtrail",
+            "trails",
         ]
         action = waiting.pending_actions()[0]
         await handle.signal(CaseWorkflow.approve, _approval(action.id))
@@ -737,17 +816,24 @@ def _decided(action_id: str) -> Callable[[CaseStatus], bool]:
 
 
 async def _approve_each_round(env, handle: WorkflowHandle) -> list[list[str]]:
-    """Approve every eradication round as it comes; the steps each proposed."""
+    """Approve every eradication round as it comes, and the recovery; the steps each
+    eradication round proposed."""
     proposed: list[list[str]] = []
     while True:
         await env.sleep(timedelta(minutes=50))
         status = await _wait_for(
-            handle, lambda s: s.phase is Phase.CLOSED or bool(_pending("eradicate-")(s))
+            handle,
+            lambda s: (
+                s.phase is Phase.CLOSED
+                or bool(_pending("eradicate-")(s))
+                or bool(_pending("recover-")(s))
+            ),
         )
         if status.phase is Phase.CLOSED:
             return proposed
         action = status.pending_actions()[0]
-        proposed.append(action.steps)
+        if action.id.startswith("eradicate-"):
+            proposed.append(action.steps)
         await handle.signal(CaseWorkflow.approve, _approval(action.id))
         await _wait_for(handle, _decided(action.id))
 
@@ -859,7 +945,166 @@ async def test_eradication_rounds_continue_as_new_and_the_case_carries_over(time
     assert sum("continued as new after round" in t.what for t in result.timeline) == 2
     # Everything from the first run is still in the case: evidence, approvals, actions.
     assert {e.name for e in result.evidence} >= {"finding-lab-finding-0001", "cloudtrail"}
-    assert len(result.approvals) == 3
+    # Containment, two eradication rounds and the recovery, across three runs.
+    assert [a.action_id.split("-")[0] for a in result.approvals] == [
+        "contain",
+        "eradicate",
+        "eradicate",
+        "recover",
+    ]
     assert len({a.id for a in result.actions}) == len(result.actions)
     assert result.outcome == "contained"
     await _record(handle, "continued_as_new_last_run")
+
+
+async def test_recovery_restores_after_approval_and_the_report_says_what_was_done(
+    time_skipping_env,
+):
+    fake = FakeAws()
+    fake.attacker_records = {
+        STOLEN_KEY: _attack_records(),
+        "AKIABACKDOORKEY00001": _second_generation_records(),
+    }
+    fake.trails_not_logging = ["management-events", "data-events"]
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        await _approve_each_round(time_skipping_env, handle)
+        result = await _result(handle)
+    # The attacker's StopLogging and trust-policy rewrite are undone after one approval;
+    # nothing is restored before it.
+    recover = next(a for a in result.actions if a.id.startswith("recover-"))
+    assert recover.status is ActionStatus.DONE and recover.approval is not None
+    restored = [v.step.change.kind for n, v in fake.calls if n == "restore_change"]
+    assert restored == [ChangeKind.TRUST_POLICY, ChangeKind.LOGGING_STOPPED]
+    first_restore = fake.names().index("restore_change")
+    assert fake.names().index("plan_recovery") < first_restore
+    assert recover.started_at is not None
+    assert recover.approval.decided_at <= recover.started_at
+    assert [s.outcome for s in result.recovery] == ["restored", "restored"]
+    # The logging gap runs from the attacker's StopLogging to the restart.
+    (gap,) = result.logging_gaps
+    assert gap.trail == "management-events" and gap.restarted_at == result.recovery[1].done_at
+    assert gap.restarted_at is not None and gap.stopped_at < gap.restarted_at
+    # A trail found not logging that the attacker's calls do not explain is left for a
+    # human; the one they stopped is explained, and restarted.
+    stopped = [item for item in result.open_items if "was not logging" in item]
+    assert len(stopped) == 1 and stopped[0].startswith("trail data-events was not logging")
+    # The report is written last, from the closed case, and the case points at it.
+    assert fake.names()[-1] == "write_report"
+    written = fake.calls[-1][1]
+    assert written.status.phase is Phase.CLOSED
+    assert result.report is not None
+    assert result.report.markdown_report == fake.reports[0].markdown_report
+    markdown = fake.report_markdown[0]
+    for action in result.actions:
+        assert f"| {action.id} |" in markdown
+    assert "| alice |" in markdown
+    assert "Start logging on trail management-events: **restored**" in markdown
+    assert "Logging gap on trail management-events" in markdown
+    assert "delete_user backup-svc" in markdown
+    for record in result.evidence:
+        if record.name != "post-incident-report":
+            assert record.sha256 in markdown
+    await _record(handle, "recovered_and_reported")
+
+
+async def test_a_declined_recovery_leaves_each_change_to_a_human(time_skipping_env):
+    fake = FakeAws()
+    fake.attacker_records = {STOLEN_KEY: _attack_records()}
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await time_skipping_env.sleep(timedelta(minutes=50))
+        status = await _wait_for(handle, _pending("eradicate-"))
+        await handle.signal(CaseWorkflow.approve, _approval(status.pending_actions()[0].id))
+        status = await _wait_for(handle, _pending("recover-"))
+        await handle.signal(
+            CaseWorkflow.reject,
+            ApprovalInput(
+                action_id=status.pending_actions()[0].id, approver="bob", reason="change freeze"
+            ),
+        )
+        result = await _result(handle)
+    assert "restore_change" not in fake.names()
+    assert [s.outcome for s in result.recovery] == ["declined", "declined"]
+    assert "restore by hand: Restore the trust policy of role audit-readonly" in result.open_items
+    assert "restore by hand: Start logging on trail management-events" in result.open_items
+    (gap,) = result.logging_gaps
+    assert gap.restarted_at is None
+    assert result.phase is Phase.CLOSED and result.report is not None
+
+
+def _minted_session_records() -> list[dict[str, Any]]:
+    """The stolen key assumes a legitimate role and the role it made itself."""
+    recorder = TrailRecorder(account_id=ACCOUNT, bucket="trail")
+    actor = Actor(
+        {"type": "AssumedRole", "accessKeyId": STOLEN_KEY, "arn": f"arn:aws:sts::{ACCOUNT}:x"},
+        "198.51.100.23",
+        "aws-cli",
+    )
+    at = datetime(2026, 11, 22, 7, 30, tzinfo=UTC)
+    steps: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+        ("iam", "CreateRole", {"RoleName": "ops-support-role"}, {"Role": {}}),
+    ]
+    for role, key in [
+        ("audit-readonly", "ASIAMINTEDAUDIT00001"),
+        ("ops-support-role", "ASIAMINTEDOPS000001"),
+    ]:
+        steps.append(
+            (
+                "sts",
+                "AssumeRole",
+                {"RoleArn": f"arn:aws:iam::{ACCOUNT}:role/{role}", "RoleSessionName": "x"},
+                {"Credentials": {"AccessKeyId": key, "SessionToken": "t"}},
+            )
+        )
+    for minute, (service, operation, request, response) in enumerate(steps):
+        recorder.record(
+            actor,
+            service=service,
+            operation=operation,
+            region="us-east-1",
+            at=at + timedelta(minutes=minute),
+            request=request,
+            response=response,
+        )
+    return recorder.records
+
+
+async def test_minted_role_sessions_are_contained_before_they_are_investigated(
+    time_skipping_env,
+):
+    fake = FakeAws()
+    fake.attacker_records = {STOLEN_KEY: _minted_session_records()}
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await time_skipping_env.sleep(timedelta(minutes=50))
+        status = await _wait_for(handle, _pending("eradicate-"))
+        await handle.signal(CaseWorkflow.approve, _approval(status.pending_actions()[0].id))
+        # The session of the role that stays needs its own approval; the other ended
+        # with the role the round removed.
+        status = await _wait_for(handle, _pending("contain-role-"))
+        (action,) = status.pending_actions()
+        assert "audit-readonly" in action.title and "ASIAMINTEDAUDIT00001" in action.title
+        revoked_before = [v.role_name for n, v in fake.calls if n == "revoke_role_sessions"]
+        assert revoked_before == [ROLE]
+        await handle.signal(CaseWorkflow.approve, _approval(action.id))
+        result = await _result(handle)
+    revocations = [v for n, v in fake.calls if n == "revoke_role_sessions"]
+    assert [r.role_name for r in revocations] == [ROLE, "audit-readonly"]
+    # The case's own cut-off stays the one its containment wrote.
+    assert result.containment_cutoff == revocations[0].cutoff
+    assert any("ended with role ops-support-role" in t.what for t in result.timeline)
+    assert result.open_items == []
+    # Both sessions are investigated in the next round.
+    assert result.eradication[1].access_key_ids == ["ASIAMINTEDAUDIT00001", "ASIAMINTEDOPS000001"]
+    await _record(handle, "minted_sessions_contained")

@@ -1,0 +1,421 @@
+"""The post-incident report (playbook 5): built from the case alone, as a model for JSON and
+as Markdown for people. Pure: no AWS, no clock (the time it is written is given)."""
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field
+
+from models.case import (
+    ActionKind,
+    ActionStatus,
+    CaseStatus,
+    EvidenceRecord,
+    LoggingGap,
+    Phase,
+)
+from models.principal import CredentialKind
+from playbook.classify import Group
+
+
+class Milestones(BaseModel):
+    """When each part of the response happened, and how long it took."""
+
+    first_seen: datetime  # the first call GuardDuty flagged
+    compromise_time: datetime | None  # from when the credential's calls count as the attacker's
+    response_started: datetime  # the case opened
+    contained: datetime | None = None
+    watch_result: str | None = None  # clean or failed, and when
+    eradicated: datetime | None = None
+    recovered: datetime | None = None
+    closed: datetime | None = None
+    time_to_contain: timedelta | None = None  # from the response start
+    exposure: timedelta | None = None  # from the first sighting to containment
+    time_to_eradicate: timedelta | None = None  # from the response start
+
+
+class Impact(BaseModel):
+    group: Group
+    calls: int
+    examples: list[str]
+
+
+class ReportAction(BaseModel):
+    id: str
+    title: str
+    status: ActionStatus
+    requested_at: datetime
+    decision: str | None = None
+    approver: str | None = None
+    reason: str | None = None
+    decided_at: datetime | None = None
+    outcome: str | None = None
+
+
+class RemovedResource(BaseModel):
+    round: int
+    what: str
+    made_by: str
+    outcome: str | None
+
+
+class RecoveryLine(BaseModel):
+    what: str
+    outcome: str | None
+    source: str | None = None
+
+
+class LessonItem(BaseModel):
+    item: str
+    why: str | None = None  # what in this case points at it
+    done: bool = False
+
+
+class CaseReport(BaseModel):
+    case_id: str
+    account_id: str
+    written_at: datetime
+    phase: Phase
+    outcome: str | None
+    credential: str | None
+    credential_kind: CredentialKind | None
+    principal: str | None
+    findings: list[str]
+    root_cause: str
+    milestones: Milestones
+    impact: list[Impact]
+    failed_calls: int
+    credentials_investigated: list[str]
+    removed: list[RemovedResource]
+    recovery: list[RecoveryLine]
+    logging_gaps: list[LoggingGap]
+    actions: list[ReportAction]
+    refused_signals: list[str]
+    evidence: list[EvidenceRecord]
+    open_items: list[str]
+    notes: list[str]
+    lessons: list[LessonItem] = Field(default_factory=list)
+
+
+def _first_phase(status: CaseStatus, phase: Phase) -> datetime | None:
+    return next((p.at for p in status.phases if p.phase is phase), None)
+
+
+def _last_phase(status: CaseStatus, phase: Phase) -> datetime | None:
+    return next((p.at for p in reversed(status.phases) if p.phase is phase), None)
+
+
+def _root_cause(status: CaseStatus) -> str:
+    finding = status.findings[0]
+    credential = status.credential
+    source = (
+        finding.api_call.remote_ip.ip_address
+        if finding.api_call and finding.api_call.remote_ip
+        else None
+    )
+    where = f" from {source}" if source else ""
+    if credential is None:
+        key = finding.access_key.access_key_id
+        return f"{finding.type}: the principal behind {key} was not resolved"
+    principal = credential.principal
+    if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
+        return (
+            f"The session credentials of role {principal.role_name} were taken from instance "
+            f"{principal.instance_id} (its metadata service) and used outside it{where} "
+            f"({finding.type})"
+        )
+    if credential.kind is CredentialKind.IAM_USER_KEY:
+        return (
+            f"The long-term access key {credential.access_key_id} of IAM user "
+            f"{principal.user_name} was leaked and used{where} ({finding.type})"
+        )
+    if credential.kind is CredentialKind.ROLE_SESSION:
+        return (
+            f"A session of role {principal.role_name} was used{where} ({finding.type}); find "
+            "how it was obtained from the principals its trust policy admits"
+        )
+    kind = credential.kind.value
+    return f"{kind} credential {credential.access_key_id} used{where} ({finding.type})"
+
+
+def _lessons(status: CaseStatus) -> list[LessonItem]:
+    credential = status.credential
+    lessons = []
+    if credential and credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
+        lessons.append(
+            LessonItem(
+                item="Require IMDSv2 (HttpTokens=required, hop limit 1) on every instance, and "
+                "close whatever let the attacker reach the metadata service",
+                why=f"the session of {credential.principal.role_name} left the instance",
+            )
+        )
+    if credential and credential.kind is CredentialKind.IAM_USER_KEY:
+        lessons.append(
+            LessonItem(
+                item="Replace long-term access keys with roles or IAM Identity Center, and scan "
+                "repositories and build logs for keys",
+                why=f"{credential.access_key_id} of {credential.principal.user_name} leaked",
+            )
+        )
+    removed_kinds = {
+        step.resource.kind.value
+        for plan in status.eradication
+        for step in plan.steps
+        if step.outcome in {"removed", "already_gone"}
+    }
+    if removed_kinds & {"user", "access_key", "role", "login_profile"}:
+        lessons.append(
+            LessonItem(
+                item="Review IAM policies for least privilege: the compromised principal could "
+                "create users, keys or roles; consider an SCP or permission boundary on "
+                "iam:Create*",
+                why="the attacker made identities: " + ", ".join(sorted(removed_kinds)),
+            )
+        )
+    if status.logging_gaps or any(r.change.kind.value.startswith("trail") for r in status.recovery):
+        lessons.append(
+            LessonItem(
+                item="Protect CloudTrail with an SCP denying cloudtrail:StopLogging, DeleteTrail, "
+                "UpdateTrail and PutEventSelectors outside a break-glass role",
+                why="the attacker covered its tracks",
+            )
+        )
+    lessons += [
+        LessonItem(item="Rotate every credential that may have been exposed"),
+        LessonItem(item="Enable or extend monitoring (GuardDuty, CloudTrail, AWS Config)"),
+        LessonItem(item="Test the affected applications and that legitimate users still work"),
+        LessonItem(item="Notify authorities or customers where regulation requires it"),
+        LessonItem(item="Update the playbook with what this case taught"),
+    ]
+    return lessons
+
+
+def _duration(start: datetime | None, end: datetime | None) -> timedelta | None:
+    return end - start if start is not None and end is not None else None
+
+
+def build_report(status: CaseStatus, written_at: datetime) -> CaseReport:
+    finding = status.findings[0]
+    first_seen = min(f.first_seen for f in status.findings)
+    response_started = status.phases[0].at
+    contained = _first_phase(status, Phase.CONTAINED)
+    eradicate_actions = [
+        a
+        for a in status.actions
+        if a.kind is ActionKind.ERADICATE and a.status is ActionStatus.DONE
+    ]
+    eradicated = max((a.finished_at for a in eradicate_actions if a.finished_at), default=None)
+    recover_actions = [a for a in status.actions if a.kind is ActionKind.RECOVER and a.finished_at]
+    recovered = max((a.finished_at for a in recover_actions if a.finished_at), default=None)
+    watch = status.watch
+    milestones = Milestones(
+        first_seen=first_seen,
+        compromise_time=status.eradication[0].compromise_time if status.eradication else None,
+        response_started=response_started,
+        contained=contained,
+        watch_result=(
+            f"{watch.verdict} after {watch.checks} checks, last at "
+            f"{watch.last_checked_at.isoformat() if watch.last_checked_at else '-'}"
+            if watch and watch.verdict
+            else None
+        ),
+        eradicated=eradicated,
+        recovered=recovered,
+        closed=_last_phase(status, Phase.CLOSED),
+        time_to_contain=_duration(response_started, contained),
+        exposure=_duration(first_seen, contained),
+        time_to_eradicate=_duration(response_started, eradicated),
+    )
+    calls: Counter[Group] = Counter()
+    examples: dict[Group, list[str]] = {}
+    for plan in status.eradication:
+        for group, count in plan.impact.items():
+            calls[group] += count
+            bucket = examples.setdefault(group, [])
+            bucket += [e for e in plan.impact_examples.get(group, []) if e not in bucket]
+    credential = status.credential
+    principal = credential.principal if credential else None
+    return CaseReport(
+        case_id=status.case_id,
+        account_id=status.account_id,
+        written_at=written_at,
+        phase=status.phase,
+        outcome=status.outcome,
+        credential=credential.access_key_id if credential else finding.access_key.access_key_id,
+        credential_kind=credential.kind if credential else None,
+        principal=(principal.arn or principal.principal_id) if principal else None,
+        findings=[
+            f"{f.type} (severity {f.severity}, {f.count} calls, {f.first_seen.isoformat()} to "
+            f"{f.last_seen.isoformat()}) {f.id}"
+            for f in status.findings
+        ],
+        root_cause=_root_cause(status),
+        milestones=milestones,
+        impact=[
+            Impact(group=g, calls=calls[g], examples=examples.get(g, [])[:5])
+            for g in Group
+            if calls[g]
+        ],
+        failed_calls=sum(p.failed_calls for p in status.eradication),
+        credentials_investigated=[k for p in status.eradication for k in p.access_key_ids],
+        removed=[
+            RemovedResource(
+                round=plan.round,
+                what=step.describe(),
+                made_by=step.resource.made_by,
+                outcome=step.outcome,
+            )
+            for plan in status.eradication
+            for step in plan.steps
+        ],
+        recovery=[
+            RecoveryLine(what=r.description, outcome=r.outcome, source=r.source)
+            for r in status.recovery
+        ],
+        logging_gaps=status.logging_gaps,
+        actions=[
+            ReportAction(
+                id=a.id,
+                title=a.title,
+                status=a.status,
+                requested_at=a.requested_at,
+                decision=a.approval.decision.value if a.approval else None,
+                approver=a.approval.approver if a.approval else None,
+                reason=a.approval.reason if a.approval else None,
+                decided_at=a.approval.decided_at if a.approval else None,
+                outcome=a.outcome,
+            )
+            for a in status.actions
+        ],
+        refused_signals=[
+            f"{r.at.isoformat()} {r.signal} {r.action_id or ''} by {r.by}: {r.reason}"
+            for r in status.refused
+        ],
+        evidence=status.evidence,
+        open_items=status.open_items,
+        notes=[f"{n.at.isoformat()} {n.author}: {n.text}" for n in status.notes],
+        lessons=_lessons(status),
+    )
+
+
+def _when(value: datetime | None) -> str:
+    return value.isoformat() if value else "-"
+
+
+def _took(value: timedelta | None) -> str:
+    if value is None:
+        return "-"
+    minutes, seconds = divmod(int(value.total_seconds()), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
+
+
+def _cell(text: object) -> str:
+    return str(text if text is not None else "-").replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: CaseReport) -> str:
+    m = report.milestones
+    kind = report.credential_kind.value if report.credential_kind else "unresolved"
+    lines = [
+        f"# Post-incident report: {report.case_id}",
+        "",
+        f"Written {report.written_at.isoformat()} by Quench. Account {report.account_id}; "
+        f"credential `{report.credential}` ({kind}); "
+        f"principal `{report.principal or '-'}`.",
+        "",
+        f"**Outcome:** {report.outcome or report.phase.value}",
+        "",
+        "## Root cause",
+        "",
+        report.root_cause,
+        "",
+        "Findings:",
+        *[f"- {f}" for f in report.findings],
+        "",
+        "## Timeline (UTC)",
+        "",
+        "| Milestone | When |",
+        "|---|---|",
+        f"| First seen by GuardDuty | {_when(m.first_seen)} |",
+        f"| Compromise assumed from | {_when(m.compromise_time)} |",
+        f"| Response started (case opened) | {_when(m.response_started)} |",
+        f"| Contained | {_when(m.contained)} |",
+        f"| Containment watch | {_cell(m.watch_result)} |",
+        f"| Eradicated | {_when(m.eradicated)} |",
+        f"| Recovered | {_when(m.recovered)} |",
+        f"| Closed | {_when(m.closed)} |",
+        "",
+        f"Time to contain: **{_took(m.time_to_contain)}** (exposure since first seen: "
+        f"{_took(m.exposure)}). Time to eradicate: **{_took(m.time_to_eradicate)}**.",
+        "",
+        "## Impact",
+        "",
+    ]
+    if report.impact:
+        lines += ["| Group | Calls | Examples |", "|---|---|---|"]
+        lines += [
+            f"| {i.group.value} | {i.calls} | {_cell(', '.join(i.examples))} |"
+            for i in report.impact
+        ]
+        lines.append("")
+        lines.append(
+            f"{report.failed_calls} calls failed. Credentials investigated: "
+            + ", ".join(f"`{k}`" for k in report.credentials_investigated)
+            + "."
+        )
+    else:
+        lines.append("No activity was classified (the case closed before eradication).")
+    lines += ["", "## What was removed", ""]
+    if report.removed:
+        lines += ["| Round | Removal | Made by | Outcome |", "|---|---|---|---|"]
+        lines += [
+            f"| {r.round} | {_cell(r.what)} | `{r.made_by}` | "
+            f"{_cell(r.outcome or 'not carried out')} |"
+            for r in report.removed
+        ]
+    else:
+        lines.append("Nothing the attacker made was found to remove.")
+    lines += ["", "## Recovery", ""]
+    if report.recovery:
+        lines += [
+            f"- {_cell(r.what)}: **{r.outcome or 'pending'}**"
+            + (f" (from {r.source})" if r.source else "")
+            for r in report.recovery
+        ]
+    else:
+        lines.append("The attacker changed nothing that needed restoring.")
+    for gap in report.logging_gaps:
+        lines.append(
+            f"- Logging gap on trail {gap.trail}: from {gap.stopped_at.isoformat()} (stopped by "
+            f"`{gap.stopped_by}`) to "
+            f"{gap.restarted_at.isoformat() if gap.restarted_at else 'not restarted'}; "
+            "CloudTrail has no record of calls in that time"
+        )
+    lines += ["", "## Actions and approvals", ""]
+    lines += [
+        "| Action | What | Decision | By | Reason | Outcome |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {a.id} | {_cell(a.title)} | {_cell(a.decision or a.status.value)} | "
+        f"{_cell(a.approver)} | {_cell(a.reason)} | {_cell(a.outcome)} |"
+        for a in report.actions
+    ]
+    if report.refused_signals:
+        lines += ["", "Refused decisions:", *[f"- {_cell(r)}" for r in report.refused_signals]]
+    lines += ["", "## Evidence", "", "| Object | SHA-256 | Bytes | Captured |", "|---|---|---|---|"]
+    lines += [
+        f"| `{e.uri}` | `{e.sha256}` | {e.size_bytes} | {e.captured_at.isoformat()} |"
+        for e in report.evidence
+    ]
+    lines += ["", "## Open items for humans", ""]
+    lines += [f"- [ ] {_cell(item)}" for item in report.open_items] or ["None."]
+    if report.notes:
+        lines += ["", "## Notes", "", *[f"- {_cell(n)}" for n in report.notes]]
+    lines += ["", "## Lessons learned", ""]
+    lines += [
+        f"- [{'x' if item.done else ' '}] {item.item}" + (f" ({item.why})" if item.why else "")
+        for item in report.lessons
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,92 @@
+"""What the end-to-end tests share: clients on the lab's AWS, approvals through Quench's
+command line, and the checks every closed case must pass (evidence and report hashes)."""
+
+import asyncio
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import boto3
+from temporalio.client import WorkflowHandle
+
+from lab import world as lab_world
+from models.case import CaseStatus, Phase
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def session():
+    return boto3.Session(
+        aws_access_key_id="AKIATESTOBSERVER0001",
+        aws_secret_access_key="observer",
+        region_name=lab_world.REGION,
+    )
+
+
+def s3_text(stack, record) -> str:
+    body = aws(stack, "s3").get_object(Bucket=record.bucket, Key=record.key)["Body"].read()
+    return body.decode()
+
+
+def aws(stack, service):
+    return session().client(service, endpoint_url=stack.aws_url)
+
+
+async def starter_approve(stack, case_id: str, action_id: str) -> None:
+    approve = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "starter.py",
+        "approve",
+        case_id,
+        action_id,
+        "--by",
+        "e2e@example.com",
+        "--reason",
+        "attacker persistence",
+        env={**os.environ, "QUENCH_TEMPORAL_ADDRESS": stack.temporal_address},
+        cwd=str(PROJECT_ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(approve.communicate(), 60)
+    assert approve.returncode == 0, err.decode()
+    assert f"approve sent for {action_id}" in out.decode()
+
+
+async def approve_until_closed(
+    stack, handle: WorkflowHandle, case_id: str, prefixes: tuple[str, ...]
+) -> list[str]:
+    """Approve each action whose id starts with one of `prefixes` as it comes, with
+    Quench's command line, until the case closes; the ids approved, in order."""
+    approved: list[str] = []
+    async with asyncio.timeout(240):
+        while True:
+            status = await handle.query("status", result_type=CaseStatus)
+            if status.phase is Phase.CLOSED:
+                return approved
+            pending = [a for a in status.pending_actions() if a.id.startswith(prefixes)]
+            if not pending or pending[0].id in approved:
+                await asyncio.sleep(0.5)
+                continue
+            approved.append(pending[0].id)
+            await starter_approve(stack, case_id, pending[0].id)
+
+
+def check_evidence_and_report(stack, result: CaseStatus) -> str:
+    """Every evidence object and both forms of the report hash to what the case recorded;
+    returns the Markdown report."""
+    s3 = aws(stack, "s3")
+    assert result.report is not None
+    records = [*result.evidence, result.report.json_report, result.report.markdown_report]
+    for record in records:
+        body = s3.get_object(Bucket=record.bucket, Key=record.key)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == record.sha256, record.key
+    markdown = s3_text(stack, result.report.markdown_report)
+    for action in result.actions:
+        assert f"| {action.id} |" in markdown
+        if action.approval is not None:
+            assert f"| {action.approval.approver} |" in markdown
+    for record in result.evidence:
+        assert record.sha256 in markdown
+    return markdown
