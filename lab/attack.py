@@ -6,15 +6,13 @@ to CloudTrail; then GuardDuty's finding is built from what was seen."""
 
 import json
 import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Literal
 
 import boto3
-from botocore import xform_name
-from pydantic import BaseModel
 
 from activities.ssm import parse_credentials_document
+from lab.calls import Caller, Clock, ScenarioReport, key_session
 from lab.cloudtrail import Actor, TrailRecorder, assumed_role_identity, iam_user_identity
 from lab.guardduty import instance_role_finding
 from lab.world import REGION, LabWorld, admin_session, client, lambda_zip
@@ -33,9 +31,10 @@ SECOND_GENERATION_USER = "svc-monitor"
 LEGITIMATE_NEW_USER = "new-hire-dana"
 
 
-class AttackReport(BaseModel):
-    """What the attack did, for the lab's operator and tests; it holds no secret."""
+class AttackReport(ScenarioReport):
+    """What the EC2-role attack did; it holds no secret."""
 
+    scenario: Literal["ec2-role"] = "ec2-role"
     stolen_access_key_id: str
     backdoor_user: str
     backdoor_access_key_id: str
@@ -44,64 +43,6 @@ class AttackReport(BaseModel):
     second_generation_user: str
     second_generation_access_key_id: str
     legitimate_user_created: str
-    started_at: datetime
-    finished_at: datetime
-    log_files: list[str]
-    records_delivered: int
-    records_not_logged: int
-    finding: dict[str, Any]
-
-
-class _Clock:
-    """Event times for the story: a call every 70 seconds from `start`."""
-
-    def __init__(self, start: datetime) -> None:
-        self._times: Iterator[datetime] = (start + timedelta(seconds=70 * i) for i in range(10**6))
-
-    def next(self) -> datetime:
-        return next(self._times)
-
-
-class _Caller:
-    """Makes real calls as one actor and writes each into CloudTrail."""
-
-    def __init__(
-        self,
-        recorder: TrailRecorder,
-        actor: Actor,
-        session: boto3.Session,
-        endpoint_url: str,
-        clock: _Clock,
-    ) -> None:
-        self._recorder = recorder
-        self.actor = actor
-        self._session = session
-        self._endpoint = endpoint_url
-        self._clock = clock
-
-    def __call__(
-        self, service: str, operation: str, denied: str | None = None, **params: Any
-    ) -> dict[str, Any]:
-        at = self._clock.next()
-        response: dict[str, Any] = {}
-        if denied is None:
-            api = client(self._session, service, self._endpoint)
-            response = getattr(api, xform_name(operation))(**params)
-        self._recorder.record(
-            self.actor,
-            service=service,
-            operation=operation,
-            region=REGION,
-            at=at,
-            request=params or None,
-            response=response,
-            error_code=denied,
-            error_message=f"User: {self.actor.identity['arn']} is not authorized to perform: "
-            f"{service}:{operation}"
-            if denied
-            else None,
-        )
-        return response
 
 
 def steal_instance_credentials(endpoint_url: str, world: LabWorld) -> dict[str, str]:
@@ -131,7 +72,7 @@ def run_attack(endpoint_url: str, world: LabWorld, now: datetime | None = None) 
     now = now or datetime.now(UTC).replace(microsecond=0)
     start = now - timedelta(minutes=30)
     recorder = TrailRecorder(account_id=world.account_id, bucket=world.cloudtrail_bucket)
-    clock = _Clock(start)
+    clock = Clock(start)
 
     stolen = steal_instance_credentials(endpoint_url, world)
     # The document's own key is checked the way Quench's probe reads it.
@@ -164,14 +105,14 @@ def run_attack(endpoint_url: str, world: LabWorld, now: datetime | None = None) 
         aws_session_token=stolen["Token"],
         region_name=REGION,
     )
-    attacker = _Caller(
+    attacker = Caller(
         recorder,
         Actor(session_identity, THREAT_IP, ATTACKER_AGENT),
         stolen_session,
         endpoint_url,
         clock,
     )
-    admin = _Caller(
+    admin = Caller(
         recorder,
         Actor(
             iam_user_identity(
@@ -203,7 +144,7 @@ def run_attack(endpoint_url: str, world: LabWorld, now: datetime | None = None) 
         PolicyArn="arn:aws:iam::aws:policy/ReadOnlyAccess",
     )
     # Persistence: a backdoor administrator with a key and a console password.
-    attacker("iam", "CreateUser", UserName=BACKDOOR_USER)
+    backdoor_user = attacker("iam", "CreateUser", UserName=BACKDOOR_USER)["User"]
     attacker(
         "iam",
         "AttachUserPolicy",
@@ -258,24 +199,19 @@ def run_attack(endpoint_url: str, world: LabWorld, now: datetime | None = None) 
     )
 
     # The backdoor user's own key makes the next generation.
-    backdoor_session = boto3.Session(
-        aws_access_key_id=backdoor_key["AccessKeyId"],
-        aws_secret_access_key=backdoor_key["SecretAccessKey"],
-        region_name=REGION,
-    )
-    backdoor = _Caller(
+    backdoor = Caller(
         recorder,
         Actor(
             iam_user_identity(
                 account_id=world.account_id,
                 user_name=BACKDOOR_USER,
-                user_id=str(backdoor_key.get("UserName", BACKDOOR_USER)),
+                user_id=backdoor_user["UserId"],
                 access_key_id=backdoor_key["AccessKeyId"],
             ),
             THREAT_IP,
             ATTACKER_AGENT,
         ),
-        backdoor_session,
+        key_session(backdoor_key),
         endpoint_url,
         clock,
     )

@@ -7,6 +7,7 @@ import secrets
 import string
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -148,6 +149,14 @@ class TrailRecorder:
         # STS calls that mint credentials are read-only, yet CloudTrail keeps their
         # responseElements: the new key id is there (its secret and token are not).
         keeps_response = not read_only or operation in _CREDENTIAL_CALLS
+        request_id = str(uuid.uuid4())
+        shapes = _QUERY_API_SHAPES.get((service, operation))
+        request_parameters = (shapes[0] if shapes else camel)(request) if request else None
+        response_elements = (
+            (shapes[1](response, request_id) if shapes else camel(response))
+            if keeps_response and not error_code and response is not None
+            else None
+        )
         record: dict[str, Any] = {
             "eventVersion": "1.09",
             "userIdentity": actor.identity,
@@ -157,11 +166,11 @@ class TrailRecorder:
             "awsRegion": "us-east-1" if service in _GLOBAL_SERVICES else region,
             "sourceIPAddress": actor.source_ip,
             "userAgent": actor.user_agent,
-            "requestParameters": _hide_secrets(camel(request)) if request else None,
-            "responseElements": _hide_secrets(camel(response))
-            if keeps_response and not error_code and response is not None
+            "requestParameters": _hide_secrets(request_parameters) if request_parameters else None,
+            "responseElements": _hide_secrets(response_elements)
+            if response_elements is not None
             else None,
-            "requestID": str(uuid.uuid4()),
+            "requestID": request_id,
             "eventID": str(uuid.uuid4()),
             "readOnly": read_only,
             "eventType": "AwsApiCall",
@@ -212,5 +221,83 @@ class TrailRecorder:
         return sorted(files)
 
 
+def _items(values: list[Any]) -> dict[str, Any]:
+    return {"items": values} if values else {}
+
+
+def _run_instances_request(request: dict[str, Any]) -> dict[str, Any]:
+    """RunInstances' parameters as EC2 records them: its query API's names, where a list
+    is a `...Set` of `items`."""
+    shaped: dict[str, Any] = {
+        "instancesSet": _items(
+            [
+                {
+                    "imageId": request.get("ImageId"),
+                    "minCount": request.get("MinCount"),
+                    "maxCount": request.get("MaxCount"),
+                }
+            ]
+        ),
+        "instanceType": request.get("InstanceType"),
+        "blockDeviceMapping": {},
+        "monitoring": {"enabled": False},
+        "disableApiTermination": False,
+        "disableApiStop": False,
+    }
+    specs = [
+        {"resourceType": spec["ResourceType"], "tags": camel(spec.get("Tags", []))}
+        for spec in request.get("TagSpecifications", [])
+    ]
+    if specs:
+        shaped["tagSpecificationSet"] = _items(specs)
+    return shaped
+
+
+def _run_instances_response(response: dict[str, Any], request_id: str) -> dict[str, Any]:
+    instances = []
+    for instance in response.get("Instances", []):
+        launched = instance.get("LaunchTime")
+        instances.append(
+            {
+                "instanceId": instance["InstanceId"],
+                "imageId": instance.get("ImageId"),
+                "instanceState": camel(instance.get("State", {})),
+                "privateDnsName": instance.get("PrivateDnsName"),
+                "amiLaunchIndex": instance.get("AmiLaunchIndex", 0),
+                "productCodes": {},
+                "instanceType": instance.get("InstanceType"),
+                # EC2 records times in its responses as epoch milliseconds.
+                "launchTime": int(launched.timestamp() * 1000) if launched else None,
+                "placement": camel(instance.get("Placement", {})),
+                "monitoring": camel(instance.get("Monitoring", {})),
+                "subnetId": instance.get("SubnetId"),
+                "vpcId": instance.get("VpcId"),
+                "privateIpAddress": instance.get("PrivateIpAddress"),
+                "architecture": instance.get("Architecture"),
+                "rootDeviceType": instance.get("RootDeviceType"),
+                "rootDeviceName": instance.get("RootDeviceName"),
+                "virtualizationType": instance.get("VirtualizationType"),
+                "hypervisor": instance.get("Hypervisor"),
+                "groupSet": _items(camel(instance.get("SecurityGroups", []))),
+                "tagSet": _items(camel(instance.get("Tags", []))),
+            }
+        )
+    return {
+        "requestId": request_id,
+        "reservationId": response.get("ReservationId"),
+        "ownerId": response.get("OwnerId"),
+        "groupSet": _items(camel(response.get("Groups", []))),
+        "instancesSet": _items(instances),
+    }
+
+
+# EC2 records its calls in its query API's shapes, not in the SDK's: these are reshaped.
+_QUERY_API_SHAPES: dict[
+    tuple[str, str],
+    tuple[
+        Callable[[dict[str, Any]], dict[str, Any]],
+        Callable[[dict[str, Any], str], dict[str, Any]],
+    ],
+] = {("ec2", "RunInstances"): (_run_instances_request, _run_instances_response)}
 _ALPHANUM = string.ascii_letters + string.digits
 _FIVE_MINUTES = timedelta(minutes=5)

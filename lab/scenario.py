@@ -1,29 +1,49 @@
-"""The lab's EC2-role scenario against a running stack: seed the account, attack it,
-deliver CloudTrail, and send GuardDuty's finding to the webhook.
+"""The lab's scenarios against a running stack: seed the account, attack it, deliver
+CloudTrail, and send GuardDuty's finding to the webhook.
 
 Each stage is saved in the state directory when done, so running it again resumes at the
-first stage not yet done and a finished scenario is never repeated.
+first stage not yet done and a finished scenario is never repeated. The world is seeded
+once and shared; each scenario keeps its own attack and case files, so both can run in
+one stack, one after the other.
 """
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, Literal, TypeVar, get_args, overload
 
 import httpx
 from pydantic import BaseModel
 
 from lab.attack import AttackReport, run_attack
+from lab.calls import ScenarioReport
 from lab.guardduty import eventbridge_event
-from lab.world import LabWorld, seed
+from lab.user_key_attack import UserKeyAttackReport, run_user_key_attack
+from lab.world import LabWorld, provision_build_bot, seed
+
+Scenario = Literal["ec2-role", "user-key"]
+SCENARIOS: tuple[Scenario, ...] = get_args(Scenario)
+TITLES: dict[Scenario, str] = {
+    "ec2-role": "EC2 role credentials stolen and abused",
+    "user-key": "A CI user's long-term access key leaked and used from Tor",
+}
 
 WORLD_FILE = "lab-world.json"
+# The EC2-role scenario keeps the names it had before there were two, so that a state
+# directory from then resumes.
 ATTACK_FILE = "lab-attack.json"
 CASE_FILE = "lab-case.json"
+USER_KEY_ATTACK_FILE = "lab-user-key-attack.json"
+USER_KEY_CASE_FILE = "lab-user-key-case.json"
+
+ReportT = TypeVar("ReportT", bound=ScenarioReport)
 
 
-class LabCase(BaseModel):
+class LabCase(BaseModel, Generic[ReportT]):
     case_id: str
     world: LabWorld
-    attack: AttackReport
+    attack: ReportT
 
 
 class ScenarioError(RuntimeError):
@@ -55,27 +75,143 @@ def send_finding(
     raise ScenarioError(f"webhook did not take the finding: {last}")
 
 
+@dataclass(frozen=True)
+class _Stages(Generic[ReportT]):
+    """One scenario's files and steps around the shared world."""
+
+    attack_file: str
+    case_file: str
+    report: type[ReportT]
+    case: type[LabCase[ReportT]]
+    attack: Callable[[str, LabWorld], ReportT]
+    # The world as the attack needs it, and as the attack left it.
+    before: Callable[[str, LabWorld], LabWorld]
+    after: Callable[[LabWorld, ReportT], LabWorld]
+
+
+def _unchanged_before(aws_url: str, world: LabWorld) -> LabWorld:
+    return world
+
+
+def _unchanged_after(world: LabWorld, attack: AttackReport) -> LabWorld:
+    return world
+
+
+def _with_leaked_key(world: LabWorld, attack: UserKeyAttackReport) -> LabWorld:
+    return world.model_copy(update={"build_bot_key_id": attack.leaked_access_key_id})
+
+
+_EC2_ROLE = _Stages(
+    attack_file=ATTACK_FILE,
+    case_file=CASE_FILE,
+    report=AttackReport,
+    case=LabCase[AttackReport],
+    attack=run_attack,
+    before=_unchanged_before,
+    after=_unchanged_after,
+)
+_USER_KEY = _Stages(
+    attack_file=USER_KEY_ATTACK_FILE,
+    case_file=USER_KEY_CASE_FILE,
+    report=UserKeyAttackReport,
+    case=LabCase[UserKeyAttackReport],
+    attack=run_user_key_attack,
+    before=provision_build_bot,
+    after=_with_leaked_key,
+)
+
+
+@overload
 def run_scenario(
-    aws_url: str, webhook_url: str, token: str, token_header: str, state_dir: Path
-) -> LabCase:
-    world_path, attack_path, case_path = (
-        state_dir / WORLD_FILE,
-        state_dir / ATTACK_FILE,
-        state_dir / CASE_FILE,
-    )
+    aws_url: str,
+    webhook_url: str,
+    token: str,
+    token_header: str,
+    state_dir: Path,
+    scenario: Literal["ec2-role"] = ...,
+) -> LabCase[AttackReport]: ...
+@overload
+def run_scenario(
+    aws_url: str,
+    webhook_url: str,
+    token: str,
+    token_header: str,
+    state_dir: Path,
+    scenario: Literal["user-key"],
+) -> LabCase[UserKeyAttackReport]: ...
+@overload
+def run_scenario(
+    aws_url: str,
+    webhook_url: str,
+    token: str,
+    token_header: str,
+    state_dir: Path,
+    scenario: Scenario,
+) -> LabCase[AttackReport] | LabCase[UserKeyAttackReport]: ...
+def run_scenario(
+    aws_url: str,
+    webhook_url: str,
+    token: str,
+    token_header: str,
+    state_dir: Path,
+    scenario: Scenario = "ec2-role",
+) -> LabCase[AttackReport] | LabCase[UserKeyAttackReport]:
+    """Run one scenario to its case, resuming whatever an earlier run finished."""
+    if scenario == "user-key":
+        return _run(_USER_KEY, aws_url, webhook_url, token, token_header, state_dir)
+    if scenario == "ec2-role":
+        return _run(_EC2_ROLE, aws_url, webhook_url, token, token_header, state_dir)
+    raise ScenarioError(f"no lab scenario {scenario!r}; there are {', '.join(SCENARIOS)}")
+
+
+def _run(
+    stages: _Stages[ReportT],
+    aws_url: str,
+    webhook_url: str,
+    token: str,
+    token_header: str,
+    state_dir: Path,
+) -> LabCase[ReportT]:
+    world_path = state_dir / WORLD_FILE
+    attack_path, case_path = state_dir / stages.attack_file, state_dir / stages.case_file
     if case_path.exists():
-        return LabCase.model_validate_json(case_path.read_text())
+        return stages.case.model_validate_json(case_path.read_text())
+
+    def save(world: LabWorld) -> LabWorld:
+        world_path.write_text(world.model_dump_json(indent=2))
+        return world
+
     if world_path.exists():
         world = LabWorld.model_validate_json(world_path.read_text())
     else:
-        world = seed(aws_url)
-        world_path.write_text(world.model_dump_json(indent=2))
+        world = save(seed(aws_url))
+    if (ready := stages.before(aws_url, world)) != world:
+        world = save(ready)
     if attack_path.exists():
-        attack = AttackReport.model_validate_json(attack_path.read_text())
+        attack = stages.report.model_validate_json(attack_path.read_text())
     else:
-        attack = run_attack(aws_url, world)
+        attack = stages.attack(aws_url, world)
         attack_path.write_text(attack.model_dump_json(indent=2))
+    if (after := stages.after(world, attack)) != world:
+        world = save(after)
     case_id = send_finding(webhook_url, token, token_header, eventbridge_event(attack.finding))
-    case = LabCase(case_id=case_id, world=world, attack=attack)
+    case = stages.case(case_id=case_id, world=world, attack=attack)
     case_path.write_text(case.model_dump_json(indent=2))
     return case
+
+
+def summary(case: LabCase[AttackReport] | LabCase[UserKeyAttackReport]) -> str:
+    """One line on what the scenario's attacker did, for the operator."""
+    world, attack = case.world, case.attack
+    if isinstance(attack, UserKeyAttackReport):
+        return (
+            f"leaked key {attack.leaked_access_key_id} of {attack.user_name}, used from Tor "
+            f"exit {attack.tor_exit_ip}; attacker users {attack.second_generation_user} and "
+            f"{attack.third_generation_user}; {attack.trust_changed_role} now trusts "
+            f"{attack.outside_account}; {attack.records_delivered} CloudTrail records delivered"
+        )
+    return (
+        f"stolen key {attack.stolen_access_key_id} of {world.role_name} on "
+        f"{world.instance_id}, used from the threat list; backdoor user "
+        f"{attack.backdoor_user}; {attack.records_delivered} CloudTrail records delivered"
+    )

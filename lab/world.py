@@ -46,6 +46,22 @@ _APP_POLICY = {
 }
 
 
+BUILD_BOT_USER = "build-bot"
+BUILD_BOT_POLICY_NAME = "ci-build"
+# Broader than a build needs, as CI users' policies tend to become.
+BUILD_BOT_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "CiBuildAndDeploy",
+            "Effect": "Allow",
+            "Action": ["iam:*", "ec2:*", "lambda:*", "cloudtrail:*", "sts:*"],
+            "Resource": "*",
+        }
+    ],
+}
+
+
 class LabWorld(BaseModel):
     """Ids of what the lab created, saved so a restarted stack finds its world again."""
 
@@ -67,6 +83,11 @@ class LabWorld(BaseModel):
     legitimate_users: list[str]
     legitimate_roles: list[str]
     protected_roles: list[str]
+    # The CI user, made when the user-key scenario first needs it; saved worlds from before
+    # it existed load with these defaults. The key's secret is never saved.
+    build_bot_user: str = BUILD_BOT_USER
+    build_bot_user_id: str = ""
+    build_bot_key_id: str = ""
 
 
 def admin_session() -> boto3.Session:
@@ -182,4 +203,37 @@ def seed(endpoint_url: str) -> LabWorld:
         legitimate_users=["alice-admin", "ci-deployer"],
         legitimate_roles=[APP_ROLE, "audit-readonly"],
         protected_roles=["break-glass-admin"],
+    )
+
+
+def provision_build_bot(endpoint_url: str, world: LabWorld) -> LabWorld:
+    """The CI user `build-bot` with its policy, in the world if not yet there.
+
+    It is made on first need, not by the seed, so that the EC2-role scenario's ids stay
+    as they were (moto draws them from one seeded sequence) and a world saved before
+    build-bot existed gets it the same way. Idempotent.
+    """
+    if world.build_bot_user_id:
+        return world
+    iam = client(admin_session(), "iam", endpoint_url)
+    try:
+        user = iam.get_user(UserName=world.build_bot_user)["User"]
+    except iam.exceptions.NoSuchEntityException:
+        user = iam.create_user(
+            UserName=world.build_bot_user, Tags=[{"Key": "team", "Value": "platform"}]
+        )["User"]
+    iam.put_user_policy(
+        UserName=world.build_bot_user,
+        PolicyName=BUILD_BOT_POLICY_NAME,
+        PolicyDocument=json.dumps(BUILD_BOT_POLICY),
+    )
+    users = world.legitimate_users
+    return world.model_copy(
+        update={
+            "build_bot_user_id": user["UserId"],
+            # The response deactivates its key and keeps the user.
+            "legitimate_users": [*users, world.build_bot_user]
+            if world.build_bot_user not in users
+            else users,
+        }
     )

@@ -6,12 +6,17 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import boto3
 from temporalio.client import WorkflowHandle
 
+from config.settings import LAB_WEBHOOK_TOKEN, Settings
+from config.temporal import connect
 from lab import world as lab_world
+from lab.scenario import Scenario, run_scenario
 from models.case import CaseStatus, Phase
+from workflows.case import CaseWorkflow
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,10 +38,25 @@ def aws(stack, service):
     return session().client(service, endpoint_url=stack.aws_url)
 
 
-async def starter_approve(stack, case_id: str, action_id: str) -> None:
-    approve = await asyncio.create_subprocess_exec(
+async def run_starter(stack, *args: str) -> str:
+    """Run Quench's command line against the stack; its output, after checking it ran."""
+    process = await asyncio.create_subprocess_exec(
         sys.executable,
         "starter.py",
+        *args,
+        env={**os.environ, "QUENCH_TEMPORAL_ADDRESS": stack.temporal_address},
+        cwd=str(PROJECT_ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, (out + err).decode()
+    return out.decode()
+
+
+async def starter_approve(stack, case_id: str, action_id: str) -> None:
+    out = await run_starter(
+        stack,
         "approve",
         case_id,
         action_id,
@@ -44,14 +64,31 @@ async def starter_approve(stack, case_id: str, action_id: str) -> None:
         "e2e@example.com",
         "--reason",
         "attacker persistence",
-        env={**os.environ, "QUENCH_TEMPORAL_ADDRESS": stack.temporal_address},
-        cwd=str(PROJECT_ROOT),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(approve.communicate(), 60)
-    assert approve.returncode == 0, err.decode()
-    assert f"approve sent for {action_id}" in out.decode()
+    assert f"approve sent for {action_id}" in out
+
+
+async def open_lab_case(stack, scenario: Scenario) -> tuple[Any, WorkflowHandle, CaseStatus]:
+    """Run a lab scenario to its finding, through the webhook; returns the lab case, the
+    case workflow's handle, and its status once its first action awaits approval."""
+    case = await asyncio.to_thread(
+        lambda: run_scenario(
+            stack.aws_url,
+            stack.webhook_url,
+            LAB_WEBHOOK_TOKEN,
+            Settings(lab=True).webhook_token_header,
+            stack.state_dir,
+            scenario,
+        )
+    )
+    client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))
+    handle = client.get_workflow_handle_for(CaseWorkflow.run, case.case_id)
+    async with asyncio.timeout(90):
+        status = await handle.query(CaseWorkflow.status)
+        while not status.pending_actions():
+            await asyncio.sleep(0.5)
+            status = await handle.query(CaseWorkflow.status)
+    return case, handle, status
 
 
 async def approve_until_closed(
@@ -62,7 +99,7 @@ async def approve_until_closed(
     approved: list[str] = []
     async with asyncio.timeout(240):
         while True:
-            status = await handle.query("status", result_type=CaseStatus)
+            status = await handle.query(CaseWorkflow.status)
             if status.phase is Phase.CLOSED:
                 return approved
             pending = [a for a in status.pending_actions() if a.id.startswith(prefixes)]

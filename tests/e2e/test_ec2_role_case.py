@@ -17,11 +17,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.aws import AwsClients
 from activities.ssm import SsmActivities
 from config import names
-from config.settings import LAB_WEBHOOK_TOKEN, Settings
-from config.temporal import connect
 from lab import world as lab_world
 from lab.aws_server import RECORDING_NAME
-from lab.scenario import run_scenario
 from models.activities import ProbeInstanceCredentialsInput
 from models.case import ActionStatus, Decision, Phase
 from stack.binaries import temporal_cli
@@ -29,11 +26,11 @@ from tests.e2e.support import (
     approve_until_closed,
     aws,
     check_evidence_and_report,
+    open_lab_case,
     s3_text,
     session,
 )
 from tests.support import history_for_the_repo
-from workflows.case import CaseWorkflow
 
 pytestmark = pytest.mark.e2e
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
@@ -73,24 +70,9 @@ async def _signal_through_web_ui(ui_url: str, workflow_id: str, name: str, paylo
 
 async def test_lab_case_is_contained_end_to_end(lab_stack):
     stack = lab_stack
-    case = await asyncio.to_thread(
-        run_scenario,
-        stack.aws_url,
-        stack.webhook_url,
-        LAB_WEBHOOK_TOKEN,
-        Settings(lab=True).webhook_token_header,
-        stack.state_dir,
-    )
+    case, handle, status = await open_lab_case(stack, "ec2-role")
     world, attack = case.world, case.attack
     assert case.case_id == names.case_workflow_id(world.account_id, attack.stolen_access_key_id)
-
-    client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))
-    handle = client.get_workflow_handle_for(CaseWorkflow.run, case.case_id)
-    async with asyncio.timeout(90):
-        status = await handle.query(CaseWorkflow.status)
-        while not status.pending_actions():
-            await asyncio.sleep(0.5)
-            status = await handle.query(CaseWorkflow.status)
     action = status.pending_actions()[0]
     assert status.phase is Phase.AWAITING_APPROVAL
     # Nothing contained yet: the role has no revocation policy before the approval.

@@ -3,8 +3,6 @@ rotate on stop+start and not on reboot, SSM runs scripts in a sandbox, and the w
 survives a restart of the server."""
 
 import json
-import socket
-import sys
 
 import boto3
 import pytest
@@ -15,43 +13,16 @@ from activities.aws import AwsClients
 from activities.ssm import SsmActivities
 from lab.world import EC2_TRUST_POLICY
 from models.activities import ProbeInstanceCredentialsInput
-from stack.processes import ManagedProcess, port_open
+from tests.lab.lab_server import free_port, start_lab_server
 
 REGION = "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _server(state_dir, port) -> ManagedProcess:
-    process = ManagedProcess(
-        "lab-aws",
-        [
-            sys.executable,
-            "-m",
-            "lab.aws_server",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state_dir),
-        ],
-        ready=lambda: (state_dir / "lab-aws.ready").exists() and port_open("127.0.0.1", port),
-        state_dir=state_dir,
-        ports=[port],
-    )
-    (state_dir / "lab-aws.ready").unlink(missing_ok=True)
-    process.start()
-    return process
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("lab-aws")
-    port = _free_port()
-    process = _server(state_dir, port)
+    port = free_port()
+    process = start_lab_server(state_dir, port)
     session = boto3.Session(
         aws_access_key_id="AKIALABTEST000000001", aws_secret_access_key="x", region_name=REGION
     )
@@ -125,7 +96,7 @@ def test_the_world_survives_a_restart(lab):
     session, url, instance_id, state = lab
     before = _probe(session, url, instance_id)
     state["process"].stop()
-    state["process"] = _server(state["dir"], state["port"])
+    state["process"] = start_lab_server(state["dir"], state["port"])
     assert (state["dir"] / "lab-aws.ready").read_text() == "replayed"
     ec2 = session.client("ec2", endpoint_url=url)
     instances = [

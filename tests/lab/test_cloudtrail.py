@@ -154,3 +154,54 @@ def test_records_made_while_logging_is_stopped_are_not_delivered():
         "DeleteUser",
     ]
     assert recorder.dropped == 2
+
+
+def test_run_instances_is_recorded_in_ec2s_own_shapes():
+    recorder = TrailRecorder(account_id=ACCOUNT, bucket="trail")
+    launched = T0 + timedelta(seconds=1)
+    record = recorder.record(
+        _session_actor(),
+        service="ec2",
+        operation="RunInstances",
+        region="us-east-1",
+        at=T0,
+        request={
+            "ImageId": "ami-1",
+            "InstanceType": "t3.micro",
+            "MinCount": 1,
+            "MaxCount": 1,
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "miner"}]}
+            ],
+        },
+        response={
+            "ReservationId": "r-1",
+            "OwnerId": ACCOUNT,
+            "Groups": [],
+            "Instances": [
+                {
+                    "InstanceId": "i-0miner",
+                    "ImageId": "ami-1",
+                    "InstanceType": "t3.micro",
+                    "State": {"Code": 0, "Name": "pending"},
+                    "LaunchTime": launched,
+                    "Placement": {"AvailabilityZone": "us-east-1a", "Tenancy": "default"},
+                }
+            ],
+            "ResponseMetadata": {"RequestId": "x"},
+        },
+    )
+    request = record["requestParameters"]
+    assert request["instancesSet"] == {
+        "items": [{"imageId": "ami-1", "minCount": 1, "maxCount": 1}]
+    }
+    assert request["instanceType"] == "t3.micro"
+    assert request["tagSpecificationSet"]["items"][0]["tags"] == [{"key": "Name", "value": "miner"}]
+    response = record["responseElements"]
+    assert response["requestId"] == record["requestID"]
+    assert response["reservationId"] == "r-1" and response["groupSet"] == {}
+    [instance] = response["instancesSet"]["items"]
+    assert instance["instanceId"] == "i-0miner"
+    assert instance["instanceState"] == {"code": 0, "name": "pending"}
+    assert instance["launchTime"] == int(launched.timestamp() * 1000)
+    assert instance["placement"]["availabilityZone"] == "us-east-1a"

@@ -94,7 +94,7 @@ def _attack_records() -> list[dict[str, Any]]:
         "ec2",
         "RunInstances",
         {"ImageId": "ami-1"},
-        {"InstancesSet": {"Items": [{"InstanceId": "i-0miner1"}, {"InstanceId": "i-0miner2"}]}},
+        {"Instances": [{"InstanceId": "i-0miner1"}, {"InstanceId": "i-0miner2"}]},
     )
     call(
         "sts",

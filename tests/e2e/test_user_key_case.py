@@ -1,0 +1,134 @@
+"""The lab's second scenario with every real piece: a CI user's long-term key leaks and is
+used from a Tor exit; its key makes a user with a key, whose key makes another. Quench
+contains the key, needs three eradication rounds to get every generation, restores the
+trust policy and the trail, and leaves everything legitimate as it was."""
+
+import asyncio
+import hashlib
+import json
+
+import pytest
+
+from activities.recovery import normalized_policy
+from config import names
+from models.case import ActionStatus, Phase
+from tests.e2e.support import (
+    approve_until_closed,
+    aws,
+    check_evidence_and_report,
+    open_lab_case,
+    run_starter,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_leaked_user_key_is_contained_and_three_generations_eradicated(lab_stack):
+    stack = lab_stack
+    case, handle, status = await open_lab_case(stack, "user-key")
+    world, attack = case.world, case.attack
+    assert case.case_id == names.case_workflow_id(world.account_id, attack.leaked_access_key_id)
+    iam = aws(stack, "iam")
+    (contain,) = status.pending_actions()
+    assert contain.id.startswith("contain-key-")
+    # Before the approval the leaked key still works: evidence only.
+    keys = iam.list_access_keys(UserName=attack.user_name)["AccessKeyMetadata"]
+    assert {k["AccessKeyId"]: k["Status"] for k in keys}[attack.leaked_access_key_id] == "Active"
+
+    approved = await approve_until_closed(
+        stack, handle, case.case_id, ("contain-key-", "remove-console-", "eradicate-", "recover-")
+    )
+    async with asyncio.timeout(120):
+        result = await handle.result()
+    assert result.phase is Phase.CLOSED and result.outcome == "contained"
+    # Containment, a removal for each generation (the third launched an instance), and
+    # the recovery, each approved with Quench's command line.
+    assert [a.rsplit("-", 1)[0] for a in approved] == [
+        "contain-key",
+        "eradicate",
+        "eradicate",
+        "eradicate",
+        "recover",
+    ]
+
+    # Containment: the key deactivated, never deleted; older tokens of the user denied.
+    keys = iam.list_access_keys(UserName=attack.user_name)["AccessKeyMetadata"]
+    assert {k["AccessKeyId"]: k["Status"] for k in keys}[attack.leaked_access_key_id] == (
+        "Inactive"
+    )
+    assert (
+        names.REVOKE_USER_TOKENS_POLICY_NAME
+        in iam.list_user_policies(UserName=attack.user_name)["PolicyNames"]
+    )
+    assert result.watch is not None and result.watch.verdict == "clean"
+
+    # Three rounds, one for each generation of key, the last finding nothing new.
+    assert [p.access_key_ids for p in result.eradication] == [[k] for k in attack.access_key_chain]
+    assert [[c.access_key_id for c in p.new_credentials] for p in result.eradication] == [
+        [attack.second_generation_access_key_id],
+        [attack.third_generation_access_key_id],
+        [],
+    ]
+    assert all(
+        step.outcome in {"removed", "already_gone"} for p in result.eradication for step in p.steps
+    )
+
+    # AWS: nothing the attacker made remains.
+    users = {u["UserName"] for u in iam.list_users()["Users"]}
+    assert attack.second_generation_user not in users
+    assert attack.third_generation_user not in users
+    ec2 = aws(stack, "ec2")
+    (instance,) = [
+        i
+        for r in ec2.describe_instances(InstanceIds=[attack.attacker_instance_id])["Reservations"]
+        for i in r["Instances"]
+    ]
+    assert instance["State"]["Name"] in {"shutting-down", "terminated"}
+
+    # Recovery: the trust policy back to the administrator's version, the trail logging.
+    trust = iam.get_role(RoleName=attack.trust_changed_role)["Role"]["AssumeRolePolicyDocument"]
+    assert normalized_policy(trust) == normalized_policy(attack.prior_trust_policy)
+    assert attack.outside_account not in json.dumps(trust)
+    trust_step = next(r for r in result.recovery if r.change.kind.value == "trust_policy")
+    assert trust_step.outcome == "restored" and trust_step.source is not None
+    assert "alice-admin" in trust_step.source
+    assert aws(stack, "cloudtrail").get_trail_status(Name=world.trail_name)["IsLogging"] is True
+    (gap,) = result.logging_gaps
+    assert gap.stopped_by == attack.third_generation_access_key_id
+    assert gap.restarted_at is not None
+    recover = next(a for a in result.actions if a.id.startswith("recover-"))
+    assert recover.status is ActionStatus.DONE
+
+    # Everything legitimate, even what changed in the same window, is as its owners left it.
+    assert {
+        "alice-admin",
+        "ci-deployer",
+        attack.user_name,
+        attack.legitimate_user_created,
+    } <= users
+    attached = iam.list_attached_user_policies(UserName=attack.legitimate_user_created)
+    assert [p["PolicyName"] for p in attached["AttachedPolicies"]] == ["ReadOnlyAccess"]
+    roles = {r["RoleName"] for r in iam.list_roles()["Roles"]}
+    assert {world.role_name, "audit-readonly", "break-glass-admin"} <= roles
+    function = aws(stack, "lambda").get_function(FunctionName=attack.legitimate_function_updated)
+    assert function["Configuration"]["CodeSha256"] == attack.legitimate_function_code_sha256
+
+    # The report: every action with its approver, every hash, what was removed and restored.
+    report = check_evidence_and_report(stack, result)
+    assert f"delete_user {attack.third_generation_user}" in report
+    assert f"Restore the trust policy of role {attack.trust_changed_role}" in report
+    assert "long-term access key" in report and attack.tor_exit_ip in report
+    assert result.report is not None
+    assert hashlib.sha256(report.encode()).hexdigest() == result.report.markdown_report.sha256
+    # The same report through Quench's command line, checked against the case's hash.
+    printed = await run_starter(
+        stack,
+        "report",
+        case.case_id,
+        "--lab",
+        "--lab-aws-port",
+        str(stack.config.lab_aws_port),
+        "--temporal-port",
+        str(stack.config.temporal_port),
+    )
+    assert printed == report
