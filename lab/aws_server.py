@@ -9,12 +9,15 @@ random ids seeded so the replayed world gets the same ids.
 """
 
 import argparse
+import base64
+import json
 import logging
 import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from lab.instances import InstanceCredentials, InstanceWorld
 
@@ -115,6 +118,83 @@ def _install_instance_world() -> InstanceWorld:
     return world
 
 
+# What the recording must not keep: a session's token (a request header) and passwords
+# and secret values in request bodies. Replay needs none of them; idempotency tokens
+# (ClientToken) are kept, since replay depends on them.
+_SECRET_HEADERS = frozenset({"x-amz-security-token"})
+_SECRET_PARAMETERS = frozenset(
+    {"password", "newpassword", "oldpassword", "secretstring", "secretaccesskey", "privatekey"}
+)
+SCRUBBED = "quench-lab-scrubbed"
+
+
+def _secret(name: str) -> bool:
+    return name.replace("_", "").lower() in _SECRET_PARAMETERS
+
+
+def _scrub_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: SCRUBBED if _secret(str(k)) else _scrub_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_json(v) for v in value]
+    return value
+
+
+def scrub_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A recorded request without its secrets, still replayable."""
+    headers = {
+        k: v for k, v in (entry.get("headers") or {}).items() if k.lower() not in _SECRET_HEADERS
+    }
+    body = entry.get("body") or ""
+    raw = base64.b64decode(body) if entry.get("body_encoded") else body.encode()
+    scrubbed = raw
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        pairs = parse_qsl(raw.decode(errors="replace"), keep_blank_values=True)
+        if any(_secret(k) for k, _ in pairs):
+            scrubbed = urlencode([(k, SCRUBBED if _secret(k) else v) for k, v in pairs]).encode()
+    else:
+        scrubbed = json.dumps(_scrub_json(document)).encode()
+        if scrubbed == json.dumps(document).encode():
+            scrubbed = raw  # nothing secret: the bytes stay as sent
+    if scrubbed != raw:
+        body = (
+            base64.b64encode(scrubbed).decode() if entry.get("body_encoded") else scrubbed.decode()
+        )
+        for name in list(headers):
+            if name.lower() == "content-length":
+                headers[name] = str(len(scrubbed))
+    return {**entry, "headers": headers, "body": body}
+
+
+def _record_without_secrets(recording: Path) -> None:
+    """moto's recorder writes each request to a scratch file; it moves to the recording
+    scrubbed, so no secret of the lab's story is ever on disk."""
+    from moto.moto_api import recorder
+
+    scratch = recording.with_name(recording.name + ".pending")
+    lock = threading.Lock()
+    record = recorder._record_request
+
+    def scrubbing(request: Any, body: bytes | None = None) -> None:
+        with lock:
+            recorder._location = str(scratch)
+            try:
+                record(request, body)
+            finally:
+                recorder._location = str(recording)
+            if not scratch.exists():
+                return
+            lines = scratch.read_text().splitlines()
+            scratch.unlink()
+            with recording.open("a") as out:
+                for line in lines:
+                    out.write(json.dumps(scrub_entry(json.loads(line))) + "\n")
+
+    recorder._record_request = scrubbing  # type: ignore[method-assign]
+
+
 def _replay_when_up(recording: Path, url: str) -> None:
     from moto.moto_api import recorder
 
@@ -139,6 +219,7 @@ def serve(host: str, port: int, state_dir: Path) -> None:
     from werkzeug.serving import make_server
 
     _install_instance_world()
+    _record_without_secrets(recording)
     mock_random.seed(LAB_SEED)
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)

@@ -18,7 +18,7 @@ from activities.aws import AwsClients
 from activities.ssm import SsmActivities
 from config import names
 from lab import world as lab_world
-from lab.aws_server import RECORDING_NAME
+from lab.aws_server import RECORDING_NAME, SCRUBBED
 from models.activities import ProbeInstanceCredentialsInput
 from models.case import ActionStatus, Decision, Phase
 from stack.binaries import temporal_cli
@@ -250,6 +250,20 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
             s3.get_object(Bucket=world.cloudtrail_bucket, Key=log_file)["Body"].read()
         ).decode()
         assert 'SecretAccessKey": "' not in raw.replace("HIDDEN_DUE_TO_SECURITY_REASONS", "")
+
+    # Nor did they reach the lab's own recording: the stolen session's token and the
+    # backdoor's password are scrubbed from it, and the replay still works.
+    entries = [
+        json.loads(line) for line in (stack.state_dir / RECORDING_NAME).read_text().splitlines()
+    ]
+    assert not any(name.lower() == "x-amz-security-token" for e in entries for name in e["headers"])
+    bodies = [
+        base64.b64decode(e["body"]).decode(errors="replace") if e["body_encoded"] else e["body"]
+        for e in entries
+        if e.get("body")
+    ]
+    passwords = [parse_qs(body).get("Password") for body in bodies if "Password=" in body]
+    assert passwords == [[SCRUBBED]]
 
     if os.environ.get("QUENCH_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
