@@ -13,7 +13,6 @@ python starter.py report CASE_ID [--json] [--lab]   # the post-incident report
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import shlex
@@ -24,9 +23,11 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.aws import AwsClients
+from activities.evidence import EvidenceStore
 from config.settings import LAB_WEBHOOK_TOKEN, Settings
 from config.temporal import connect
 from lab.scenario import SCENARIOS, TITLES, Scenario, run_scenario, summary
@@ -213,10 +214,11 @@ def _print_report(args: argparse.Namespace, status: CaseStatus) -> int:
         say(f"error: {status.case_id} has no report yet (phase {status.phase.value})")
         return 1
     record = status.report.json_report if args.json else status.report.markdown_report
-    s3 = AwsClients.from_settings(Settings()).client("s3")
-    body = s3.get_object(Bucket=record.bucket, Key=record.key)["Body"].read()
-    if hashlib.sha256(body).hexdigest() != record.sha256:
-        say(f"error: {record.uri} does not match the SHA-256 the case recorded")
+    store = EvidenceStore(AwsClients.from_settings(Settings()), record.bucket)
+    try:
+        body = store.read_verified(record)
+    except ApplicationError as exc:
+        say(f"error: {exc}")
         return 1
     say(body.decode().rstrip("\n"))
     return 0

@@ -11,8 +11,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities.aws import AwsClients, aws_errors, error_code
+from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
 from activities.redaction import redact
 from models.activities import StoreEvidenceInput, WriteReportInput, WriteReportResult
 from models.case import EvidenceRecord
@@ -61,6 +62,22 @@ class EvidenceStore:
         with aws_errors(f"read evidence s3://{self.bucket}/{key}"):
             body = self._clients.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"]
             return json.loads(body.read())
+
+    def read_verified(self, record: EvidenceRecord) -> bytes:
+        """An evidence object's bytes, refused unless they hash to what the case recorded."""
+        with aws_errors(f"read evidence {record.uri}"):
+            body: bytes = (
+                self._clients.client("s3")
+                .get_object(Bucket=record.bucket, Key=record.key)["Body"]
+                .read()
+            )
+        if hashlib.sha256(body).hexdigest() != record.sha256:
+            raise ApplicationError(
+                f"evidence {record.uri} does not match its SHA-256",
+                type=ERROR_INVALID_REQUEST,
+                non_retryable=True,
+            )
+        return body
 
     def put_bytes(
         self, case_id: str, name: str, body: bytes, suffix: str, content_type: str

@@ -8,7 +8,6 @@ that set it in CloudTrail before the attacker's. Anything else goes to a human w
 to do. Each restore checks first and writes nothing when AWS already matches.
 """
 
-import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -118,19 +117,7 @@ class RecoveryActivities:
         """The trails from the case's evidence, checked against the hash it was stored with."""
         if record is None:
             return []
-        with aws_errors(f"read evidence {record.uri}"):
-            body = (
-                self._clients.client("s3")
-                .get_object(Bucket=record.bucket, Key=record.key)["Body"]
-                .read()
-            )
-        if hashlib.sha256(body).hexdigest() != record.sha256:
-            raise ApplicationError(
-                f"evidence {record.uri} does not match its SHA-256: not restoring from it",
-                type=ERROR_INVALID_REQUEST,
-                non_retryable=True,
-            )
-        return list(json.loads(body).get("trails", []))
+        return list(json.loads(self._evidence.read_verified(record)).get("trails", []))
 
     # -- planning ------------------------------------------------------------------------
 
@@ -158,6 +145,7 @@ class RecoveryActivities:
     ) -> RecoveryStep:
         name = trail_name(change.target)
         who = f"{change.made_by} at {change.event_time}"
+        snapshot_source = f"evidence {input.trail_evidence.uri}" if input.trail_evidence else None
         if change.kind is ChangeKind.LOGGING_STOPPED:
             return RecoveryStep(
                 change=change,
@@ -172,7 +160,7 @@ class RecoveryActivities:
                     description=f"Recreate trail {name} (deleted by {who}) as the evidence "
                     "snapshot shows it, with its event selectors, and start logging",
                     restore_to=trail,
-                    source=f"evidence {input.trail_evidence.uri if input.trail_evidence else ''}",
+                    source=snapshot_source,
                 )
             return self._manual(
                 change,
@@ -192,7 +180,7 @@ class RecoveryActivities:
                     description=f"Restore the event selectors of trail {name} (changed by "
                     f"{who}) from the evidence snapshot",
                     restore_to=selectors,
-                    source=f"evidence {input.trail_evidence.uri if input.trail_evidence else ''}",
+                    source=snapshot_source,
                 )
             prior = self._prior_call(input, change, name, {"PutEventSelectors"})
             if prior is not None:
@@ -228,7 +216,7 @@ class RecoveryActivities:
                         for theirs, ours in _TRAIL_SETTINGS.items()
                         if theirs in trail["trail"] and ours != "IsOrganizationTrail"
                     },
-                    source=f"evidence {input.trail_evidence.uri if input.trail_evidence else ''}",
+                    source=snapshot_source,
                 )
             return self._manual(
                 change,
@@ -340,7 +328,7 @@ class RecoveryActivities:
         snapshot = input.step.restore_to or {}
         trail = snapshot["trail"]
         name = trail["Name"]
-        created = "already existed"
+        done = []
         if self._trail_status(name) is None:
             settings = {
                 ours: trail[theirs]
@@ -348,18 +336,20 @@ class RecoveryActivities:
                 if theirs in trail and trail[theirs] not in (None, "")
             }
             self._trail_api.create_trail(Name=name, **settings)
-            created = "recreated"
-        self._put_selectors(
-            name,
-            {
-                "EventSelectors": snapshot.get("event_selectors") or [],
-                "AdvancedEventSelectors": snapshot.get("advanced_event_selectors") or [],
-            },
-        )
+            done.append("recreated")
+        selectors = {
+            "EventSelectors": snapshot.get("event_selectors") or [],
+            "AdvancedEventSelectors": snapshot.get("advanced_event_selectors") or [],
+        }
+        if self._put_selectors(name, selectors):
+            done.append("event selectors restored")
         status = self._trail_status(name) or {}
         if snapshot.get("is_logging", True) and not status.get("IsLogging"):
             self._trail_api.start_logging(Name=name)
-        return f"{'already' if created == 'already existed' else ''} trail {name} {created}".strip()
+            done.append("logging started")
+        if not done:
+            return f"already as before: trail {name}"
+        return f"trail {name}: {', '.join(done)}"
 
     def _put_selectors(self, name: str, selectors: dict[str, Any]) -> bool:
         current = self._trail_api.get_event_selectors(TrailName=name)

@@ -381,14 +381,20 @@ class CaseWorkflow:
             f"rotate {instance_id}",
             steps,
         )
+        if not await self._containment_approved(action):
+            return None
+        await self._apply_instance_role_containment(action, credential, instance_running)
+        return "contained"
+
+    async def _containment_approved(self, action: Action) -> bool:
+        """Wait for the decision on a containment; a rejection closes the case."""
         approval = await self._await_decision(action)
         if approval.decision is Decision.REJECTED:
             self._finish_action(action, ActionStatus.REJECTED, approval.reason)
             self._close(f"containment rejected by {approval.approver}: {approval.reason}")
-            return None
+            return False
         self._set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
-        await self._apply_instance_role_containment(action, credential, instance_running)
-        return "contained"
+        return True
 
     async def _apply_instance_role_containment(
         self, action: Action, credential: Credential, instance_running: bool
@@ -528,12 +534,8 @@ class CaseWorkflow:
             f"Contain {credential.access_key_id}: revoke sessions of {role_name}",
             steps,
         )
-        approval = await self._await_decision(action)
-        if approval.decision is Decision.REJECTED:
-            self._finish_action(action, ActionStatus.REJECTED, approval.reason)
-            self._close(f"containment rejected by {approval.approver}: {approval.reason}")
+        if not await self._containment_approved(action):
             return None
-        self._set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
         await self._apply_role_session_containment(action, credential)
         return "contained"
 
@@ -563,12 +565,8 @@ class CaseWorkflow:
                 "GetSessionToken or GetFederationToken outlive the key",
             ],
         )
-        approval = await self._await_decision(action)
-        if approval.decision is Decision.REJECTED:
-            self._finish_action(action, ActionStatus.REJECTED, approval.reason)
-            self._close(f"containment rejected by {approval.approver}: {approval.reason}")
+        if not await self._containment_approved(action):
             return None
-        self._set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
         await self._apply_user_key_containment(action, credential)
         if user.has_login_profile:
             console = self._propose(
