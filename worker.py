@@ -73,6 +73,7 @@ def build_activities(
         cloudtrail.classify_credential_activity,
         eradication.remove_resource,
         recovery.capture_trails,
+        recovery.find_prior_state,
         recovery.plan_recovery,
         recovery.restore_change,
     ]

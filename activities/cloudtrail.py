@@ -56,7 +56,7 @@ _STAMP = re.compile(r"_(\d{8}T\d{4})Z_")
 
 
 # Request parameters that name the resource a call acts on, for resource-scoped scans.
-_RESOURCE_PARAMETERS = ("roleName", "userName", "name", "trailName", "functionName")
+_RESOURCE_PARAMETERS = ("roleName", "userName", "name", "trailName", "functionName", "policyArn")
 
 
 @dataclass(frozen=True)
@@ -260,13 +260,18 @@ def summarize(record: dict[str, Any]) -> TrailEvent:
 
 def scan(source: CloudTrailSource, query: TrailQuery) -> list[dict[str, Any]]:
     """Every matching record, in time order, from inside an activity: the cursor and the
-    matches so far are heartbeated, and a retried attempt resumes from them."""
+    matches so far are heartbeated, and a retried attempt resumes from them. The details
+    name their query, so an activity that scans several times resumes only the scan they
+    belong to."""
     details = activity.info().heartbeat_details
-    resume, matches = (dict(details[0]), list(details[1])) if details else (None, [])
+    asked = repr(query)
+    resume, matches = (None, [])
+    if len(details) == 3 and details[2] == asked:
+        resume, matches = dict(details[0]), list(details[1])
     for cursor, found in source.pages(query, resume):
         matches.extend(found)
         # Copies: the worker sends heartbeat details later, not at this call.
-        activity.heartbeat(dict(cursor), list(matches))
+        activity.heartbeat(dict(cursor), list(matches), asked)
     matches.sort(key=lambda r: (r["eventTime"], r.get("eventID", "")))
     return matches
 

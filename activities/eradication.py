@@ -41,6 +41,7 @@ class EradicationActivities:
             "detach_role_policy": self._detach_role_policy,
             "delete_role_policy": self._delete_role_policy,
             "delete_role": self._delete_role,
+            "delete_managed_policy": self._delete_managed_policy,
         }
 
     @property
@@ -79,11 +80,11 @@ class EradicationActivities:
         )
 
     def _snapshot(self, input: RemoveResourceInput) -> EvidenceRecord | None:
-        """The evidence a user's or role's deletion wrote first."""
-        kind = {"delete_user": "user", "delete_role": "role"}.get(input.operation)
-        if kind is None:
+        """The evidence a deletion wrote first: a user or role whole, an inline policy's
+        document, a managed policy's versions."""
+        name = _evidence_name(input)
+        if name is None:
             return None
-        name = f"removed-{kind}-{_slug(input.name)}"
         return self._evidence.existing(self._evidence.key_for(input.case_id, name))
 
     # -- protection --------------------------------------------------------------------
@@ -119,6 +120,9 @@ class EradicationActivities:
                     InstanceIds=[input.name]
                 )["Reservations"]
                 tags = [t for r in reservations for i in r["Instances"] for t in i.get("Tags", [])]
+                return input.name if _protected(tags) else None
+            if op == "delete_managed_policy":
+                tags = self._iam.list_policy_tags(PolicyArn=input.name)["Tags"]
                 return input.name if _protected(tags) else None
             if op in {"delete_function", "remove_function_permission"}:
                 function = input.name if op == "delete_function" else input.owner or ""
@@ -180,8 +184,20 @@ class EradicationActivities:
         return "policy detached"
 
     def _delete_user_policy(self, input: RemoveResourceInput) -> str:
+        """The document first: the attacker's policy is evidence of what it wanted."""
+        document = self._iam.get_user_policy(UserName=input.owner, PolicyName=input.name)
+        self._keep_inline_policy(input, document["PolicyDocument"])
         self._iam.delete_user_policy(UserName=input.owner, PolicyName=input.name)
         return "inline policy deleted"
+
+    def _keep_inline_policy(self, input: RemoveResourceInput, document: Any) -> None:
+        name = _evidence_name(input)
+        assert name is not None
+        self._evidence.put_json(
+            input.case_id,
+            name,
+            {"owner": input.owner, "policy": input.name, "document": document},
+        )
 
     def _remove_user_from_group(self, input: RemoveResourceInput) -> str:
         self._iam.remove_user_from_group(UserName=input.owner, GroupName=input.name)
@@ -249,6 +265,9 @@ class EradicationActivities:
         return "policy detached"
 
     def _delete_role_policy(self, input: RemoveResourceInput) -> str:
+        """The document first: the attacker's policy is evidence of what it wanted."""
+        document = self._iam.get_role_policy(RoleName=input.owner, PolicyName=input.name)
+        self._keep_inline_policy(input, document["PolicyDocument"])
         self._iam.delete_role_policy(RoleName=input.owner, PolicyName=input.name)
         return "inline policy deleted"
 
@@ -280,6 +299,44 @@ class EradicationActivities:
             iam.delete_role_policy(RoleName=role, PolicyName=policy["name"])
         iam.delete_role(RoleName=role)
         return "role and its policies deleted"
+
+    # -- managed policies -------------------------------------------------------------
+
+    def _delete_managed_policy(self, input: RemoveResourceInput) -> str:
+        """A policy the attacker made: its versions to evidence, then detached from every
+        user, role and group, its other versions deleted, then the policy."""
+        iam, arn = self._iam, input.name
+        versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
+        documents = [
+            iam.get_policy_version(PolicyArn=arn, VersionId=v["VersionId"])["PolicyVersion"]
+            for v in versions
+        ]
+        name = _evidence_name(input)
+        assert name is not None
+        self._evidence.put_json(input.case_id, name, {"policy": arn, "versions": documents})
+        entities = iam.list_entities_for_policy(PolicyArn=arn)
+        for user in entities["PolicyUsers"]:
+            iam.detach_user_policy(UserName=user["UserName"], PolicyArn=arn)
+        for role in entities["PolicyRoles"]:
+            iam.detach_role_policy(RoleName=role["RoleName"], PolicyArn=arn)
+        for group in entities["PolicyGroups"]:
+            iam.detach_group_policy(GroupName=group["GroupName"], PolicyArn=arn)
+        for version in versions:
+            if not version["IsDefaultVersion"]:
+                iam.delete_policy_version(PolicyArn=arn, VersionId=version["VersionId"])
+        iam.delete_policy(PolicyArn=arn)
+        return "managed policy detached everywhere and deleted"
+
+
+def _evidence_name(input: RemoveResourceInput) -> str | None:
+    """Where a removal keeps what it deleted, if it keeps anything."""
+    if input.operation in {"delete_user", "delete_role"}:
+        return f"removed-{input.operation.removeprefix('delete_')}-{_slug(input.name)}"
+    if input.operation in {"delete_user_policy", "delete_role_policy"}:
+        return f"removed-policy-{_slug(input.owner or '')}-{_slug(input.name)}"
+    if input.operation == "delete_managed_policy":
+        return f"removed-managed-policy-{_slug(input.name.rsplit('/', 1)[-1])}"
+    return None
 
 
 _USER_PARTS = {

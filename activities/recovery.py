@@ -1,6 +1,7 @@
 """Recovery (playbook 4): the trails as the case found them, and undoing what the attacker
 changed in things it did not make: logging stopped, a trail deleted or narrowed, a role's
-trust policy rewritten.
+trust policy rewritten, a user's or role's policies replaced, deleted or detached, a
+managed policy given a new default version.
 
 Planning only reads. A configuration is restored only to a version Quench can show the
 origin of: the case's own evidence snapshot, taken before the change, or the last call
@@ -11,7 +12,7 @@ to do. Each restore checks first and writes nothing when AWS already matches.
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from botocore.exceptions import ClientError
@@ -24,16 +25,32 @@ from activities.evidence import EvidenceStore, canonical_json
 from models.activities import (
     CaptureTrailsInput,
     CaptureTrailsResult,
+    FindPriorStateInput,
+    FindPriorStateResult,
     PlanRecoveryInput,
     PlanRecoveryResult,
+    PriorState,
     RestoreChangeInput,
     RestoreChangeResult,
 )
 from models.case import EvidenceRecord, RecoveryOperation, RecoveryStep
-from playbook.classify import AttackerChange, ChangeKind
+from playbook.classify import AttackerChange, AttackerResource, ChangeKind, ResourceKind
 
 TRAILS_EVIDENCE_NAME = "trails"
 _TRAIL_GONE = {"TrailNotFoundException", "TrailNotFound"}
+_IAM_GONE = {"NoSuchEntity"}
+_USER_KINDS = {
+    ResourceKind.USER_INLINE_POLICY,
+    ResourceKind.USER_POLICY_ATTACHMENT,
+    ChangeKind.USER_POLICY,
+    ChangeKind.USER_POLICY_DETACHED,
+}
+_INLINE_KINDS = {
+    ResourceKind.USER_INLINE_POLICY,
+    ResourceKind.ROLE_INLINE_POLICY,
+    ChangeKind.USER_POLICY,
+    ChangeKind.ROLE_POLICY,
+}
 # The settings of a trail that CreateTrail and UpdateTrail take, as DescribeTrails names them.
 _TRAIL_SETTINGS = {
     "S3BucketName": "S3BucketName",
@@ -76,6 +93,9 @@ class RecoveryActivities:
             RecoveryOperation.RESTORE_EVENT_SELECTORS: self._restore_event_selectors,
             RecoveryOperation.RESTORE_TRAIL_SETTINGS: self._restore_trail_settings,
             RecoveryOperation.RESTORE_TRUST_POLICY: self._restore_trust_policy,
+            RecoveryOperation.RESTORE_INLINE_POLICY: self._restore_inline_policy,
+            RecoveryOperation.REATTACH_POLICY: self._reattach_policy,
+            RecoveryOperation.RESTORE_POLICY_VERSION: self._restore_policy_version,
         }
 
     @property
@@ -123,14 +143,33 @@ class RecoveryActivities:
 
     @activity.defn
     def plan_recovery(self, input: PlanRecoveryInput) -> PlanRecoveryResult:
-        """For every change, the latest of each kind and target: how it is undone."""
-        latest: dict[tuple[ChangeKind, str], AttackerChange] = {}
+        """For every change, the latest of each kind and target: how it is undone. A
+        user's or role's permissions go back to how they were before the first change."""
+        latest: dict[tuple[ChangeKind, str, str], AttackerChange] = {}
+        first: dict[tuple[ChangeKind, str, str], AttackerChange] = {}
+        made_versions: dict[str, list[str]] = {}
         for change in sorted(input.changes, key=lambda c: (c.event_time, c.event_id)):
-            latest[(change.kind, trail_name(change.target))] = change
+            key: tuple[ChangeKind, str, str] = (
+                change.kind,
+                trail_name(change.target),
+                # A policy's versions are undone together.
+                "" if change.kind is ChangeKind.POLICY_VERSION else change.detail,
+            )
+            if change.kind is ChangeKind.POLICY_VERSION and change.detail:
+                made_versions.setdefault(change.target, []).append(change.detail)
+            latest[key] = change
+            first.setdefault(key, change)
         snapshot = self._snapshot(input.trail_evidence)
         snapshot_at = input.trail_evidence.captured_at if input.trail_evidence else None
         steps = []
-        for change in latest.values():
+        for key, change in latest.items():
+            if change.kind in _PERMISSION_CHANGES:
+                # A user's or role's permissions as they were before the attacker's first
+                # change to them.
+                steps.append(
+                    self._plan_permissions(input, first[key], made_versions.get(change.target))
+                )
+                continue
             before = _change_time(change)
             trail = next(
                 (t for t in snapshot if t["trail"]["Name"] == trail_name(change.target)), None
@@ -254,6 +293,219 @@ class RecoveryActivities:
             source=_describe_record(prior),
         )
 
+    # -- permissions: what was there before the attacker wrote -----------------------
+
+    @activity.defn
+    def find_prior_state(self, input: FindPriorStateInput) -> FindPriorStateResult:
+        """For each policy the attacker put on or attached to a user or role it did not
+        make: whether that policy was there before, from CloudTrail and the principal's
+        age. Only reads."""
+        states = []
+        for resource in input.resources:
+            state, source, _ = self._policy_before(
+                input.account_id,
+                resource.kind,
+                resource.owner or "",
+                resource.name,
+                _resource_time(resource),
+                input.lookback_seconds,
+                frozenset(input.attacker_keys) | {resource.made_by},
+            )
+            states.append(PriorState(resource=resource, state=state, source=source))
+        return FindPriorStateResult(states=states)
+
+    def _policy_before(
+        self,
+        account_id: str,
+        kind: str,
+        owner: str,
+        policy: str,
+        before: datetime,
+        lookback_seconds: int,
+        attacker_keys: frozenset[str],
+    ) -> tuple[Literal["existed", "absent", "unknown"], str, dict[str, Any] | None]:
+        """Whether a user's or role's inline policy (by name) or managed policy (by ARN)
+        was there just before `before`: the last call by anyone but the attacker that put,
+        attached, deleted or detached it, or made the user or role; failing those, the
+        principal's creation date. Returns the state, what it rests on, and the record."""
+        noun = "User" if kind in _USER_KINDS else "Role"
+        inline = kind in _INLINE_KINDS
+        added, removed = ("Put", "Delete") if inline else ("Attach", "Detach")
+        field = "policyName" if inline else "policyArn"
+        created = f"Create{noun}"
+        window_start = before - timedelta(seconds=lookback_seconds)
+        query = TrailQuery(
+            account_id,
+            frozenset(),
+            window_start,
+            before,
+            resource_name=owner,
+            event_names=frozenset({f"{added}{noun}Policy", f"{removed}{noun}Policy", created}),
+        )
+        relevant = [
+            r
+            for r in scan(self._source, query)
+            if not r.get("errorCode")
+            and r.get("userIdentity", {}).get("accessKeyId") not in attacker_keys
+            and record_time(r) < before
+            and (
+                r.get("eventName") == created
+                or (r.get("requestParameters") or {}).get(field) == policy
+            )
+        ]
+        if relevant:
+            last = relevant[-1]
+            state: Literal["existed", "absent"] = (
+                "existed" if str(last.get("eventName", "")).startswith(added) else "absent"
+            )
+            return state, _describe_record(last), last
+        iam = self._clients.client("iam")
+        try:
+            if noun == "User":
+                made = iam.get_user(UserName=owner)["User"]["CreateDate"]
+            else:
+                made = iam.get_role(RoleName=owner)["Role"]["CreateDate"]
+        except ClientError as exc:
+            if error_code(exc) in _IAM_GONE:
+                return "absent", f"{noun.lower()} {owner} no longer exists", None
+            raise
+        days = lookback_seconds // 86400
+        if made >= window_start:
+            return (
+                "absent",
+                f"{noun.lower()} {owner} was made {made.isoformat()}, inside the {days}-day "
+                "window, and nobody else gave it this policy since",
+                None,
+            )
+        return (
+            "unknown",
+            f"{noun.lower()} {owner} is older than the {days}-day CloudTrail window searched",
+            None,
+        )
+
+    def _plan_permissions(
+        self, input: PlanRecoveryInput, change: AttackerChange, made_versions: list[str] | None
+    ) -> RecoveryStep:
+        who = f"{change.made_by} at {change.event_time}"
+        attacker = frozenset(input.attacker_keys) | {change.made_by}
+        if change.kind is ChangeKind.POLICY_VERSION:
+            return self._plan_policy_version(input, change, made_versions or [], attacker)
+        noun = "user" if change.kind in _USER_KINDS else "role"
+        owner, policy = change.target, change.detail
+        inline = change.kind in _INLINE_KINDS
+        what = (
+            f"inline policy {policy} of {noun} {owner}"
+            if inline
+            else f"managed policy {policy} on {noun} {owner}"
+        )
+        state, source, record = self._policy_before(
+            input.account_id,
+            change.kind,
+            owner,
+            policy,
+            _change_time(change),
+            input.lookback_seconds,
+            attacker,
+        )
+        if state == "absent":
+            return RecoveryStep(
+                change=change,
+                description=f"Nothing to restore: {what} was not there before {who} ({source})",
+                source=source,
+                outcome="not_needed",
+            )
+        if not inline:
+            # The attacker's detach shows the policy was attached; others' history agrees,
+            # or goes back too little to say who attached it.
+            return RecoveryStep(
+                change=change,
+                operation=RecoveryOperation.REATTACH_POLICY,
+                description=f"Attach {what} again (detached by {who})",
+                source=source,
+            )
+        if state == "unknown" or record is None:
+            return self._manual(
+                change,
+                f"The {what} was replaced or deleted by {who}, and its earlier version is not "
+                f"in CloudTrail ({source}): put it back from your infrastructure code",
+            )
+        document = (record.get("requestParameters") or {}).get("policyDocument")
+        return RecoveryStep(
+            change=change,
+            operation=RecoveryOperation.RESTORE_INLINE_POLICY,
+            description=f"Restore {what} (replaced or deleted by {who}) to the version set "
+            "before it",
+            restore_to={"document": normalized_policy(document)},
+            source=source,
+        )
+
+    def _plan_policy_version(
+        self,
+        input: PlanRecoveryInput,
+        change: AttackerChange,
+        made_versions: list[str],
+        attacker: frozenset[str],
+    ) -> RecoveryStep:
+        """A managed policy's default version back to the one before the attacker's first
+        change; the versions the attacker made are deleted."""
+        arn, who = change.target, f"{change.made_by} at {change.event_time}"
+        before = _change_time(change)
+        query = TrailQuery(
+            input.account_id,
+            frozenset(),
+            before - timedelta(seconds=input.lookback_seconds),
+            before,
+            resource_name=arn,
+            event_names=frozenset({"CreatePolicyVersion", "SetDefaultPolicyVersion"}),
+        )
+        earlier = [
+            r
+            for r in scan(self._source, query)
+            if not r.get("errorCode")
+            and r.get("userIdentity", {}).get("accessKeyId") not in attacker
+            and record_time(r) < before
+            and _default_version_set(r)
+        ]
+        if earlier:
+            default, source = _default_version_set(earlier[-1]), _describe_record(earlier[-1])
+        else:
+            try:
+                versions = self._clients.client("iam").list_policy_versions(PolicyArn=arn)
+            except ClientError as exc:
+                if error_code(exc) in _IAM_GONE:
+                    return RecoveryStep(
+                        change=change,
+                        description=f"Nothing to restore: policy {arn} no longer exists",
+                        outcome="not_needed",
+                    )
+                raise
+            theirs = [
+                v["VersionId"] for v in versions["Versions"] if v["VersionId"] not in made_versions
+            ]
+            if len(theirs) != 1:
+                return self._manual(
+                    change,
+                    f"The default version of policy {arn} was changed by {who}, and which "
+                    f"version was the default before is not in CloudTrail: choose among "
+                    f"{', '.join(theirs) or 'no remaining version'} with your "
+                    "infrastructure code, and delete "
+                    f"{', '.join(made_versions) or 'nothing else'}",
+                )
+            default, source = theirs[0], f"the only version of {arn} the attacker did not make"
+        return RecoveryStep(
+            change=change,
+            operation=RecoveryOperation.RESTORE_POLICY_VERSION,
+            description=f"Make {default} the default version of policy {arn} again (changed "
+            f"by {who})"
+            + (
+                f" and delete the versions the attacker made ({', '.join(made_versions)})"
+                if made_versions
+                else ""
+            ),
+            restore_to={"default_version": default, "delete_versions": made_versions},
+            source=source,
+        )
+
     def _prior_call(
         self, input: PlanRecoveryInput, change: AttackerChange, resource: str, events: set[str]
     ) -> dict[str, Any] | None:
@@ -273,7 +525,8 @@ class RecoveryActivities:
             for r in scan(self._source, query)
             if not r.get("errorCode")
             and r.get("eventID") != change.event_id
-            and r.get("userIdentity", {}).get("accessKeyId") != change.made_by
+            and r.get("userIdentity", {}).get("accessKeyId")
+            not in {change.made_by, *input.attacker_keys}
             and record_time(r) < before
         ]
         return earlier[-1] if earlier else None
@@ -297,6 +550,8 @@ class RecoveryActivities:
         before: EvidenceRecord | None = None
         if operation is RecoveryOperation.RESTORE_TRUST_POLICY:
             before = self._keep_trust_policy(input)
+        elif operation is RecoveryOperation.RESTORE_INLINE_POLICY:
+            before = self._keep_inline_policy(input)
         with aws_errors(input.step.description):
             detail = restorer(input)
         outcome = "already_restored" if detail.startswith("already") else "restored"
@@ -410,6 +665,129 @@ class RecoveryActivities:
             RoleName=role, PolicyDocument=json.dumps(wanted)
         )
         return f"trust policy of role {role} restored"
+
+    # -- permissions ----------------------------------------------------------------
+
+    def _inline_policy(self, kind: ChangeKind, owner: str, policy: str) -> Any | None:
+        iam = self._clients.client("iam")
+        try:
+            if kind in _USER_KINDS:
+                document = iam.get_user_policy(UserName=owner, PolicyName=policy)
+            else:
+                document = iam.get_role_policy(RoleName=owner, PolicyName=policy)
+        except ClientError as exc:
+            if error_code(exc) in _IAM_GONE:
+                return None
+            raise
+        return normalized_policy(document["PolicyDocument"])
+
+    def _keep_inline_policy(self, input: RestoreChangeInput) -> EvidenceRecord | None:
+        """The attacker's version of an inline policy goes to evidence before it is
+        overwritten; a deleted one has none to keep."""
+        change = input.step.change
+        with aws_errors(f"read inline policy {change.detail} of {change.target}"):
+            current = self._inline_policy(change.kind, change.target, change.detail)
+        if current is None:
+            return None
+        return self._evidence.put_json(
+            input.case_id,
+            f"{change.kind.value}-{change.target.lower()}-{change.detail.lower()}-before-restore",
+            {
+                "owner": change.target,
+                "policy": change.detail,
+                "change": change.model_dump(),
+                "document": current,
+            },
+        )
+
+    def _restore_inline_policy(self, input: RestoreChangeInput) -> str:
+        change = input.step.change
+        owner, policy = change.target, change.detail
+        wanted = normalized_policy((input.step.restore_to or {})["document"])
+        if self._inline_policy(change.kind, owner, policy) == wanted:
+            return f"already as before: inline policy {policy} of {owner}"
+        iam = self._clients.client("iam")
+        if change.kind in _USER_KINDS:
+            iam.put_user_policy(
+                UserName=owner, PolicyName=policy, PolicyDocument=json.dumps(wanted)
+            )
+        else:
+            iam.put_role_policy(
+                RoleName=owner, PolicyName=policy, PolicyDocument=json.dumps(wanted)
+            )
+        return f"inline policy {policy} of {owner} restored"
+
+    def _reattach_policy(self, input: RestoreChangeInput) -> str:
+        change = input.step.change
+        owner, arn = change.target, change.detail
+        iam = self._clients.client("iam")
+        if change.kind in _USER_KINDS:
+            attached = iam.list_attached_user_policies(UserName=owner)["AttachedPolicies"]
+        else:
+            attached = iam.list_attached_role_policies(RoleName=owner)["AttachedPolicies"]
+        if any(p["PolicyArn"] == arn for p in attached):
+            return f"already as before: {arn} attached to {owner}"
+        if change.kind in _USER_KINDS:
+            iam.attach_user_policy(UserName=owner, PolicyArn=arn)
+        else:
+            iam.attach_role_policy(RoleName=owner, PolicyArn=arn)
+        return f"{arn} attached to {owner} again"
+
+    def _restore_policy_version(self, input: RestoreChangeInput) -> str:
+        arn = input.step.change.target
+        wanted = input.step.restore_to or {}
+        default, made = wanted["default_version"], list(wanted.get("delete_versions") or [])
+        iam = self._clients.client("iam")
+        versions = {v["VersionId"]: v for v in iam.list_policy_versions(PolicyArn=arn)["Versions"]}
+        done = []
+        if not versions.get(default, {}).get("IsDefaultVersion"):
+            iam.set_default_policy_version(PolicyArn=arn, VersionId=default)
+            done.append(f"{default} is the default again")
+        for version in made:
+            if version not in versions or version == default:
+                continue
+            document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]
+            self._evidence.put_json(
+                input.case_id,
+                f"policy-version-{_slug(arn)}-{version.lower()}",
+                {"policy": arn, "version": version, "document": document.get("Document")},
+            )
+            iam.delete_policy_version(PolicyArn=arn, VersionId=version)
+            done.append(f"{version} deleted")
+        if not done:
+            return f"already as before: policy {arn}"
+        return f"policy {arn}: {', '.join(done)}"
+
+
+_PERMISSION_CHANGES = frozenset(
+    {
+        ChangeKind.USER_POLICY,
+        ChangeKind.ROLE_POLICY,
+        ChangeKind.USER_POLICY_DETACHED,
+        ChangeKind.ROLE_POLICY_DETACHED,
+        ChangeKind.POLICY_VERSION,
+    }
+)
+
+
+def _default_version_set(record: dict[str, Any]) -> str | None:
+    """The version a CreatePolicyVersion (as default) or SetDefaultPolicyVersion made the
+    default, if it did."""
+    request = record.get("requestParameters") or {}
+    if record.get("eventName") == "SetDefaultPolicyVersion":
+        return request.get("versionId")
+    if str(request.get("setAsDefault")).lower() == "true":
+        version = (record.get("responseElements") or {}).get("policyVersion") or {}
+        return version.get("versionId")
+    return None
+
+
+def _resource_time(resource: AttackerResource) -> datetime:
+    return datetime.fromisoformat(resource.event_time.replace("Z", "+00:00"))
+
+
+def _slug(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in value.lower())[:100]
 
 
 def _change_time(change: AttackerChange) -> datetime:

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     compromise_margin_seconds: int = Field(default=3600, ge=0)
     protected_names: list[str] = Field(default_factory=list)
     max_eradication_rounds: int = Field(default=5, ge=1, le=50)
+    # How far back CloudTrail is searched for what the attacker's changes replaced.
+    restore_lookback_seconds: int = Field(default=30 * 24 * 3600, ge=3600, le=90 * 24 * 3600)
 
     # The lab: moto standing in for AWS, with a simulated compromise.
     lab: bool = False
@@ -77,6 +79,7 @@ class Settings(BaseSettings):
             compromise_margin_seconds=self.compromise_margin_seconds,
             protected_names=self.protected_names,
             max_eradication_rounds=self.max_eradication_rounds,
+            restore_lookback_seconds=self.restore_lookback_seconds,
         )
 
     @cached_property

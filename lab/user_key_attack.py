@@ -4,6 +4,10 @@ user with a key, whose key launches an instance and stops the trail; one of the 
 roles is made to trust an outside account. Every call is real against the lab's AWS and is
 written to CloudTrail; then GuardDuty's finding is built from what was seen.
 
+The leaked key also rewrites the role's own inline policy and attaches policies to it: one
+it already had (the administrator's), and AdministratorAccess. Recovery puts the
+administrator's policy back; eradication detaches only AdministratorAccess.
+
 The response needs three rounds of eradication: the leaked key leads to cloud-sync's key,
 that one to metrics-agent's, and metrics-agent's key mints nothing.
 """
@@ -24,6 +28,9 @@ CI_AGENT = "aws-cli/2.17.0 Python/3.11.9 Linux/6.5.0-1025-azure exe/x86_64.ubunt
 DEPLOY_AGENT = "Boto3/1.35.0 md/Botocore#1.35.0 ua/2.0 os/linux lang/python#3.12.3 cfg/deploy"
 
 TRUST_ROLE = "audit-readonly"
+ROLE_POLICY = "audit-read"  # the role's inline policy, which the attacker rewrites
+ROLE_POLICY_ATTACHED = "arn:aws:iam::aws:policy/ReadOnlyAccess"  # attached before, and again
+ROLE_POLICY_ESCALATION = "arn:aws:iam::aws:policy/AdministratorAccess"
 SECOND_GENERATION_USER = "cloud-sync"
 THIRD_GENERATION_USER = "metrics-agent"
 THIRD_GENERATION_POLICY = "metrics"
@@ -53,6 +60,12 @@ class UserKeyAttackReport(ScenarioReport):
     # finds in CloudTrail and restores.
     prior_trust_policy: dict[str, Any]
     prior_trust_changed_at: datetime
+    # The role's inline policy as the administrator set it, which the attacker overwrote;
+    # the managed policy it already had; the one the attacker added.
+    role_policy_name: str
+    prior_role_policy: dict[str, Any]
+    role_policy_attached_before: str
+    role_policy_escalation: str
     legitimate_user_created: str
     legitimate_function_updated: str
     legitimate_function_code_sha256: str
@@ -95,6 +108,20 @@ def _prior_trust_policy(account_id: str) -> dict[str, Any]:
     }
 
 
+def _prior_role_policy() -> dict[str, Any]:
+    """What the audit role may do: read CloudTrail and Config, nothing else."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["cloudtrail:LookupEvents", "config:Get*"],
+                "Resource": "*",
+            }
+        ],
+    }
+
+
 def run_user_key_attack(
     endpoint_url: str, world: LabWorld, now: datetime | None = None
 ) -> UserKeyAttackReport:
@@ -128,9 +155,19 @@ def run_user_key_attack(
     # Two days before: the administrator tightens the role's trust, a change of its own.
     prior_at = start - PRIOR_CHANGE_AGE
     prior_trust = _prior_trust_policy(world.account_id)
-    admin(Clock(prior_at))(
+    earlier = admin(Clock(prior_at))
+    earlier(
         "iam", "UpdateAssumeRolePolicy", RoleName=TRUST_ROLE, PolicyDocument=json.dumps(prior_trust)
     )
+    prior_policy = _prior_role_policy()
+    earlier(
+        "iam",
+        "PutRolePolicy",
+        RoleName=TRUST_ROLE,
+        PolicyName=ROLE_POLICY,
+        PolicyDocument=json.dumps(prior_policy),
+    )
+    earlier("iam", "AttachRolePolicy", RoleName=TRUST_ROLE, PolicyArn=ROLE_POLICY_ATTACHED)
     # Hours before: the CI pipeline's ordinary, read-only use of its key.
     ci = Caller(
         recorder,
@@ -202,6 +239,21 @@ def run_user_key_attack(
         RoleName=TRUST_ROLE,
         PolicyDocument=json.dumps(backdoored_trust),
     )
+    # And the role may do anything: its own policy rewritten in place, more attached.
+    first(
+        "iam",
+        "PutRolePolicy",
+        RoleName=TRUST_ROLE,
+        PolicyName=ROLE_POLICY,
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+            }
+        ),
+    )
+    first("iam", "AttachRolePolicy", RoleName=TRUST_ROLE, PolicyArn=ROLE_POLICY_ATTACHED)
+    first("iam", "AttachRolePolicy", RoleName=TRUST_ROLE, PolicyArn=ROLE_POLICY_ESCALATION)
 
     # Generation 2: cloud-sync's own key makes the next user and key.
     second = Caller(
@@ -295,6 +347,10 @@ def run_user_key_attack(
         outside_account=OUTSIDE_ACCOUNT,
         prior_trust_policy=prior_trust,
         prior_trust_changed_at=prior_at,
+        role_policy_name=ROLE_POLICY,
+        prior_role_policy=prior_policy,
+        role_policy_attached_before=ROLE_POLICY_ATTACHED,
+        role_policy_escalation=ROLE_POLICY_ESCALATION,
         legitimate_user_created=LEGITIMATE_NEW_USER,
         legitimate_function_updated=LEGITIMATE_FUNCTION,
         legitimate_function_code_sha256=deployed["CodeSha256"],

@@ -1,14 +1,14 @@
 """Inputs and results of the activities: one model in, one model out."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from models.case import CaseStatus, EvidenceRecord, RecoveryStep
 from models.finding import Finding
 from models.principal import Credential
-from playbook.classify import ActivityReport, AttackerChange
+from playbook.classify import ActivityReport, AttackerChange, AttackerResource
 
 
 class ResolvePrincipalInput(BaseModel):
@@ -226,12 +226,35 @@ class CaptureTrailsResult(BaseModel):
     not_logging: list[str]
 
 
+class FindPriorStateInput(BaseModel):
+    """Policies the attacker wrote onto users and roles it did not make: were they there
+    before it wrote them?"""
+
+    account_id: str
+    resources: list[AttackerResource]
+    attacker_keys: list[str]  # every credential of the attacker known so far
+    lookback_seconds: int
+
+
+class PriorState(BaseModel):
+    resource: AttackerResource
+    # existed: the same policy was there before (restore or keep it); absent: it was not
+    # (remove it); unknown: the user or role is older than the CloudTrail window.
+    state: Literal["existed", "absent", "unknown"]
+    source: str  # the CloudTrail record or the fact the state rests on
+
+
+class FindPriorStateResult(BaseModel):
+    states: list[PriorState]
+
+
 class PlanRecoveryInput(BaseModel):
     case_id: str
     account_id: str
     changes: list[AttackerChange]
     trail_evidence: EvidenceRecord | None  # the trails as the case found them
     lookback_seconds: int
+    attacker_keys: list[str] = Field(default_factory=list)  # whose calls are not "before"
 
 
 class PlanRecoveryResult(BaseModel):

@@ -165,6 +165,9 @@ class RecoveryOperation(StrEnum):
     RESTORE_EVENT_SELECTORS = "restore_event_selectors"
     RESTORE_TRAIL_SETTINGS = "restore_trail_settings"
     RESTORE_TRUST_POLICY = "restore_trust_policy"
+    RESTORE_INLINE_POLICY = "restore_inline_policy"
+    REATTACH_POLICY = "reattach_policy"
+    RESTORE_POLICY_VERSION = "restore_policy_version"
 
 
 class RecoveryStep(BaseModel):
@@ -206,6 +209,9 @@ class EradicationProgress(BaseModel):
     investigated: list[str]
     rounds_done: int
     outcome: str  # the case's outcome once the rounds are done
+    contained: list[str] = Field(default_factory=list)  # minted credentials now contained
+    contained_from: datetime | None = None  # when the first of them was
+    watched: list[str] = Field(default_factory=list)  # minted credentials watched already
 
 
 class CaseResume(BaseModel):
@@ -265,6 +271,8 @@ class CaseStatus(BaseModel):
     containment_cutoff: datetime | None = None
     verified_access_key_id: str | None = None
     watch: WatchStatus | None = None
+    # The watches of the credentials the attacker minted, once the rounds contained them.
+    minted_watches: list[WatchStatus] = Field(default_factory=list)
     eradication: list[EradicationPlan] = Field(default_factory=list)  # one a round
     open_items: list[str] = Field(default_factory=list)  # what a human must still do
     recovery: list[RecoveryStep] = Field(default_factory=list)

@@ -38,6 +38,11 @@ IDENTITY_AND_PERSISTENCE = frozenset(
         "AddUserToGroup",
         "CreatePolicy",
         "CreatePolicyVersion",
+        "SetDefaultPolicyVersion",
+        "DeleteUserPolicy",
+        "DeleteRolePolicy",
+        "DetachUserPolicy",
+        "DetachRolePolicy",
         "GetFederationToken",
     }
 )
@@ -95,6 +100,7 @@ class ResourceKind(StrEnum):
     INSTANCE = "instance"
     FUNCTION = "function"
     FUNCTION_PERMISSION = "function_permission"
+    MANAGED_POLICY = "managed_policy"
 
 
 class ChangeKind(StrEnum):
@@ -106,6 +112,31 @@ class ChangeKind(StrEnum):
     TRAIL_DELETED = "trail_deleted"
     TRAIL_UPDATED = "trail_updated"
     EVENT_SELECTORS = "event_selectors"
+    # Permissions of a user or role the attacker did not make: an inline policy it
+    # replaced or deleted (`detail` is the policy's name), a managed policy it detached
+    # (`detail` is the policy's ARN); and a managed policy's default version it changed
+    # (`target` is the policy's ARN, `detail` the version it made, if any).
+    USER_POLICY = "user_policy"
+    ROLE_POLICY = "role_policy"
+    USER_POLICY_DETACHED = "user_policy_detached"
+    ROLE_POLICY_DETACHED = "role_policy_detached"
+    POLICY_VERSION = "policy_version"
+
+
+# What an attacker's write of a policy onto a user or role becomes when that user or role
+# is not its own and the policy was there before: a change to restore, not a removal.
+REPLACED_POLICY_CHANGE = {
+    ResourceKind.USER_INLINE_POLICY: ChangeKind.USER_POLICY,
+    ResourceKind.ROLE_INLINE_POLICY: ChangeKind.ROLE_POLICY,
+}
+POLICY_PARTS = frozenset(
+    {
+        ResourceKind.USER_INLINE_POLICY,
+        ResourceKind.ROLE_INLINE_POLICY,
+        ResourceKind.USER_POLICY_ATTACHMENT,
+        ResourceKind.ROLE_POLICY_ATTACHMENT,
+    }
+)
 
 
 class AttackerResource(BaseModel):
@@ -127,6 +158,7 @@ class AttackerResource(BaseModel):
 class AttackerChange(BaseModel):
     kind: ChangeKind
     target: str
+    detail: str = ""  # which policy or version, for the kinds that need one
     made_by: str
     event_id: str
     event_time: str
@@ -214,8 +246,8 @@ def _made_by(
     def resource(kind: ResourceKind, name: str, owner: str | None = None) -> AttackerResource:
         return AttackerResource(kind=kind, name=name, owner=owner, **common)
 
-    def change(kind: ChangeKind, target: str) -> AttackerChange:
-        return AttackerChange(kind=kind, target=target, **common)
+    def change(kind: ChangeKind, target: str, detail: str = "") -> AttackerChange:
+        return AttackerChange(kind=kind, target=target, detail=detail, **common)
 
     user, role = request.get("userName"), request.get("roleName")
     if name == "CreateUser" and user:
@@ -257,6 +289,22 @@ def _made_by(
         return [resource(ResourceKind.ROLE_INLINE_POLICY, request["policyName"], role)], None, None
     if name == "UpdateAssumeRolePolicy" and role:
         return [], change(ChangeKind.TRUST_POLICY, role), None
+    if name == "DeleteUserPolicy" and user:
+        return [], change(ChangeKind.USER_POLICY, user, request["policyName"]), None
+    if name == "DeleteRolePolicy" and role:
+        return [], change(ChangeKind.ROLE_POLICY, role, request["policyName"]), None
+    if name == "DetachUserPolicy" and user:
+        return [], change(ChangeKind.USER_POLICY_DETACHED, user, request["policyArn"]), None
+    if name == "DetachRolePolicy" and role:
+        return [], change(ChangeKind.ROLE_POLICY_DETACHED, role, request["policyArn"]), None
+    if name == "CreatePolicy":
+        arn = _get(response, "policy", "arn")
+        return ([resource(ResourceKind.MANAGED_POLICY, arn)] if arn else []), None, None
+    if name == "CreatePolicyVersion":
+        version = _get(response, "policyVersion", "versionId") or ""
+        return [], change(ChangeKind.POLICY_VERSION, request["policyArn"], version), None
+    if name == "SetDefaultPolicyVersion":
+        return [], change(ChangeKind.POLICY_VERSION, request["policyArn"]), None
     if name == "CreateInstanceProfile":
         return [resource(ResourceKind.INSTANCE_PROFILE, request["instanceProfileName"])], None, None
     if name == "AddRoleToInstanceProfile":

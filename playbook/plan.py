@@ -22,6 +22,7 @@ _ORDER: list[tuple[ResourceKind, str]] = [
     (ResourceKind.ROLE_POLICY_ATTACHMENT, "detach_role_policy"),
     (ResourceKind.ROLE_INLINE_POLICY, "delete_role_policy"),
     (ResourceKind.ROLE, "delete_role"),
+    (ResourceKind.MANAGED_POLICY, "delete_managed_policy"),
 ]
 _RANK = {kind: index for index, (kind, _) in enumerate(_ORDER)}
 _OPERATION = dict(_ORDER)

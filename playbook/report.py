@@ -26,6 +26,7 @@ class Milestones(BaseModel):
     response_started: datetime  # the case opened
     contained: datetime | None = None
     watch_result: str | None = None  # clean or failed, and when
+    minted_watch_results: list[str] = Field(default_factory=list)  # the minted credentials'
     eradicated: datetime | None = None
     recovered: datetime | None = None
     closed: datetime | None = None
@@ -209,6 +210,11 @@ def build_report(status: CaseStatus, written_at: datetime) -> CaseReport:
     recovered = max((a.finished_at for a in recover_actions if a.finished_at), default=None)
     watch = status.watch
     milestones = Milestones(
+        minted_watch_results=[
+            f"{', '.join(w.access_key_ids)}: {w.verdict} after {w.checks} checks"
+            for w in status.minted_watches
+            if w.verdict
+        ],
         first_seen=first_seen,
         compromise_time=status.eradication[0].compromise_time if status.eradication else None,
         response_started=response_started,
@@ -342,6 +348,7 @@ def render_markdown(report: CaseReport) -> str:
         f"| Response started (case opened) | {_when(m.response_started)} |",
         f"| Contained | {_when(m.contained)} |",
         f"| Containment watch | {_cell(m.watch_result)} |",
+        *(f"| Watch of minted credentials | {_cell(r)} |" for r in m.minted_watch_results),
         f"| Eradicated | {_when(m.eradicated)} |",
         f"| Recovered | {_when(m.recovered)} |",
         f"| Closed | {_when(m.closed)} |",

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         ClassifyActivityInput,
         CloudTrailSliceInput,
         DenyUserTokensInput,
+        FindPriorStateInput,
         InstanceInput,
         PlanRecoveryInput,
         ProbeInstanceCredentialsInput,
@@ -75,7 +76,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.finding import Finding
     from models.principal import Credential, CredentialKind
-    from playbook.classify import AttackerChange, ChangeKind, NewCredential, ResourceKind
+    from playbook.classify import (
+        POLICY_PARTS,
+        REPLACED_POLICY_CHANGE,
+        AttackerChange,
+        ChangeKind,
+        NewCredential,
+        ResourceKind,
+    )
     from playbook.plan import removal_plan
 
 T = TypeVar("T")
@@ -96,6 +104,8 @@ TRAILS_PATCH = "trail-evidence"
 RECOVERY_PATCH = "recovery"
 REPORT_PATCH = "post-incident-report"
 MINTED_PATCH = "minted-credential-containment"
+PERMISSIONS_PATCH = "in-place-permissions"
+MINTED_WATCH_PATCH = "minted-credential-watch"
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -672,6 +682,17 @@ class CaseWorkflow:
         they made; every credential they minted is investigated in the next round, until
         a round finds nothing new (3.5). Continues as new every few rounds."""
         rounds_this_run = 0
+        while True:
+            capped = await self._rounds(progress, rounds_this_run)
+            if capped or not await self._watch_minted(progress):
+                break
+            rounds_this_run = 0
+        if workflow.patched(RECOVERY_PATCH):
+            await self._recover()
+        self._close(progress.outcome)
+
+    async def _rounds(self, progress: EradicationProgress, rounds_this_run: int) -> bool:
+        """Rounds until one finds nothing new; True when the cap stopped them."""
         while progress.pending:
             if rounds_this_run >= self._policy.rounds_per_run or (
                 rounds_this_run and workflow.info().is_continue_as_new_suggested()
@@ -699,7 +720,10 @@ class CaseWorkflow:
                 c for c in plan.new_credentials if c.access_key_id not in progress.investigated
             ]
             progress.investigated += [c.access_key_id for c in fresh]
-            await self._contain_minted(plan, fresh)
+            contained = await self._contain_minted(plan, fresh)
+            if contained:
+                progress.contained += contained
+                progress.contained_from = progress.contained_from or workflow.now()
             progress.pending = [c.access_key_id for c in fresh]
             if progress.pending and round_number >= self._policy.max_eradication_rounds:
                 self._status.open_items.append(
@@ -707,14 +731,88 @@ class CaseWorkflow:
                     f"{', '.join(progress.pending)} by hand"
                 )
                 self._note(self._status.open_items[-1])
-                break
-        else:
-            self._note(f"eradication round {progress.rounds_done} found no new credential: done")
-        if workflow.patched(RECOVERY_PATCH):
-            await self._recover()
-        self._close(progress.outcome)
+                return True
+        self._note(f"eradication round {progress.rounds_done} found no new credential: done")
+        return False
 
-    async def _contain_minted(self, plan: EradicationPlan, minted: list[NewCredential]) -> None:
+    async def _watch_minted(self, progress: EradicationProgress) -> bool:
+        """The containment watch for the credentials the attacker minted, once the rounds
+        have contained them (2.3). When one still works, a new round investigates it after
+        approval: True when that round is to run."""
+        if not workflow.patched(MINTED_WATCH_PATCH):
+            return False
+        keys = [k for k in progress.contained if k not in progress.watched]
+        if not keys:
+            return False
+        progress.watched += keys
+        failed = await self._watch(keys, since=progress.contained_from, minted=True)
+        if failed is None:
+            return False
+        findings = explain_failure(failed, None)
+        self._set_phase(Phase.CONTAINMENT_FAILED, findings[0])
+        working = sorted({e.access_key_id for e in failed.events if not e.denied})
+        minted = {
+            c.access_key_id: c for plan in self._status.eradication for c in plan.new_credentials
+        }
+        credentials = [minted[k] for k in working if k in minted]
+        action = self._propose(
+            ActionKind.RECONTAIN,
+            f"Contain {', '.join(working)} again: minted by the attacker, still working",
+            [
+                *findings,
+                *(_recontain_minted_step(c) for c in credentials),
+                "Then classify what they did since the compromise in a new eradication "
+                "round, remove what they made after approval, and watch again",
+            ],
+        )
+        decision = await self._await_decision(action)
+        if decision.decision is Decision.REJECTED:
+            self._finish_action(action, ActionStatus.REJECTED, decision.reason)
+            self._status.open_items.append(
+                f"minted credentials {', '.join(working)} still worked after containment "
+                f"(declined by {decision.approver}: {decision.reason}): contain them by hand"
+            )
+            self._note(f"needs a human: {self._status.open_items[-1]}")
+            return False
+        self._set_phase(Phase.CONTAINMENT, f"{action.id} approved by {decision.approver}")
+        cutoff = self._start_action(action)
+        for credential in credentials:
+            await self._recontain_minted(credential, cutoff)
+        self._finish_action(action, ActionStatus.DONE, "contained again; investigating again")
+        progress.pending = working
+        progress.contained_from = cutoff
+        progress.watched = [k for k in progress.watched if k not in working]
+        return True
+
+    async def _recontain_minted(self, credential: NewCredential, cutoff: datetime) -> None:
+        if credential.kind == "role_session":
+            role = credential.principal.rsplit("/", 1)[-1]
+            await self._revoke_role_sessions(role, cutoff, record_cutoff=False)
+        elif credential.kind == "access_key":
+            request = AccessKeyInput(
+                user_name=credential.principal, access_key_id=credential.access_key_id
+            )
+            await self._attempt(
+                f"deactivate {credential.access_key_id}",
+                lambda: workflow.execute_activity_method(
+                    IamActivities.deactivate_access_key,
+                    request,
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=_RETRY,
+                    summary=f"Deactivate {credential.access_key_id} of {credential.principal}",
+                ),
+            )
+            self._note(f"{credential.access_key_id} of {credential.principal} deactivated")
+        else:
+            self._status.open_items.append(
+                f"contain {credential.kind} {credential.access_key_id} of "
+                f"{credential.principal} by hand: it still worked after containment"
+            )
+            self._note(f"needs a human: {self._status.open_items[-1]}")
+
+    async def _contain_minted(
+        self, plan: EradicationPlan, minted: list[NewCredential]
+    ) -> list[str]:
         """Each credential the attacker minted is contained before it is investigated: a
         key or session dies with the user or role this round removed; a federation token
         issued before the user's token cut-off is already denied; a session of a role
@@ -730,6 +828,7 @@ class CaseWorkflow:
             if s.resource.kind is ResourceKind.ACCESS_KEY
         }
         contained_user = self._contained_user()
+        contained = []
         for credential in minted:
             if credential.kind == "access_key" and (ResourceKind.USER, credential.principal) in (
                 removed
@@ -738,6 +837,7 @@ class CaseWorkflow:
                     f"{credential.access_key_id} was deleted with its user "
                     f"{credential.principal}; its activity is investigated next"
                 )
+                contained.append(credential.access_key_id)
                 continue
             if workflow.patched(MINTED_PATCH):
                 if credential.kind == "role_session":
@@ -747,8 +847,9 @@ class CaseWorkflow:
                             f"session {credential.access_key_id} ended with role {role}, "
                             "removed this round; its activity is investigated next"
                         )
-                    else:
-                        await self._contain_minted_session(credential, role)
+                        contained.append(credential.access_key_id)
+                    elif await self._contain_minted_session(credential, role):
+                        contained.append(credential.access_key_id)
                     continue
                 if credential.kind == "federation_token":
                     owner = key_owners.get(credential.made_by) or contained_user
@@ -757,6 +858,7 @@ class CaseWorkflow:
                             f"federation token {credential.access_key_id} lost every permission "
                             f"with its user {owner}, removed this round"
                         )
+                        contained.append(credential.access_key_id)
                         continue
                     if (
                         owner is not None
@@ -767,12 +869,14 @@ class CaseWorkflow:
                             f"federation token {credential.access_key_id} of {owner} was issued "
                             f"before the cut-off: {names.REVOKE_USER_TOKENS_POLICY_NAME} denies it"
                         )
+                        contained.append(credential.access_key_id)
                         continue
             self._status.open_items.append(
                 f"contain {credential.kind} {credential.access_key_id} of "
                 f"{credential.principal} (made by {credential.made_by})"
             )
             self._note(f"needs a human: {self._status.open_items[-1]}")
+        return contained
 
     def _contained_user(self) -> str | None:
         """The IAM user whose older tokens the containment denied, if it was a user key."""
@@ -788,7 +892,7 @@ class CaseWorkflow:
         issued = datetime.fromisoformat(credential.event_time.replace("Z", "+00:00"))
         return issued < cutoff
 
-    async def _contain_minted_session(self, credential: NewCredential, role: str) -> None:
+    async def _contain_minted_session(self, credential: NewCredential, role: str) -> bool:
         action = self._propose(
             ActionKind.CONTAIN_ROLE_SESSION,
             f"Contain {credential.access_key_id}, a session of {role} the attacker assumed",
@@ -806,10 +910,11 @@ class CaseWorkflow:
                 f"contain role_session {credential.access_key_id} of {role} (declined by "
                 f"{decision.approver}: {decision.reason})"
             )
-            return
+            return False
         self._set_phase(Phase.ERADICATION, f"{action.id} approved by {decision.approver}")
         await self._revoke_role_sessions(role, self._start_action(action), record_cutoff=False)
         self._finish_action(action, ActionStatus.DONE, f"sessions of {role} revoked")
+        return True
 
     async def _eradication_round(
         self, round_number: int, access_key_ids: list[str], compromise_time: datetime
@@ -860,15 +965,105 @@ class CaseWorkflow:
             f"to restore, {len(plan.new_credentials)} new credentials"
         )
         self._refresh()
+        if plan.steps and workflow.patched(PERMISSIONS_PATCH):
+            await self._sort_out_permissions(plan)
         if plan.steps and workflow.patched(ERADICATE_PATCH):
             await self._remove_attacker_resources(plan)
         return plan
 
+    async def _sort_out_permissions(self, plan: EradicationPlan) -> None:
+        """A policy the attacker put on or attached to a user or role it did not make may
+        have been there before: if so, a replaced inline policy is restored in recovery
+        and a policy already attached stays; removing either would break what it serves.
+        Where CloudTrail cannot say, the attacker's version is removed (and kept as
+        evidence) and a human is asked to check."""
+        made = self._attacker_made()
+        candidates = [
+            s.resource
+            for s in plan.steps
+            if s.resource.kind in POLICY_PARTS
+            and not s.skipped_reason
+            and (_owner_kind(s.resource.kind), s.resource.owner) not in made
+        ]
+        if not candidates:
+            return
+        request = FindPriorStateInput(
+            account_id=self._status.account_id,
+            resources=candidates,
+            attacker_keys=self._attacker_keys(),
+            lookback_seconds=self._policy.restore_lookback_seconds,
+        )
+        found = await self._attempt(
+            "find what the attacker's policies replaced",
+            lambda: workflow.execute_activity_method(
+                RecoveryActivities.find_prior_state,
+                request,
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"Round {plan.round}: were the attacker's policies there before?",
+            ),
+        )
+        states = {state.resource.key: state for state in found.states}
+        for step in plan.steps:
+            state = states.get(step.resource.key)
+            if state is None or state.state == "absent":
+                continue
+            resource = step.resource
+            if state.state == "unknown":
+                self._status.open_items.append(
+                    f"{step.describe()}: {state.source}, so whether it replaced an earlier "
+                    f"policy of {resource.owner} is unknown; it is removed (the attacker's "
+                    "version is kept as evidence): check what "
+                    f"{resource.owner} needs against your infrastructure code"
+                )
+                self._note(f"needs a human: {self._status.open_items[-1]}")
+                continue
+            change_kind = REPLACED_POLICY_CHANGE.get(resource.kind)
+            if change_kind is None:
+                step.skipped_reason = f"attached before the attacker's call ({state.source})"
+            else:
+                step.skipped_reason = (
+                    f"replaced an earlier version ({state.source}): restored in recovery"
+                )
+                plan.changes.append(
+                    AttackerChange(
+                        kind=change_kind,
+                        target=resource.owner or "",
+                        detail=resource.name,
+                        made_by=resource.made_by,
+                        event_id=resource.event_id,
+                        event_time=resource.event_time,
+                    )
+                )
+            step.outcome, step.detail = "kept", step.skipped_reason
+            self._note(f"{step.describe()}")
+        self._refresh()
+
+    def _attacker_made(self) -> set[tuple[ResourceKind, str | None]]:
+        """The users, roles and managed policies the attacker's credentials made."""
+        return {
+            (s.resource.kind, s.resource.name)
+            for plan in self._status.eradication
+            for s in plan.steps
+            if s.resource.kind
+            in {ResourceKind.USER, ResourceKind.ROLE, ResourceKind.MANAGED_POLICY}
+        }
+
+    def _attacker_keys(self) -> list[str]:
+        """Every credential of the attacker's the case knows of."""
+        keys = {k for plan in self._status.eradication for k in plan.access_key_ids}
+        keys |= {c.access_key_id for plan in self._status.eradication for c in plan.new_credentials}
+        return sorted(keys)
+
     async def _remove_attacker_resources(self, plan: EradicationPlan) -> None:
         """After approval, every step of the plan in order, each one recorded."""
+        to_remove = [step for step in plan.steps if step.outcome != "kept"]
+        if not to_remove:
+            return
         action = self._propose(
             ActionKind.ERADICATE,
-            f"Round {plan.round}: remove {len(plan.steps)} resources the attacker made",
+            f"Round {plan.round}: remove {len(to_remove)} resources the attacker made",
             [step.describe() for step in plan.steps],
         )
         decision = await self._await_decision(action)
@@ -880,6 +1075,8 @@ class CaseWorkflow:
         self._start_action(action)
         await self._capture_before_removal(plan)
         for step in plan.steps:
+            if step.outcome == "kept":
+                continue
             request = RemoveResourceInput(
                 case_id=self._status.case_id,
                 operation=step.operation,
@@ -959,6 +1156,10 @@ class CaseWorkflow:
                     "attacker's credentials: find out who stopped it and when, and start it"
                 )
                 self._note(f"needs a human: {self._status.open_items[-1]}")
+        attacker_keys: list[str] = []
+        if workflow.patched(PERMISSIONS_PATCH):
+            changes = self._changes_to_undo(changes)
+            attacker_keys = self._attacker_keys()
         if not changes:
             return
         self._set_phase(Phase.RECOVERY, f"planning how to undo {len(changes)} changes")
@@ -970,6 +1171,7 @@ class CaseWorkflow:
                 (e for e in self._status.evidence if e.name == TRAILS_EVIDENCE_NAME), None
             ),
             lookback_seconds=self._policy.restore_lookback_seconds,
+            attacker_keys=attacker_keys,
         )
         planned = await self._attempt(
             "plan the recovery",
@@ -995,6 +1197,31 @@ class CaseWorkflow:
             if step.change.kind is ChangeKind.LOGGING_STOPPED:
                 self._record_logging_gap(step.change, step)
         self._refresh()
+
+    def _changes_to_undo(self, changes: list[AttackerChange]) -> list[AttackerChange]:
+        """Changes to things the attacker did not make: a change to its own user, role or
+        policy went with it, and detaching a policy it had attached itself undid its own
+        work."""
+        made = self._attacker_made()
+        own_attachments = {
+            (_owner_kind(s.resource.kind), s.resource.owner, s.resource.name)
+            for plan in self._status.eradication
+            for s in plan.steps
+            if s.resource.kind
+            in {ResourceKind.USER_POLICY_ATTACHMENT, ResourceKind.ROLE_POLICY_ATTACHMENT}
+        }
+        kept = []
+        for change in changes:
+            principal = _CHANGED_PRINCIPAL.get(change.kind)
+            if principal is not None and (principal, change.target) in made:
+                continue
+            if (
+                change.kind in _DETACHED
+                and (_DETACHED[change.kind], change.target, change.detail) in own_attachments
+            ):
+                continue
+            kept.append(change)
+        return kept
 
     async def _restore(self, steps: list[RecoveryStep]) -> None:
         action = self._propose(
@@ -1122,15 +1349,20 @@ class CaseWorkflow:
             return ["Revoke the role's sessions again with a new cut-off; fix its trust policy"]
         return ["Contain the credential by hand, then approve"]
 
-    async def _watch(self, access_key_ids: list[str]) -> CheckActivityResult | None:
+    async def _watch(
+        self, access_key_ids: list[str], since: datetime | None = None, minted: bool = False
+    ) -> CheckActivityResult | None:
         """One watch: durable timers between CloudTrail checks. Returns the calls that
-        worked after containment, or None once the window is clean."""
+        worked after containment (at `since`, or now), or None once the window is clean."""
         policy = self._policy
-        start = workflow.now()
-        window_end = start + timedelta(seconds=policy.watch_seconds)
+        start = since or workflow.now()
+        window_end = workflow.now() + timedelta(seconds=policy.watch_seconds)
         clean_at = window_end + timedelta(seconds=policy.delivery_lag_seconds)
         watch = WatchStatus(access_key_ids=access_key_ids, start=start, clean_at=clean_at)
-        self._status.watch = watch
+        if minted:
+            self._status.minted_watches.append(watch)
+        else:
+            self._status.watch = watch
         self._set_phase(
             Phase.WATCHING,
             f"watching CloudTrail for {', '.join(access_key_ids)} until "
@@ -1337,6 +1569,36 @@ class _Evidence:
 
     instance_running: bool = False
     user: CaptureUserResult | None = None
+
+
+def _recontain_minted_step(credential: NewCredential) -> str:
+    if credential.kind == "role_session":
+        role = credential.principal.rsplit("/", 1)[-1]
+        return f"Revoke the sessions of role {role} again, with a new cut-off"
+    if credential.kind == "access_key":
+        return f"Deactivate {credential.access_key_id} of user {credential.principal}"
+    return f"Contain {credential.kind} {credential.access_key_id} by hand (listed as open)"
+
+
+def _owner_kind(kind: ResourceKind) -> ResourceKind:
+    """The kind of principal a policy of this kind belongs to."""
+    user_kinds = {ResourceKind.USER_INLINE_POLICY, ResourceKind.USER_POLICY_ATTACHMENT}
+    return ResourceKind.USER if kind in user_kinds else ResourceKind.ROLE
+
+
+# Which principal (or policy) a change is made to, by the change's kind.
+_CHANGED_PRINCIPAL = {
+    ChangeKind.TRUST_POLICY: ResourceKind.ROLE,
+    ChangeKind.USER_POLICY: ResourceKind.USER,
+    ChangeKind.ROLE_POLICY: ResourceKind.ROLE,
+    ChangeKind.USER_POLICY_DETACHED: ResourceKind.USER,
+    ChangeKind.ROLE_POLICY_DETACHED: ResourceKind.ROLE,
+    ChangeKind.POLICY_VERSION: ResourceKind.MANAGED_POLICY,
+}
+_DETACHED = {
+    ChangeKind.USER_POLICY_DETACHED: ResourceKind.USER,
+    ChangeKind.ROLE_POLICY_DETACHED: ResourceKind.ROLE,
+}
 
 
 def explain_failure(result: CheckActivityResult, cutoff: datetime | None) -> list[str]:

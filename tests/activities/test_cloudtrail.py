@@ -171,7 +171,8 @@ def test_capture_cloudtrail_slice_heartbeats_its_cursor_after_each_file(
     env.run(cloudtrail.capture_cloudtrail_slice, slice_input())
 
     assert [
-        (len(cursor["done"]), sorted(r["eventID"] for r in matches)) for cursor, matches in beats
+        (len(cursor["done"]), sorted(r["eventID"] for r in matches))
+        for cursor, matches, _query in beats
     ] == [
         (1, ["a-in"]),
         (2, ["a-in", "b-in-1", "b-in-2"]),
@@ -189,7 +190,7 @@ def test_capture_cloudtrail_slice_does_not_change_details_it_already_heartbeated
 
     env.run(cloudtrail.capture_cloudtrail_slice, slice_input())
 
-    first_cursor, first_matches = sent[0]
+    first_cursor, first_matches, _query = sent[0]
     assert len(first_cursor["done"]) == 1
     assert [r["eventID"] for r in first_matches] == ["a-in"]
 
@@ -263,3 +264,25 @@ def test_capture_cloudtrail_slice_resume_survives_a_file_delivered_in_between(
         "west-1",
         "west-2",
     ]
+
+
+def test_a_heartbeat_of_another_query_is_not_resumed(
+    s3: Any, source: RecordingSource, cloudtrail: CloudTrailActivities
+) -> None:
+    """An activity that scans several times resumes only the scan its heartbeat names."""
+    write_trail(s3)
+    first_attempt = ActivityEnvironment()
+    beats = record_heartbeats(first_attempt)
+    first_attempt.run(cloudtrail.capture_cloudtrail_slice, slice_input("case-first"))
+    cursor, matches, _query = beats[0]
+    all_keys = list(source.read)
+    source.read.clear()
+    retry = ActivityEnvironment()
+    retry.info = dataclasses.replace(
+        retry.info, heartbeat_details=[cursor, matches, "TrailQuery(another scan)"]
+    )
+
+    result = retry.run(cloudtrail.capture_cloudtrail_slice, slice_input("case-retry"))
+
+    assert source.read == all_keys
+    assert result.event_count == len(IN_WINDOW)

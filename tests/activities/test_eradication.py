@@ -608,6 +608,31 @@ def arrange_role(aws: Aws) -> Target:
     )
 
 
+def arrange_managed_policy(aws: Aws) -> Target:
+    """The attacker's own policy, in two versions, attached to its user and its role."""
+    arn = policy_arn(aws, "attacker-escalate")
+    aws.iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(POLICY))
+    aws.iam.create_user(UserName=ATTACKER)
+    aws.iam.attach_user_policy(UserName=ATTACKER, PolicyArn=arn)
+    create_role(aws, ROLE)
+    aws.iam.attach_role_policy(RoleName=ROLE, PolicyArn=arn)
+
+    def present() -> bool:
+        return arn in [p["Arn"] for p in aws.iam.list_policies(Scope="Local")["Policies"]]
+
+    return Target(
+        name=arn,
+        owner=None,
+        present=present,
+        principal=arn,
+        protect=lambda: aws.iam.tag_policy(PolicyArn=arn, Tags=PROTECTED_TAG),
+        kept=lambda: (
+            user_exists(aws.iam, ATTACKER)
+            and not aws.iam.list_attached_user_policies(UserName=ATTACKER)["AttachedPolicies"]
+        ),
+    )
+
+
 ARRANGE: dict[str, Callable[[Aws], Target]] = {
     "remove_function_permission": arrange_function_permission,
     "delete_function": arrange_function,
@@ -623,6 +648,7 @@ ARRANGE: dict[str, Callable[[Aws], Target]] = {
     "detach_role_policy": arrange_role_policy_attachment,
     "delete_role_policy": arrange_role_inline_policy,
     "delete_role": arrange_role,
+    "delete_managed_policy": arrange_managed_policy,
 }
 OPERATIONS = list(ARRANGE)
 # The operations on Lambda and EC2, whose moto backends are worth building only for them.
@@ -689,7 +715,10 @@ def test_each_operation_removes_its_resource_and_nothing_beside_it(
     assert after["roles"][NEIGHBOUR_ROLE] == before["roles"][NEIGHBOUR_ROLE]
     assert after["groups"][NEIGHBOUR_GROUP] == [NEIGHBOUR]
     assert after["profiles"][NEIGHBOUR_PROFILE] == [NEIGHBOUR_ROLE]
-    assert after["policies"] == before["policies"]  # detached, never deleted
+    if operation == "delete_managed_policy":
+        assert after["policies"] == [p for p in before["policies"] if p != target.name]
+    else:
+        assert after["policies"] == before["policies"]  # detached, never deleted
     if compute is not None:
         assert after["functions"][NEIGHBOUR_FUNCTION] == ["partner-invoke"]
         assert after["instances"][compute["instance"]] == "running"
@@ -1069,3 +1098,36 @@ def test_a_neighbours_key_named_under_the_attacker_is_not_deleted(
 
     assert result.outcome == "already_gone"
     assert account_state(aws)["users"][NEIGHBOUR]["keys"] == [neighbours["key"]]
+
+
+@pytest.mark.parametrize("operation", ["delete_user_policy", "delete_role_policy"])
+def test_an_inline_policy_is_kept_as_evidence_before_it_is_deleted(
+    aws: Aws,
+    s3: Any,
+    eradication: EradicationActivities,
+    activity_env: ActivityEnvironment,
+    operation: str,
+) -> None:
+    target = ARRANGE[operation](aws)
+
+    result = remove(activity_env, eradication, operation, target.name, target.owner)
+
+    assert result.evidence is not None
+    kept = s3.get_object(Bucket=result.evidence.bucket, Key=result.evidence.key)
+    document = json.loads(kept["Body"].read())
+    assert (document["owner"], document["policy"]) == (target.owner, target.name)
+    assert document["document"] == POLICY
+
+
+def test_the_attackers_managed_policy_is_kept_as_evidence_with_every_version(
+    aws: Aws, s3: Any, eradication: EradicationActivities, activity_env: ActivityEnvironment
+) -> None:
+    target = arrange_managed_policy(aws)
+
+    result = remove(activity_env, eradication, "delete_managed_policy", target.name)
+
+    assert result.evidence is not None
+    kept = s3.get_object(Bucket=result.evidence.bucket, Key=result.evidence.key)
+    versions = json.loads(kept["Body"].read())["versions"]
+    assert sorted(v["VersionId"] for v in versions) == ["v1", "v2"]
+    assert not aws.iam.list_attached_role_policies(RoleName=ROLE)["AttachedPolicies"]

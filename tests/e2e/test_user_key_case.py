@@ -69,9 +69,11 @@ async def test_leaked_user_key_is_contained_and_three_generations_eradicated(lab
         [attack.third_generation_access_key_id],
         [],
     ]
-    assert all(
-        step.outcome in {"removed", "already_gone"} for p in result.eradication for step in p.steps
-    )
+    steps = [step for p in result.eradication for step in p.steps]
+    assert all(step.outcome in {"removed", "already_gone", "kept"} for step in steps)
+    # The role's own policy and the policy it already had are not the attacker's to remove.
+    kept = sorted(s.resource.name for s in steps if s.outcome == "kept")
+    assert kept == sorted([attack.role_policy_name, attack.role_policy_attached_before])
 
     # AWS: nothing the attacker made remains.
     users = {u["UserName"] for u in iam.list_users()["Users"]}
@@ -92,6 +94,14 @@ async def test_leaked_user_key_is_contained_and_three_generations_eradicated(lab
     trust_step = next(r for r in result.recovery if r.change.kind.value == "trust_policy")
     assert trust_step.outcome == "restored" and trust_step.source is not None
     assert "alice-admin" in trust_step.source
+    role_policy = iam.get_role_policy(
+        RoleName=attack.trust_changed_role, PolicyName=attack.role_policy_name
+    )["PolicyDocument"]
+    assert normalized_policy(role_policy) == normalized_policy(attack.prior_role_policy)
+    role_attached = iam.list_attached_role_policies(RoleName=attack.trust_changed_role)
+    assert [p["PolicyArn"] for p in role_attached["AttachedPolicies"]] == [
+        attack.role_policy_attached_before
+    ]
     assert aws(stack, "cloudtrail").get_trail_status(Name=world.trail_name)["IsLogging"] is True
     (gap,) = result.logging_gaps
     assert gap.stopped_by == attack.third_generation_access_key_id

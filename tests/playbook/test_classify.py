@@ -191,3 +191,36 @@ def test_the_removal_plan_follows_dependency_order_and_skips_protected():
         "(skipped: protected)",
         "delete_role ops-support-role (skipped: protected)",
     ]
+
+
+def test_policy_changes_to_what_the_attacker_did_not_make_are_changes_to_restore():
+    recorder, call = _recorder()
+    policy = f"arn:aws:iam::{ACCOUNT}:policy/deploy"
+    call("iam", "DeleteRolePolicy", {"RoleName": "app", "PolicyName": "guard"}, {})
+    call("iam", "DetachUserPolicy", {"UserName": "bob", "PolicyArn": policy}, {})
+    call(
+        "iam",
+        "CreatePolicyVersion",
+        {"PolicyArn": policy, "SetAsDefault": True},
+        {"PolicyVersion": {"VersionId": "v3"}},
+    )
+    call("iam", "SetDefaultPolicyVersion", {"PolicyArn": policy, "VersionId": "v3"}, {})
+    call(
+        "iam",
+        "CreatePolicy",
+        {"PolicyName": "escalate"},
+        {"Policy": {"Arn": f"arn:aws:iam::{ACCOUNT}:policy/escalate"}},
+    )
+
+    report = classify(recorder.records)
+
+    assert [(c.kind, c.target, c.detail) for c in report.changes] == [
+        (ChangeKind.ROLE_POLICY, "app", "guard"),
+        (ChangeKind.USER_POLICY_DETACHED, "bob", policy),
+        (ChangeKind.POLICY_VERSION, policy, "v3"),
+        (ChangeKind.POLICY_VERSION, policy, ""),
+    ]
+    assert [(r.kind, r.name) for r in report.resources] == [
+        (ResourceKind.MANAGED_POLICY, f"arn:aws:iam::{ACCOUNT}:policy/escalate")
+    ]
+    assert report.counts[Group.IDENTITY_AND_PERSISTENCE] == 5

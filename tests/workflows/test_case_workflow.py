@@ -35,10 +35,13 @@ from models.activities import (
     CloudTrailSliceInput,
     CloudTrailSliceResult,
     DenyUserTokensInput,
+    FindPriorStateInput,
+    FindPriorStateResult,
     InstanceInput,
     InstanceStateResult,
     PlanRecoveryInput,
     PlanRecoveryResult,
+    PriorState,
     ProbeInstanceCredentialsInput,
     ProbeInstanceCredentialsResult,
     RemoveResourceInput,
@@ -76,7 +79,7 @@ from models.principal import Credential, CredentialKind, Principal, PrincipalTyp
 from playbook.classify import ChangeKind, Group, classify
 from playbook.report import build_report, render_markdown
 from tests.playbook.test_classify import STOLEN as RECORDED_STOLEN_KEY
-from tests.playbook.test_classify import _attack_records
+from tests.playbook.test_classify import _attack_records, _recorder
 from tests.support import ACCOUNT, INSTANCE, ROLE, STOLEN_KEY, finding, history_for_the_repo
 from workflows.case import CaseWorkflow
 
@@ -125,6 +128,10 @@ class FakeAws:
         self.trails_not_logging: list[str] = []
         self.reports: list[WriteReportResult] = []
         self.report_markdown: list[str] = []
+        # What find_prior_state says of a policy, by its name; "absent" otherwise.
+        self.prior_states: dict[str, str] = {}
+        # Keys whose calls keep working for this many more watch checks.
+        self.still_working: dict[str, int] = {}
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -236,6 +243,14 @@ class FakeAws:
         @activity.defn(name="check_credential_activity")
         async def check_credential_activity(input: CheckActivityInput) -> CheckActivityResult:
             fake._record("check_credential_activity", input)
+            working = [k for k in input.access_key_ids if fake.still_working.get(k, 0) > 0]
+            for key in working:
+                fake.still_working[key] -= 1
+            if working:
+                events = [_event(f"w-{key}", False, key=key) for key in working]
+                return CheckActivityResult(
+                    events=events, denied_count=0, effective_count=len(events)
+                )
             if fake.checks:
                 return fake.checks.pop(0)
             return CheckActivityResult(events=[], denied_count=0, effective_count=0)
@@ -341,6 +356,20 @@ class FakeAws:
                     steps.append(RecoveryStep(change=change, description=what, manual=what))
             return PlanRecoveryResult(steps=steps)
 
+        @activity.defn(name="find_prior_state")
+        async def find_prior_state(input: FindPriorStateInput) -> FindPriorStateResult:
+            fake._record("find_prior_state", input)
+            return FindPriorStateResult(
+                states=[
+                    PriorState(
+                        resource=r,
+                        state=fake.prior_states.get(r.name, "absent"),
+                        source=f"CloudTrail PutRolePolicy {r.name} by alice-admin",
+                    )
+                    for r in input.resources
+                ]
+            )
+
         @activity.defn(name="restore_change")
         async def restore_change(input: RestoreChangeInput) -> RestoreChangeResult:
             fake._record("restore_change", input)
@@ -364,6 +393,7 @@ class FakeAws:
 
         return [
             capture_trails,
+            find_prior_state,
             plan_recovery,
             restore_change,
             write_report,
@@ -816,8 +846,8 @@ def _decided(action_id: str) -> Callable[[CaseStatus], bool]:
 
 
 async def _approve_each_round(env, handle: WorkflowHandle) -> list[list[str]]:
-    """Approve every eradication round as it comes, and the recovery; the steps each
-    eradication round proposed."""
+    """Approve every eradication round as it comes, a containment again after a failed
+    watch, and the recovery; the steps each eradication round proposed."""
     proposed: list[list[str]] = []
     while True:
         await env.sleep(timedelta(minutes=50))
@@ -827,6 +857,7 @@ async def _approve_each_round(env, handle: WorkflowHandle) -> list[list[str]]:
                 s.phase is Phase.CLOSED
                 or bool(_pending("eradicate-")(s))
                 or bool(_pending("recover-")(s))
+                or bool(_pending("recontain-")(s))
             ),
         )
         if status.phase is Phase.CLOSED:
@@ -1023,6 +1054,8 @@ async def test_a_declined_recovery_leaves_each_change_to_a_human(time_skipping_e
         await time_skipping_env.sleep(timedelta(minutes=50))
         status = await _wait_for(handle, _pending("eradicate-"))
         await handle.signal(CaseWorkflow.approve, _approval(status.pending_actions()[0].id))
+        # The backdoor key died with its user: it is watched before recovery begins.
+        await time_skipping_env.sleep(timedelta(minutes=50))
         status = await _wait_for(handle, _pending("recover-"))
         await handle.signal(
             CaseWorkflow.reject,
@@ -1108,3 +1141,154 @@ async def test_minted_role_sessions_are_contained_before_they_are_investigated(
     # Both sessions are investigated in the next round.
     assert result.eradication[1].access_key_ids == ["ASIAMINTEDAUDIT00001", "ASIAMINTEDOPS000001"]
     await _record(handle, "minted_sessions_contained")
+
+
+BACKDOOR_KEY = "AKIABACKDOORKEY00001"
+THIRD_KEY = "AKIATHIRDGENKEY00001"
+
+
+async def test_minted_credentials_are_watched_and_contained_again_when_they_still_work(
+    time_skipping_env,
+):
+    fake = FakeAws()
+    fake.attacker_records = {
+        STOLEN_KEY: _attack_records(),
+        BACKDOOR_KEY: _second_generation_records(),
+    }
+    fake.still_working = {BACKDOOR_KEY: 1}  # its first check after the rounds sees it work
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        await _approve_each_round(time_skipping_env, handle)
+        result = await _result(handle)
+    first, again = result.minted_watches
+    # The federation token is a human's to contain, so only the two keys are watched.
+    assert (first.access_key_ids, first.verdict) == ([BACKDOOR_KEY, THIRD_KEY], "failed")
+    assert (again.access_key_ids, again.verdict) == ([BACKDOOR_KEY], "clean")
+    recontain = next(a for a in result.actions if a.id.startswith("recontain-"))
+    assert recontain.status is ActionStatus.DONE
+    assert f"Deactivate {BACKDOOR_KEY} of user backup-svc" in recontain.steps
+    deactivated = [v for n, v in fake.calls if n == "deactivate_access_key"]
+    assert [(d.user_name, d.access_key_id) for d in deactivated] == [("backup-svc", BACKDOOR_KEY)]
+    # The working key is investigated again in a fourth round, after its containment.
+    assert [p.access_key_ids for p in result.eradication][-1] == [BACKDOOR_KEY]
+    assert len(result.eradication) == 4
+    assert Phase.CONTAINMENT_FAILED in [p.phase for p in result.phases]
+    assert fake.names().index("deactivate_access_key") < max(
+        i for i, n in enumerate(fake.names()) if n == "classify_credential_activity"
+    )
+    # The watch looks from the containment on, not from when it started.
+    assert recontain.started_at is not None
+    assert again.start == recontain.started_at.replace(microsecond=0) + timedelta(seconds=1)
+    assert result.phase is Phase.CLOSED and result.outcome == "contained"
+    report = fake.report_markdown[-1]
+    assert (
+        f"| Watch of minted credentials | {BACKDOOR_KEY}, {THIRD_KEY}: failed after 1 checks |"
+        in report
+    )
+    assert f"| Watch of minted credentials | {BACKDOOR_KEY}: clean after 9 checks |" in report
+    await _record(handle, "minted_watch_failed_then_contained_again")
+
+
+def _permission_records() -> list[dict[str, Any]]:
+    """The stolen key rewrites policies of a role it did not make, beside its own user."""
+    recorder, call = _recorder()
+    role = "audit-readonly"
+    document = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*"}]}'
+    for name in ("audit-read", "ops-extra"):
+        call(
+            "iam",
+            "PutRolePolicy",
+            {"RoleName": role, "PolicyName": name, "PolicyDocument": document},
+        )
+    for arn in ("ReadOnlyAccess", "AdministratorAccess"):
+        call(
+            "iam",
+            "AttachRolePolicy",
+            {"RoleName": role, "PolicyArn": f"arn:aws:iam::aws:policy/{arn}"},
+        )
+    call(
+        "iam",
+        "DetachRolePolicy",
+        {"RoleName": role, "PolicyArn": "arn:aws:iam::aws:policy/SecurityAudit"},
+    )
+    call("iam", "CreateUser", {"UserName": "backup-svc"}, {"User": {"UserName": "backup-svc"}})
+    call(
+        "iam",
+        "PutUserPolicy",
+        {"UserName": "backup-svc", "PolicyName": "all", "PolicyDocument": document},
+    )
+    call(
+        "iam",
+        "CreatePolicy",
+        {"PolicyName": "escalate", "PolicyDocument": document},
+        {"Policy": {"Arn": f"arn:aws:iam::{ACCOUNT}:policy/escalate"}},
+    )
+    call(
+        "iam",
+        "CreatePolicyVersion",
+        {
+            "PolicyArn": f"arn:aws:iam::{ACCOUNT}:policy/deploy",
+            "PolicyDocument": document,
+            "SetAsDefault": True,
+        },
+        {"PolicyVersion": {"VersionId": "v4", "IsDefaultVersion": True}},
+    )
+    return recorder.records
+
+
+async def test_policies_the_attacker_rewrote_on_a_legitimate_role_are_restored_not_removed(
+    time_skipping_env,
+):
+    fake = FakeAws()
+    fake.attacker_records = {STOLEN_KEY: _permission_records()}
+    fake.prior_states = {
+        "audit-read": "existed",
+        "arn:aws:iam::aws:policy/ReadOnlyAccess": "existed",
+        "ops-extra": "unknown",
+    }
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        await _approve_each_round(time_skipping_env, handle)
+        result = await _result(handle)
+    (asked,) = [v for n, v in fake.calls if n == "find_prior_state"]
+    # Only what was written onto a principal the attacker did not make is looked up.
+    assert sorted(r.name for r in asked.resources) == [
+        "arn:aws:iam::aws:policy/AdministratorAccess",
+        "arn:aws:iam::aws:policy/ReadOnlyAccess",
+        "audit-read",
+        "ops-extra",
+    ]
+    removed = {(v.operation, v.name) for n, v in fake.calls if n == "remove_resource"}
+    assert removed == {
+        ("detach_role_policy", "arn:aws:iam::aws:policy/AdministratorAccess"),
+        ("delete_role_policy", "ops-extra"),
+        ("delete_user_policy", "all"),
+        ("delete_user", "backup-svc"),
+        ("delete_managed_policy", f"arn:aws:iam::{ACCOUNT}:policy/escalate"),
+    }
+    kept = {s.resource.name: s.outcome for s in result.eradication[0].steps if s.outcome == "kept"}
+    assert kept == {"audit-read": "kept", "arn:aws:iam::aws:policy/ReadOnlyAccess": "kept"}
+    (planned,) = [v for n, v in fake.calls if n == "plan_recovery"]
+    assert sorted((c.kind, c.target, c.detail) for c in planned.changes) == [
+        (ChangeKind.POLICY_VERSION, f"arn:aws:iam::{ACCOUNT}:policy/deploy", "v4"),
+        (ChangeKind.ROLE_POLICY, "audit-readonly", "audit-read"),
+        (
+            ChangeKind.ROLE_POLICY_DETACHED,
+            "audit-readonly",
+            "arn:aws:iam::aws:policy/SecurityAudit",
+        ),
+    ]
+    assert planned.attacker_keys == [STOLEN_KEY]
+    assert any(
+        "delete_role_policy ops-extra of audit-readonly" in item and "unknown" in item
+        for item in result.open_items
+    )
+    await _record(handle, "permissions_restored_not_removed")
