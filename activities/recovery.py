@@ -334,24 +334,18 @@ class RecoveryActivities:
         field = "policyName" if inline else "policyArn"
         created = f"Create{noun}"
         window_start = before - timedelta(seconds=lookback_seconds)
-        query = TrailQuery(
-            account_id,
-            frozenset(),
-            window_start,
-            before,
-            resource_name=owner,
-            event_names=frozenset({f"{added}{noun}Policy", f"{removed}{noun}Policy", created}),
-        )
         relevant = [
             r
-            for r in scan(self._source, query)
-            if not r.get("errorCode")
-            and r.get("userIdentity", {}).get("accessKeyId") not in attacker_keys
-            and record_time(r) < before
-            and (
-                r.get("eventName") == created
-                or (r.get("requestParameters") or {}).get(field) == policy
+            for r in self._calls_before(
+                account_id,
+                owner,
+                {f"{added}{noun}Policy", f"{removed}{noun}Policy", created},
+                before,
+                lookback_seconds,
+                attacker_keys,
             )
+            if r.get("eventName") == created
+            or (r.get("requestParameters") or {}).get(field) == policy
         ]
         if relevant:
             last = relevant[-1]
@@ -450,21 +444,17 @@ class RecoveryActivities:
         change; the versions the attacker made are deleted."""
         arn, who = change.target, f"{change.made_by} at {change.event_time}"
         before = _change_time(change)
-        query = TrailQuery(
-            input.account_id,
-            frozenset(),
-            before - timedelta(seconds=input.lookback_seconds),
-            before,
-            resource_name=arn,
-            event_names=frozenset({"CreatePolicyVersion", "SetDefaultPolicyVersion"}),
-        )
         earlier = [
             r
-            for r in scan(self._source, query)
-            if not r.get("errorCode")
-            and r.get("userIdentity", {}).get("accessKeyId") not in attacker
-            and record_time(r) < before
-            and _default_version_set(r)
+            for r in self._calls_before(
+                input.account_id,
+                arn,
+                {"CreatePolicyVersion", "SetDefaultPolicyVersion"},
+                before,
+                input.lookback_seconds,
+                attacker,
+            )
+            if _default_version_set(r)
         ]
         if earlier:
             default, source = _default_version_set(earlier[-1]), _describe_record(earlier[-1])
@@ -509,27 +499,44 @@ class RecoveryActivities:
     def _prior_call(
         self, input: PlanRecoveryInput, change: AttackerChange, resource: str, events: set[str]
     ) -> dict[str, Any] | None:
-        """The last call, by anyone but the attacker's credential, that set this resource's
-        configuration before the attacker's change."""
-        before = _change_time(change)
-        query = TrailQuery(
+        """The last call, by anyone but the attacker's credentials, that set this
+        resource's configuration before the attacker's change."""
+        earlier = self._calls_before(
             input.account_id,
+            resource,
+            events,
+            _change_time(change),
+            input.lookback_seconds,
+            frozenset({change.made_by, *input.attacker_keys}),
+        )
+        return earlier[-1] if earlier else None
+
+    def _calls_before(
+        self,
+        account_id: str,
+        resource: str,
+        events: set[str],
+        before: datetime,
+        lookback_seconds: int,
+        attacker_keys: frozenset[str],
+    ) -> list[dict[str, Any]]:
+        """The successful calls of `events` on a resource, by anyone but the attacker, in
+        the window searched before `before`, oldest first."""
+        query = TrailQuery(
+            account_id,
             frozenset(),
-            before - timedelta(seconds=input.lookback_seconds),
+            before - timedelta(seconds=lookback_seconds),
             before,
             resource_name=resource,
             event_names=frozenset(events),
         )
-        earlier = [
+        return [
             r
             for r in scan(self._source, query)
             if not r.get("errorCode")
-            and r.get("eventID") != change.event_id
-            and r.get("userIdentity", {}).get("accessKeyId")
-            not in {change.made_by, *input.attacker_keys}
+            and r.get("userIdentity", {}).get("accessKeyId") not in attacker_keys
             and record_time(r) < before
         ]
-        return earlier[-1] if earlier else None
 
     @staticmethod
     def _manual(change: AttackerChange, what: str) -> RecoveryStep:

@@ -869,6 +869,18 @@ async def _approve_each_round(env, handle: WorkflowHandle) -> list[list[str]]:
         await _wait_for(handle, _decided(action.id))
 
 
+async def _approve_everything(env, fake: FakeAws) -> tuple[WorkflowHandle, CaseStatus]:
+    """A case on `fake`, every action approved as it comes, to its result."""
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(env, fake, queue):
+        handle = await _start(env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        await _approve_each_round(env, handle)
+        return handle, await _result(handle)
+
+
 async def test_eradication_runs_in_rounds_until_nothing_new_is_found(time_skipping_env):
     fake = FakeAws()
     fake.attacker_records = {
@@ -997,14 +1009,7 @@ async def test_recovery_restores_after_approval_and_the_report_says_what_was_don
         "AKIABACKDOORKEY00001": _second_generation_records(),
     }
     fake.trails_not_logging = ["management-events", "data-events"]
-    queue = f"q-{uuid.uuid4()}"
-    async with _worker(time_skipping_env, fake, queue):
-        handle = await _start(time_skipping_env, fake, queue)
-        waiting = await _wait_for(handle, _pending("contain-"))
-        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
-        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
-        await _approve_each_round(time_skipping_env, handle)
-        result = await _result(handle)
+    handle, result = await _approve_everything(time_skipping_env, fake)
     # The attacker's StopLogging and trust-policy rewrite are undone after one approval;
     # nothing is restored before it.
     recover = next(a for a in result.actions if a.id.startswith("recover-"))
@@ -1156,14 +1161,7 @@ async def test_minted_credentials_are_watched_and_contained_again_when_they_stil
         BACKDOOR_KEY: _second_generation_records(),
     }
     fake.still_working = {BACKDOOR_KEY: 1}  # its first check after the rounds sees it work
-    queue = f"q-{uuid.uuid4()}"
-    async with _worker(time_skipping_env, fake, queue):
-        handle = await _start(time_skipping_env, fake, queue)
-        waiting = await _wait_for(handle, _pending("contain-"))
-        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
-        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
-        await _approve_each_round(time_skipping_env, handle)
-        result = await _result(handle)
+    handle, result = await _approve_everything(time_skipping_env, fake)
     first, again = result.minted_watches
     # The federation token is a human's to contain, so only the two keys are watched.
     assert (first.access_key_ids, first.verdict) == ([BACKDOOR_KEY, THIRD_KEY], "failed")
@@ -1250,14 +1248,7 @@ async def test_policies_the_attacker_rewrote_on_a_legitimate_role_are_restored_n
         "arn:aws:iam::aws:policy/ReadOnlyAccess": "existed",
         "ops-extra": "unknown",
     }
-    queue = f"q-{uuid.uuid4()}"
-    async with _worker(time_skipping_env, fake, queue):
-        handle = await _start(time_skipping_env, fake, queue)
-        waiting = await _wait_for(handle, _pending("contain-"))
-        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
-        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
-        await _approve_each_round(time_skipping_env, handle)
-        result = await _result(handle)
+    handle, result = await _approve_everything(time_skipping_env, fake)
     (asked,) = [v for n, v in fake.calls if n == "find_prior_state"]
     # Only what was written onto a principal the attacker did not make is looked up.
     assert sorted(r.name for r in asked.resources) == [
