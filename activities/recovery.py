@@ -300,16 +300,33 @@ class RecoveryActivities:
         """For each policy the attacker put on or attached to a user or role it did not
         make: whether that policy was there before, from CloudTrail and the principal's
         age. Only reads."""
+        attacker = frozenset(input.attacker_keys) | {r.made_by for r in input.resources}
+        # One read of CloudTrail for each user or role, however many of its policies: with
+        # the S3 source a look-back reads every log file of the window.
+        histories: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for (noun, owner), times in _windows(input.resources).items():
+            earliest, latest = min(times), max(times)
+            histories[(noun, owner)] = self._calls_before(
+                input.account_id,
+                owner,
+                {f"{verb}{noun}Policy" for verb in ("Put", "Delete", "Attach", "Detach")}
+                | {f"Create{noun}"},
+                latest,
+                input.lookback_seconds + int((latest - earliest).total_seconds()),
+                attacker,
+            )
         states = []
         for resource in input.resources:
+            owner = resource.owner or ""
             state, source, _ = self._policy_before(
                 input.account_id,
                 resource.kind,
-                resource.owner or "",
+                owner,
                 resource.name,
                 _resource_time(resource),
                 input.lookback_seconds,
-                frozenset(input.attacker_keys) | {resource.made_by},
+                attacker,
+                history=histories[(_noun(resource.kind), owner)],
             )
             states.append(PriorState(resource=resource, state=state, source=source))
         return FindPriorStateResult(states=states)
@@ -323,29 +340,33 @@ class RecoveryActivities:
         before: datetime,
         lookback_seconds: int,
         attacker_keys: frozenset[str],
+        history: list[dict[str, Any]] | None = None,
     ) -> tuple[Literal["existed", "absent", "unknown"], str, dict[str, Any] | None]:
         """Whether a user's or role's inline policy (by name) or managed policy (by ARN)
         was there just before `before`: the last call by anyone but the attacker that put,
         attached, deleted or detached it, or made the user or role; failing those, the
-        principal's creation date. Returns the state, what it rests on, and the record."""
-        noun = "User" if kind in _USER_KINDS else "Role"
+        principal's creation date. Returns the state, what it rests on, and the record.
+        `history` is the principal's calls already read, if they were."""
+        noun = _noun(kind)
         inline = kind in _INLINE_KINDS
         added, removed = ("Put", "Delete") if inline else ("Attach", "Detach")
         field = "policyName" if inline else "policyArn"
         created = f"Create{noun}"
+        events = {f"{added}{noun}Policy", f"{removed}{noun}Policy", created}
         window_start = before - timedelta(seconds=lookback_seconds)
+        if history is None:
+            history = self._calls_before(
+                account_id, owner, events, before, lookback_seconds, attacker_keys
+            )
         relevant = [
             r
-            for r in self._calls_before(
-                account_id,
-                owner,
-                {f"{added}{noun}Policy", f"{removed}{noun}Policy", created},
-                before,
-                lookback_seconds,
-                attacker_keys,
+            for r in history
+            if r.get("eventName") in events
+            and window_start <= record_time(r) < before
+            and (
+                r.get("eventName") == created
+                or (r.get("requestParameters") or {}).get(field) == policy
             )
-            if r.get("eventName") == created
-            or (r.get("requestParameters") or {}).get(field) == policy
         ]
         if relevant:
             last = relevant[-1]
@@ -384,7 +405,7 @@ class RecoveryActivities:
         attacker = frozenset(input.attacker_keys) | {change.made_by}
         if change.kind is ChangeKind.POLICY_VERSION:
             return self._plan_policy_version(input, change, made_versions or [], attacker)
-        noun = "user" if change.kind in _USER_KINDS else "role"
+        noun = _noun(change.kind).lower()
         owner, policy = change.target, change.detail
         inline = change.kind in _INLINE_KINDS
         what = (
@@ -787,6 +808,20 @@ def _default_version_set(record: dict[str, Any]) -> str | None:
         version = (record.get("responseElements") or {}).get("policyVersion") or {}
         return version.get("versionId")
     return None
+
+
+def _noun(kind: str) -> str:
+    """`User` or `Role`: whose policy a resource or change of this kind is."""
+    return "User" if kind in _USER_KINDS else "Role"
+
+
+def _windows(resources: list[AttackerResource]) -> dict[tuple[str, str], list[datetime]]:
+    """When the attacker wrote each user's and role's policies."""
+    windows: dict[tuple[str, str], list[datetime]] = {}
+    for resource in resources:
+        key = (_noun(resource.kind), resource.owner or "")
+        windows.setdefault(key, []).append(_resource_time(resource))
+    return windows
 
 
 def _resource_time(resource: AttackerResource) -> datetime:

@@ -106,7 +106,8 @@ def test_a_policy_put_or_attached_by_someone_else_before_existed(clients, eviden
         # The attacker's own earlier write says nothing about what was there before.
         _record("AttachRolePolicy", ATTACKER_KEY, earlier, {"roleName": ROLE, "policyArn": ADMIN}),
     ]
-    activities = _recovery(clients, evidence, records)
+    source = RecordsSource(records)
+    activities = RecoveryActivities(clients, evidence, source)
 
     states = _states(
         activities,
@@ -119,6 +120,8 @@ def test_a_policy_put_or_attached_by_someone_else_before_existed(clients, eviden
 
     # The role was made inside the window: nobody else attached AdministratorAccess.
     assert states == ["existed", "existed", "absent"]
+    # CloudTrail is read once for the role, not once for each of its policies.
+    assert len(source.queries) == 1
 
 
 def test_a_policy_deleted_or_detached_since_did_not_exist_before(clients, evidence, role):
