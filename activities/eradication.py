@@ -218,6 +218,9 @@ class EradicationActivities:
                 for n in iam.list_user_policies(UserName=user)["PolicyNames"]
             ],
             "groups": iam.list_groups_for_user(UserName=user)["Groups"],
+            "service_specific_credentials": iam.list_service_specific_credentials(UserName=user)[
+                "ServiceSpecificCredentials"
+            ],
         }
         self._evidence.put_json(input.case_id, f"removed-user-{_slug(user)}", snapshot)
         for key_id in [k["AccessKeyId"] for k in snapshot["access_keys"]]:
@@ -231,8 +234,15 @@ class EradicationActivities:
             iam.remove_user_from_group(UserName=user, GroupName=group["GroupName"])
         for device in iam.list_mfa_devices(UserName=user)["MFADevices"]:
             iam.deactivate_mfa_device(UserName=user, SerialNumber=device["SerialNumber"])
-        # DeleteUser also refuses while any of these remain. (Service-specific credentials
-        # too, which are not removed yet: DeleteUser then fails and the case asks a human.)
+        # DeleteUser also refuses while any of these remain.
+        for credential in snapshot["service_specific_credentials"]:
+            _ignore_gone(
+                partial(
+                    iam.delete_service_specific_credential,
+                    UserName=user,
+                    ServiceSpecificCredentialId=credential["ServiceSpecificCredentialId"],
+                )
+            )
         for ssh_key in iam.list_ssh_public_keys(UserName=user)["SSHPublicKeys"]:
             iam.delete_ssh_public_key(UserName=user, SSHPublicKeyId=ssh_key["SSHPublicKeyId"])
         for certificate in iam.list_signing_certificates(UserName=user)["Certificates"]:
@@ -240,7 +250,10 @@ class EradicationActivities:
                 UserName=user, CertificateId=certificate["CertificateId"]
             )
         iam.delete_user(UserName=user)
-        return "user and its keys, console access, policies, groups and certificates deleted"
+        return (
+            "user and its keys, console access, policies, groups, service credentials and "
+            "certificates deleted"
+        )
 
     # -- roles and instance profiles --------------------------------------------------
 

@@ -218,6 +218,9 @@ def serve(host: str, port: int, state_dir: Path) -> None:
     from moto.server import MotoRequestHandler
     from werkzeug.serving import make_server
 
+    from lab import moto_gaps
+
+    moto_gaps.install()
     _install_instance_world()
     _record_without_secrets(recording)
     mock_random.seed(LAB_SEED)

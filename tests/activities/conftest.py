@@ -35,6 +35,9 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def mocked_aws(aws_env: None) -> Iterator[None]:
+    from lab import moto_gaps
+
+    moto_gaps.install()  # service-specific credentials, which moto's IAM lacks
     with mock_aws():
         yield
 

@@ -1131,3 +1131,27 @@ def test_the_attackers_managed_policy_is_kept_as_evidence_with_every_version(
     versions = json.loads(kept["Body"].read())["versions"]
     assert sorted(v["VersionId"] for v in versions) == ["v1", "v2"]
     assert not aws.iam.list_attached_role_policies(RoleName=ROLE)["AttachedPolicies"]
+
+
+def test_delete_user_deletes_its_service_specific_credentials_first(
+    aws: Aws, s3: Any, eradication: EradicationActivities, activity_env: ActivityEnvironment
+) -> None:
+    aws.iam.create_user(UserName=ATTACKER)
+    made = aws.iam.create_service_specific_credential(
+        UserName=ATTACKER, ServiceName="codecommit.amazonaws.com"
+    )["ServiceSpecificCredential"]
+    # As in AWS, the user cannot go while the credential is there.
+    with pytest.raises(ClientError, match="DeleteConflict"):
+        aws.iam.delete_user(UserName=ATTACKER)
+
+    result = remove(activity_env, eradication, "delete_user", ATTACKER)
+
+    assert result.outcome == "removed"
+    assert not user_exists(aws.iam, ATTACKER)
+    assert result.evidence is not None
+    kept = json.loads(
+        s3.get_object(Bucket=result.evidence.bucket, Key=result.evidence.key)["Body"].read()
+    )
+    (credential,) = kept["service_specific_credentials"]
+    assert credential["ServiceSpecificCredentialId"] == made["ServiceSpecificCredentialId"]
+    assert made["ServicePassword"] not in json.dumps(kept)
