@@ -36,7 +36,7 @@ async def submit_finding(client: Client, settings: Settings, finding: Finding) -
         task_queue=settings.task_queue,
         # A running case takes the finding; a closed case's id is used again for a new one.
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=f"{finding.type} on {key.access_key_id}",
+        static_summary=f"{finding.type} on {key.access_key_id}"[:200],
         static_details=(
             f"**Finding** `{finding.id}` ({finding.type}, severity {finding.severity})\n\n"
             f"**Credential** `{key.access_key_id}` of {key.user_type or 'unknown'} "

@@ -10,7 +10,7 @@ from temporalio.worker import Worker
 
 from config.settings import Settings
 from webhook.app import app
-from webhook.sns import SigningCertificates, SnsGateway
+from webhook.sns import SigningCertificates, SnsGateway, SnsRejected
 from workflows.case import CaseWorkflow
 
 TOKEN = "a-real-webhook-secret-0123456789"
@@ -31,6 +31,9 @@ class FakeSns:
         self.fetched.append(url)
         if self.unreachable:
             raise httpx.ConnectError("no route to SNS")
+        if url not in self.certificates:
+            # What the real fetcher makes of SNS's 404 for a certificate it does not have.
+            raise SnsRejected(401, "SigningCertURL", "SNS answered 404")
         return self.certificates[url]
 
     async def confirm(self, url: str) -> None:
