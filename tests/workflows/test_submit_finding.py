@@ -3,9 +3,12 @@ updates): what the case makes of each finding, how it tells the opening delivery
 redelivery (also for cases started the old way, with signal-with-start, and for cases
 continued as new), and what its validator refuses without a trace in the history."""
 
+import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -17,8 +20,10 @@ from config import names
 from models.case import CaseInput, CaseResume, CaseStatus, EradicationProgress, Phase, PhaseChange
 from models.finding import Finding
 from models.intake import FindingOutcome, SubmitFindingInput
-from tests.support import ACCOUNT, finding
+from tests.support import ACCOUNT, finding, history_for_the_repo
 from workflows.case import CaseWorkflow
+
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 
 
 @pytest_asyncio.fixture
@@ -87,6 +92,10 @@ async def test_each_finding_gets_the_outcome_it_deserves(cases):
     assert sum("seen again" in t.what for t in status.timeline) == 1
     assert sum("joined the case" in t.what for t in status.timeline) == 1
     await handle.terminate("test done")
+    if os.environ.get("QUENCH_RECORD_HISTORIES") == "1":
+        # A history with submit_finding updates in it, for the replay tests.
+        text = history_for_the_repo((await handle.fetch_history()).to_json())
+        await asyncio.to_thread((HISTORIES / "findings_submitted.json").write_text, text)
 
 
 async def test_duplicates_and_refusals_leave_no_trace_in_the_history(cases):
