@@ -43,3 +43,9 @@ record-histories: install
 
 clean:
 	rm -rf .quench
+
+# The finding storm (benchmarks/finding_storm.py): 10,000 findings over 200 credentials
+# through the webhook and straight through the SDK. `make benchmark ARGS=--quick` for a look.
+.PHONY: benchmark
+benchmark: install
+	$(BIN)/python -m benchmarks.finding_storm $(ARGS)

@@ -16,6 +16,12 @@ SIGNAL_REJECT = "reject"
 SIGNAL_ADD_NOTE = "add_note"
 QUERY_STATUS = "status"
 QUERY_PLAN = "plan"
+# The update the webhook delivers findings with: its answer says what the case made of it.
+UPDATE_SUBMIT_FINDING = "submit_finding"
+# Why the case refuses a submitted finding (ApplicationError types of the update's validator).
+DUPLICATE_FINDING_ERROR = "DuplicateFinding"
+ANOTHER_CREDENTIAL_ERROR = "FindingForAnotherCredential"
+INVALID_FINDING_ERROR = "InvalidFinding"
 
 # Custom search attributes: what the Web UI and `temporal workflow list --query` filter on.
 SA_PHASE = SearchAttributeKey.for_keyword("QuenchPhase")

@@ -3,6 +3,7 @@
 Validated at start: a process refuses to run with an unsafe or incomplete configuration.
 """
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,22 @@ from models.case import CasePolicy
 
 # Only the lab may run with this token; anywhere else a real secret must be configured.
 LAB_WEBHOOK_TOKEN = "quench-lab-token"
+
+# The GuardDuty finding types that mean a credential may be in someone else's hands
+# (shell-style patterns on the type): every IAMUser finding, and the families that name
+# the access key whatever the resource (S3 findings carry the key that made the calls).
+CREDENTIAL_FINDING_TYPES = (
+    "*:IAMUser/*",
+    "*/InstanceCredentialExfiltration*",
+    "*/MaliciousIPCaller*",
+    "*/TorIPCaller*",
+    "*/AnomalousBehavior*",
+    "*/RootCredentialUsage*",
+    "*/ShortTermRootCredentialUsage*",
+    "*/CloudTrailLoggingDisabled*",
+    "AttackSequence:IAM/CompromisedCredentials",
+)
+SNS_TOPIC_ARN_PATTERN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
 
 
 class Settings(BaseSettings):
@@ -43,7 +60,24 @@ class Settings(BaseSettings):
     webhook_host: str = "127.0.0.1"
     webhook_port: int = Field(default=8787, ge=1, le=65535)
     webhook_token: SecretStr | None = None
-    webhook_token_header: str = "x-quench-token"
+    # More accepted tokens (a JSON list), so a new key can be rolled out before the old
+    # one is withdrawn.
+    webhook_extra_tokens: list[SecretStr] = Field(default_factory=list)
+    webhook_token_header: str = Field(
+        default="x-quench-token", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$"
+    )
+    # How long a delivery may wait for its case to take the finding before the sender is
+    # told to retry (503): a worker must run the case's update handler.
+    webhook_accept_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # SNS topics whose subscription the webhook confirms and whose messages it takes.
+    sns_topic_arns: list[str] = Field(default_factory=list)
+
+    # Which findings open or join a case: shell-style patterns on the finding type (the
+    # deny list wins), a minimum severity, and whether archived findings count.
+    finding_types_allow: list[str] = Field(default_factory=lambda: list(CREDENTIAL_FINDING_TYPES))
+    finding_types_deny: list[str] = Field(default_factory=list)
+    min_severity: float = Field(default=0.0, ge=0, le=10)
+    ignore_archived: bool = True
 
     # The containment watch (playbook 2.3), fixed into each case when it opens.
     watch_seconds: int = Field(default=30 * 60, ge=1)
@@ -62,13 +96,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> "Settings":
-        token = self.webhook_token.get_secret_value() if self.webhook_token else None
-        if not self.lab and token == LAB_WEBHOOK_TOKEN:
-            raise ValueError(
-                "QUENCH_WEBHOOK_TOKEN is the published lab token; set a real secret outside the lab"
-            )
-        if token is not None and len(token) < 16:
-            raise ValueError("QUENCH_WEBHOOK_TOKEN must be at least 16 characters")
+        for token in self._configured_tokens():
+            if not self.lab and token == LAB_WEBHOOK_TOKEN:
+                raise ValueError(
+                    "QUENCH_WEBHOOK_TOKEN is the published lab token; "
+                    "set a real secret outside the lab"
+                )
+            if len(token) < 16:
+                raise ValueError(
+                    "QUENCH_WEBHOOK_TOKEN (and each of QUENCH_WEBHOOK_EXTRA_TOKENS) must be "
+                    "at least 16 characters"
+                )
+        for arn in self.sns_topic_arns:
+            if not re.match(SNS_TOPIC_ARN_PATTERN, arn):
+                raise ValueError(f"QUENCH_SNS_TOPIC_ARNS: {arn!r} is not an SNS topic ARN")
         return self
 
     def case_policy(self) -> CasePolicy:
@@ -88,9 +129,11 @@ class Settings(BaseSettings):
 
     def webhook_tokens(self) -> list[str]:
         """Accepted webhook tokens; the lab falls back to its published token."""
-        if self.webhook_token is not None:
-            return [self.webhook_token.get_secret_value()]
-        return [LAB_WEBHOOK_TOKEN] if self.lab else []
+        return self._configured_tokens() or ([LAB_WEBHOOK_TOKEN] if self.lab else [])
+
+    def _configured_tokens(self) -> list[str]:
+        tokens = [self.webhook_token, *self.webhook_extra_tokens]
+        return [t.get_secret_value() for t in tokens if t is not None]
 
     def require_aws_targets(self) -> None:
         """The worker cannot run a case without somewhere to put evidence and logs to read."""

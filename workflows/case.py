@@ -75,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         WatchStatus,
     )
     from models.finding import Finding
+    from models.intake import FindingOutcome, SubmitFindingInput, SubmitFindingResult
     from models.principal import Credential, CredentialKind
     from playbook.classify import (
         POLICY_PARTS,
@@ -149,6 +150,10 @@ class CaseWorkflow:
         if input.resume is not None:
             self._status = input.resume.status
             self._action_seq = input.resume.action_seq
+        # Whether the sender of the opening finding has been answered: until then a
+        # submit_finding of it is the new case, afterwards a duplicate. A case continued
+        # as new was answered in an earlier run.
+        self._opening_acknowledged = input.resume is not None
 
     # -- signals and queries -------------------------------------------------------------
 
@@ -161,12 +166,81 @@ class CaseWorkflow:
                 names.SIGNAL_ADD_FINDING, None, "guardduty", "finding is about another key"
             )
             return
+        if finding.dedupe_key == self._finding.dedupe_key:
+            # Signal-with-start delivers the opening finding again: its sender was answered.
+            self._opening_acknowledged = True
         if any(f.dedupe_key == finding.dedupe_key for f in self._status.findings):
             return
         self._status.findings.append(finding)
         self._status.timeline.append(
             TimelineEntry(at=now, what=f"finding {finding.id} ({finding.type}) joined the case")
         )
+
+    @workflow.update(name=names.UPDATE_SUBMIT_FINDING)
+    def submit_finding(self, input: SubmitFindingInput) -> SubmitFindingResult:
+        """A delivered finding, answered with what the case made of it. Issues no
+        commands, so histories recorded before it existed replay unchanged."""
+        finding = input.finding
+        outcome = self._outcome_of(finding)
+        if outcome is FindingOutcome.NEW_CASE:
+            self._opening_acknowledged = True
+        elif outcome is not FindingOutcome.DUPLICATE:
+            self._status.findings.append(finding)
+            what = (
+                f"finding {finding.id} ({finding.type}) joined the case"
+                if outcome is FindingOutcome.JOINED
+                else f"finding {finding.id} seen again: count {finding.count}, "
+                f"updated {finding.updated_at.isoformat()}"
+            )
+            self._status.timeline.append(TimelineEntry(at=workflow.now(), what=what))
+        return SubmitFindingResult(
+            outcome=outcome,
+            case_id=self._status.case_id,
+            run_id=workflow.info().run_id,
+            findings=len(self._status.findings),
+        )
+
+    @submit_finding.validator
+    def _validate_submitted_finding(self, input: SubmitFindingInput) -> None:
+        """Refused updates leave no trace in the history: a finding on another credential,
+        and a redelivery that changes nothing (so a storm of retries costs no history)."""
+        finding = input.finding
+        key = finding.access_key.access_key_id
+        if key != self._finding.access_key.access_key_id:
+            raise ApplicationError(
+                f"finding is about {key}, not this case's credential",
+                type=names.ANOTHER_CREDENTIAL_ERROR,
+                non_retryable=True,
+            )
+        times = (finding.created_at, finding.updated_at, finding.first_seen, finding.last_seen)
+        if any(t.tzinfo is None for t in times):
+            # Such a time could not be ordered against the case's others.
+            raise ApplicationError(
+                "finding times must carry their time zone",
+                type=names.INVALID_FINDING_ERROR,
+                non_retryable=True,
+            )
+        if self._outcome_of(finding) is FindingOutcome.DUPLICATE:
+            raise ApplicationError(
+                f"finding {finding.id} is already on the case",
+                workflow.info().run_id,
+                type=names.DUPLICATE_FINDING_ERROR,
+                non_retryable=True,
+            )
+
+    def _outcome_of(self, finding: Finding) -> FindingOutcome:
+        known = [f for f in self._status.findings if f.id == finding.id]
+        if not known:
+            return FindingOutcome.JOINED
+        if any(f.dedupe_key == finding.dedupe_key for f in known):
+            if finding.dedupe_key == self._finding.dedupe_key and not self._opening_acknowledged:
+                return FindingOutcome.NEW_CASE
+            return FindingOutcome.DUPLICATE
+        latest = max(known, key=lambda f: f.updated_at)
+        if finding.updated_at > latest.updated_at or finding.count > latest.count:
+            return FindingOutcome.UPDATED
+        # An older delivery arriving late (EventBridge does not keep order) adds nothing.
+        return FindingOutcome.DUPLICATE
 
     @workflow.signal(name=names.SIGNAL_APPROVE)
     def approve(self, input: ApprovalInput) -> None:

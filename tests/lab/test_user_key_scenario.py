@@ -57,7 +57,7 @@ class _Webhook:
                 keys = body["detail"]["resource"]["accessKeyDetails"]
                 answer = json.dumps(
                     {
-                        "outcome": "accepted",
+                        "outcome": "new_case",
                         "case_id": case_workflow_id(body["account"], keys["accessKeyId"]),
                     }
                 ).encode()

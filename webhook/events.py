@@ -1,0 +1,213 @@
+"""An EventBridge event as it arrives (GuardDuty's own, or Security Hub's imported finding),
+read into the finding a case acts on or the reason it is ignored.
+
+A malformed event raises FindingParseError naming the field, before anything is started.
+"""
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from config.settings import Settings
+from models.finding import Finding, FindingParseError, GuardDutyEvent, finding_from_guardduty
+from models.securityhub import (
+    ACCESS_KEY_PATTERN,
+    SecurityHubEvent,
+    finding_from_asff,
+    is_guardduty,
+    parse_asff,
+    summarise_asff,
+)
+from webhook.routing import Routing, ignored_because
+
+GUARDDUTY_DETAIL_TYPE = "GuardDuty Finding"
+SECURITY_HUB_DETAIL_TYPE = "Security Hub Findings - Imported"
+NO_ACCESS_KEY = "finding is not about an access key"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Triage:
+    """A finding to open or join a case with, or the reason the event is ignored."""
+
+    finding_id: str | None
+    finding: Finding | None = None
+    ignored: str | None = None
+
+
+class _RoutingService(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    archived: bool = False
+    additionalInfo: dict[str, Any] | None = None
+
+
+class _RoutingResource(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    accessKeyDetails: dict[str, Any] | None = None
+
+
+class _GdRouting(BaseModel):
+    """The parts of a GuardDuty finding routing reads; the rest is parsed only if acted on."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1, max_length=300)
+    type: str = Field(min_length=1, max_length=300)
+    severity: float = Field(ge=0, le=10)
+    resource: _RoutingResource = Field(default_factory=_RoutingResource)
+    service: _RoutingService = Field(default_factory=_RoutingService)
+
+
+class _GdName(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    countryName: str | None = None
+    cityName: str | None = None
+
+
+class _GdOrganization(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    asn: str | None = None
+    asnOrg: str | None = None
+
+
+class _GdRemoteIp(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    ipAddressV4: str | None = None
+    country: _GdName | None = None
+    city: _GdName | None = None
+    organization: _GdOrganization | None = None
+
+
+class _GdApiCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    api: str | None = None
+    serviceName: str | None = None
+    callerType: str | None = None
+    userAgent: str | None = None
+    errorCode: str | None = None
+    remoteIpDetails: _GdRemoteIp | None = None
+
+
+class _GdAction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    awsApiCallAction: _GdApiCall | None = None
+
+
+class _GdProfile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    arn: str | None = None
+
+
+class _GdInstance(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    instanceId: str | None = None
+    iamInstanceProfile: _GdProfile | None = None
+
+
+class _GdAccessKeyDetails(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    accessKeyId: str = Field(pattern=ACCESS_KEY_PATTERN)
+    principalId: str | None = None
+    userName: str | None = None
+    userType: str | None = None
+
+
+class _GdFindingResource(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    resourceType: str
+    accessKeyDetails: _GdAccessKeyDetails | None = None
+    instanceDetails: _GdInstance | None = None
+
+
+class _GdFindingService(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    eventFirstSeen: AwareDatetime
+    eventLastSeen: AwareDatetime
+    count: int = Field(default=1, ge=1)
+    archived: bool = False
+    action: _GdAction | None = None
+    additionalInfo: dict[str, Any] | None = None
+
+
+class GuardDutyFinding(BaseModel):
+    """A GuardDuty finding (the `detail` of its event) with every part a case reads typed:
+    checked before the finding is parsed, and the schema the OpenAPI document shows."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1, max_length=300)
+    type: str = Field(min_length=1, max_length=300)
+    severity: float = Field(ge=0, le=10)
+    accountId: str = Field(pattern=r"^\d{12}$")
+    region: str = Field(min_length=1, max_length=40)
+    title: str = ""
+    createdAt: AwareDatetime
+    updatedAt: AwareDatetime
+    resource: _GdFindingResource
+    service: _GdFindingService
+
+
+def triage_event(payload: Any, settings: Settings) -> Triage:
+    if not isinstance(payload, dict):
+        raise FindingParseError("body", "an EventBridge event is a JSON object")
+    detail_type = payload.get("detail-type")
+    if detail_type == SECURITY_HUB_DETAIL_TYPE:
+        return _security_hub(payload, settings)
+    if detail_type == GUARDDUTY_DETAIL_TYPE or detail_type is None:
+        return _guardduty(payload, settings)
+    raise FindingParseError(
+        "detail-type", f"expected '{GUARDDUTY_DETAIL_TYPE}' or '{SECURITY_HUB_DETAIL_TYPE}'"
+    )
+
+
+def _guardduty(payload: dict[str, Any], settings: Settings) -> Triage:
+    event = _validate(GuardDutyEvent, payload, "")
+    summary = _validate(_GdRouting, event.detail, "detail.")
+    routing = Routing(
+        type=summary.type,
+        severity=summary.severity,
+        archived=summary.service.archived,
+        sample=(summary.service.additionalInfo or {}).get("sample") is True,
+    )
+    if reason := ignored_because(routing, settings):
+        return Triage(finding_id=summary.id, ignored=reason)
+    if not summary.resource.accessKeyDetails:
+        return Triage(finding_id=summary.id, ignored=NO_ACCESS_KEY)
+    _validate(GuardDutyFinding, event.detail, "detail.")
+    try:
+        finding = finding_from_guardduty(event.detail)
+    except ValidationError as exc:
+        raise FindingParseError("detail", exc.errors()[0]["msg"]) from None
+    return Triage(finding_id=summary.id, finding=finding)
+
+
+def _security_hub(payload: dict[str, Any], settings: Settings) -> Triage:
+    event = _validate(SecurityHubEvent, payload, "")
+    raw = event.detail.findings[0]
+    asff = parse_asff(raw)
+    summary = summarise_asff(asff)
+    if not is_guardduty(asff) and not summary.names_access_key:
+        product = asff.ProductName or asff.ProductArn
+        return Triage(
+            finding_id=summary.id, ignored=f"a {product} finding that names no IAM credential"
+        )
+    routing = Routing(
+        type=summary.type,
+        severity=summary.severity,
+        archived=summary.archived,
+        sample=raw.get("Sample") is True,
+    )
+    if reason := ignored_because(routing, settings):
+        return Triage(finding_id=summary.id, ignored=reason)
+    if not summary.names_access_key:
+        return Triage(finding_id=summary.id, ignored=NO_ACCESS_KEY)
+    return Triage(finding_id=summary.id, finding=finding_from_asff(raw))
+
+
+def _validate(model: type[M], value: Any, prefix: str) -> M:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise FindingParseError(f"{prefix}{field}".rstrip(".") or "body", first["msg"]) from None
