@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 
 class RemoteIp(BaseModel):
@@ -71,12 +71,27 @@ class FindingParseError(ValueError):
 
 
 # GuardDuty's camelCase names are mapped here once; the rest of Quench uses Finding.
+ACCESS_KEY_PATTERN = r"^(AKIA|ASIA)[A-Z0-9]{12,124}$"
+
+
+class _GdName(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    countryName: str | None = None
+    cityName: str | None = None
+
+
+class _GdOrganization(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    asn: str | None = None
+    asnOrg: str | None = None
+
+
 class _GdRemoteIp(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore")
     ipAddressV4: str | None = None
-    country: dict[str, Any] | None = None
-    city: dict[str, Any] | None = None
-    organization: dict[str, Any] | None = None
+    country: _GdName | None = None
+    city: _GdName | None = None
+    organization: _GdOrganization | None = None
 
 
 class _GdApiCall(BaseModel):
@@ -89,31 +104,51 @@ class _GdApiCall(BaseModel):
     remoteIpDetails: _GdRemoteIp | None = None
 
 
+class _GdAction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    awsApiCallAction: _GdApiCall | None = None
+
+
+class _GdProfile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    arn: str | None = None
+
+
+class _GdInstance(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    instanceId: str | None = None
+    iamInstanceProfile: _GdProfile | None = None
+
+
 class _GdAccessKeyDetails(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    accessKeyId: str = Field(pattern=r"^(AKIA|ASIA)[A-Z0-9]{12,124}$")
+    accessKeyId: str = Field(pattern=ACCESS_KEY_PATTERN)
     principalId: str | None = None
     userName: str | None = None
     userType: str | None = None
 
 
-class _GdResource(BaseModel):
+class _GdFindingResource(BaseModel):
     model_config = ConfigDict(extra="ignore")
     resourceType: str
     accessKeyDetails: _GdAccessKeyDetails | None = None
-    instanceDetails: dict[str, Any] | None = None
+    instanceDetails: _GdInstance | None = None
 
 
-class _GdService(BaseModel):
+class _GdFindingService(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    eventFirstSeen: datetime
-    eventLastSeen: datetime
+    eventFirstSeen: AwareDatetime
+    eventLastSeen: AwareDatetime
     count: int = Field(default=1, ge=1)
     archived: bool = False
-    action: dict[str, Any] | None = None
+    action: _GdAction | None = None
+    additionalInfo: dict[str, Any] | None = None
 
 
-class _GdFinding(BaseModel):
+class GuardDutyFinding(BaseModel):
+    """A GuardDuty finding (the `detail` of its event) with every part a case reads typed:
+    checked before the finding is parsed, and the schema the OpenAPI document shows."""
+
     model_config = ConfigDict(extra="ignore")
     id: str = Field(min_length=1, max_length=300)
     type: str = Field(min_length=1, max_length=300)
@@ -121,10 +156,10 @@ class _GdFinding(BaseModel):
     accountId: str = Field(pattern=r"^\d{12}$")
     region: str = Field(min_length=1, max_length=40)
     title: str = ""
-    createdAt: datetime
-    updatedAt: datetime
-    resource: _GdResource
-    service: _GdService
+    createdAt: AwareDatetime
+    updatedAt: AwareDatetime
+    resource: _GdFindingResource
+    service: _GdFindingService
 
 
 class GuardDutyEvent(BaseModel):
@@ -148,7 +183,7 @@ def finding_from_guardduty(detail: dict[str, Any]) -> Finding:
     Quench can act on.
     """
     try:
-        gd = _GdFinding.model_validate(detail)
+        gd = GuardDutyFinding.model_validate(detail)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "detail"
@@ -158,12 +193,11 @@ def finding_from_guardduty(detail: dict[str, Any]) -> Finding:
         raise FindingParseError(
             "detail.resource.accessKeyDetails", "the finding names no access key to contain"
         )
-    instance = gd.resource.instanceDetails or {}
-    profile = instance.get("iamInstanceProfile") or {}
+    instance = gd.resource.instanceDetails
+    profile = instance.iamInstanceProfile if instance else None
     api_call = None
-    aws_api_call = (gd.service.action or {}).get("awsApiCallAction")
-    if aws_api_call:
-        call = _GdApiCall.model_validate(aws_api_call)
+    call = gd.service.action.awsApiCallAction if gd.service.action else None
+    if call:
         remote = call.remoteIpDetails
         api_call = ApiCall(
             api=call.api,
@@ -173,10 +207,10 @@ def finding_from_guardduty(detail: dict[str, Any]) -> Finding:
             error_code=call.errorCode,
             remote_ip=RemoteIp(
                 ip_address=remote.ipAddressV4,
-                country=(remote.country or {}).get("countryName"),
-                city=(remote.city or {}).get("cityName"),
-                as_org=(remote.organization or {}).get("asnOrg"),
-                asn=(remote.organization or {}).get("asn"),
+                country=remote.country.countryName if remote.country else None,
+                city=remote.city.cityName if remote.city else None,
+                as_org=remote.organization.asnOrg if remote.organization else None,
+                asn=remote.organization.asn if remote.organization else None,
             )
             if remote
             else None,
@@ -196,8 +230,8 @@ def finding_from_guardduty(detail: dict[str, Any]) -> Finding:
             user_name=keys.userName,
             user_type=keys.userType,
         ),
-        instance_id=instance.get("instanceId"),
-        instance_profile_arn=profile.get("arn"),
+        instance_id=instance.instanceId if instance else None,
+        instance_profile_arn=profile.arn if profile else None,
         first_seen=gd.service.eventFirstSeen,
         last_seen=gd.service.eventLastSeen,
         count=gd.service.count,

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from models.finding import (
+    ACCESS_KEY_PATTERN,
     AccessKeyDetails,
     ApiCall,
     Finding,
@@ -22,7 +23,6 @@ from models.finding import (
     RemoteIp,
 )
 
-ACCESS_KEY_PATTERN = r"^(AKIA|ASIA)[A-Z0-9]{12,124}$"
 _ACCESS_KEY_ID = re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{12,124}$")
 # A GuardDuty type as ASFF spells it: ThreatPurpose:ResourceType-ThreatFamily..., as the
 # last part of a Types entry such as "TTPs/Initial Access/UnauthorizedAccess:IAMUser-...".

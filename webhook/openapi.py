@@ -10,8 +10,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from models.finding import GuardDutyFinding
 from models.securityhub import AsffFinding
-from webhook.events import GuardDutyFinding
 from webhook.sns import SnsMessage
 
 EVENTBRIDGE_PATH = "/v1/events/eventbridge"
