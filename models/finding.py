@@ -162,17 +162,23 @@ class GuardDutyFinding(BaseModel):
     service: _GdFindingService
 
 
-class GuardDutyEvent(BaseModel):
-    """The EventBridge envelope GuardDuty findings arrive in."""
+class EventBridgeEvent(BaseModel):
+    """The envelope EventBridge delivers every event in; each source's its own `detail`."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     version: str = "0"
     id: str
-    detail_type: Literal["GuardDuty Finding"] = Field(alias="detail-type")
-    source: Literal["aws.guardduty"]
     account: str
     region: str
     time: datetime
+    resources: list[str] = Field(default_factory=list)
+
+
+class GuardDutyEvent(EventBridgeEvent):
+    """The EventBridge event GuardDuty findings arrive in."""
+
+    detail_type: Literal["GuardDuty Finding"] = Field(alias="detail-type")
+    source: Literal["aws.guardduty"]
     detail: dict[str, Any]
 
 

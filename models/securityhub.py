@@ -18,6 +18,7 @@ from models.finding import (
     ACCESS_KEY_PATTERN,
     AccessKeyDetails,
     ApiCall,
+    EventBridgeEvent,
     Finding,
     FindingParseError,
     RemoteIp,
@@ -136,17 +137,11 @@ class SecurityHubDetail(BaseModel):
     findings: list[dict[str, Any]] = Field(min_length=1, max_length=1)
 
 
-class SecurityHubEvent(BaseModel):
-    """The EventBridge envelope Security Hub's imported findings arrive in."""
+class SecurityHubEvent(EventBridgeEvent):
+    """The EventBridge event Security Hub's imported findings arrive in."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    version: str = "0"
-    id: str
     detail_type: Literal["Security Hub Findings - Imported"] = Field(alias="detail-type")
     source: Literal["aws.securityhub"]
-    account: str
-    region: str
-    time: datetime
     detail: SecurityHubDetail
 
 

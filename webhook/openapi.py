@@ -2,15 +2,14 @@
 content type is 415, an oversized body 413, and every error names its field), so their
 schemas are added here, generated from the models that parse them."""
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from models.finding import GuardDutyFinding
+from models.finding import EventBridgeEvent, GuardDutyFinding
 from models.securityhub import AsffFinding
 from webhook.sns import SnsMessage
 
@@ -19,18 +18,11 @@ SNS_PATH = "/v1/events/sns"
 API_KEY_SCHEME = "eventBridgeApiKey"
 
 
-class GuardDutyFindingEvent(BaseModel):
+class GuardDutyFindingEvent(EventBridgeEvent):
     """A GuardDuty finding as EventBridge delivers it."""
 
-    model_config = ConfigDict(populate_by_name=True)
-    version: str = "0"
-    id: str
     detail_type: Literal["GuardDuty Finding"] = Field(alias="detail-type")
     source: Literal["aws.guardduty"]
-    account: str
-    region: str
-    time: datetime
-    resources: list[str] = Field(default_factory=list)
     detail: GuardDutyFinding
 
 
@@ -38,18 +30,11 @@ class SecurityHubFindings(BaseModel):
     findings: list[AsffFinding] = Field(min_length=1, max_length=1)
 
 
-class SecurityHubFindingsImportedEvent(BaseModel):
+class SecurityHubFindingsImportedEvent(EventBridgeEvent):
     """A Security Hub finding (ASFF) as EventBridge delivers it, one per event."""
 
-    model_config = ConfigDict(populate_by_name=True)
-    version: str = "0"
-    id: str
     detail_type: Literal["Security Hub Findings - Imported"] = Field(alias="detail-type")
     source: Literal["aws.securityhub"]
-    account: str
-    region: str
-    time: datetime
-    resources: list[str] = Field(default_factory=list)
     detail: SecurityHubFindings
 
 
