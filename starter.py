@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
@@ -182,14 +182,29 @@ async def _steer(args: argparse.Namespace) -> int:
     client = await connect(Settings())
     handle = client.get_workflow_handle_for(CaseWorkflow.run, args.case_id)
     if args.command in {"approve", "reject"}:
+        # As an update: the case answers, or says why it refuses (exit status 1).
         decision = ApprovalInput(action_id=args.action_id, approver=args.by, reason=args.reason)
-        signal_fn = CaseWorkflow.approve if args.command == "approve" else CaseWorkflow.reject
-        await handle.signal(signal_fn, decision)
-        say(f"{args.command} sent for {args.action_id} on {args.case_id}")
+        update = (
+            CaseWorkflow.approve_action
+            if args.command == "approve"
+            else (CaseWorkflow.reject_action)
+        )
+        try:
+            result = await handle.execute_update(update, decision)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            say(f"refused: {cause.message if isinstance(cause, ApplicationError) else exc}")
+            return 1
+        say(
+            f"{args.command} sent for {args.action_id} on {args.case_id}: "
+            f"{result.status.value} ({result.approvals} of {result.needed} approvals)"
+        )
         return 0
     if args.command == "note":
-        await handle.signal(CaseWorkflow.add_note, NoteInput(author=args.by, text=args.text))
-        say(f"note added to {args.case_id}")
+        notes = await handle.execute_update(
+            CaseWorkflow.add_note_now, NoteInput(author=args.by, text=args.text)
+        )
+        say(f"note added to {args.case_id} ({notes.notes} notes)")
         return 0
     status = await handle.query(CaseWorkflow.status)
     if args.command == "report":

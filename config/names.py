@@ -14,6 +14,11 @@ SIGNAL_ADD_FINDING = "add_finding"
 SIGNAL_APPROVE = "approve"
 SIGNAL_REJECT = "reject"
 SIGNAL_ADD_NOTE = "add_note"
+# The same decisions and notes as updates: the caller gets the answer, or the refusal.
+UPDATE_APPROVE = "approve_action"
+UPDATE_REJECT = "reject_action"
+UPDATE_ADD_NOTE = "add_note_now"
+DECISION_REFUSED_ERROR = "DecisionRefused"
 QUERY_STATUS = "status"
 QUERY_PLAN = "plan"
 # The update the webhook delivers findings with: its answer says what the case made of it.

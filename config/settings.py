@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.names import TASK_QUEUE
-from models.case import CasePolicy
+from models.case import ActionKind, CasePolicy
 
 # Only the lab may run with this token; anywhere else a real secret must be configured.
 LAB_WEBHOOK_TOKEN = "quench-lab-token"
@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     max_eradication_rounds: int = Field(default=5, ge=1, le=50)
     # How far back CloudTrail is searched for what the attacker's changes replaced.
     restore_lookback_seconds: int = Field(default=30 * 24 * 3600, ge=3600, le=90 * 24 * 3600)
+    # The approval policy: who may decide each kind of action (JSON, e.g.
+    # {"eradicate": ["alice", "bob"]}; a kind not listed, anyone), and which kinds need two
+    # different approvers (JSON list, e.g. ["eradicate"]).
+    approvers: dict[ActionKind, list[str]] = Field(default_factory=dict)
+    two_person_actions: list[ActionKind] = Field(default_factory=list)
 
     # The lab: moto standing in for AWS, with a simulated compromise.
     lab: bool = False
@@ -121,6 +126,8 @@ class Settings(BaseSettings):
             protected_names=self.protected_names,
             max_eradication_rounds=self.max_eradication_rounds,
             restore_lookback_seconds=self.restore_lookback_seconds,
+            approvers=self.approvers,
+            two_person=self.two_person_actions,
         )
 
     @cached_property

@@ -71,6 +71,8 @@ class Action(BaseModel):
     status: ActionStatus
     requested_at: datetime
     approval: Approval | None = None
+    # Approvals given so far under the two-person rule, before the one that decides.
+    endorsements: list[Approval] = Field(default_factory=list)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     outcome: str | None = None
@@ -129,6 +131,12 @@ class CasePolicy(BaseModel):
     # How far back before an attacker's change recovery looks in CloudTrail for the
     # configuration it replaced (LookupEvents keeps 90 days).
     restore_lookback_seconds: int = Field(default=30 * 24 * 3600, ge=3600, le=90 * 24 * 3600)
+    # Who may decide each kind of action (by the name approvals carry); a kind not listed
+    # may be decided by anyone.
+    approvers: dict[ActionKind, list[str]] = Field(default_factory=dict)
+    # Kinds of action that need two different people to approve (a rejection by either
+    # decides at once).
+    two_person: list[ActionKind] = Field(default_factory=list)
 
 
 class WatchStatus(BaseModel):
@@ -235,6 +243,20 @@ class ApprovalInput(BaseModel):
     action_id: str = Field(min_length=1, max_length=100)
     approver: str = Field(min_length=1, max_length=200)
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class DecisionResult(BaseModel):
+    """What a decision sent as an update did: the action's status, and how many of the
+    approvals it needs it has."""
+
+    action_id: str
+    status: ActionStatus
+    approvals: int
+    needed: int
+
+
+class NoteResult(BaseModel):
+    notes: int
 
 
 class NoteInput(BaseModel):

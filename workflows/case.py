@@ -61,12 +61,14 @@ with workflow.unsafe.imports_passed_through():
         CaseResume,
         CaseStatus,
         Decision,
+        DecisionResult,
         EradicationPlan,
         EradicationProgress,
         EvidenceRecord,
         LoggingGap,
         Note,
         NoteInput,
+        NoteResult,
         Phase,
         PhaseChange,
         RecoveryStep,
@@ -253,6 +255,40 @@ class CaseWorkflow:
     @workflow.signal(name=names.SIGNAL_ADD_NOTE)
     def add_note(self, input: NoteInput) -> None:
         self._status.notes.append(Note(author=input.author, text=input.text, at=workflow.now()))
+
+    # The decisions and notes again as updates, for callers that want the answer: a
+    # refused decision is refused by the validator, so the caller is told why and the
+    # history keeps nothing of it (a refused signal is kept in `refused` instead).
+
+    @workflow.update(name=names.UPDATE_APPROVE)
+    def approve_action(self, input: ApprovalInput) -> DecisionResult:
+        return self._decide(input, Decision.APPROVED)
+
+    @approve_action.validator
+    def _validate_approval(self, input: ApprovalInput) -> None:
+        self._raise_if_refused(input, Decision.APPROVED)
+
+    @workflow.update(name=names.UPDATE_REJECT)
+    def reject_action(self, input: ApprovalInput) -> DecisionResult:
+        return self._decide(input, Decision.REJECTED)
+
+    @reject_action.validator
+    def _validate_rejection(self, input: ApprovalInput) -> None:
+        self._raise_if_refused(input, Decision.REJECTED)
+
+    @workflow.update(name=names.UPDATE_ADD_NOTE)
+    def add_note_now(self, input: NoteInput) -> NoteResult:
+        self.add_note(input)
+        return NoteResult(notes=len(self._status.notes))
+
+    def _raise_if_refused(self, input: ApprovalInput, decision: Decision) -> None:
+        refusal = self._refusal(input, decision)
+        if refusal is not None:
+            raise ApplicationError(
+                f"{decision.value} of {input.action_id} by {input.approver} refused: {refusal}",
+                type=names.DECISION_REFUSED_ERROR,
+                non_retryable=True,
+            )
 
     @workflow.query(name=names.QUERY_STATUS)
     def status(self) -> CaseStatus:
@@ -1535,15 +1571,42 @@ class CaseWorkflow:
         self._refresh()
         return action.approval
 
-    def _decide(self, input: ApprovalInput, decision: Decision) -> None:
-        signal = names.SIGNAL_APPROVE if decision is Decision.APPROVED else names.SIGNAL_REJECT
-        action = next((a for a in self._status.actions if a.id == input.action_id), None)
+    def _refusal(self, input: ApprovalInput, decision: Decision) -> str | None:
+        """Why this decision may not be taken, if it may not: unknown action, decided
+        already, an approver the policy does not allow for its kind, the same person twice
+        under the two-person rule."""
+        action = self._action(input.action_id)
         if action is None:
-            self._refuse(signal, input.action_id, input.approver, "no such action")
-            return
+            return "no such action"
         if action.status is not ActionStatus.PENDING_APPROVAL:
-            self._refuse(signal, input.action_id, input.approver, f"action is {action.status}")
-            return
+            return f"action is {action.status}"
+        allowed = self._policy.approvers.get(action.kind)
+        if allowed is not None and input.approver not in allowed:
+            return f"{input.approver} may not decide {action.kind.value} actions"
+        if decision is Decision.APPROVED and any(
+            e.approver == input.approver for e in action.endorsements
+        ):
+            return f"{input.approver} approved it already: it needs a second person"
+        return None
+
+    def _action(self, action_id: str) -> Action | None:
+        return next((a for a in self._status.actions if a.id == action_id), None)
+
+    def _approvals_needed(self, action: Action) -> int:
+        return 2 if action.kind in self._policy.two_person else 1
+
+    def _decide(self, input: ApprovalInput, decision: Decision) -> DecisionResult:
+        signal = names.SIGNAL_APPROVE if decision is Decision.APPROVED else names.SIGNAL_REJECT
+        refusal = self._refusal(input, decision)
+        action = self._action(input.action_id)
+        if refusal is not None or action is None:
+            self._refuse(signal, input.action_id, input.approver, refusal or "no such action")
+            return DecisionResult(
+                action_id=input.action_id,
+                status=action.status if action else ActionStatus.FAILED,
+                approvals=len(action.endorsements) if action else 0,
+                needed=self._approvals_needed(action) if action else 1,
+            )
         approval = Approval(
             action_id=action.id,
             decision=decision,
@@ -1551,6 +1614,24 @@ class CaseWorkflow:
             reason=input.reason,
             decided_at=workflow.now(),
         )
+        needed = self._approvals_needed(action)
+        if decision is Decision.APPROVED and len(action.endorsements) + 1 < needed:
+            action.endorsements.append(approval)
+            self._status.timeline.append(
+                TimelineEntry(
+                    at=approval.decided_at,
+                    what=f"{action.id} approved by {input.approver} ({input.reason}): "
+                    f"{len(action.endorsements)} of {needed} approvals, another person must "
+                    "approve",
+                )
+            )
+            self._refresh()
+            return DecisionResult(
+                action_id=action.id,
+                status=action.status,
+                approvals=len(action.endorsements),
+                needed=needed,
+            )
         action.approval = approval
         action.status = (
             ActionStatus.APPROVED if decision is Decision.APPROVED else ActionStatus.REJECTED
@@ -1561,6 +1642,12 @@ class CaseWorkflow:
                 at=approval.decided_at,
                 what=f"{action.id} {decision.value} by {input.approver}: {input.reason}",
             )
+        )
+        return DecisionResult(
+            action_id=action.id,
+            status=action.status,
+            approvals=len(action.endorsements) + (decision is Decision.APPROVED),
+            needed=needed,
         )
 
     def _refuse(self, signal: str, action_id: str | None, by: str, reason: str) -> None:

@@ -38,8 +38,9 @@ def aws(stack, service):
     return session().client(service, endpoint_url=stack.aws_url)
 
 
-async def run_starter(stack, *args: str) -> str:
-    """Run Quench's command line against the stack; its output, after checking it ran."""
+async def run_starter(stack, *args: str, expect_status: int = 0) -> str:
+    """Run Quench's command line against the stack; its output, after checking it exited
+    as expected."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "starter.py",
@@ -50,7 +51,7 @@ async def run_starter(stack, *args: str) -> str:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, (out + err).decode()
+    assert process.returncode == expect_status, (out + err).decode()
     return out.decode()
 
 

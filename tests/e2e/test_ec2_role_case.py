@@ -27,6 +27,7 @@ from tests.e2e.support import (
     aws,
     check_evidence_and_report,
     open_lab_case,
+    run_starter,
     s3_text,
     session,
 )
@@ -113,6 +114,19 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     iam = aws(stack, "iam")
     assert attack.backdoor_user in {u["UserName"] for u in iam.list_users()["Users"]}
     approved = await approve_until_closed(stack, handle, case.case_id, ("eradicate-", "recover-"))
+    # A decision sent to a closed case is refused, with the reason and exit status 1.
+    refused = await run_starter(
+        stack,
+        "approve",
+        case.case_id,
+        approved[0],
+        "--by",
+        "e2e@example.com",
+        "--reason",
+        "again",
+        expect_status=1,
+    )
+    assert "already completed" in refused
     eradications = [a for a in approved if a.startswith("eradicate-")]
     assert len(eradications) == 2
     async with asyncio.timeout(120):
