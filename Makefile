@@ -37,9 +37,9 @@ pytest: install
 test-e2e: install
 	$(BIN)/pytest -m e2e
 
-# Re-record tests/histories from a real run of the lab case (after an intended change).
+# Re-record tests/histories: the workflow tests and the lab cases (after an intended change).
 record-histories: install
-	QUENCH_RECORD_HISTORIES=1 $(BIN)/pytest -m e2e
+	QUENCH_RECORD_HISTORIES=1 $(BIN)/pytest tests/workflows tests/e2e
 
 clean:
 	rm -rf .quench

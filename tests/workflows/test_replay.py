@@ -1,6 +1,6 @@
 """Recorded histories of real cases must replay without nondeterminism after any change.
 
-Refresh them with `QUENCH_RECORD_HISTORIES=1 make test-e2e` when a change is meant to be
+Refresh them with `make record-histories` when a change is meant to be
 incompatible (and version the workflow for the cases already running).
 """
 
