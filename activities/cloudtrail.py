@@ -81,6 +81,21 @@ class TrailQuery:
         request = record.get("requestParameters") or {}
         return any(request.get(p) == self.resource_name for p in _RESOURCE_PARAMETERS)
 
+    def fingerprint(self) -> str:
+        """The query as the same text in every process (a set's repr is not: string
+        hashes differ between processes), so a retry on another worker can tell its own
+        heartbeat."""
+        return json.dumps(
+            [
+                self.account_id,
+                sorted(self.access_key_ids),
+                self.start.isoformat(),
+                self.end.isoformat(),
+                self.resource_name,
+                sorted(self.event_names),
+            ]
+        )
+
     def lookup_attributes(self) -> list[tuple[str, str]]:
         """What LookupEvents can filter on (one attribute a lookup)."""
         if self.resource_name is not None:
@@ -264,7 +279,7 @@ def scan(source: CloudTrailSource, query: TrailQuery) -> list[dict[str, Any]]:
     name their query, so an activity that scans several times resumes only the scan they
     belong to."""
     details = activity.info().heartbeat_details
-    asked = repr(query)
+    asked = query.fingerprint()
     resume, matches = (None, [])
     if len(details) == 3 and details[2] == asked:
         resume, matches = dict(details[0]), list(details[1])

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
 from activities.evidence import EvidenceStore
+from activities.iam import inline_policies
 from config.names import PROTECTED_TAG_KEY
 from models.activities import RemoveResourceInput, RemoveResourceResult
 from models.case import EvidenceRecord
@@ -210,13 +211,7 @@ class EradicationActivities:
             "user": iam.get_user(UserName=user)["User"],
             "access_keys": iam.list_access_keys(UserName=user)["AccessKeyMetadata"],
             "attached_policies": iam.list_attached_user_policies(UserName=user)["AttachedPolicies"],
-            "inline_policies": [
-                {
-                    "name": n,
-                    "document": iam.get_user_policy(UserName=user, PolicyName=n)["PolicyDocument"],
-                }
-                for n in iam.list_user_policies(UserName=user)["PolicyNames"]
-            ],
+            "inline_policies": inline_policies(iam, "user", user),
             "groups": iam.list_groups_for_user(UserName=user)["Groups"],
             "service_specific_credentials": iam.list_service_specific_credentials(UserName=user)[
                 "ServiceSpecificCredentials"
@@ -290,13 +285,7 @@ class EradicationActivities:
         snapshot = {
             "role": iam.get_role(RoleName=role)["Role"],
             "attached_policies": iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"],
-            "inline_policies": [
-                {
-                    "name": n,
-                    "document": iam.get_role_policy(RoleName=role, PolicyName=n)["PolicyDocument"],
-                }
-                for n in iam.list_role_policies(RoleName=role)["PolicyNames"]
-            ],
+            "inline_policies": inline_policies(iam, "role", role),
             "instance_profiles": iam.list_instance_profiles_for_role(RoleName=role)[
                 "InstanceProfiles"
             ],

@@ -4,7 +4,7 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 from temporalio import activity
@@ -39,6 +39,20 @@ from models.principal import Credential, CredentialKind, Principal, PrincipalTyp
 
 TOKEN_ISSUE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
+
+
+def inline_policies(iam: Any, kind: Literal["user", "role"], name: str) -> list[dict[str, Any]]:
+    """Every inline policy of a user or role, each as its name and document."""
+    noun = kind.capitalize()
+    get = getattr(iam, f"get_{kind}_policy")
+    return [
+        {
+            "name": policy_name,
+            "document": get(**{f"{noun}Name": name, "PolicyName": policy_name})["PolicyDocument"],
+        }
+        for page in iam.get_paginator(f"list_{kind}_policies").paginate(**{f"{noun}Name": name})
+        for policy_name in page["PolicyNames"]
+    ]
 
 
 def revoke_sessions_policy(cutoff: datetime) -> dict[str, Any]:
@@ -262,16 +276,7 @@ class IamActivities:
             role = iam.get_role(RoleName=role_name)["Role"]
             # A list, not a dict keyed by name: a policy named like a secret field
             # ("...Password") must not be redacted out of the evidence.
-            inline = [
-                {
-                    "name": policy_name,
-                    "document": iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)[
-                        "PolicyDocument"
-                    ],
-                }
-                for page in iam.get_paginator("list_role_policies").paginate(RoleName=role_name)
-                for policy_name in page["PolicyNames"]
-            ]
+            inline = inline_policies(iam, "role", role_name)
             attached = []
             for page in iam.get_paginator("list_attached_role_policies").paginate(
                 RoleName=role_name
@@ -399,16 +404,7 @@ class IamActivities:
             for key in iam.list_access_keys(UserName=user_name)["AccessKeyMetadata"]:
                 last_used = iam.get_access_key_last_used(AccessKeyId=key["AccessKeyId"])
                 keys.append({**key, "last_used": last_used.get("AccessKeyLastUsed")})
-            inline = [
-                {
-                    "name": policy_name,
-                    "document": iam.get_user_policy(UserName=user_name, PolicyName=policy_name)[
-                        "PolicyDocument"
-                    ],
-                }
-                for page in iam.get_paginator("list_user_policies").paginate(UserName=user_name)
-                for policy_name in page["PolicyNames"]
-            ]
+            inline = inline_policies(iam, "user", user_name)
             document = {
                 "user": iam.get_user(UserName=user_name)["User"],
                 "access_keys": keys,

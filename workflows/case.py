@@ -262,7 +262,7 @@ class CaseWorkflow:
 
     @workflow.update(name=names.UPDATE_APPROVE)
     def approve_action(self, input: ApprovalInput) -> DecisionResult:
-        return self._decide(input, Decision.APPROVED)
+        return self._decided(input, Decision.APPROVED)
 
     @approve_action.validator
     def _validate_approval(self, input: ApprovalInput) -> None:
@@ -270,7 +270,7 @@ class CaseWorkflow:
 
     @workflow.update(name=names.UPDATE_REJECT)
     def reject_action(self, input: ApprovalInput) -> DecisionResult:
-        return self._decide(input, Decision.REJECTED)
+        return self._decided(input, Decision.REJECTED)
 
     @reject_action.validator
     def _validate_rejection(self, input: ApprovalInput) -> None:
@@ -280,6 +280,19 @@ class CaseWorkflow:
     def add_note_now(self, input: NoteInput) -> NoteResult:
         self.add_note(input)
         return NoteResult(notes=len(self._status.notes))
+
+    def _decided(self, input: ApprovalInput, decision: Decision) -> DecisionResult:
+        """A decision the validator let through, and where it leaves the action."""
+        self._decide(input, decision)
+        action = self._action(input.action_id)
+        assert action is not None  # the validator refused unknown actions
+        approved = len(action.endorsements) + (action.status is ActionStatus.APPROVED)
+        return DecisionResult(
+            action_id=action.id,
+            status=action.status,
+            approvals=approved,
+            needed=self._approvals_needed(action),
+        )
 
     def _raise_if_refused(self, input: ApprovalInput, decision: Decision) -> None:
         refusal = self._refusal(input, decision)
@@ -1595,18 +1608,13 @@ class CaseWorkflow:
     def _approvals_needed(self, action: Action) -> int:
         return 2 if action.kind in self._policy.two_person else 1
 
-    def _decide(self, input: ApprovalInput, decision: Decision) -> DecisionResult:
+    def _decide(self, input: ApprovalInput, decision: Decision) -> None:
         signal = names.SIGNAL_APPROVE if decision is Decision.APPROVED else names.SIGNAL_REJECT
         refusal = self._refusal(input, decision)
         action = self._action(input.action_id)
         if refusal is not None or action is None:
             self._refuse(signal, input.action_id, input.approver, refusal or "no such action")
-            return DecisionResult(
-                action_id=input.action_id,
-                status=action.status if action else ActionStatus.FAILED,
-                approvals=len(action.endorsements) if action else 0,
-                needed=self._approvals_needed(action) if action else 1,
-            )
+            return
         approval = Approval(
             action_id=action.id,
             decision=decision,
@@ -1626,12 +1634,7 @@ class CaseWorkflow:
                 )
             )
             self._refresh()
-            return DecisionResult(
-                action_id=action.id,
-                status=action.status,
-                approvals=len(action.endorsements),
-                needed=needed,
-            )
+            return
         action.approval = approval
         action.status = (
             ActionStatus.APPROVED if decision is Decision.APPROVED else ActionStatus.REJECTED
@@ -1642,12 +1645,6 @@ class CaseWorkflow:
                 at=approval.decided_at,
                 what=f"{action.id} {decision.value} by {input.approver}: {input.reason}",
             )
-        )
-        return DecisionResult(
-            action_id=action.id,
-            status=action.status,
-            approvals=len(action.endorsements) + (decision is Decision.APPROVED),
-            needed=needed,
         )
 
     def _refuse(self, signal: str, action_id: str | None, by: str, reason: str) -> None:

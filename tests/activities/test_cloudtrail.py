@@ -3,6 +3,9 @@
 import dataclasses
 import gzip
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -286,3 +289,28 @@ def test_a_heartbeat_of_another_query_is_not_resumed(
 
     assert source.read == all_keys
     assert result.event_count == len(IN_WINDOW)
+
+
+_FINGERPRINT = """
+from datetime import datetime, UTC
+from activities.cloudtrail import TrailQuery
+keys = frozenset(f"AKIAEXAMPLE{i:09d}" for i in range(8))
+events = frozenset({"PutRolePolicy", "DeleteRolePolicy", "AttachRolePolicy", "CreateRole"})
+at = datetime(2026, 11, 22, tzinfo=UTC)
+print(TrailQuery("123456789012", keys, at, at, "app-role", events).fingerprint())
+"""
+
+
+def test_a_query_names_itself_the_same_in_every_worker_process() -> None:
+    """A retry may run on another worker, whose string hashes (and so set order) differ."""
+    printed = {
+        subprocess.run(
+            [sys.executable, "-c", _FINGERPRINT],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3", "4")
+    }
+    assert len(printed) == 1
