@@ -21,6 +21,7 @@ from activities.ec2 import Ec2Activities
 from activities.eradication import EradicationActivities
 from activities.evidence import EvidenceActivities, EvidenceStore
 from activities.iam import IamActivities
+from activities.notify import Notifier
 from activities.recovery import RecoveryActivities
 from activities.ssm import SsmActivities
 from config.settings import Settings
@@ -52,6 +53,12 @@ def build_activities(
     ssm = SsmActivities(clients, poll_seconds=min(poll_seconds, 2.0))
     recovery = RecoveryActivities(clients, evidence, trail)
     evidence_activities = EvidenceActivities(evidence)
+    notifier = Notifier(
+        clients,
+        settings.notify_sns_topic_arn,
+        settings.notify_webhook_url,
+        settings.case_url_base,
+    )
     return [
         evidence_activities.store_evidence,
         evidence_activities.write_report,
@@ -76,6 +83,8 @@ def build_activities(
         recovery.find_prior_state,
         recovery.plan_recovery,
         recovery.restore_change,
+        notifier.notify_sns,
+        notifier.notify_chat,
     ]
 
 

@@ -19,6 +19,9 @@ UPDATE_APPROVE = "approve_action"
 UPDATE_REJECT = "reject_action"
 UPDATE_ADD_NOTE = "add_note_now"
 DECISION_REFUSED_ERROR = "DecisionRefused"
+# Who an approval names when the case went ahead on its own at the deadline, as its
+# policy allows for containment of severe findings.
+AUTO_APPROVER = "quench:policy"
 QUERY_STATUS = "status"
 QUERY_PLAN = "plan"
 # The update the webhook delivers findings with: its answer says what the case made of it.
@@ -38,6 +41,8 @@ SA_FINDING_TYPE = SearchAttributeKey.for_keyword("QuenchFindingType")
 SA_SEVERITY = SearchAttributeKey.for_float("QuenchSeverity")
 SA_INSTANCE_ID = SearchAttributeKey.for_keyword("QuenchInstanceId")
 SA_PENDING_APPROVALS = SearchAttributeKey.for_int("QuenchPendingApprovals")
+# How many times the case's approvals passed their deadline with nobody deciding.
+SA_ESCALATIONS = SearchAttributeKey.for_int("QuenchEscalations")
 
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (
     SA_PHASE,
@@ -49,6 +54,7 @@ SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (
     SA_SEVERITY,
     SA_INSTANCE_ID,
     SA_PENDING_APPROVALS,
+    SA_ESCALATIONS,
 )
 
 # The server's names for the indexed value types, as `temporal server start-dev

@@ -7,6 +7,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,7 +36,10 @@ SNS_TOPIC_ARN_PATTERN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="QUENCH_", env_file=".env", extra="ignore")
+    # Errors name the setting, never its value: some values are secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="QUENCH_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     # AWS. No endpoint means real AWS with the default credential chain.
     aws_endpoint_url: str | None = None
@@ -93,6 +97,18 @@ class Settings(BaseSettings):
     # different approvers (JSON list, e.g. ["eradicate"]).
     approvers: dict[ActionKind, list[str]] = Field(default_factory=dict)
     two_person_actions: list[ActionKind] = Field(default_factory=list)
+    # How long an approval may wait before the case escalates, and per kind of action
+    # (JSON, e.g. {"contain": 600}); containment of findings at least this severe proceeds
+    # on its own at the deadline (unset: it always waits for a human).
+    approval_deadline_seconds: int = Field(default=30 * 60, ge=1, le=7 * 24 * 3600)
+    approval_deadlines: dict[ActionKind, int] = Field(default_factory=dict)
+    auto_contain_min_severity: float | None = Field(default=None, ge=0, le=10)
+
+    # Notifications when a case needs a human, escalates, proceeds or closes: an SNS topic
+    # and an outgoing chat webhook (`{"text": ...}`), each optional. The webhook's URL is
+    # a secret (chat tools put the credential in it).
+    notify_sns_topic_arn: str | None = None
+    notify_webhook_url: SecretStr | None = None
 
     # The lab: moto standing in for AWS, with a simulated compromise.
     lab: bool = False
@@ -115,6 +131,11 @@ class Settings(BaseSettings):
         for arn in self.sns_topic_arns:
             if not re.match(SNS_TOPIC_ARN_PATTERN, arn):
                 raise ValueError(f"QUENCH_SNS_TOPIC_ARNS: {arn!r} is not an SNS topic ARN")
+        topic = self.notify_sns_topic_arn
+        if topic is not None and not re.match(SNS_TOPIC_ARN_PATTERN, topic):
+            raise ValueError(f"QUENCH_NOTIFY_SNS_TOPIC_ARN: {topic!r} is not an SNS topic ARN")
+        if self.notify_webhook_url is not None:
+            _check_webhook_url(self.notify_webhook_url.get_secret_value())
         return self
 
     def case_policy(self) -> CasePolicy:
@@ -128,7 +149,16 @@ class Settings(BaseSettings):
             restore_lookback_seconds=self.restore_lookback_seconds,
             approvers=self.approvers,
             two_person=self.two_person_actions,
+            approval_deadline_seconds=self.approval_deadline_seconds,
+            approval_deadlines=self.approval_deadlines,
+            auto_contain_min_severity=self.auto_contain_min_severity,
         )
+
+    @property
+    def case_url_base(self) -> str:
+        """Where the Web UI shows a case, but for its id."""
+        ui = self.temporal_ui_url.rstrip("/")
+        return f"{ui}/namespaces/{self.temporal_namespace}/workflows"
 
     @cached_property
     def trail_regions(self) -> list[str]:
@@ -150,3 +180,14 @@ class Settings(BaseSettings):
         missing = [name for name, value in required if not value]
         if missing:
             raise ValueError(f"missing required settings: {', '.join(missing)}")
+
+
+def _check_webhook_url(url: str) -> None:
+    """HTTPS, or plain HTTP to this machine only; the message names no part of the URL,
+    which holds the chat tool's credential."""
+    parts = urlsplit(url)
+    local = parts.hostname in {"127.0.0.1", "localhost", "::1"}
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and local)):
+        raise ValueError(
+            "QUENCH_NOTIFY_WEBHOOK_URL must be an https:// URL (http:// only to localhost)"
+        )

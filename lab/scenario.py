@@ -20,7 +20,7 @@ from lab.attack import AttackReport, run_attack
 from lab.calls import ScenarioReport
 from lab.guardduty import eventbridge_event
 from lab.user_key_attack import UserKeyAttackReport, run_user_key_attack
-from lab.world import LabWorld, provision_build_bot, seed
+from lab.world import LabWorld, ensure_notifications, provision_build_bot, seed
 
 Scenario = Literal["ec2-role", "user-key"]
 SCENARIOS: tuple[Scenario, ...] = get_args(Scenario)
@@ -194,6 +194,7 @@ def _run(
         attack_path.write_text(attack.model_dump_json(indent=2))
     if (after := stages.after(world, attack)) != world:
         world = save(after)
+    ensure_notifications(aws_url)
     case_id = send_finding(webhook_url, token, token_header, eventbridge_event(attack.finding))
     case = stages.case(case_id=case_id, world=world, attack=attack)
     case_path.write_text(case.model_dump_json(indent=2))

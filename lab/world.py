@@ -20,6 +20,10 @@ TRAIL_NAME = "management-events"
 APP_ROLE = "web-app-role"
 APP_PROFILE = "web-app-profile"
 PROTECTED_TAG = PROTECTED_TAG_KEY
+# Where the lab's cases notify, and the queue subscribed to it that stands in for people.
+NOTIFY_TOPIC = "quench-lab-cases"
+NOTIFY_TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:{NOTIFY_TOPIC}"
+NOTIFY_INBOX = "quench-lab-inbox"
 
 EC2_TRUST_POLICY = {
     "Version": "2012-10-17",
@@ -101,6 +105,45 @@ def admin_session() -> boto3.Session:
 
 def client(session: boto3.Session, service: str, endpoint_url: str) -> Any:
     return session.client(service, endpoint_url=endpoint_url, region_name=REGION)  # type: ignore[call-overload]
+
+
+def ensure_notifications(endpoint_url: str) -> str:
+    """The cases' SNS topic and an SQS queue subscribed to it (made if missing); the
+    queue's URL."""
+    session = admin_session()
+    sns, sqs = client(session, "sns", endpoint_url), client(session, "sqs", endpoint_url)
+    topic_arn = sns.create_topic(Name=NOTIFY_TOPIC)["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=NOTIFY_INBOX)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    subscribed = sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
+    if all(s["Endpoint"] != queue_arn for s in subscribed):
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    return str(queue_url)
+
+
+def read_notifications(endpoint_url: str, case_id: str) -> list[dict[str, Any]]:
+    """A case's notifications waiting in the lab's inbox (SNS envelopes, oldest first),
+    taken off it; other cases' stay for their readers."""
+    sqs = client(admin_session(), "sqs", endpoint_url)
+    queue_url = sqs.get_queue_url(QueueName=NOTIFY_INBOX)["QueueUrl"]
+    taken: list[dict[str, Any]] = []
+    others: list[str] = []
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        for message in messages:
+            envelope = json.loads(message["Body"])
+            attributes = envelope.get("MessageAttributes", {})
+            if attributes.get("quench_case_id", {}).get("Value") == case_id:
+                taken.append(envelope)
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            else:
+                others.append(message["ReceiptHandle"])
+    for handle in others:
+        sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
+    return sorted(taken, key=lambda envelope: str(envelope["Timestamp"]))
 
 
 def lambda_zip(source: str) -> bytes:

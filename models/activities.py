@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from models.case import CaseStatus, EvidenceRecord, RecoveryStep
+from models.case import CaseStatus, EvidenceRecord, NotificationKind, RecoveryStep
 from models.finding import Finding
 from models.principal import Credential
 from playbook.classify import ActivityReport, AttackerChange, AttackerResource
@@ -280,3 +280,21 @@ class WriteReportInput(BaseModel):
 class WriteReportResult(BaseModel):
     json_report: EvidenceRecord
     markdown_report: EvidenceRecord
+
+
+class NotifyInput(BaseModel):
+    """A message about a case for the people who follow it (SNS, chat)."""
+
+    case_id: str
+    # The same for every attempt and unique in the case: receivers drop repeats by it, and
+    # a FIFO topic deduplicates on it.
+    notification_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    kind: NotificationKind
+    subject: str = Field(max_length=100)
+    text: str
+
+
+class NotifyResult(BaseModel):
+    channel: Literal["sns", "chat"]
+    sent: bool
+    detail: str

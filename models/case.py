@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from models.finding import Finding
 from models.principal import Credential
@@ -48,6 +48,28 @@ class ActionStatus(StrEnum):
     FAILED = "failed"
 
 
+# The kinds of action that contain a credential: the ones a policy may let proceed when
+# nobody decides in time.
+CONTAINMENT_KINDS = frozenset(
+    {
+        ActionKind.CONTAIN_INSTANCE_ROLE,
+        ActionKind.CONTAIN_USER_KEY,
+        ActionKind.CONTAIN_ROLE_SESSION,
+        ActionKind.RECONTAIN,
+    }
+)
+
+
+class NotificationKind(StrEnum):
+    """Why a case tells people: it waits for them, it waited too long, it went ahead
+    without them, or it is over."""
+
+    NEEDS_HUMAN = "needs_human"
+    ESCALATED = "escalated"
+    PROCEEDED = "proceeded"
+    CLOSED = "closed"
+
+
 class Decision(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
@@ -59,6 +81,8 @@ class Approval(BaseModel):
     approver: str
     reason: str
     decided_at: datetime
+    # Taken by the case itself when the deadline passed and the policy let it proceed.
+    automatic: bool = False
 
 
 class Action(BaseModel):
@@ -73,6 +97,9 @@ class Action(BaseModel):
     approval: Approval | None = None
     # Approvals given so far under the two-person rule, before the one that decides.
     endorsements: list[Approval] = Field(default_factory=list)
+    # When the case escalates (or proceeds) if nobody has decided, and how often it has.
+    deadline: datetime | None = None
+    escalations: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
     outcome: str | None = None
@@ -137,6 +164,24 @@ class CasePolicy(BaseModel):
     # Kinds of action that need two different people to approve (a rejection by either
     # decides at once).
     two_person: list[ActionKind] = Field(default_factory=list)
+    # How long an approval may wait before the case escalates (and again each time this
+    # passes), with an override per kind of action.
+    approval_deadline_seconds: int = Field(default=30 * 60, ge=1, le=7 * 24 * 3600)
+    approval_deadlines: dict[ActionKind, int] = Field(default_factory=dict)
+    # Containment of a finding at least this severe proceeds on its own once its deadline
+    # passes, and the case records that it did; None: containment always waits for a human.
+    auto_contain_min_severity: float | None = Field(default=None, ge=0, le=10)
+
+    @field_validator("approval_deadlines")
+    @classmethod
+    def _deadlines_in_range(cls, deadlines: dict[ActionKind, int]) -> dict[ActionKind, int]:
+        for kind, seconds in deadlines.items():
+            if not 1 <= seconds <= 7 * 24 * 3600:
+                raise ValueError(f"the deadline of {kind.value} must be 1 to 604800 seconds")
+        return deadlines
+
+    def deadline_of(self, kind: ActionKind) -> int:
+        return self.approval_deadlines.get(kind, self.approval_deadline_seconds)
 
 
 class WatchStatus(BaseModel):

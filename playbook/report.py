@@ -50,7 +50,24 @@ class ReportAction(BaseModel):
     approver: str | None = None
     reason: str | None = None
     decided_at: datetime | None = None
+    # Times its deadline passed with nobody deciding; and whether the case went ahead on
+    # its own, as the policy allowed.
+    escalations: int = 0
+    automatic: bool = False
+    # Who approved first under the two-person rule.
+    endorsed_by: list[str] = Field(default_factory=list)
     outcome: str | None = None
+
+    def decision_text(self) -> str:
+        text = self.decision or self.status.value
+        if self.automatic:
+            text += " (automatically, at the deadline)"
+        if self.escalations:
+            text += f" after {self.escalations} escalation{'s' if self.escalations > 1 else ''}"
+        return text
+
+    def approvers_text(self) -> str | None:
+        return ", ".join([*self.endorsed_by, self.approver]) if self.approver else None
 
 
 class RemovedResource(BaseModel):
@@ -289,6 +306,9 @@ def build_report(status: CaseStatus, written_at: datetime) -> CaseReport:
                 approver=a.approval.approver if a.approval else None,
                 reason=a.approval.reason if a.approval else None,
                 decided_at=a.approval.decided_at if a.approval else None,
+                escalations=a.escalations,
+                automatic=a.approval.automatic if a.approval else False,
+                endorsed_by=[e.approver for e in a.endorsements],
                 outcome=a.outcome,
             )
             for a in status.actions
@@ -405,8 +425,8 @@ def render_markdown(report: CaseReport) -> str:
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {a.id} | {_cell(a.title)} | {_cell(a.decision or a.status.value)} | "
-        f"{_cell(a.approver)} | {_cell(a.reason)} | {_cell(a.outcome)} |"
+        f"| {a.id} | {_cell(a.title)} | {_cell(a.decision_text())} | "
+        f"{_cell(a.approvers_text())} | {_cell(a.reason)} | {_cell(a.outcome)} |"
         for a in report.actions
     ]
     if report.refused_signals:

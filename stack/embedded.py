@@ -87,6 +87,7 @@ class EmbeddedStack:
                     "QUENCH_AWS_REGION": lab_world.REGION,
                     "QUENCH_EVIDENCE_BUCKET": lab_world.EVIDENCE_BUCKET,
                     "QUENCH_CLOUDTRAIL_BUCKET": lab_world.CLOUDTRAIL_BUCKET,
+                    "QUENCH_NOTIFY_SNS_TOPIC_ARN": lab_world.NOTIFY_TOPIC_ARN,
                     "AWS_ACCESS_KEY_ID": "AKIAQUENCHLABWORKER1",
                     "AWS_SECRET_ACCESS_KEY": "quench-lab-not-a-secret",
                     "AWS_SESSION_TOKEN": "",

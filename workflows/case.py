@@ -4,6 +4,7 @@ Evidence first, then containment after a human approves, then proof that the cre
 really changed. Every AWS change is an activity; this module only decides and records.
 """
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.aws import NON_RETRYABLE_ERRORS
@@ -21,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.eradication import EradicationActivities
     from activities.evidence import EvidenceActivities
     from activities.iam import IamActivities
+    from activities.notify import ERROR_CHAT_REFUSED, Notifier
     from activities.recovery import TRAILS_EVIDENCE_NAME, RecoveryActivities, trail_name
     from activities.ssm import SsmActivities
     from config import names
@@ -38,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
         DenyUserTokensInput,
         FindPriorStateInput,
         InstanceInput,
+        NotifyInput,
+        NotifyResult,
         PlanRecoveryInput,
         ProbeInstanceCredentialsInput,
         RemoveResourceInput,
@@ -51,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         WriteReportInput,
     )
     from models.case import (
+        CONTAINMENT_KINDS,
         Action,
         ActionKind,
         ActionStatus,
@@ -69,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
         Note,
         NoteInput,
         NoteResult,
+        NotificationKind,
         Phase,
         PhaseChange,
         RecoveryStep,
@@ -109,6 +115,8 @@ REPORT_PATCH = "post-incident-report"
 MINTED_PATCH = "minted-credential-containment"
 PERMISSIONS_PATCH = "in-place-permissions"
 MINTED_WATCH_PATCH = "minted-credential-watch"
+DEADLINE_PATCH = "approval-deadlines"
+NOTIFY_PATCH = "notifications"
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -116,6 +124,14 @@ _RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=8,
     non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
+)
+# A notification is worth a few tries, never a stuck case: after these it is noted as failed.
+_NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=5,
+    non_retryable_error_types=[*NON_RETRYABLE_ERRORS, ERROR_CHAT_REFUSED],
 )
 # The SSM agent needs a while after a start before it takes commands again.
 _PROBE_RETRY = RetryPolicy(
@@ -148,6 +164,9 @@ class CaseWorkflow:
             timeline=[TimelineEntry(at=now, what=f"case opened from finding {input.finding.id}")],
         )
         self._action_seq = 0
+        self._notifications = 0
+        # Notifications on their way: the case goes on while they are sent.
+        self._sending: list[asyncio.Task[None]] = []
         self._policy = input.policy
         if input.resume is not None:
             self._status = input.resume.status
@@ -326,8 +345,24 @@ class CaseWorkflow:
             self._close(str(abandoned))
         if workflow.patched(REPORT_PATCH):
             await self._write_report()
+        await self._notify(NotificationKind.CLOSED, *self._closing_message())
+        await self._notifications_sent()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status
+
+    def _closing_message(self) -> tuple[str, str]:
+        status = self._status
+        lines = [f"Case {status.case_id} is closed: {status.outcome}"]
+        decided = [a for a in status.actions if a.approval is not None]
+        lines += [
+            f"- {a.id}: {a.status.value} by {a.approval.approver}" for a in decided if a.approval
+        ]
+        if status.open_items:
+            lines += ["", f"Open items for a human ({len(status.open_items)}):"]
+            lines += [f"- {item}" for item in status.open_items]
+        if status.report is not None:
+            lines += ["", f"Post-incident report: {status.report.markdown_report.uri}"]
+        return f"{status.case_id} closed", "\n".join(lines)
 
     async def _respond(self, finding: Finding) -> None:
         """The playbook from triage: evidence, containment, the watch, eradication."""
@@ -820,6 +855,7 @@ class CaseWorkflow:
             if rounds_this_run >= self._policy.rounds_per_run or (
                 rounds_this_run and workflow.info().is_continue_as_new_suggested()
             ):
+                await self._notifications_sent()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     CaseInput(
@@ -1579,10 +1615,168 @@ class CaseWorkflow:
         return action
 
     async def _await_decision(self, action: Action) -> Approval:
-        await workflow.wait_condition(lambda: action.approval is not None)
+        if workflow.patched(DEADLINE_PATCH):
+            await self._await_with_deadline(action)
+        else:
+            await workflow.wait_condition(lambda: action.approval is not None)
         assert action.approval is not None
         self._refresh()
         return action.approval
+
+    async def _await_with_deadline(self, action: Action) -> None:
+        """Tell people the action waits for them; each time its deadline passes with
+        nobody deciding, escalate, or, for containment the policy lets go ahead, proceed
+        and record that the case did."""
+        wait = timedelta(seconds=self._policy.deadline_of(action.kind))
+        action.deadline = workflow.now() + wait
+        self._refresh()
+        self._notify_soon(
+            NotificationKind.NEEDS_HUMAN,
+            f"{action.id} waits for approval on {self._status.case_id}",
+            self._approval_request(action),
+        )
+        while action.approval is None:
+            try:
+                await workflow.wait_condition(
+                    lambda: action.approval is not None,
+                    timeout=max(action.deadline - workflow.now(), timedelta(seconds=1)),
+                    timeout_summary=f"Approval deadline of {action.id}",
+                )
+            except TimeoutError:
+                if self._may_proceed(action):
+                    self._proceed_without_decision(action, wait)
+                else:
+                    self._escalate(action, wait)
+
+    def _severity(self) -> float:
+        return max(f.severity for f in self._status.findings)
+
+    def _may_proceed(self, action: Action) -> bool:
+        threshold = self._policy.auto_contain_min_severity
+        return (
+            threshold is not None
+            and action.kind in CONTAINMENT_KINDS
+            and self._severity() >= threshold
+        )
+
+    def _proceed_without_decision(self, action: Action, wait: timedelta) -> None:
+        severity = self._severity()
+        reason = (
+            f"nobody decided within {_duration(wait)}; the policy lets containment of "
+            f"findings of severity {self._policy.auto_contain_min_severity} or more proceed "
+            f"(this case: {severity})"
+        )
+        self._settle(
+            action,
+            Approval(
+                action_id=action.id,
+                decision=Decision.APPROVED,
+                approver=names.AUTO_APPROVER,
+                reason=reason,
+                decided_at=workflow.now(),
+                automatic=True,
+            ),
+        )
+        self._notify_soon(
+            NotificationKind.PROCEEDED,
+            f"{action.id} proceeds without a decision on {self._status.case_id}",
+            f"{action.title}\n{reason}.\nThe case records the decision as taken by "
+            f"{names.AUTO_APPROVER}.",
+        )
+
+    def _escalate(self, action: Action, wait: timedelta) -> None:
+        action.escalations += 1
+        action.deadline = (action.deadline or workflow.now()) + wait
+        waited = _duration(workflow.now() - action.requested_at)
+        self._note(f"{action.id} escalated (time {action.escalations}): nobody decided in {waited}")
+        workflow.upsert_search_attributes(
+            [names.SA_ESCALATIONS.value_set(sum(a.escalations for a in self._status.actions))]
+        )
+        self._refresh()
+        self._notify_soon(
+            NotificationKind.ESCALATED,
+            f"ESCALATED: {action.id} has waited {waited} on {self._status.case_id}",
+            f"Nobody has decided in {waited} (escalation {action.escalations}).\n\n"
+            + self._approval_request(action),
+        )
+
+    def _approval_request(self, action: Action) -> str:
+        """What the action would do and how to decide it, for a notification."""
+        case_id = self._status.case_id
+        credential = self._status.credential
+        lines = [f"Case {case_id} ({self._status.phase.value}) waits for a decision."]
+        if credential is not None:
+            principal = credential.principal
+            lines.append(
+                f"Credential {credential.access_key_id} of "
+                f"{principal.arn or principal.principal_id}, severity {self._severity()}."
+            )
+        lines += ["", f"{action.id}: {action.title}", *[f"- {step}" for step in action.steps]]
+        if action.deadline is not None:
+            then = (
+                "the case proceeds on its own"
+                if self._may_proceed(action)
+                else "the case escalates again"
+            )
+            lines.append(f"Decide before {action.deadline.isoformat()}; then {then}.")
+        lines += [
+            "",
+            f"Approve: python starter.py approve {case_id} {action.id} --by <you> --reason <why>",
+            f"     or: {approve_update_command(case_id, action.id)}",
+        ]
+        return "\n".join(lines)
+
+    def _notify_soon(self, kind: NotificationKind, subject: str, text: str) -> None:
+        """Send a notification while the case goes on: a slow or failing channel must
+        not hold up containment."""
+        self._sending.append(asyncio.create_task(self._notify(kind, subject, text)))
+
+    async def _notifications_sent(self) -> None:
+        """Every notification on its way delivered (or noted as failed)."""
+        sending, self._sending = self._sending, []
+        await asyncio.gather(*sending)
+
+    async def _notify(self, kind: NotificationKind, subject: str, text: str) -> None:
+        """Send a notification by every channel the worker has; a failure is noted on
+        the case and never stops it."""
+        if not workflow.patched(NOTIFY_PATCH):
+            return
+        self._notifications += 1
+        notification = NotifyInput(
+            case_id=self._status.case_id,
+            notification_id=(
+                f"{self._status.case_id}.{workflow.info().run_id[:8]}.{self._notifications}"
+            )[-128:],
+            kind=kind,
+            subject=subject[:100],
+            text=text,
+        )
+        results = await asyncio.gather(
+            self._deliver(Notifier.notify_sns, "sns", notification),
+            self._deliver(Notifier.notify_chat, "chat", notification),
+        )
+        self._note(f"notification {kind.value}: " + "; ".join(results))
+
+    async def _deliver(
+        self,
+        method: Callable[[Notifier, NotifyInput], NotifyResult],
+        channel: str,
+        notification: NotifyInput,
+    ) -> str:
+        try:
+            result = await workflow.execute_activity_method(
+                method,
+                notification,
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=timedelta(minutes=5),
+                retry_policy=_NOTIFY_RETRY,
+                summary=f"Notify by {channel}: {notification.subject}"[:200],
+            )
+        except ActivityError as failure:
+            cause = failure.cause
+            reason = cause.message if isinstance(cause, FailureError) else failure.message
+            return f"{channel} failed ({reason})"
+        return f"{channel} {'sent' if result.sent else 'off'} ({result.detail})"
 
     def _refusal(self, input: ApprovalInput, decision: Decision) -> str | None:
         """Why this decision may not be taken, if it may not: unknown action, decided
@@ -1635,15 +1829,22 @@ class CaseWorkflow:
             )
             self._refresh()
             return
+        self._settle(action, approval)
+
+    def _settle(self, action: Action, approval: Approval) -> None:
+        """The decision that settles an action: by people, or by the policy at the deadline."""
         action.approval = approval
         action.status = (
-            ActionStatus.APPROVED if decision is Decision.APPROVED else ActionStatus.REJECTED
+            ActionStatus.APPROVED
+            if approval.decision is Decision.APPROVED
+            else ActionStatus.REJECTED
         )
         self._status.approvals.append(approval)
         self._status.timeline.append(
             TimelineEntry(
                 at=approval.decided_at,
-                what=f"{action.id} {decision.value} by {input.approver}: {input.reason}",
+                what=f"{action.id} {approval.decision.value} by {approval.approver}: "
+                f"{approval.reason}",
             )
         )
 
@@ -1805,6 +2006,26 @@ _CREDENTIAL_EVENTS = frozenset(
 )
 
 
+def approve_update_command(case_id: str, action_id: str) -> str:
+    """The `temporal` command that approves an action and answers at once (or refuses)."""
+    return (
+        f"temporal workflow update execute --workflow-id {case_id} "
+        f"--name {names.UPDATE_APPROVE} --input "
+        f'\'{{"action_id": "{action_id}", "approver": "<you>", "reason": "<why>"}}\''
+    )
+
+
+def _duration(delta: timedelta) -> str:
+    """A duration as people say it: 45s, 30m, 2h 5m."""
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{seconds}s"
+    hours, minutes = divmod(seconds // 60, 60)
+    if not hours:
+        return f"{minutes}m"
+    return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+
+
 def _slug(value: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in value.lower())[:100]
 
@@ -1829,8 +2050,12 @@ def render_details(status: CaseStatus) -> str:
         for action in pending:
             lines.append(f"- **{action.id}**: {action.title}")
             lines += [f"  - {step}" for step in action.steps]
+            if action.deadline is not None:
+                escalated = f", escalated {action.escalations}x" if action.escalations else ""
+                lines.append(f"  - decide before {action.deadline.isoformat()}{escalated}")
+            lines.append(f"  - approve: `{approve_update_command(status.case_id, action.id)}`")
             lines.append(
-                f"  - approve: `temporal workflow signal --workflow-id {status.case_id} "
+                f"  - or signal: `temporal workflow signal --workflow-id {status.case_id} "
                 f'--name {names.SIGNAL_APPROVE} --input \'{{"action_id": "{action.id}", '
                 f'"approver": "<you>", "reason": "<why>"}}\'`'
             )

@@ -146,6 +146,7 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     # The watch read the lab's CloudTrail until the (shortened) window was clean.
     assert result.watch is not None and result.watch.verdict == "clean"
     assert result.watch.checks >= 2 and result.watch.effective_calls == 0
+    _notified_through_sns(stack, result, [action.id, *approved])
 
     # The eradication plan, from the lab's CloudTrail: the attacker's persistence and
     # nothing of the administrator's legitimate work done in the same window.
@@ -282,3 +283,19 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     if os.environ.get("QUENCH_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
         (HISTORIES / "ec2_role_case.json").write_text(history_for_the_repo(history_json))
+
+
+def _notified_through_sns(stack, result, decided: list[str]) -> None:
+    """People subscribed to the lab's topic heard of each approval the case waited for
+    and of its close, with the report and a link to the case in the Web UI."""
+    notifications = lab_world.read_notifications(stack.aws_url, result.case_id)
+    kinds = [n["MessageAttributes"]["quench_kind"]["Value"] for n in notifications]
+    assert sorted(kinds) == sorted(["needs_human"] * len(decided) + ["closed"]), kinds
+    assert kinds[-1] == "closed"
+    asked = [n for n in notifications if "waits for approval" in n["Subject"]]
+    assert sorted(n["Subject"].split()[1] for n in asked) == sorted(decided)
+    closing = notifications[-1]
+    assert closing["Subject"] == f"Quench: {result.case_id} closed"
+    assert result.report.markdown_report.uri in closing["Message"]
+    case_url = f"{stack.ui_url}/namespaces/default/workflows/{result.case_id}"
+    assert all(case_url in n["Message"] for n in notifications)

@@ -39,6 +39,8 @@ from models.activities import (
     FindPriorStateResult,
     InstanceInput,
     InstanceStateResult,
+    NotifyInput,
+    NotifyResult,
     PlanRecoveryInput,
     PlanRecoveryResult,
     PriorState,
@@ -71,6 +73,7 @@ from models.case import (
     CaseStatus,
     Decision,
     EvidenceRecord,
+    NotificationKind,
     Phase,
     RecoveryOperation,
     RecoveryStep,
@@ -132,6 +135,10 @@ class FakeAws:
         self.prior_states: dict[str, str] = {}
         # Keys whose calls keep working for this many more watch checks.
         self.still_working: dict[str, int] = {}
+        # What the case told people, by channel, in order.
+        self.notifications: dict[str, list[NotifyInput]] = {"sns": [], "chat": []}
+        # Set: the chat webhook answers only once it is (a slow chat tool).
+        self.chat_answers: asyncio.Event | None = None
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -391,7 +398,23 @@ class FakeAws:
             fake.reports.append(result)
             return result
 
+        @activity.defn(name="notify_sns")
+        async def notify_sns(input: NotifyInput) -> NotifyResult:
+            fake._record("notify_sns", input)
+            fake.notifications["sns"].append(input)
+            return NotifyResult(channel="sns", sent=True, detail="message 1")
+
+        @activity.defn(name="notify_chat")
+        async def notify_chat(input: NotifyInput) -> NotifyResult:
+            fake._record("notify_chat", input)
+            if fake.chat_answers is not None:
+                await fake.chat_answers.wait()
+            fake.notifications["chat"].append(input)
+            return NotifyResult(channel="chat", sent=True, detail="HTTP 200")
+
         return [
+            notify_sns,
+            notify_chat,
             capture_trails,
             find_prior_state,
             plan_recovery,
@@ -1029,9 +1052,15 @@ async def test_recovery_restores_after_approval_and_the_report_says_what_was_don
     # human; the one they stopped is explained, and restarted.
     stopped = [item for item in result.open_items if "was not logging" in item]
     assert len(stopped) == 1 and stopped[0].startswith("trail data-events was not logging")
-    # The report is written last, from the closed case, and the case points at it.
-    assert fake.names()[-1] == "write_report"
-    written = fake.calls[-1][1]
+    # The report is written last, from the closed case, and the case points at it; then
+    # the case says it closed, naming the report, by each channel.
+    changes = [(name, value) for name, value in fake.calls if not name.startswith("notify_")]
+    assert changes[-1][0] == "write_report"
+    assert sorted(fake.names()[-2:]) == ["notify_chat", "notify_sns"]
+    closing = fake.notifications["sns"][-1]
+    assert closing.kind is NotificationKind.CLOSED
+    assert "post-incident-report.md" in closing.text
+    written = changes[-1][1]
     assert written.status.phase is Phase.CLOSED
     assert result.report is not None
     assert result.report.markdown_report == fake.reports[0].markdown_report
