@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     approval_deadline_seconds: int = Field(default=30 * 60, ge=1, le=7 * 24 * 3600)
     approval_deadlines: dict[ActionKind, int] = Field(default_factory=dict)
     auto_contain_min_severity: float | None = Field(default=None, ge=0, le=10)
+    # Kinds of action that run without approval (JSON list, e.g. ["contain-key"]).
+    no_approval_actions: list[ActionKind] = Field(default_factory=list)
 
     # Notifications when a case needs a human, escalates, proceeds or closes: an SNS topic
     # and an outgoing chat webhook (`{"text": ...}`), each optional. The webhook's URL is
@@ -152,6 +154,7 @@ class Settings(BaseSettings):
             approval_deadline_seconds=self.approval_deadline_seconds,
             approval_deadlines=self.approval_deadlines,
             auto_contain_min_severity=self.auto_contain_min_severity,
+            without_approval=self.no_approval_actions,
         )
 
     @property

@@ -171,6 +171,19 @@ class CasePolicy(BaseModel):
     # Containment of a finding at least this severe proceeds on its own once its deadline
     # passes, and the case records that it did; None: containment always waits for a human.
     auto_contain_min_severity: float | None = Field(default=None, ge=0, le=10)
+    # Kinds of action that run without waiting for anyone (recorded as approved by the
+    # policy). Never a retry, which would loop on a failure, nor a manual containment,
+    # which only a human can declare done.
+    without_approval: list[ActionKind] = Field(default_factory=list)
+
+    @field_validator("without_approval")
+    @classmethod
+    def _always_approved_by_people(cls, kinds: list[ActionKind]) -> list[ActionKind]:
+        needing_people = {ActionKind.RETRY, ActionKind.MANUAL_CONTAINMENT} & set(kinds)
+        if needing_people:
+            named = ", ".join(sorted(k.value for k in needing_people))
+            raise ValueError(f"{named} actions always need a person's approval")
+        return kinds
 
     @field_validator("approval_deadlines")
     @classmethod

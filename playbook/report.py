@@ -61,7 +61,7 @@ class ReportAction(BaseModel):
     def decision_text(self) -> str:
         text = self.decision or self.status.value
         if self.automatic:
-            text += " (automatically, at the deadline)"
+            text += " (by the case policy, without a person)"
         if self.escalations:
             text += f" after {self.escalations} escalation{'s' if self.escalations > 1 else ''}"
         return text

@@ -5,6 +5,7 @@ attribute and image pin is compared with its owner (config/names.py, config/sett
 pyproject.toml), so a rename on one side cannot leave the deployment behind.
 """
 
+import inspect
 import json
 import re
 import tomllib
@@ -302,3 +303,20 @@ def test_dockerignore_admits_what_pip_install_needs_and_nothing_private(pyprojec
     required |= {f"{module}.py" for module in setuptools["py-modules"]}
     assert required <= admitted, f"missing from the image: {required - admitted}"
     assert not {a for a in admitted if a.startswith((".env", ".venv", ".quench", ".aws"))}
+
+
+def test_the_webhook_passes_on_every_case_policy_setting(services):
+    """The webhook fixes the case policy into each case it opens: every setting the policy
+    is made from must reach it, or compose would silently run the default policy."""
+    used = set(re.findall(r"self\.(\w+)", inspect.getsource(Settings.case_policy)))
+    assert {"approvers", "approval_deadlines", "no_approval_actions"} <= used
+    env = env_of(services["webhook"])
+    missing = sorted(f"QUENCH_{name.upper()}" for name in used)
+    assert [v for v in missing if v not in env] == []
+
+
+def test_the_worker_takes_the_notification_channels(services):
+    env = env_of(services["worker"])
+    assert "QUENCH_NOTIFY_SNS_TOPIC_ARN" in env and "QUENCH_NOTIFY_WEBHOOK_URL" in env
+    # The chat webhook's URL is a secret: passed through, never written in the file.
+    assert env["QUENCH_NOTIFY_WEBHOOK_URL"] is None

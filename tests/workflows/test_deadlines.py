@@ -6,6 +6,8 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import pytest
+from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -142,7 +144,7 @@ async def test_containment_of_a_severe_finding_proceeds_at_the_deadline_when_all
     assert contained.verified_access_key_id is not None
     assert _kinds(fake)[:2] == [NotificationKind.NEEDS_HUMAN, NotificationKind.PROCEEDED]
     report = render_markdown(build_report(contained, contained.phases[-1].at))
-    assert "approved (automatically, at the deadline)" in report
+    assert "approved (by the case policy, without a person) | quench:policy |" in report
 
 
 async def test_only_severe_containment_may_proceed_on_its_own(time_skipping_env):
@@ -177,6 +179,30 @@ async def test_only_severe_containment_may_proceed_on_its_own(time_skipping_env)
         assert later.pending_actions()[0].approval is None
         assert "remove_resource" not in fake.names()
         await handle.terminate("the test is over")
+
+
+async def test_the_policy_can_let_containment_run_without_approval(time_skipping_env):
+    fake = FakeAws()
+    policy = CasePolicy(without_approval=[ActionKind.CONTAIN_INSTANCE_ROLE])
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, queue, policy, severity=2.0)
+        contained = await _wait_for(handle, lambda s: s.verified_access_key_id is not None)
+        await handle.terminate("the test is over once containment ran")
+
+    action = contained.actions[0]
+    assert action.kind is ActionKind.CONTAIN_INSTANCE_ROLE and action.status is ActionStatus.DONE
+    assert action.approval is not None and action.approval.automatic
+    assert action.approval.approver == names.AUTO_APPROVER
+    assert action.approval.reason == "the case policy runs contain actions without approval"
+    # Nobody was asked, so nobody was told to decide.
+    assert NotificationKind.NEEDS_HUMAN not in _kinds(fake)
+
+
+def test_retries_and_manual_containment_always_need_a_person():
+    for kind in (ActionKind.RETRY, ActionKind.MANUAL_CONTAINMENT):
+        with pytest.raises(ValidationError, match="always need a person's approval"):
+            CasePolicy(without_approval=[ActionKind.CONTAIN_USER_KEY, kind])
 
 
 async def test_a_failing_channel_is_noted_and_never_stops_the_case(time_skipping_env):
