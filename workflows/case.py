@@ -2047,8 +2047,18 @@ def render_details(status: CaseStatus) -> str:
     """The case as Markdown for the Web UI's current details."""
     credential = status.credential
     lines = [f"## Case {status.case_id}", "", f"**Phase:** {status.phase.value}"]
+    if status.phases and status.phases[-1].note:
+        since = status.phases[-1].at.isoformat(timespec="seconds")
+        lines.append(f"**Now:** {status.phases[-1].note} (since {since})")
     if status.outcome:
         lines.append(f"**Outcome:** {status.outcome}")
+    watch = status.watch
+    if watch is not None and watch.verdict is None:
+        lines.append(
+            f"**Containment watch:** {watch.checks} checks of CloudTrail so far, "
+            f"{watch.denied_attempts} denied attempts; clean at "
+            f"{watch.clean_at.isoformat(timespec='seconds')} if no call works"
+        )
     if credential:
         principal = credential.principal
         lines += [

@@ -86,6 +86,7 @@ async def test_a_waiting_case_is_findable_and_readable(opened):
     action = status.pending_actions()[0]
     assert current.startswith(f"## Case {handle.id}")
     assert "**Phase:** awaiting_approval" in current
+    assert f"**Now:** waiting for approval of {action.id} (since " in current
     assert f"- **{action.id}**: {action.title}" in current
     assert f"temporal workflow update execute --workflow-id {handle.id}" in current
     assert action.deadline is not None
