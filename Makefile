@@ -6,7 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo up test lint typecheck pytest test-e2e record-histories clean
+.PHONY: install demo up test lint typecheck pytest test-e2e test-browser browser web-ui-screenshot \
+	record-histories clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Quench needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -36,6 +37,30 @@ pytest: install
 
 test-e2e: install
 	$(BIN)/pytest -m e2e
+
+test-browser: install
+	$(BIN)/pytest -m browser
+
+# Debian's Chromium and ChromeDriver for the Web UI browser test (tests/web_ui). Without
+# them that test skips; with QUENCH_REQUIRE_BROWSER=1 (as .ci/run sets) it fails.
+CHROMIUM ?= $(or $(QUENCH_CHROMIUM),/usr/bin/chromium)
+CHROMEDRIVER ?= $(or $(QUENCH_CHROMEDRIVER),/usr/bin/chromedriver)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+browser:
+	@if [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ]; then \
+		echo "browser: $(CHROMIUM) and $(CHROMEDRIVER) present"; \
+	else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+# The README's screenshot of a case in the Web UI, from the browser test's own look at one.
+web-ui-screenshot: install
+	QUENCH_REQUIRE_BROWSER=1 QUENCH_TEST_ARTIFACTS=$(CURDIR)/test-artifacts \
+		$(BIN)/pytest -m browser -k case_page
+	mkdir -p docs
+	cp test-artifacts/web-ui/case-details.png docs/web-ui-case.png
 
 # Re-record tests/histories: the workflow tests and the lab cases (after an intended change).
 record-histories: install

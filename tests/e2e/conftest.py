@@ -1,14 +1,7 @@
-import socket
-
 import pytest
 
 from stack.embedded import EmbeddedStack, StackConfig
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import free_port
 
 
 @pytest.fixture(scope="session")

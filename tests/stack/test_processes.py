@@ -10,7 +10,7 @@ import pytest
 from stack.binaries import MissingBinaryError, find_binary
 from stack.embedded import EmbeddedStack, StackConfig
 from stack.processes import ManagedProcess, StackError, port_open
-from tests.e2e.conftest import free_port
+from tests.support import free_port
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
