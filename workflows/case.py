@@ -8,7 +8,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -1731,7 +1731,7 @@ class CaseWorkflow:
                 if self._may_proceed(action)
                 else "the case escalates again"
             )
-            lines.append(f"Decide before {action.deadline.isoformat()}; then {then}.")
+            lines.append(f"Decide before {_utc(action.deadline)}; then {then}.")
         lines += [
             "",
             f"Approve: python starter.py approve {case_id} {action.id} --by <you> --reason <why>",
@@ -2028,6 +2028,10 @@ def approve_update_command(case_id: str, action_id: str) -> str:
     )
 
 
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _duration(delta: timedelta) -> str:
     """A duration as people say it: 45s, 30m, 2h 5m."""
     seconds = int(delta.total_seconds())
@@ -2071,17 +2075,24 @@ def render_details(status: CaseStatus) -> str:
     if pending:
         lines += ["", "### Waiting for approval"]
         for action in pending:
-            lines.append(f"- **{action.id}**: {action.title}")
-            lines += [f"  - {step}" for step in action.steps]
+            # A heading and a plain list each: the Web UI runs nested lists into one line.
+            lines += ["", f"#### {action.id}: {action.title}", ""]
+            lines += [f"{n}. {step}" for n, step in enumerate(action.steps, 1)]
             if action.deadline is not None:
-                escalated = f", escalated {action.escalations}x" if action.escalations else ""
-                lines.append(f"  - decide before {action.deadline.isoformat()}{escalated}")
-            lines.append(f"  - approve: `{approve_update_command(status.case_id, action.id)}`")
-            lines.append(
-                f"  - or signal: `temporal workflow signal --workflow-id {status.case_id} "
+                escalated = f" (escalated {action.escalations}x)" if action.escalations else ""
+                lines += ["", f"Decide before {_utc(action.deadline)}{escalated}."]
+            lines += [
+                "",
+                "Approve (the case answers at once, or says why it refuses):",
+                "",
+                f"`{approve_update_command(status.case_id, action.id)}`",
+                "",
+                "or as a signal:",
+                "",
+                f"`temporal workflow signal --workflow-id {status.case_id} "
                 f'--name {names.SIGNAL_APPROVE} --input \'{{"action_id": "{action.id}", '
-                f'"approver": "<you>", "reason": "<why>"}}\'`'
-            )
+                f'"approver": "<you>", "reason": "<why>"}}\'`',
+            ]
     done = [a for a in status.actions if a.status is not ActionStatus.PENDING_APPROVAL]
     if done:
         lines += ["", "### Actions"]

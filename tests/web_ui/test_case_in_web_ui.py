@@ -197,7 +197,11 @@ def _read_the_case(driver: WebDriver, web_ui: WebUi, case: Case, screenshot: Pat
     current = _frame_text(driver, "user-metadata-current-details", "Waiting for approval")
     assert f"Phase: {Phase.AWAITING_APPROVAL.value}" in current
     assert (
-        f"approve: temporal workflow signal --workflow-id {case.id} "
+        f"temporal workflow update execute --workflow-id {case.id} "
+        f'--name {names.UPDATE_APPROVE} --input \'{{"action_id": "{CONTAIN}"'
+    ) in current
+    assert (
+        f"temporal workflow signal --workflow-id {case.id} "
         f'--name {names.SIGNAL_APPROVE} --input \'{{"action_id": "{CONTAIN}"'
     ) in current
     driver.save_screenshot(str(screenshot))

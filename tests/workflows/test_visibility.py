@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC
 from typing import Any
 
 import pytest_asyncio
@@ -87,10 +88,12 @@ async def test_a_waiting_case_is_findable_and_readable(opened):
     assert current.startswith(f"## Case {handle.id}")
     assert "**Phase:** awaiting_approval" in current
     assert f"**Now:** waiting for approval of {action.id} (since " in current
-    assert f"- **{action.id}**: {action.title}" in current
+    assert f"#### {action.id}: {action.title}" in current
+    assert f"1. {action.steps[0]}" in current
     assert f"temporal workflow update execute --workflow-id {handle.id}" in current
     assert action.deadline is not None
-    assert f"decide before {action.deadline.isoformat()}" in current
+    deadline = action.deadline.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"Decide before {deadline}." in current
 
     # The list query the README gives for cases awaiting approval in an account finds it.
     query = (
