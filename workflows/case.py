@@ -1628,16 +1628,8 @@ class CaseWorkflow:
         nobody deciding, escalate, or, for containment the policy lets go ahead, proceed
         and record that the case did."""
         if action.kind in self._policy.without_approval:
-            self._settle(
-                action,
-                Approval(
-                    action_id=action.id,
-                    decision=Decision.APPROVED,
-                    approver=names.AUTO_APPROVER,
-                    reason=f"the case policy runs {action.kind.value} actions without approval",
-                    decided_at=workflow.now(),
-                    automatic=True,
-                ),
+            self._approve_by_policy(
+                action, f"the case policy runs {action.kind.value} actions without approval"
             )
             return
         wait = timedelta(seconds=self._policy.deadline_of(action.kind))
@@ -1679,6 +1671,16 @@ class CaseWorkflow:
             f"findings of severity {self._policy.auto_contain_min_severity} or more proceed "
             f"(this case: {severity})"
         )
+        self._approve_by_policy(action, reason)
+        self._notify_soon(
+            NotificationKind.PROCEEDED,
+            f"{action.id} proceeds without a decision on {self._status.case_id}",
+            f"{action.title}\n{reason}.\nThe case records the decision as taken by "
+            f"{names.AUTO_APPROVER}.",
+        )
+
+    def _approve_by_policy(self, action: Action, reason: str) -> None:
+        """An approval nobody gave: the case's policy let the action go ahead."""
         self._settle(
             action,
             Approval(
@@ -1689,12 +1691,6 @@ class CaseWorkflow:
                 decided_at=workflow.now(),
                 automatic=True,
             ),
-        )
-        self._notify_soon(
-            NotificationKind.PROCEEDED,
-            f"{action.id} proceeds without a decision on {self._status.case_id}",
-            f"{action.title}\n{reason}.\nThe case records the decision as taken by "
-            f"{names.AUTO_APPROVER}.",
         )
 
     def _escalate(self, action: Action, wait: timedelta) -> None:
