@@ -78,7 +78,13 @@ def triage_event(payload: Any, settings: Settings) -> Triage:
 
 def _guardduty(payload: dict[str, Any], settings: Settings) -> Triage:
     event = _validate(GuardDutyEvent, payload, "")
-    summary = _validate(_GdRouting, event.detail, "detail.")
+    return triage_guardduty_finding(event.detail, settings)
+
+
+def triage_guardduty_finding(detail: Any, settings: Settings) -> Triage:
+    """A GuardDuty finding on its own (its event's `detail`, as GuardDuty's console and API
+    give it), routed as its event would be; fields are named as within the event."""
+    summary = _validate(_GdRouting, detail, "detail.")
     routing = Routing(
         type=summary.type,
         severity=summary.severity,
@@ -89,7 +95,7 @@ def _guardduty(payload: dict[str, Any], settings: Settings) -> Triage:
         return Triage(finding_id=summary.id, ignored=reason)
     if not summary.resource.accessKeyDetails:
         return Triage(finding_id=summary.id, ignored=NO_ACCESS_KEY)
-    return Triage(finding_id=summary.id, finding=finding_from_guardduty(event.detail))
+    return Triage(finding_id=summary.id, finding=finding_from_guardduty(detail))
 
 
 def _security_hub(payload: dict[str, Any], settings: Settings) -> Triage:

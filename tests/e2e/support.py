@@ -39,8 +39,8 @@ def aws(stack, service):
 
 
 async def run_starter(stack, *args: str, expect_status: int = 0) -> str:
-    """Run Quench's command line against the stack; its output, after checking it exited
-    as expected."""
+    """Run Quench's command line against the stack, check it exited as expected, and give
+    what it printed: its output, or its errors when it was to fail."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "starter.py",
@@ -52,7 +52,7 @@ async def run_starter(stack, *args: str, expect_status: int = 0) -> str:
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == expect_status, (out + err).decode()
-    return out.decode()
+    return (out if expect_status == 0 else err).decode()
 
 
 async def starter_approve(stack, case_id: str, action_id: str) -> None:
