@@ -246,12 +246,16 @@ def _pending(case_id: str, action: Action, invocation: str, settings: Settings) 
     """A pending action: what it would do, who approved it so far, and how to decide it."""
     lines = [f"{action.id}: {action.title}"]
     lines += [f"  - {step}" for step in action.steps]
-    if action.endorsements:
+    if action.approvals_needed > 1:
+        given = ", ".join(e.approver for e in action.endorsements) or "nobody yet"
         lines.append(
-            "  approved so far by "
-            + ", ".join(e.approver for e in action.endorsements)
-            + " (it needs another person)"
+            f"  needs {action.approvals_needed} different approvers: "
+            f"{len(action.endorsements)} of {action.approvals_needed} so far ({given})"
         )
+    if action.deadline is not None:
+        escalated = f", escalated {action.escalations}x" if action.escalations else ""
+        deadline = action.deadline.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        lines.append(f"  decide before {deadline}{escalated}")
     for verb, reason in (
         ("approve", APPROVE_REASON_PLACEHOLDER),
         ("reject", REJECT_REASON_PLACEHOLDER),

@@ -97,6 +97,8 @@ class Action(BaseModel):
     approval: Approval | None = None
     # Approvals given so far under the two-person rule, before the one that decides.
     endorsements: list[Approval] = Field(default_factory=list)
+    # Approvals it needs: two under the two-person rule.
+    approvals_needed: int = 1
     # When the case escalates (or proceeds) if nobody has decided, and how often it has.
     deadline: datetime | None = None
     escalations: int = 0

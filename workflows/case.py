@@ -317,7 +317,8 @@ class CaseWorkflow:
         refusal = self._refusal(input, decision)
         if refusal is not None:
             raise ApplicationError(
-                f"{decision.value} of {input.action_id} by {input.approver} refused: {refusal}",
+                f"{'approve' if decision is Decision.APPROVED else 'reject'} "
+                f"{input.action_id} by {input.approver}: {refusal}",
                 type=names.DECISION_REFUSED_ERROR,
                 non_retryable=True,
             )
@@ -1606,6 +1607,7 @@ class CaseWorkflow:
             steps=steps,
             status=ActionStatus.PENDING_APPROVAL,
             requested_at=workflow.now(),
+            approvals_needed=2 if kind in self._policy.two_person else 1,
         )
         self._status.actions.append(action)
         if self._status.phase not in (Phase.NEEDS_HUMAN, Phase.CONTAINMENT_FAILED):
@@ -2074,6 +2076,13 @@ def render_details(status: CaseStatus) -> str:
             # A heading and a plain list each: the Web UI runs nested lists into one line.
             lines += ["", f"#### {action.id}: {action.title}", ""]
             lines += [f"{n}. {step}" for n, step in enumerate(action.steps, 1)]
+            if action.approvals_needed > 1:
+                given = ", ".join(e.approver for e in action.endorsements) or "none yet"
+                lines += [
+                    "",
+                    f"Needs {action.approvals_needed} different approvers "
+                    f"({len(action.endorsements)} so far: {given}).",
+                ]
             if action.deadline is not None:
                 escalated = f" (escalated {action.escalations}x)" if action.escalations else ""
                 lines += ["", f"Decide before {_utc(action.deadline)}{escalated}."]

@@ -257,7 +257,7 @@ async def test_show_a_case_and_decide_it_with_the_commands_it_prints(cli, tmp_pa
     # A refused decision: exit status 1 and the case's reason; nothing decided.
     ran = await run("approve", case_id, "contain-99", "--by", "alice", "--reason", "ok")
     assert ran.code == 1
-    assert ran.err.startswith("refused: approved of contain-99 by alice refused:")
+    assert ran.err.startswith("refused: approve contain-99 by alice: no such action")
     assert ran.out == ""
 
     ran = await run("approve", case_id, action.id, "--by", "alice", "--reason", "ok", "--json")
@@ -361,7 +361,8 @@ async def test_show_says_who_approved_so_far_under_the_two_person_rule(cli, tmp_
         f"error: {case_id} has no report yet (phase {Phase.AWAITING_APPROVAL.value})\n",
     )
     ran = await run("show", case_id)
-    assert "  approved so far by alice (it needs another person)\n" in ran.out
+    assert "  needs 2 different approvers: 1 of 2 so far (alice)\n" in ran.out
+    assert "  decide before " in ran.out
     ran = await run("approve", case_id, action.id, "--by", "alice", "--reason", "again")
     assert ran.code == 1
     assert "needs a second person" in ran.err

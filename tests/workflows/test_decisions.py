@@ -2,12 +2,14 @@
 updates): the approval policy's allowlist and two-person rule, decisions as updates that
 answer at once or are refused with the reason, and refused signals kept on the case."""
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
@@ -50,12 +52,27 @@ async def case(dev_server_env) -> AsyncIterator[tuple[WorkflowHandle, FakeAws]]:
             task_queue=queue,
         )
         await _wait_for(handle, _pending("contain-"))
+        await _settled(handle)
         try:
             yield handle, fake
         finally:
             # A case still waiting is ended; one that closed has nothing to end.
             with contextlib.suppress(RPCError):
                 await handle.terminate("test over")
+
+
+async def _settled(handle: WorkflowHandle) -> None:
+    """Until the case has told people it waits (the notifications run beside it) and its
+    history stops growing, so a test can count the events that follow."""
+    await _wait_for(
+        handle, lambda s: any(e.what.startswith("notification needs_human") for e in s.timeline)
+    )
+    async with asyncio.timeout(30):
+        while True:
+            last = (await handle.fetch_history()).events[-1]
+            if last.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                return
+            await asyncio.sleep(0.1)
 
 
 def _decision(action_id: str, who: str) -> ApprovalInput:
