@@ -1,0 +1,312 @@
+"""The investigation's computations, on CloudTrail records: a session timeline for every
+credential, call volume per hour against the principal's baseline, and what is new.
+
+Pure functions of the records, so the answers can be checked on hand-made records. Times are
+UTC throughout. An hour is "above baseline" when it holds more calls than the principal made
+in an average hour of the baseline window (45 days before the scope unless told otherwise).
+"""
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from models.finding import Finding
+from models.investigation import (
+    Baseline,
+    CredentialSession,
+    FindingSighting,
+    HourVolume,
+    IncreasedCall,
+    Investigation,
+    NewBehaviour,
+)
+
+BASELINE_DAYS = 45
+# An API call the principal made in the baseline counts as increased when the scope window
+# makes it at least this many times as often an hour (and at least twice).
+INCREASE_FACTOR = 2.0
+HOUR = timedelta(hours=1)
+
+Record = dict[str, Any]
+
+
+def event_time(record: Record) -> datetime:
+    return datetime.fromisoformat(str(record["eventTime"]).replace("Z", "+00:00")).astimezone(UTC)
+
+
+def api_name(record: Record) -> str:
+    return f"{record.get('eventSource', '')}:{record.get('eventName', '')}"
+
+
+def failed(record: Record) -> bool:
+    return bool(record.get("errorCode"))
+
+
+def access_key(record: Record) -> str:
+    return str(record.get("userIdentity", {}).get("accessKeyId") or "")
+
+
+def by_principal(record: Record, principal_arn: str) -> bool:
+    """Made by this user, or by any session of this role (its sessions' issuer)."""
+    identity = record.get("userIdentity", {})
+    if identity.get("arn") == principal_arn:
+        return True
+    issuer = identity.get("sessionContext", {}).get("sessionIssuer", {})
+    return bool(issuer.get("arn") == principal_arn)
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def investigate(
+    *,
+    account_id: str,
+    principal_arn: str,
+    credentials: list[str],
+    findings: Iterable[Finding],
+    permissions: list[str],
+    scope_start: datetime,
+    scope_end: datetime,
+    scope_records: list[Record],
+    baseline_records: list[Record],
+    baseline_days: int = BASELINE_DAYS,
+) -> Investigation:
+    """The investigation of one case: `scope_records` are the calls of the principal and of
+    the case's credentials from `scope_start` to `scope_end`; `baseline_records` the
+    principal's calls in the `baseline_days` before `scope_start`."""
+    baseline_start = scope_start - timedelta(days=baseline_days)
+    scope = [r for r in scope_records if scope_start <= event_time(r) <= scope_end]
+    before = [r for r in baseline_records if baseline_start <= event_time(r) < scope_start]
+    baseline = _baseline(before, baseline_start, scope_start)
+    sightings = sorted(
+        (
+            FindingSighting(
+                id=f.id,
+                type=f.type,
+                severity=f.severity,
+                first_seen=f.first_seen,
+                last_seen=f.last_seen,
+                count=f.count,
+            )
+            for f in findings
+        ),
+        key=lambda s: (s.first_seen, s.id),
+    )
+    return Investigation(
+        account_id=account_id,
+        principal_arn=principal_arn,
+        scope_start=scope_start,
+        scope_end=scope_end,
+        sessions=[_session(key, scope) for key in credentials],
+        findings=sightings,
+        findings_first_seen=min((s.first_seen for s in sightings), default=None),
+        findings_last_seen=max((s.last_seen for s in sightings), default=None),
+        permissions=sorted(permissions),
+        hours=_hours(scope, scope_start, scope_end, baseline.hourly_average),
+        baseline=baseline,
+        new_behaviour=_new_behaviour(
+            scope, before, sightings_ips(findings), _hours_between(scope_start, scope_end), baseline
+        ),
+    )
+
+
+def sightings_ips(findings: Iterable[Finding]) -> dict[str, tuple[str | None, str | None]]:
+    """The caller addresses the findings name, with their country and AS organisation."""
+    located: dict[str, tuple[str | None, str | None]] = {}
+    for finding in findings:
+        remote = finding.api_call.remote_ip if finding.api_call else None
+        if remote and remote.ip_address:
+            located[remote.ip_address] = (remote.country, remote.as_org)
+    return located
+
+
+def _hours_between(start: datetime, end: datetime) -> float:
+    return max((end - start).total_seconds() / 3600, 1.0)
+
+
+def _session(key: str, records: list[Record]) -> CredentialSession:
+    mine = [r for r in records if access_key(r) == key]
+    times = [event_time(r) for r in mine]
+    return CredentialSession(
+        access_key_id=key,
+        first_observed=min(times, default=None),
+        last_observed=max(times, default=None),
+        calls=len(mine),
+        failed=sum(failed(r) for r in mine),
+        source_ips=sorted({str(r.get("sourceIPAddress", "")) for r in mine}),
+    )
+
+
+def _baseline(records: list[Record], start: datetime, end: datetime) -> Baseline:
+    hours = _hours_between(start, end)
+    failures = sum(failed(r) for r in records)
+    return Baseline(
+        start=start,
+        end=end,
+        calls=len(records),
+        failed=failures,
+        hourly_average=len(records) / hours,
+        failed_hourly_average=failures / hours,
+    )
+
+
+def _hours(
+    records: list[Record], start: datetime, end: datetime, average: float
+) -> list[HourVolume]:
+    """Every hour of the window, empty ones too, so a chart's axis has no holes."""
+    grouped: dict[datetime, list[Record]] = {}
+    for record in records:
+        grouped.setdefault(hour_of(event_time(record)), []).append(record)
+    hours = []
+    hour = hour_of(start)
+    while hour <= end:
+        held = grouped.get(hour, [])
+        fails = sum(failed(r) for r in held)
+        hours.append(
+            HourVolume(
+                hour=hour,
+                successful=len(held) - fails,
+                failed=fails,
+                above_baseline=len(held) > average,
+                by_source_ip=_counted(str(r.get("sourceIPAddress", "")) for r in held),
+                by_api=_counted(api_name(r) for r in held),
+                by_access_key=_counted(access_key(r) for r in held),
+            )
+        )
+        hour += HOUR
+    return hours
+
+
+def _counted(values: Iterable[str]) -> dict[str, int]:
+    """Most frequent first; ties in name order, so the same records give the same dict."""
+    counts = Counter(values)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _new_behaviour(
+    scope: list[Record],
+    before: list[Record],
+    located: dict[str, tuple[str | None, str | None]],
+    scope_hours: float,
+    baseline: Baseline,
+) -> NewBehaviour:
+    def seen(records: list[Record], field: str) -> set[str]:
+        return {str(r.get(field, "")) for r in records if r.get(field)}
+
+    old_ips = seen(before, "sourceIPAddress")
+    new_ips = sorted(seen(scope, "sourceIPAddress") - old_ips)
+    places = [located[ip] for ip in new_ips if ip in located]
+    places += [place for ip, place in located.items() if ip not in old_ips and ip not in new_ips]
+    scope_apis, baseline_apis = Counter(map(api_name, scope)), Counter(map(api_name, before))
+    baseline_hours = _hours_between(baseline.start, baseline.end)
+    increased = [
+        IncreasedCall(
+            api=api,
+            scope_per_hour=count / scope_hours,
+            baseline_per_hour=baseline_apis[api] / baseline_hours,
+        )
+        for api, count in scope_apis.items()
+        if baseline_apis[api]
+        and count >= 2
+        and count / scope_hours >= INCREASE_FACTOR * baseline_apis[api] / baseline_hours
+    ]
+    return NewBehaviour(
+        api_calls=sorted(set(scope_apis) - set(baseline_apis)),
+        user_agents=sorted(seen(scope, "userAgent") - seen(before, "userAgent")),
+        source_ips=new_ips,
+        countries=sorted({country for country, _ in places if country}),
+        as_organizations=sorted({org for _, org in places if org}),
+        increased_api_calls=sorted(
+            increased, key=lambda c: (-c.scope_per_hour / c.baseline_per_hour, c.api)
+        ),
+    )
+
+
+def markdown_section(investigation: Investigation, chart_file: str | None) -> list[str]:
+    """The report's investigation section: tables, and the chart beside the report."""
+    inv, base = investigation, investigation.baseline
+
+    def cell(value: object) -> str:
+        return str(value if value not in (None, "") else "-").replace("|", "\\|")
+
+    def when(moment: datetime | None) -> str:
+        return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
+
+    def top(counts: dict[str, int]) -> str:
+        return ", ".join(f"{name} ({count})" for name, count in list(counts.items())[:3])
+
+    lines = [
+        "## Investigation (from CloudTrail)",
+        "",
+        f"Principal `{inv.principal_arn}` in account {inv.account_id}; scope "
+        f"{when(inv.scope_start)} to {when(inv.scope_end)}; findings first seen "
+        f"{when(inv.findings_first_seen)}, last seen {when(inv.findings_last_seen)}.",
+        "",
+        "### Session timeline",
+        "",
+        "| Credential | First observed | Last observed | Calls | Failed | Source IPs |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{s.access_key_id}` | {when(s.first_observed)} | {when(s.last_observed)} | "
+        f"{s.calls} | {s.failed} | {cell(', '.join(s.source_ips))} |"
+        for s in inv.sessions
+    ]
+    lines += ["", "### Permissions (from the evidence snapshot)", ""]
+    lines += [f"- {cell(p)}" for p in inv.permissions] or ["- none recorded"]
+    lines += [
+        "",
+        "### Findings, in the order observed",
+        "",
+        "| First seen | Last seen | Type | Severity | Count | Finding |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {when(f.first_seen)} | {when(f.last_seen)} | {cell(f.type)} | {f.severity} | "
+        f"{f.count} | `{f.id}` |"
+        for f in inv.findings
+    ]
+    lines += [
+        "",
+        "### API call volume",
+        "",
+        f"Baseline: {base.calls} calls ({base.failed} failed) from {when(base.start)} to "
+        f"{when(base.end)}, {base.hourly_average:.2f} an hour. An hour is above baseline when "
+        "it holds more calls than that.",
+        "",
+    ]
+    if chart_file:
+        lines += [f"![API calls an hour against the baseline]({chart_file})", ""]
+    above = inv.hours_above_baseline()
+    lines += [
+        f"{len(above)} of {len(inv.hours)} hours above baseline:",
+        "",
+        "| Hour (UTC) | Successful | Failed | Source IPs | API calls | Access keys |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {when(h.hour)} | {h.successful} | {h.failed} | {cell(top(h.by_source_ip))} | "
+        f"{cell(top(h.by_api))} | {cell(top(h.by_access_key))} |"
+        for h in above
+    ]
+    new = inv.new_behaviour
+    lines += ["", "### New behaviour (not seen in the baseline)", ""]
+    for label, values in (
+        ("API calls", new.api_calls),
+        ("User agents", new.user_agents),
+        ("Source IPs", new.source_ips),
+        ("Countries", new.countries),
+        ("AS organisations", new.as_organizations),
+    ):
+        lines.append(f"- {label}: {cell(', '.join(values)) if values else 'none'}")
+    if new.increased_api_calls:
+        lines += ["", "| API call | An hour now | An hour in the baseline |", "|---|---|---|"]
+        lines += [
+            f"| {cell(c.api)} | {c.scope_per_hour:.2f} | {c.baseline_per_hour:.3f} |"
+            for c in new.increased_api_calls
+        ]
+    else:
+        lines.append("- API calls with increased volume: none")
+    return lines
