@@ -56,6 +56,42 @@ def by_principal(record: Record, principal_arn: str) -> bool:
     return bool(issuer.get("arn") == principal_arn)
 
 
+def permissions(snapshot: dict[str, Any]) -> list[str]:
+    """What a user or role could do, one line a policy, from its evidence snapshot (as
+    capture_role_state and capture_user_state write it)."""
+    lines = []
+    for policy in snapshot.get("inline_policies", []):
+        lines.append(f"inline {policy['name']}: {_statements(policy.get('document'))}")
+    for attached in snapshot.get("attached_policies", []):
+        meta = attached.get("policy", {})
+        lines.append(
+            f"managed {meta.get('PolicyName', '?')} ({meta.get('Arn', '?')}): "
+            f"{_statements(attached.get('document'))}"
+        )
+    for group in snapshot.get("groups", []):
+        lines.append(f"group {group.get('GroupName', '?')}: its policies apply too")
+    return lines
+
+
+def _statements(document: Any) -> str:
+    """A policy's statements in one line: Allow s3:GetObject on arn:..., Deny * on *."""
+    if isinstance(document, str):
+        return "document not parsed"
+    statements = (document or {}).get("Statement", [])
+    if isinstance(statements, dict):
+        statements = [statements]
+    said = []
+    for statement in statements:
+        actions = statement.get("Action", statement.get("NotAction", "-"))
+        resources = statement.get("Resource", statement.get("NotResource", "-"))
+        said.append(f"{statement.get('Effect', '?')} {_joined(actions)} on {_joined(resources)}")
+    return "; ".join(said) or "no statements"
+
+
+def _joined(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 

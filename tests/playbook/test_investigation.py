@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from playbook.chart import volume_chart
-from playbook.investigation import by_principal, investigate, markdown_section
+from playbook.investigation import by_principal, investigate, markdown_section, permissions
 from tests.support import ACCOUNT, ROLE, finding
 
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/{ROLE}"
@@ -192,3 +192,36 @@ def test_the_report_section_has_every_part_with_the_chart_beside_it():
     ) in text
     assert "- Countries: Netherlands" in text
     assert "| s3.amazonaws.com:GetObject | 0.57 | 0.083 |" in text
+
+
+def test_permissions_read_from_a_role_snapshot_one_line_a_policy():
+    snapshot = {
+        "inline_policies": [
+            {
+                "name": "web-app-s3",
+                "document": {
+                    "Statement": {
+                        "Effect": "Allow",
+                        "Action": ["s3:GetObject", "s3:ListBucket"],
+                        "Resource": "arn:aws:s3:::acme-orders-data/*",
+                    }
+                },
+            }
+        ],
+        "attached_policies": [
+            {
+                "policy": {
+                    "PolicyName": "ReadOnlyAccess",
+                    "Arn": "arn:aws:iam::aws:policy/ReadOnlyAccess",
+                },
+                "document": {
+                    "Statement": [{"Effect": "Allow", "Action": "*:Get*", "Resource": "*"}]
+                },
+            }
+        ],
+    }
+    assert permissions(snapshot) == [
+        "inline web-app-s3: Allow s3:GetObject, s3:ListBucket on arn:aws:s3:::acme-orders-data/*",
+        "managed ReadOnlyAccess (arn:aws:iam::aws:policy/ReadOnlyAccess): Allow *:Get* on *",
+    ]
+    assert permissions({}) == []
