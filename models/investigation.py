@@ -43,6 +43,18 @@ class HourVolume(BaseModel):
         return self.successful + self.failed
 
 
+class BaselineCounts(BaseModel):
+    """What the investigation needs of the principal's calls before the scope window, kept
+    as counts and sets rather than records, so months of calls stay small (and can be
+    heartbeated while a scan runs)."""
+
+    calls: int = 0
+    failed: int = 0
+    api_calls: dict[str, int] = Field(default_factory=dict)
+    user_agents: list[str] = Field(default_factory=list)
+    source_ips: list[str] = Field(default_factory=list)
+
+
 class Baseline(BaseModel):
     """The principal's calls in the days before the scope window."""
 

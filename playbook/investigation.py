@@ -14,6 +14,7 @@ from typing import Any
 from models.finding import Finding
 from models.investigation import (
     Baseline,
+    BaselineCounts,
     CredentialSession,
     FindingSighting,
     HourVolume,
@@ -106,16 +107,15 @@ def investigate(
     scope_start: datetime,
     scope_end: datetime,
     scope_records: list[Record],
-    baseline_records: list[Record],
+    baseline_counts: BaselineCounts,
     baseline_days: int = BASELINE_DAYS,
 ) -> Investigation:
     """The investigation of one case: `scope_records` are the calls of the principal and of
-    the case's credentials from `scope_start` to `scope_end`; `baseline_records` the
+    the case's credentials from `scope_start` to `scope_end`; `baseline_counts` count the
     principal's calls in the `baseline_days` before `scope_start`."""
     baseline_start = scope_start - timedelta(days=baseline_days)
     scope = [r for r in scope_records if scope_start <= event_time(r) <= scope_end]
-    before = [r for r in baseline_records if baseline_start <= event_time(r) < scope_start]
-    baseline = _baseline(before, baseline_start, scope_start)
+    baseline = _baseline(baseline_counts, baseline_start, scope_start)
     sightings = sorted(
         (
             FindingSighting(
@@ -143,7 +143,11 @@ def investigate(
         hours=_hours(scope, scope_start, scope_end, baseline.hourly_average),
         baseline=baseline,
         new_behaviour=_new_behaviour(
-            scope, before, sightings_ips(findings), _hours_between(scope_start, scope_end), baseline
+            scope,
+            baseline_counts,
+            sightings_ips(findings),
+            _hours_between(scope_start, scope_end),
+            baseline,
         ),
     )
 
@@ -175,16 +179,37 @@ def _session(key: str, records: list[Record]) -> CredentialSession:
     )
 
 
-def _baseline(records: list[Record], start: datetime, end: datetime) -> Baseline:
+def count_baseline(counts: BaselineCounts, records: Iterable[Record]) -> BaselineCounts:
+    """The counts with these records added (the caller keeps them to the window)."""
+    apis = Counter(counts.api_calls)
+    agents, ips = set(counts.user_agents), set(counts.source_ips)
+    calls, failures = counts.calls, counts.failed
+    for record in records:
+        calls += 1
+        failures += failed(record)
+        apis[api_name(record)] += 1
+        if record.get("userAgent"):
+            agents.add(str(record["userAgent"]))
+        if record.get("sourceIPAddress"):
+            ips.add(str(record["sourceIPAddress"]))
+    return BaselineCounts(
+        calls=calls,
+        failed=failures,
+        api_calls=dict(sorted(apis.items())),
+        user_agents=sorted(agents),
+        source_ips=sorted(ips),
+    )
+
+
+def _baseline(counts: BaselineCounts, start: datetime, end: datetime) -> Baseline:
     hours = _hours_between(start, end)
-    failures = sum(failed(r) for r in records)
     return Baseline(
         start=start,
         end=end,
-        calls=len(records),
-        failed=failures,
-        hourly_average=len(records) / hours,
-        failed_hourly_average=failures / hours,
+        calls=counts.calls,
+        failed=counts.failed,
+        hourly_average=counts.calls / hours,
+        failed_hourly_average=counts.failed / hours,
     )
 
 
@@ -223,19 +248,19 @@ def _counted(values: Iterable[str]) -> dict[str, int]:
 
 def _new_behaviour(
     scope: list[Record],
-    before: list[Record],
+    before: BaselineCounts,
     located: dict[str, tuple[str | None, str | None]],
     scope_hours: float,
     baseline: Baseline,
 ) -> NewBehaviour:
-    def seen(records: list[Record], field: str) -> set[str]:
-        return {str(r.get(field, "")) for r in records if r.get(field)}
+    def seen(field: str) -> set[str]:
+        return {str(r.get(field, "")) for r in scope if r.get(field)}
 
-    old_ips = seen(before, "sourceIPAddress")
-    new_ips = sorted(seen(scope, "sourceIPAddress") - old_ips)
+    old_ips = set(before.source_ips)
+    new_ips = sorted(seen("sourceIPAddress") - old_ips)
     places = [located[ip] for ip in new_ips if ip in located]
     places += [place for ip, place in located.items() if ip not in old_ips and ip not in new_ips]
-    scope_apis, baseline_apis = Counter(map(api_name, scope)), Counter(map(api_name, before))
+    scope_apis, baseline_apis = Counter(map(api_name, scope)), before.api_calls
     baseline_hours = _hours_between(baseline.start, baseline.end)
     increased = [
         IncreasedCall(
@@ -244,13 +269,13 @@ def _new_behaviour(
             baseline_per_hour=baseline_apis[api] / baseline_hours,
         )
         for api, count in scope_apis.items()
-        if baseline_apis[api]
+        if baseline_apis.get(api)
         and count >= 2
         and count / scope_hours >= INCREASE_FACTOR * baseline_apis[api] / baseline_hours
     ]
     return NewBehaviour(
         api_calls=sorted(set(scope_apis) - set(baseline_apis)),
-        user_agents=sorted(seen(scope, "userAgent") - seen(before, "userAgent")),
+        user_agents=sorted(seen("userAgent") - set(before.user_agents)),
         source_ips=new_ips,
         countries=sorted({country for country, _ in places if country}),
         as_organizations=sorted({org for _, org in places if org}),

@@ -5,8 +5,15 @@ and the chart drawn from them."""
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from models.investigation import BaselineCounts
 from playbook.chart import volume_chart
-from playbook.investigation import by_principal, investigate, markdown_section, permissions
+from playbook.investigation import (
+    by_principal,
+    count_baseline,
+    investigate,
+    markdown_section,
+    permissions,
+)
 from tests.support import ACCOUNT, ROLE, finding
 
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/{ROLE}"
@@ -54,8 +61,6 @@ def _baseline() -> list[dict[str, Any]]:
         records.append(_record(at, "DescribeInstances"))
         if hour % 12 == 0:
             records.append(_record(at, "GetObject", source="s3.amazonaws.com"))
-    # Before the baseline window: not counted.
-    records.append(_record(start - timedelta(hours=1), "ListUsers", source="iam.amazonaws.com"))
     return records
 
 
@@ -99,7 +104,7 @@ def _investigation():
         scope_start=SCOPE_START,
         scope_end=SCOPE_END,
         scope_records=_scope(),
-        baseline_records=_baseline(),
+        baseline_counts=count_baseline(BaselineCounts(), _baseline()),
     )
 
 
@@ -225,3 +230,15 @@ def test_permissions_read_from_a_role_snapshot_one_line_a_policy():
         "managed ReadOnlyAccess (arn:aws:iam::aws:policy/ReadOnlyAccess): Allow *:Get* on *",
     ]
     assert permissions({}) == []
+
+
+def test_baseline_counts_add_up_page_by_page():
+    records = _baseline()
+    whole = count_baseline(BaselineCounts(), records)
+    halves = count_baseline(count_baseline(BaselineCounts(), records[:500]), records[500:])
+    assert halves == whole
+    assert whole.api_calls == {
+        "ec2.amazonaws.com:DescribeInstances": 1080,
+        "s3.amazonaws.com:GetObject": 90,
+    }
+    assert (whole.user_agents, whole.source_ips) == (["Boto3/1.34.0"], ["10.0.0.5"])
