@@ -21,6 +21,7 @@ from activities.ec2 import Ec2Activities
 from activities.eradication import EradicationActivities
 from activities.evidence import EvidenceActivities, EvidenceStore
 from activities.iam import IamActivities
+from activities.investigation import InvestigationActivities
 from activities.notify import Notifier
 from activities.recovery import RecoveryActivities
 from activities.ssm import SsmActivities
@@ -53,6 +54,7 @@ def build_activities(
     ssm = SsmActivities(clients, poll_seconds=min(poll_seconds, 2.0))
     recovery = RecoveryActivities(clients, evidence, trail)
     evidence_activities = EvidenceActivities(evidence)
+    investigation = InvestigationActivities(trail, evidence)
     notifier = Notifier(
         clients,
         settings.notify_sns_topic_arn,
@@ -83,6 +85,7 @@ def build_activities(
         recovery.find_prior_state,
         recovery.plan_recovery,
         recovery.restore_change,
+        investigation.investigate_credentials,
         notifier.notify_sns,
         notifier.notify_chat,
     ]

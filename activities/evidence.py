@@ -17,6 +17,7 @@ from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_
 from activities.redaction import redact
 from models.activities import StoreEvidenceInput, WriteReportInput, WriteReportResult
 from models.case import EvidenceRecord
+from models.investigation import Investigation
 from playbook.report import CaseReport, build_report, render_markdown
 
 SHA256_METADATA = "sha256"
@@ -132,8 +133,14 @@ class EvidenceActivities:
     def write_report(self, input: WriteReportInput) -> WriteReportResult:
         """The post-incident report, as JSON and as Markdown, beside the evidence it cites."""
         # Both forms come from the one redacted document, so they say the same.
+        investigation = None
+        if input.status.investigation is not None:
+            kept = self._store.read_verified(input.status.investigation.investigation)
+            investigation = Investigation.model_validate_json(kept)
         report = CaseReport.model_validate(
-            redact(build_report(input.status, input.written_at).model_dump(mode="json"))
+            redact(
+                build_report(input.status, input.written_at, investigation).model_dump(mode="json")
+            )
         )
         case_id = input.status.case_id
         document = self._store.put_json(case_id, REPORT_NAME, report.model_dump(mode="json"))

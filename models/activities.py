@@ -298,3 +298,19 @@ class NotifyResult(BaseModel):
     channel: Literal["sns", "chat"]
     sent: bool
     detail: str
+
+
+class InvestigateInput(BaseModel):
+    """The investigation of a case's credentials and the principal behind them."""
+
+    case_id: str
+    account_id: str
+    credentials: list[str]
+    findings: list[Finding]
+    scope_start: datetime
+    scope_end: datetime
+    baseline_days: int = Field(default=45, ge=1, le=89)
+    # The principal's evidence snapshot (its ARN and policies); without one (root, an
+    # unknown principal) the ARN the finding resolved to.
+    principal_evidence: EvidenceRecord | None = None
+    principal_arn: str | None = None

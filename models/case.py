@@ -334,6 +334,17 @@ class RejectedSignal(BaseModel):
     at: datetime
 
 
+class InvestigationRef(BaseModel):
+    """Where the case's investigation is kept, and what stands out in it."""
+
+    investigation: EvidenceRecord  # the whole investigation, JSON
+    chart: EvidenceRecord  # call volume against the baseline, PNG
+    principal_arn: str
+    hours_above_baseline: int
+    new_source_ips: list[str]
+    new_api_calls: list[str]
+
+
 class CaseStatus(BaseModel):
     """What the `status` query returns and what the case workflow returns at the end."""
 
@@ -361,6 +372,7 @@ class CaseStatus(BaseModel):
     trails_found_stopped: list[str] = Field(default_factory=list)  # when the case opened
     logging_gaps: list[LoggingGap] = Field(default_factory=list)
     report: CaseReportRef | None = None
+    investigation: InvestigationRef | None = None
 
     def pending_actions(self) -> list[Action]:
         return [a for a in self.actions if a.status is ActionStatus.PENDING_APPROVAL]

@@ -14,8 +14,10 @@ from models.case import (
     LoggingGap,
     Phase,
 )
+from models.investigation import Investigation
 from models.principal import CredentialKind
 from playbook.classify import Group
+from playbook.investigation import markdown_section
 
 
 class Milestones(BaseModel):
@@ -113,6 +115,9 @@ class CaseReport(BaseModel):
     open_items: list[str]
     notes: list[str]
     lessons: list[LessonItem] = Field(default_factory=list)
+    # The investigation from CloudTrail, and its chart's file beside the report.
+    investigation: Investigation | None = None
+    investigation_chart: str | None = None
 
 
 def _first_phase(status: CaseStatus, phase: Phase) -> datetime | None:
@@ -212,7 +217,11 @@ def _duration(start: datetime | None, end: datetime | None) -> timedelta | None:
     return end - start if start is not None and end is not None else None
 
 
-def build_report(status: CaseStatus, written_at: datetime) -> CaseReport:
+def build_report(
+    status: CaseStatus, written_at: datetime, investigation: Investigation | None = None
+) -> CaseReport:
+    """The report of a case; the investigation, when the case has one, is read from its
+    evidence by the caller."""
     finding = status.findings[0]
     first_seen = min(f.first_seen for f in status.findings)
     response_started = status.phases[0].at
@@ -258,7 +267,10 @@ def build_report(status: CaseStatus, written_at: datetime) -> CaseReport:
             bucket += [e for e in plan.impact_examples.get(group, []) if e not in bucket]
     credential = status.credential
     principal = credential.principal if credential else None
+    chart = status.investigation.chart.key.rsplit("/", 1)[-1] if status.investigation else None
     return CaseReport(
+        investigation=investigation,
+        investigation_chart=chart if investigation else None,
         case_id=status.case_id,
         account_id=status.account_id,
         written_at=written_at,
@@ -431,6 +443,8 @@ def render_markdown(report: CaseReport) -> str:
     ]
     if report.refused_signals:
         lines += ["", "Refused decisions:", *[f"- {_cell(r)}" for r in report.refused_signals]]
+    if report.investigation is not None:
+        lines += ["", *markdown_section(report.investigation, report.investigation_chart)]
     lines += ["", "## Evidence", "", "| Object | SHA-256 | Bytes | Captured |", "|---|---|---|---|"]
     lines += [
         f"| `{e.uri}` | `{e.sha256}` | {e.size_bytes} | {e.captured_at.isoformat()} |"

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.eradication import EradicationActivities
     from activities.evidence import EvidenceActivities
     from activities.iam import IamActivities
+    from activities.investigation import InvestigationActivities
     from activities.notify import ERROR_CHAT_REFUSED, Notifier
     from activities.recovery import TRAILS_EVIDENCE_NAME, RecoveryActivities, trail_name
     from activities.ssm import SsmActivities
@@ -40,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         DenyUserTokensInput,
         FindPriorStateInput,
         InstanceInput,
+        InvestigateInput,
         NotifyInput,
         NotifyResult,
         PlanRecoveryInput,
@@ -117,6 +120,7 @@ PERMISSIONS_PATCH = "in-place-permissions"
 MINTED_WATCH_PATCH = "minted-credential-watch"
 DEADLINE_PATCH = "approval-deadlines"
 NOTIFY_PATCH = "notifications"
+INVESTIGATION_PATCH = "investigation"
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -165,8 +169,8 @@ class CaseWorkflow:
         )
         self._action_seq = 0
         self._notifications = 0
-        # Notifications on their way: the case goes on while they are sent.
-        self._sending: list[asyncio.Task[None]] = []
+        # Work the case goes on beside: notifications on their way, the investigation.
+        self._background: list[asyncio.Task[None]] = []
         self._policy = input.policy
         if input.resume is not None:
             self._status = input.resume.status
@@ -344,12 +348,60 @@ class CaseWorkflow:
                 await self._respond(input.finding)
         except CaseAbandoned as abandoned:
             self._close(str(abandoned))
+        await self._background_done()
         if workflow.patched(REPORT_PATCH):
             await self._write_report()
         await self._notify(NotificationKind.CLOSED, *self._closing_message())
-        await self._notifications_sent()
+        await self._background_done()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status
+
+    async def _investigate(self, credential: Credential) -> None:
+        """The Detective-grade view of the credential from CloudTrail: its session, the
+        principal's call volume against its baseline, what is new. Kept as evidence; a
+        failure is an open item, never a stuck case."""
+        findings = self._status.findings
+        scope_start = min(f.first_seen for f in findings) - timedelta(
+            seconds=self._policy.compromise_margin_seconds
+        )
+        snapshot = next(
+            (e for e in self._status.evidence if e.name.startswith(("iam-role-", "iam-user-"))),
+            None,
+        )
+        try:
+            ref = await workflow.execute_activity_method(
+                InvestigationActivities.investigate_credentials,
+                InvestigateInput(
+                    case_id=self._status.case_id,
+                    account_id=self._status.account_id,
+                    credentials=[credential.access_key_id],
+                    findings=findings,
+                    scope_start=scope_start,
+                    scope_end=workflow.now(),
+                    principal_evidence=snapshot,
+                    principal_arn=credential.principal.arn,
+                ),
+                start_to_close_timeout=timedelta(hours=2),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary="Investigate from CloudTrail: the session, call volume against the "
+                "principal's 45-day baseline, new behaviour",
+            )
+        except ActivityError as failure:
+            cause = failure.cause
+            reason = cause.message if isinstance(cause, FailureError) else failure.message
+            self._status.open_items.append(f"the CloudTrail investigation failed: {reason}")
+            self._refresh()
+            return
+        self._status.investigation = ref
+        self._record_evidence(ref.investigation)
+        self._record_evidence(ref.chart)
+        self._note(
+            f"investigation of {ref.principal_arn}: {ref.hours_above_baseline} hours above "
+            f"baseline; new source IPs {', '.join(ref.new_source_ips) or 'none'}; "
+            f"{len(ref.new_api_calls)} API calls never made before"
+        )
+        self._refresh()
 
     def _closing_message(self) -> tuple[str, str]:
         status = self._status
@@ -385,6 +437,9 @@ class CaseWorkflow:
 
         self._set_phase(Phase.EVIDENCE, "preserving evidence before any change")
         evidence = await self._collect_evidence(credential)
+        if workflow.patched(INVESTIGATION_PATCH):
+            # Beside the rest of the case: a long look-back must not hold up containment.
+            self._background.append(asyncio.create_task(self._investigate(credential)))
 
         if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
             outcome = await self._contain_instance_role(credential, evidence.instance_running)
@@ -856,7 +911,7 @@ class CaseWorkflow:
             if rounds_this_run >= self._policy.rounds_per_run or (
                 rounds_this_run and workflow.info().is_continue_as_new_suggested()
             ):
-                await self._notifications_sent()
+                await self._background_done()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     CaseInput(
@@ -1740,11 +1795,12 @@ class CaseWorkflow:
     def _notify_soon(self, kind: NotificationKind, subject: str, text: str) -> None:
         """Send a notification while the case goes on: a slow or failing channel must
         not hold up containment."""
-        self._sending.append(asyncio.create_task(self._notify(kind, subject, text)))
+        self._background.append(asyncio.create_task(self._notify(kind, subject, text)))
 
-    async def _notifications_sent(self) -> None:
-        """Every notification on its way delivered (or noted as failed)."""
-        sending, self._sending = self._sending, []
+    async def _background_done(self) -> None:
+        """Every notification on its way delivered (or noted as failed), and the
+        investigation over."""
+        sending, self._background = self._background, []
         await asyncio.gather(*sending)
 
     async def _notify(self, kind: NotificationKind, subject: str, text: str) -> None:
@@ -2026,6 +2082,14 @@ def approve_update_command(case_id: str, action_id: str) -> str:
     )
 
 
+def _console_url(record: EvidenceRecord) -> str:
+    """The S3 console's page of an evidence object."""
+    return (
+        f"https://s3.console.aws.amazon.com/s3/object/{record.bucket}"
+        f"?prefix={quote(record.key, safe='')}"
+    )
+
+
 def _utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -2133,6 +2197,18 @@ def render_details(status: CaseStatus) -> str:
             f"- logging gap on {g.trail} from {g.stopped_at.isoformat()} to "
             f"{g.restarted_at.isoformat() if g.restarted_at else 'not restarted'}"
             for g in status.logging_gaps
+        ]
+    if status.investigation:
+        found = status.investigation
+        chart = found.chart
+        lines += [
+            "",
+            "### Investigation (CloudTrail)",
+            f"- {found.hours_above_baseline} hours above the principal's 45-day baseline; "
+            f"new source IPs: {', '.join(found.new_source_ips) or 'none'}; API calls never "
+            f"made before: {', '.join(found.new_api_calls) or 'none'}",
+            f"- chart: [`{chart.uri}`]({_console_url(chart)}) (sha256 `{chart.sha256[:16]}…`)",
+            f"- the whole investigation: `{found.investigation.uri}`",
         ]
     if status.report:
         lines += [

@@ -39,6 +39,7 @@ from models.activities import (
     FindPriorStateResult,
     InstanceInput,
     InstanceStateResult,
+    InvestigateInput,
     NotifyInput,
     NotifyResult,
     PlanRecoveryInput,
@@ -73,6 +74,7 @@ from models.case import (
     CaseStatus,
     Decision,
     EvidenceRecord,
+    InvestigationRef,
     NotificationKind,
     Phase,
     RecoveryOperation,
@@ -137,6 +139,8 @@ class FakeAws:
         self.still_working: dict[str, int] = {}
         # What the case told people, by channel, in order.
         self.notifications: dict[str, list[NotifyInput]] = {"sns": [], "chat": []}
+        # Set: the investigation answers only once it is (a long look-back).
+        self.investigation_done: asyncio.Event | None = None
         # Set: the chat webhook answers only once it is (a slow chat tool).
         self.chat_answers: asyncio.Event | None = None
 
@@ -398,6 +402,22 @@ class FakeAws:
             fake.reports.append(result)
             return result
 
+        @activity.defn(name="investigate_credentials")
+        async def investigate_credentials(input: InvestigateInput) -> InvestigationRef:
+            fake._record("investigate_credentials", input)
+            if fake.investigation_done is not None:
+                await fake.investigation_done.wait()
+            return InvestigationRef(
+                investigation=_evidence("investigation"),
+                chart=_evidence("investigation-volume").model_copy(
+                    update={"key": "cases/c/evidence/investigation-volume.png"}
+                ),
+                principal_arn=f"arn:aws:iam::{ACCOUNT}:role/{ROLE}",
+                hours_above_baseline=1,
+                new_source_ips=["198.51.100.23"],
+                new_api_calls=["iam.amazonaws.com:ListUsers"],
+            )
+
         @activity.defn(name="notify_sns")
         async def notify_sns(input: NotifyInput) -> NotifyResult:
             fake._record("notify_sns", input)
@@ -413,6 +433,7 @@ class FakeAws:
             return NotifyResult(channel="chat", sent=True, detail="HTTP 200")
 
         return [
+            investigate_credentials,
             notify_sns,
             notify_chat,
             capture_trails,
@@ -490,7 +511,8 @@ async def test_evidence_before_change_then_contained_after_approval(time_skippin
         # Nothing changed in AWS before the approval; all evidence is already taken.
         assert "revoke_role_sessions" not in fake.names()
         assert "stop_instance" not in fake.names()
-        assert [e.name for e in waiting.evidence] == [
+        # (The investigation, running beside the case, adds its own when it is done.)
+        assert [e.name for e in waiting.evidence if not e.name.startswith("investigation")] == [
             "finding-lab-finding-0001",
             f"iam-role-{ROLE}",
             f"ec2-instance-{INSTANCE}",

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
@@ -62,15 +61,19 @@ async def case(dev_server_env) -> AsyncIterator[tuple[WorkflowHandle, FakeAws]]:
 
 
 async def _settled(handle: WorkflowHandle) -> None:
-    """Until the case has told people it waits (the notifications run beside it) and its
-    history stops growing, so a test can count the events that follow."""
+    """Until the work the case runs beside the approval (notifications, the investigation)
+    is over and no workflow task is pending, so a test can count the events that follow."""
     await _wait_for(
-        handle, lambda s: any(e.what.startswith("notification needs_human") for e in s.timeline)
+        handle,
+        lambda s: (
+            any(e.what.startswith("notification needs_human") for e in s.timeline)
+            and s.investigation is not None
+        ),
     )
     async with asyncio.timeout(30):
         while True:
-            last = (await handle.fetch_history()).events[-1]
-            if last.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            raw = (await handle.describe()).raw_description
+            if not raw.pending_activities and not raw.HasField("pending_workflow_task"):
                 return
             await asyncio.sleep(0.1)
 

@@ -1,0 +1,117 @@
+"""The investigation activity: a Detective-grade view of the compromised credential from
+CloudTrail (the computations are in playbook/investigation.py).
+
+Two reads of the trail: the scope window, every call of the principal and of the case's
+credentials, kept as records; and the baseline, the principal's calls in the days before,
+kept only as counts, so months of a busy role stay small. Both resume after a retry from
+their heartbeat. The investigation and its chart are stored as evidence with their SHA-256.
+"""
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+
+from activities.cloudtrail import CloudTrailSource, TrailQuery, scan
+from activities.evidence import EvidenceStore
+from models.activities import InvestigateInput
+from models.case import InvestigationRef
+from models.investigation import BaselineCounts
+from playbook.chart import volume_chart
+from playbook.investigation import count_baseline, investigate, permissions
+
+INVESTIGATION_NAME = "investigation"
+CHART_NAME = "investigation-volume"
+
+
+class InvestigationActivities:
+    def __init__(self, source: CloudTrailSource, evidence: EvidenceStore) -> None:
+        self._source = source
+        self._evidence = evidence
+
+    @activity.defn
+    def investigate_credentials(self, input: InvestigateInput) -> InvestigationRef:
+        snapshot = self._snapshot(input)
+        principal_arn = _arn_of(snapshot) or input.principal_arn or ""
+        keys = frozenset(input.credentials)
+        scope = scan(
+            self._source,
+            TrailQuery(
+                account_id=input.account_id,
+                access_key_ids=keys,
+                start=input.scope_start,
+                end=input.scope_end,
+                principal_arn=principal_arn or None,
+            ),
+        )
+        baseline_start = input.scope_start - timedelta(days=input.baseline_days)
+        counts = BaselineCounts()
+        if principal_arn:
+            counts = count_scan(
+                self._source,
+                TrailQuery(
+                    account_id=input.account_id,
+                    access_key_ids=frozenset(),
+                    start=baseline_start,
+                    # The scope window starts here: its first second is not the baseline's.
+                    end=input.scope_start - timedelta(microseconds=1),
+                    principal_arn=principal_arn,
+                ),
+            )
+        investigation = investigate(
+            account_id=input.account_id,
+            principal_arn=principal_arn or "unknown",
+            credentials=input.credentials,
+            findings=input.findings,
+            permissions=permissions(snapshot),
+            scope_start=input.scope_start,
+            scope_end=input.scope_end,
+            scope_records=scope,
+            baseline_counts=counts,
+            baseline_days=input.baseline_days,
+        )
+        stored = self._evidence.put_json(
+            input.case_id, INVESTIGATION_NAME, investigation.model_dump(mode="json")
+        )
+        chart = self._evidence.put_bytes(
+            input.case_id, CHART_NAME, volume_chart(investigation), "png", "image/png"
+        )
+        return InvestigationRef(
+            investigation=stored,
+            chart=chart,
+            principal_arn=investigation.principal_arn,
+            hours_above_baseline=len(investigation.hours_above_baseline()),
+            new_source_ips=investigation.new_behaviour.source_ips,
+            new_api_calls=investigation.new_behaviour.api_calls,
+        )
+
+    def _snapshot(self, input: InvestigateInput) -> dict[str, Any]:
+        if input.principal_evidence is None:
+            return {}
+        document = json.loads(self._evidence.read_verified(input.principal_evidence))
+        return document if isinstance(document, dict) else {}
+
+
+def _arn_of(snapshot: dict[str, Any]) -> str | None:
+    """The role's or user's ARN (with its path) from its evidence snapshot."""
+    for kind in ("role", "user"):
+        arn = (snapshot.get(kind) or {}).get("Arn")
+        if arn:
+            return str(arn)
+    return None
+
+
+def count_scan(source: CloudTrailSource, query: TrailQuery) -> BaselineCounts:
+    """The counts of every matching record, from inside an activity: the cursor and the
+    counts so far are heartbeated (never the records), and a retry resumes from them."""
+    details = activity.info().heartbeat_details
+    asked = query.fingerprint()
+    resume: dict[str, Any] | None = None
+    counts = BaselineCounts()
+    if len(details) == 3 and details[2] == asked:
+        resume, counts = dict(details[0]), BaselineCounts.model_validate(details[1])
+    for cursor, found in source.pages(query, resume):
+        counts = count_baseline(counts, found)
+        activity.heartbeat(dict(cursor), counts.model_dump(), asked)
+    return counts

@@ -1,0 +1,81 @@
+"""The investigation runs beside the case on the time-skipping server: it starts once the
+evidence is kept, never holds up containment, is finished before the report, and a failure
+becomes an open item."""
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+from temporalio.exceptions import ApplicationError
+
+from models.activities import InvestigateInput
+from models.case import Phase
+from tests.support import STOLEN_KEY, finding
+from tests.workflows.test_case_workflow import (
+    FakeAws,
+    _approval,
+    _pending,
+    _record,
+    _result,
+    _start,
+    _wait_for,
+    _worker,
+)
+from workflows.case import CaseWorkflow
+
+
+async def test_the_investigation_runs_beside_containment_and_is_in_before_the_report(
+    time_skipping_env,
+):
+    fake = FakeAws()
+    fake.investigation_done = asyncio.Event()
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        # Asked for once the evidence is kept, the principal's snapshot with it.
+        asked: InvestigateInput = next(v for n, v in fake.calls if n == "investigate_credentials")
+        assert fake.names().index("capture_cloudtrail_slice") < fake.names().index(
+            "investigate_credentials"
+        )
+        assert asked.credentials == [STOLEN_KEY]
+        assert asked.scope_start == finding().first_seen - timedelta(hours=1)
+        assert asked.principal_evidence is not None
+        assert asked.principal_evidence.name.startswith("iam-role-")
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        # Contained while the investigation still reads CloudTrail.
+        contained = await _wait_for(handle, lambda s: s.verified_access_key_id is not None)
+        assert contained.investigation is None
+        fake.investigation_done.set()
+        result = await _result(handle)
+        await _record(handle, "investigated")
+
+    assert result.investigation is not None
+    assert result.investigation.chart.key.endswith("investigation-volume.png")
+    names = [e.name for e in result.evidence]
+    assert {"investigation", "investigation-volume"} <= set(names)
+    # The report was written after the investigation came in, and from a case holding it.
+    order = fake.names()
+    assert order.index("investigate_credentials") < order.index("write_report")
+    written = next(v for n, v in fake.calls if n == "write_report")
+    assert written.status.investigation == result.investigation
+    assert any(e.what.startswith("investigation of arn:aws:iam::") for e in result.timeline)
+
+
+async def test_a_failed_investigation_is_an_open_item_and_the_case_goes_on(time_skipping_env):
+    fake = FakeAws()
+    fake.fail_next["investigate_credentials"] = ApplicationError(
+        "read CloudTrail logs: AccessDenied", type="AwsAccessDenied", non_retryable=True
+    )
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        result = await _result(handle)
+
+    assert result.phase is Phase.CLOSED and result.investigation is None
+    assert any(
+        item.startswith("the CloudTrail investigation failed: read CloudTrail logs")
+        for item in result.open_items
+    )
