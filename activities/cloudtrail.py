@@ -2,14 +2,14 @@
 interface, chosen by configuration:
 
 - the trail's log files in S3 (gzip JSON under AWSLogs/<account>/CloudTrail/<region>/...),
-  complete and cheap for any window;
+  complete and cheap for any window; a file is parsed only around the keys or resource
+  name asked for (activities/trailscan.py);
 - the LookupEvents API, for small recent windows where no trail bucket is readable
   (management events only, 90 days, 2 calls per second per account and region).
 
 Scans heartbeat their cursor and the matches so far, and resume from them after a retry.
 """
 
-import gzip
 import json
 import re
 import threading
@@ -23,6 +23,7 @@ from temporalio import activity
 
 from activities.aws import AwsClients, aws_errors
 from activities.evidence import EvidenceStore
+from activities.trailscan import by_credential, log_records, read_log, scan_log
 from models.activities import (
     CheckActivityInput,
     CheckActivityResult,
@@ -75,11 +76,18 @@ class TrailQuery:
         if not self.start <= record_time(record) <= self.end:
             return False
         if self.resource_name is None:
-            return record.get("userIdentity", {}).get("accessKeyId") in self.access_key_ids
+            return by_credential(record, self.access_key_ids)
         if self.event_names and record.get("eventName") not in self.event_names:
             return False
         request = record.get("requestParameters") or {}
         return any(request.get(p) == self.resource_name for p in _RESOURCE_PARAMETERS)
+
+    def needles(self) -> frozenset[str]:
+        """Strings every matching record holds as a whole JSON string value: a log file
+        without one of them has no match (activities/trailscan.py)."""
+        if self.resource_name is not None:
+            return frozenset({self.resource_name})
+        return self.access_key_ids
 
     def fingerprint(self) -> str:
         """The query as the same text in every process (a set's repr is not: string
@@ -160,10 +168,19 @@ class CloudTrailS3Source:
                 day += timedelta(days=1)
         return sorted(keys)
 
-    def records(self, key: str) -> list[dict[str, Any]]:
+    def log_file(self, key: str) -> bytes:
+        """One log file as stored: gzip."""
         with aws_errors(f"read CloudTrail log s3://{self.bucket}/{key}"):
-            body = self._clients.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        return list(json.loads(gzip.decompress(body)).get("Records", []))
+            return self._clients.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def records(self, key: str) -> list[dict[str, Any]]:
+        """Every record of a log file."""
+        return log_records(read_log(self.log_file(key)))
+
+    def matching_records(self, key: str, query: TrailQuery) -> list[dict[str, Any]]:
+        """The records of a log file that match the query, in file order: only the records
+        around the query's keys (or resource name) in the file are parsed."""
+        return scan_log(self.log_file(key), query.needles(), query.matches)
 
     def pages(
         self, query: TrailQuery, cursor: Cursor | None
@@ -175,7 +192,7 @@ class CloudTrailS3Source:
         for key in self.log_keys(query.account_id, query.start, query.end):
             if key in already:
                 continue
-            found = [r for r in self.records(key) if query.matches(r)]
+            found = self.matching_records(key, query)
             done.append(key)
             yield {"done": list(done)}, found
 

@@ -104,9 +104,9 @@ class RecordingSource(CloudTrailS3Source):
         super().__init__(*args, **kwargs)
         self.read: list[str] = []
 
-    def records(self, key: str) -> list[dict[str, Any]]:
+    def log_file(self, key: str) -> bytes:
         self.read.append(key)
-        return super().records(key)
+        return super().log_file(key)
 
 
 def slice_input(case_id: str = "case-1") -> CloudTrailSliceInput:
