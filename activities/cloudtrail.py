@@ -34,6 +34,7 @@ from models.activities import (
     TrailEvent,
 )
 from playbook.classify import classify
+from playbook.investigation import by_principal
 
 # CloudTrail delivers a file about every 5 minutes, usually within 15 minutes of the calls
 # in it: a record at time t sits in a file stamped between t and t + this margin.
@@ -62,8 +63,9 @@ _RESOURCE_PARAMETERS = ("roleName", "userName", "name", "trailName", "functionNa
 
 @dataclass(frozen=True)
 class TrailQuery:
-    """The records of some credentials in a window; or, with `resource_name`, the calls
-    (of `event_names`, by anyone) that acted on one resource."""
+    """The records of some credentials in a window, and with `principal_arn` every call of
+    that user or of any session of that role; or, with `resource_name`, the calls (of
+    `event_names`, by anyone) that acted on one resource."""
 
     account_id: str
     access_key_ids: frozenset[str]
@@ -71,12 +73,15 @@ class TrailQuery:
     end: datetime
     resource_name: str | None = None
     event_names: frozenset[str] = frozenset()
+    principal_arn: str | None = None
 
     def matches(self, record: dict[str, Any]) -> bool:
         if not self.start <= record_time(record) <= self.end:
             return False
         if self.resource_name is None:
-            return by_credential(record, self.access_key_ids)
+            return by_credential(record, self.access_key_ids) or bool(
+                self.principal_arn and by_principal(record, self.principal_arn)
+            )
         if self.event_names and record.get("eventName") not in self.event_names:
             return False
         request = record.get("requestParameters") or {}
@@ -87,6 +92,8 @@ class TrailQuery:
         without one of them has no match (activities/trailscan.py)."""
         if self.resource_name is not None:
             return frozenset({self.resource_name})
+        if self.principal_arn:
+            return self.access_key_ids | {self.principal_arn}
         return self.access_key_ids
 
     def fingerprint(self) -> str:
@@ -101,6 +108,7 @@ class TrailQuery:
                 self.end.isoformat(),
                 self.resource_name,
                 sorted(self.event_names),
+                self.principal_arn,
             ]
         )
 
@@ -108,7 +116,15 @@ class TrailQuery:
         """What LookupEvents can filter on (one attribute a lookup)."""
         if self.resource_name is not None:
             return [("ResourceName", self.resource_name)]
-        return [("AccessKeyId", key) for key in sorted(self.access_key_ids)]
+        attributes = [("AccessKeyId", key) for key in sorted(self.access_key_ids)]
+        if self.principal_arn:
+            resource = self.principal_arn.partition(":iam::")[2].partition(":")[2]
+            kind, _, path = resource.partition("/")
+            if kind != "user":
+                # No attribute names every session of a role: read every event.
+                return [("", "")]
+            attributes.append(("Username", path.rsplit("/", 1)[-1]))
+        return attributes
 
 
 Cursor = dict[str, Any]
@@ -248,15 +264,18 @@ class LookupEventsSource:
             token = position.get("token") if index == position["unit"] else None
             while True:
                 request: dict[str, Any] = {
-                    "LookupAttributes": [{"AttributeKey": attribute, "AttributeValue": value}],
                     "StartTime": query.start,
                     "EndTime": query.end,
                     "MaxResults": 50,
                 }
+                if attribute:
+                    request["LookupAttributes"] = [
+                        {"AttributeKey": attribute, "AttributeValue": value}
+                    ]
                 if token:
                     request["NextToken"] = token
                 self._limiters[region].wait()
-                with aws_errors(f"look up CloudTrail events of {value} in {region}"):
+                with aws_errors(f"look up CloudTrail events of {value or 'everyone'} in {region}"):
                     response = self._clients.client("cloudtrail", region).lookup_events(**request)
                 found = [
                     record
@@ -305,7 +324,17 @@ def scan(source: CloudTrailSource, query: TrailQuery) -> list[dict[str, Any]]:
         # Copies: the worker sends heartbeat details later, not at this call.
         activity.heartbeat(dict(cursor), list(matches), asked)
     matches.sort(key=lambda r: (r["eventTime"], r.get("eventID", "")))
-    return matches
+    # A record two lookups both found (a user's own key, and the user) is one call.
+    seen: set[str] = set()
+    unique = []
+    for record in matches:
+        event_id = record.get("eventID")
+        if event_id and event_id in seen:
+            continue
+        if event_id:
+            seen.add(str(event_id))
+        unique.append(record)
+    return unique
 
 
 class CloudTrailActivities:

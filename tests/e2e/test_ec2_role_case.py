@@ -18,6 +18,7 @@ from activities.aws import AwsClients
 from activities.ssm import SsmActivities
 from config import names
 from lab import world as lab_world
+from lab.attack import THREAT_IP
 from lab.aws_server import RECORDING_NAME, SCRUBBED
 from models.activities import ProbeInstanceCredentialsInput
 from models.case import ActionStatus, Decision, Phase
@@ -239,6 +240,18 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     assert f"delete_user {attack.backdoor_user}" in report
     assert f"Start logging on trail {world.trail_name}" in report
     assert "Logging gap on trail" in report and "IMDSv2" in report
+    # The investigation, from the lab's trail: the stolen key's session, the role's call
+    # volume against its baseline, the attacker's address as new; its chart is evidence.
+    assert result.investigation is not None
+    assert (
+        result.investigation.principal_arn
+        == f"arn:aws:iam::{world.account_id}:role/{world.role_name}"
+    )
+    assert THREAT_IP in result.investigation.new_source_ips
+    assert "## Investigation (from CloudTrail)" in report
+    assert f"| `{attack.stolen_access_key_id}` | " in report
+    assert "![API calls an hour against the baseline](investigation-volume.png)" in report
+    assert {"investigation", "investigation-volume"} <= {e.name for e in result.evidence}
     by_name = {record.name: record for record in result.evidence}
     expected = {
         f"iam-role-{world.role_name}": '"trust_policy"',
