@@ -85,6 +85,8 @@ def build_activities(
         recovery.find_prior_state,
         recovery.plan_recovery,
         recovery.restore_change,
+        investigation.plan_baseline,
+        investigation.count_baseline,
         investigation.investigate_credentials,
         notifier.notify_sns,
         notifier.notify_chat,

@@ -74,6 +74,12 @@ class TrailQuery:
     resource_name: str | None = None
     event_names: frozenset[str] = frozenset()
     principal_arn: str | None = None
+    # Only these of the source's regions (all of them when empty): a large read is split
+    # by region and day.
+    regions: frozenset[str] = frozenset()
+
+    def in_regions(self, regions: list[str]) -> list[str]:
+        return [r for r in regions if not self.regions or r in self.regions]
 
     def matches(self, record: dict[str, Any]) -> bool:
         if not self.start <= record_time(record) <= self.end:
@@ -109,6 +115,7 @@ class TrailQuery:
                 self.resource_name,
                 sorted(self.event_names),
                 self.principal_arn,
+                sorted(self.regions),
             ]
         )
 
@@ -134,6 +141,7 @@ class CloudTrailSource(Protocol):
     """Matching records page by page, each page with the cursor to resume after it."""
 
     description: str
+    regions: list[str]
 
     def pages(
         self, query: TrailQuery, cursor: Cursor | None
@@ -165,12 +173,15 @@ class CloudTrailS3Source:
         base = f"AWSLogs/{account_id}/CloudTrail/{region}/{day:%Y/%m/%d}/"
         return f"{self.prefix}/{base}" if self.prefix else base
 
-    def log_keys(self, account_id: str, start: datetime, end: datetime) -> list[str]:
-        """Every log file that can hold records between start and end, in a stable order."""
+    def log_keys(
+        self, account_id: str, start: datetime, end: datetime, regions: list[str] | None = None
+    ) -> list[str]:
+        """Every log file that can hold records between start and end (of these regions,
+        or all the source reads), in a stable order."""
         last = end + DELIVERY_MARGIN
         keys = []
         s3 = self._clients.client("s3")
-        for region in self.regions:
+        for region in self.regions if regions is None else regions:
             day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             while day <= last:
                 with aws_errors(f"list CloudTrail logs s3://{self.bucket}/{day:%Y/%m/%d}"):
@@ -205,7 +216,8 @@ class CloudTrailS3Source:
         scan was interrupted are still read after the retry, and none is read twice."""
         done = list((cursor or {}).get("done", []))
         already = set(done)
-        for key in self.log_keys(query.account_id, query.start, query.end):
+        regions = query.in_regions(self.regions)
+        for key in self.log_keys(query.account_id, query.start, query.end, regions):
             if key in already:
                 continue
             found = self.matching_records(key, query)
@@ -257,7 +269,11 @@ class LookupEventsSource:
     ) -> Iterator[tuple[Cursor, list[dict[str, Any]]]]:
         """One page a LookupEvents response; the cursor is the (region, attribute) lookup
         under way and its NextToken."""
-        units = [(region, attr) for region in self.regions for attr in query.lookup_attributes()]
+        units = [
+            (region, attr)
+            for region in query.in_regions(self.regions)
+            for attr in query.lookup_attributes()
+        ]
         position = cursor or {"unit": 0, "token": None}
         for index in range(int(position["unit"]), len(units)):
             region, (attribute, value) = units[index]

@@ -8,21 +8,28 @@ their heartbeat. The investigation and its chart are stored as evidence with the
 """
 
 import json
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from temporalio import activity
 
 from activities.cloudtrail import CloudTrailSource, TrailQuery, scan
 from activities.evidence import EvidenceStore
-from models.activities import InvestigateInput
-from models.case import InvestigationRef
+from models.activities import (
+    BaselineUnit,
+    CountBaselineInput,
+    CountBaselineResult,
+    InvestigateInput,
+    PlanBaselineInput,
+)
+from models.case import EvidenceRecord, InvestigationRef
 from models.investigation import BaselineCounts
 from playbook.chart import volume_chart
-from playbook.investigation import count_baseline, investigate, permissions
+from playbook.investigation import count_baseline, investigate, merge_counts, permissions
 
 INVESTIGATION_NAME = "investigation"
 CHART_NAME = "investigation-volume"
+_TICK = timedelta(microseconds=1)
 
 
 class InvestigationActivities:
@@ -31,8 +38,50 @@ class InvestigationActivities:
         self._evidence = evidence
 
     @activity.defn
+    def plan_baseline(self, input: PlanBaselineInput) -> list[BaselineUnit]:
+        """The baseline window in parts any worker can count: a region's UTC day each."""
+        units = []
+        last = input.end - _TICK
+        for region in self._source.regions:
+            day = input.start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            while day <= last:
+                units.append(
+                    BaselineUnit(
+                        region=region,
+                        start=max(day, input.start),
+                        end=min(day + timedelta(days=1) - _TICK, last),
+                    )
+                )
+                day += timedelta(days=1)
+        return units
+
+    @activity.defn
+    def count_baseline(self, input: CountBaselineInput) -> CountBaselineResult:
+        """One part of the principal's baseline, counted (resuming from its heartbeat) and
+        kept as evidence, so the workflow holds only its reference."""
+        unit = input.unit
+        principal_arn = _arn_of(self._read_snapshot(input.principal_evidence))
+        principal_arn = principal_arn or input.principal_arn
+        counts = BaselineCounts()
+        if principal_arn:
+            counts = count_scan(
+                self._source,
+                TrailQuery(
+                    account_id=input.account_id,
+                    access_key_ids=frozenset(),
+                    start=unit.start,
+                    end=unit.end,
+                    principal_arn=principal_arn,
+                    regions=frozenset({unit.region}),
+                ),
+            )
+        name = f"baseline-{unit.region}-{unit.start:%Y%m%dT%H%M%S}"
+        stored = self._evidence.put_json(input.case_id, name, counts.model_dump(mode="json"))
+        return CountBaselineResult(counts=stored, calls=counts.calls)
+
+    @activity.defn
     def investigate_credentials(self, input: InvestigateInput) -> InvestigationRef:
-        snapshot = self._snapshot(input)
+        snapshot = self._read_snapshot(input.principal_evidence)
         principal_arn = _arn_of(snapshot) or input.principal_arn or ""
         keys = frozenset(input.credentials)
         scope = scan(
@@ -47,7 +96,12 @@ class InvestigationActivities:
         )
         baseline_start = input.scope_start - timedelta(days=input.baseline_days)
         counts = BaselineCounts()
-        if principal_arn:
+        if input.baseline_parts is not None:
+            counts = merge_counts(
+                BaselineCounts.model_validate_json(self._evidence.read_verified(part))
+                for part in input.baseline_parts
+            )
+        elif principal_arn:
             counts = count_scan(
                 self._source,
                 TrailQuery(
@@ -86,10 +140,10 @@ class InvestigationActivities:
             new_api_calls=investigation.new_behaviour.api_calls,
         )
 
-    def _snapshot(self, input: InvestigateInput) -> dict[str, Any]:
-        if input.principal_evidence is None:
+    def _read_snapshot(self, record: EvidenceRecord | None) -> dict[str, Any]:
+        if record is None:
             return {}
-        document = json.loads(self._evidence.read_verified(input.principal_evidence))
+        document = json.loads(self._evidence.read_verified(record))
         return document if isinstance(document, dict) else {}
 
 

@@ -314,3 +314,33 @@ class InvestigateInput(BaseModel):
     # unknown principal) the ARN the finding resolved to.
     principal_evidence: EvidenceRecord | None = None
     principal_arn: str | None = None
+    # The baseline, counted beforehand part by part (a region's day each) and kept as
+    # evidence; without them the activity counts the baseline itself.
+    baseline_parts: list[EvidenceRecord] | None = None
+
+
+class PlanBaselineInput(BaseModel):
+    account_id: str
+    start: datetime
+    end: datetime
+
+
+class BaselineUnit(BaseModel):
+    """One part of the baseline to count: a region's calls in one UTC day (or less)."""
+
+    region: str
+    start: datetime
+    end: datetime
+
+
+class CountBaselineInput(BaseModel):
+    case_id: str
+    account_id: str
+    principal_evidence: EvidenceRecord | None = None
+    principal_arn: str | None = None
+    unit: BaselineUnit
+
+
+class CountBaselineResult(BaseModel):
+    counts: EvidenceRecord  # the part's BaselineCounts, as evidence
+    calls: int

@@ -201,6 +201,26 @@ def count_baseline(counts: BaselineCounts, records: Iterable[Record]) -> Baselin
     )
 
 
+def merge_counts(parts: Iterable[BaselineCounts]) -> BaselineCounts:
+    """The counts of several parts of the baseline (regions, days) as one."""
+    apis: Counter[str] = Counter()
+    agents: set[str] = set()
+    ips: set[str] = set()
+    calls = failures = 0
+    for part in parts:
+        calls, failures = calls + part.calls, failures + part.failed
+        apis.update(part.api_calls)
+        agents.update(part.user_agents)
+        ips.update(part.source_ips)
+    return BaselineCounts(
+        calls=calls,
+        failed=failures,
+        api_calls=dict(sorted(apis.items())),
+        user_agents=sorted(agents),
+        source_ips=sorted(ips),
+    )
+
+
 def _baseline(counts: BaselineCounts, start: datetime, end: datetime) -> Baseline:
     hours = _hours_between(start, end)
     return Baseline(

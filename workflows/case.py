@@ -39,12 +39,14 @@ with workflow.unsafe.imports_passed_through():
         CheckActivityResult,
         ClassifyActivityInput,
         CloudTrailSliceInput,
+        CountBaselineInput,
         DenyUserTokensInput,
         FindPriorStateInput,
         InstanceInput,
         InvestigateInput,
         NotifyInput,
         NotifyResult,
+        PlanBaselineInput,
         PlanRecoveryInput,
         ProbeInstanceCredentialsInput,
         RemoveResourceInput,
@@ -96,6 +98,7 @@ with workflow.unsafe.imports_passed_through():
         NewCredential,
         ResourceKind,
     )
+    from playbook.investigation import BASELINE_DAYS
     from playbook.plan import removal_plan
 
 T = TypeVar("T")
@@ -129,6 +132,8 @@ _RETRY = RetryPolicy(
     maximum_attempts=8,
     non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
 )
+# Parts of the investigation's baseline read at once (each a region's day of logs).
+_BASELINE_READS_AT_ONCE = 8
 # A notification is worth a few tries, never a stuck case: after these it is noted as failed.
 _NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
@@ -369,6 +374,7 @@ class CaseWorkflow:
             None,
         )
         try:
+            parts = await self._count_baseline(scope_start, snapshot, credential)
             ref = await workflow.execute_activity_method(
                 InvestigationActivities.investigate_credentials,
                 InvestigateInput(
@@ -380,6 +386,7 @@ class CaseWorkflow:
                     scope_end=workflow.now(),
                     principal_evidence=snapshot,
                     principal_arn=credential.principal.arn,
+                    baseline_parts=parts,
                 ),
                 start_to_close_timeout=timedelta(hours=2),
                 heartbeat_timeout=timedelta(minutes=2),
@@ -402,6 +409,49 @@ class CaseWorkflow:
             f"{len(ref.new_api_calls)} API calls never made before"
         )
         self._refresh()
+
+    async def _count_baseline(
+        self, scope_start: datetime, snapshot: EvidenceRecord | None, credential: Credential
+    ) -> list[EvidenceRecord]:
+        """The principal's baseline counted in parts (a region's day each) that any worker
+        can take, a few at once; each part is kept as evidence and only its reference
+        comes back, so the history stays small however busy the principal."""
+        units = await workflow.execute_activity_method(
+            InvestigationActivities.plan_baseline,
+            PlanBaselineInput(
+                account_id=self._status.account_id,
+                start=scope_start - timedelta(days=BASELINE_DAYS),
+                end=scope_start,
+            ),
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=_RETRY,
+            summary=f"Split the {BASELINE_DAYS}-day baseline by region and day",
+        )
+        parts: list[EvidenceRecord] = []
+        for first in range(0, len(units), _BASELINE_READS_AT_ONCE):
+            batch = units[first : first + _BASELINE_READS_AT_ONCE]
+            counted = await asyncio.gather(
+                *(
+                    workflow.execute_activity_method(
+                        InvestigationActivities.count_baseline,
+                        CountBaselineInput(
+                            case_id=self._status.case_id,
+                            account_id=self._status.account_id,
+                            principal_evidence=snapshot,
+                            principal_arn=credential.principal.arn,
+                            unit=unit,
+                        ),
+                        start_to_close_timeout=timedelta(hours=1),
+                        heartbeat_timeout=timedelta(minutes=2),
+                        retry_policy=_RETRY,
+                        summary=f"Baseline: the principal's calls in {unit.region} on "
+                        f"{unit.start:%Y-%m-%d}",
+                    )
+                    for unit in batch
+                )
+            )
+            parts += [c.counts for c in counted]
+        return parts
 
     def _closing_message(self) -> tuple[str, str]:
         status = self._status

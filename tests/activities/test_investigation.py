@@ -15,7 +15,7 @@ from activities.aws import AwsClients
 from activities.cloudtrail import CloudTrailS3Source
 from activities.evidence import EvidenceStore
 from activities.investigation import InvestigationActivities
-from models.activities import InvestigateInput
+from models.activities import CountBaselineInput, InvestigateInput, PlanBaselineInput
 from models.investigation import Investigation
 from tests.activities.test_cloudtrail import TRAIL_BUCKET, RecordingSource, log_key, put_log
 from tests.support import ACCOUNT, REGION, ROLE, STOLEN_KEY, finding
@@ -171,3 +171,53 @@ def test_a_retried_baseline_count_resumes_without_counting_a_file_twice(
     # already counted are not.
     baseline_files = [k for k in source.read if not k.endswith("_scope.json.gz")]
     assert len(baseline_files) == 48 - files_done
+
+
+def test_the_baseline_counted_in_parts_gives_the_same_investigation(
+    s3: Any, source: RecordingSource, evidence: EvidenceStore
+):
+    _write_trail(s3)
+    activities = InvestigationActivities(source, evidence)
+    env = ActivityEnvironment()
+    asked = _input(evidence)
+    whole = env.run(activities.investigate_credentials, asked)
+
+    units = env.run(
+        activities.plan_baseline,
+        PlanBaselineInput(
+            account_id=ACCOUNT, start=SCOPE_START - timedelta(days=2), end=SCOPE_START
+        ),
+    )
+    # A region's UTC day each, back to back, ending just before the scope.
+    tick = timedelta(microseconds=1)
+    midnights = [datetime(2026, 11, day, tzinfo=UTC) for day in (21, 22)]
+    assert [(u.region, u.start, u.end) for u in units] == [
+        (REGION, SCOPE_START - timedelta(days=2), midnights[0] - tick),
+        (REGION, midnights[0], midnights[1] - tick),
+        (REGION, midnights[1], SCOPE_START - tick),
+    ]
+    parts = [
+        env.run(
+            activities.count_baseline,
+            CountBaselineInput(
+                case_id=CASE,
+                account_id=ACCOUNT,
+                principal_evidence=asked.principal_evidence,
+                unit=unit,
+            ),
+        )
+        for unit in units
+    ]
+    assert [p.calls for p in parts] == [18, 24, 6]
+    split = env.run(
+        activities.investigate_credentials,
+        asked.model_copy(
+            update={"case_id": f"{CASE}-parts", "baseline_parts": [p.counts for p in parts]}
+        ),
+    )
+
+    def read(ref: Any) -> Investigation:
+        return Investigation.model_validate_json(evidence.read_verified(ref.investigation))
+
+    assert read(split).baseline == read(whole).baseline
+    assert read(split).new_behaviour == read(whole).new_behaviour

@@ -52,6 +52,7 @@ class RecordsSource:
     """CloudTrail records held in memory, served through the source interface."""
 
     description = "records in memory"
+    regions = ["us-east-1"]
 
     def __init__(self, records: list[dict[str, Any]]) -> None:
         self.records = records

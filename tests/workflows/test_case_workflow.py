@@ -20,6 +20,7 @@ from lab.cloudtrail import Actor, TrailRecorder, iam_user_identity
 from models.activities import (
     AccessKeyInput,
     AccessKeyResult,
+    BaselineUnit,
     CaptureInstanceInput,
     CaptureInstanceResult,
     CaptureRoleInput,
@@ -34,6 +35,8 @@ from models.activities import (
     ClassifyActivityResult,
     CloudTrailSliceInput,
     CloudTrailSliceResult,
+    CountBaselineInput,
+    CountBaselineResult,
     DenyUserTokensInput,
     FindPriorStateInput,
     FindPriorStateResult,
@@ -42,6 +45,7 @@ from models.activities import (
     InvestigateInput,
     NotifyInput,
     NotifyResult,
+    PlanBaselineInput,
     PlanRecoveryInput,
     PlanRecoveryResult,
     PriorState,
@@ -402,6 +406,19 @@ class FakeAws:
             fake.reports.append(result)
             return result
 
+        @activity.defn(name="plan_baseline")
+        async def plan_baseline(input: PlanBaselineInput) -> list[BaselineUnit]:
+            fake._record("plan_baseline", input)
+            return [
+                BaselineUnit(region=region, start=input.start, end=input.end)
+                for region in ("us-east-1", "eu-west-1")
+            ]
+
+        @activity.defn(name="count_baseline")
+        async def count_baseline(input: CountBaselineInput) -> CountBaselineResult:
+            fake._record("count_baseline", input)
+            return CountBaselineResult(counts=_evidence(f"baseline-{input.unit.region}"), calls=24)
+
         @activity.defn(name="investigate_credentials")
         async def investigate_credentials(input: InvestigateInput) -> InvestigationRef:
             fake._record("investigate_credentials", input)
@@ -433,6 +450,8 @@ class FakeAws:
             return NotifyResult(channel="chat", sent=True, detail="HTTP 200")
 
         return [
+            plan_baseline,
+            count_baseline,
             investigate_credentials,
             notify_sns,
             notify_chat,

@@ -42,6 +42,19 @@ async def test_the_investigation_runs_beside_containment_and_is_in_before_the_re
         assert asked.scope_start == finding().first_seen - timedelta(hours=1)
         assert asked.principal_evidence is not None
         assert asked.principal_evidence.name.startswith("iam-role-")
+        # The baseline was counted first, in parts (a region's day each), and only their
+        # references reached the investigation.
+        planned = next(v for n, v in fake.calls if n == "plan_baseline")
+        assert (planned.start, planned.end) == (
+            asked.scope_start - timedelta(days=45),
+            asked.scope_start,
+        )
+        counted = [v.unit.region for n, v in fake.calls if n == "count_baseline"]
+        assert sorted(counted) == ["eu-west-1", "us-east-1"]  # run at once, in any order
+        assert [p.name for p in asked.baseline_parts or []] == [
+            "baseline-us-east-1",
+            "baseline-eu-west-1",
+        ]
         await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
         # Contained while the investigation still reads CloudTrail.
         contained = await _wait_for(handle, lambda s: s.verified_access_key_id is not None)
