@@ -204,6 +204,23 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _show_update(settings: Settings, case_id: str, update: str, payload: str) -> None:
+    """-v: the same update as a raw `temporal` command, on standard error."""
+    err(
+        temporal_command(
+            settings,
+            "update",
+            "execute",
+            "--workflow-id",
+            case_id,
+            "--name",
+            update,
+            "--input",
+            payload,
+        )
+    )
+
+
 async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     """approve or reject, as an update: the case answers, or says why it refuses."""
     update = (
@@ -211,18 +228,11 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     )
     update_name = names.UPDATE_APPROVE if args.command == "approve" else names.UPDATE_REJECT
     if args.verbose:
-        err(
-            temporal_command(
-                settings,
-                "update",
-                "execute",
-                "--workflow-id",
-                args.case_id,
-                "--name",
-                update_name,
-                "--input",
-                decision_input(args.action_id, args.by, args.reason),
-            )
+        _show_update(
+            settings,
+            args.case_id,
+            update_name,
+            decision_input(args.action_id, args.by, args.reason),
         )
     decision = _model(ApprovalInput, action_id=args.action_id, approver=args.by, reason=args.reason)
     client = await _connect(settings)
@@ -241,19 +251,7 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
     note = _model(NoteInput, author=args.by, text=args.text)
     if args.verbose:
-        err(
-            temporal_command(
-                settings,
-                "update",
-                "execute",
-                "--workflow-id",
-                args.case_id,
-                "--name",
-                names.UPDATE_ADD_NOTE,
-                "--input",
-                note.model_dump_json(),
-            )
-        )
+        _show_update(settings, args.case_id, names.UPDATE_ADD_NOTE, note.model_dump_json())
     client = await _connect(settings)
     handle = client.get_workflow_handle_for(CaseWorkflow.run, args.case_id)
     result = await _update(
