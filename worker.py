@@ -10,6 +10,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.athena import AthenaSource
 from activities.aws import AwsClients
 from activities.cloudtrail import (
     CloudTrailActivities,
@@ -42,6 +43,19 @@ def build_activities(
     trail: CloudTrailSource
     if settings.cloudtrail_source == "lookup":
         trail = LookupEventsSource(clients, settings.trail_regions)
+    elif settings.cloudtrail_source == "athena":
+        assert settings.athena_database and settings.athena_table
+        assert settings.athena_output_location
+        trail = AthenaSource(
+            clients,
+            settings.athena_database,
+            settings.athena_table,
+            settings.athena_workgroup,
+            settings.athena_output_location,
+            settings.trail_regions,
+            bucket=settings.cloudtrail_bucket,
+            prefix=settings.cloudtrail_prefix,
+        )
     else:
         assert settings.cloudtrail_bucket
         trail = CloudTrailS3Source(

@@ -46,10 +46,18 @@ class Settings(BaseSettings):
     aws_region: str = "us-east-1"
 
     # Where CloudTrail delivers its log files, and which regions to read.
-    cloudtrail_source: Literal["s3", "lookup"] = "s3"
+    cloudtrail_source: Literal["s3", "lookup", "athena"] = "s3"
     cloudtrail_bucket: str | None = None
     cloudtrail_prefix: str = ""
     cloudtrail_regions: list[str] = Field(default_factory=list)
+    # The Athena source: the trail's table (made by the worker when missing, given the
+    # trail's bucket), the workgroup its queries run in, and where their results go.
+    athena_database: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,255}$")
+    athena_table: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,255}$")
+    athena_workgroup: str = Field(default="primary", pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    athena_output_location: str | None = Field(
+        default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s']*)?$"
+    )
 
     # Evidence is written here, under cases/<case id>/.
     evidence_bucket: str | None = None
@@ -180,6 +188,10 @@ class Settings(BaseSettings):
         required = [("QUENCH_EVIDENCE_BUCKET", self.evidence_bucket)]
         if self.cloudtrail_source == "s3":
             required.append(("QUENCH_CLOUDTRAIL_BUCKET", self.cloudtrail_bucket))
+        if self.cloudtrail_source == "athena":
+            required.append(("QUENCH_ATHENA_DATABASE", self.athena_database))
+            required.append(("QUENCH_ATHENA_TABLE", self.athena_table))
+            required.append(("QUENCH_ATHENA_OUTPUT_LOCATION", self.athena_output_location))
         missing = [name for name, value in required if not value]
         if missing:
             raise ValueError(f"missing required settings: {', '.join(missing)}")
