@@ -448,10 +448,8 @@ class AthenaSource:
         return trail_query_sql(self.database, self.table, self._regions(query), query, after)
 
     def _regions(self, query: TrailQuery) -> list[str]:
-        # A read split by region names its regions (TrailQuery.regions, where the query has
-        # them); otherwise every region the source reads.
-        wanted = getattr(query, "regions", None) or ()
-        return [r for r in self.regions if not wanted or r in wanted]
+        # A read split by region names its regions; otherwise every region the source reads.
+        return query.in_regions(self.regions)
 
     def ensure_table(self, account_id: str) -> bool:
         """The account's table, checked once per process: made (with its database) when

@@ -218,7 +218,11 @@ async def test_show_a_case_and_decide_it_with_the_commands_it_prints(cli, tmp_pa
     ran = await run("start", _write(tmp_path, finding_event(access_key_id=key, severity=8.0)))
     assert ran.code == 0, ran.err
     handle = client.get_workflow_handle_for(CaseWorkflow.run, case_id)
-    waiting = await wait_for(handle, lambda s: bool(s.pending_actions()))
+    # Waiting, and the investigation (which runs beside the case) in, so the evidence
+    # shown below does not grow between two reads.
+    waiting = await wait_for(
+        handle, lambda s: bool(s.pending_actions()) and s.investigation is not None
+    )
     (action,) = waiting.pending_actions()
 
     ran = await run("show", case_id)
