@@ -27,8 +27,6 @@ from models.investigation import BaselineCounts
 from playbook.chart import volume_chart
 from playbook.investigation import count_baseline, investigate, merge_counts, permissions
 
-INVESTIGATION_NAME = "investigation"
-CHART_NAME = "investigation-volume"
 _TICK = timedelta(microseconds=1)
 
 
@@ -126,10 +124,10 @@ class InvestigationActivities:
             baseline_days=input.baseline_days,
         )
         stored = self._evidence.put_json(
-            input.case_id, INVESTIGATION_NAME, investigation.model_dump(mode="json")
+            input.case_id, input.name, investigation.model_dump(mode="json")
         )
         chart = self._evidence.put_bytes(
-            input.case_id, CHART_NAME, volume_chart(investigation), "png", "image/png"
+            input.case_id, f"{input.name}-volume", volume_chart(investigation), "png", "image/png"
         )
         return InvestigationRef(
             investigation=stored,
@@ -138,6 +136,8 @@ class InvestigationActivities:
             hours_above_baseline=len(investigation.hours_above_baseline()),
             new_source_ips=investigation.new_behaviour.source_ips,
             new_api_calls=investigation.new_behaviour.api_calls,
+            credentials=input.credentials,
+            baseline_parts=input.baseline_parts or [],
         )
 
     def _read_snapshot(self, record: EvidenceRecord | None) -> dict[str, Any]:

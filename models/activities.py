@@ -317,6 +317,8 @@ class InvestigateInput(BaseModel):
     # The baseline, counted beforehand part by part (a region's day each) and kept as
     # evidence; without them the activity counts the baseline itself.
     baseline_parts: list[EvidenceRecord] | None = None
+    # The evidence names: the investigation (JSON) and its chart (name + "-volume").
+    name: str = Field(default="investigation", pattern=r"^[a-z0-9][a-z0-9-]{0,60}$")
 
 
 class PlanBaselineInput(BaseModel):

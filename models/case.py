@@ -343,6 +343,9 @@ class InvestigationRef(BaseModel):
     hours_above_baseline: int
     new_source_ips: list[str]
     new_api_calls: list[str]
+    credentials: list[str] = Field(default_factory=list)
+    # The baseline's counted parts, kept to investigate again without counting again.
+    baseline_parts: list[EvidenceRecord] = Field(default_factory=list)
 
 
 class CaseStatus(BaseModel):

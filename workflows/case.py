@@ -354,6 +354,7 @@ class CaseWorkflow:
         except CaseAbandoned as abandoned:
             self._close(str(abandoned))
         await self._background_done()
+        await self._investigate_every_credential()
         if workflow.patched(REPORT_PATCH):
             await self._write_report()
         await self._notify(NotificationKind.CLOSED, *self._closing_message())
@@ -361,8 +362,10 @@ class CaseWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status
 
-    async def _investigate(self, credential: Credential) -> None:
-        """The Detective-grade view of the credential from CloudTrail: its session, the
+    async def _investigate(
+        self, credential: Credential, keys: list[str], name: str = "investigation"
+    ) -> None:
+        """The Detective-grade view of the credentials from CloudTrail: their sessions, the
         principal's call volume against its baseline, what is new. Kept as evidence; a
         failure is an open item, never a stuck case."""
         findings = self._status.findings
@@ -374,19 +377,25 @@ class CaseWorkflow:
             None,
         )
         try:
-            parts = await self._count_baseline(scope_start, snapshot, credential)
+            earlier = self._status.investigation
+            parts = (
+                earlier.baseline_parts
+                if earlier is not None and earlier.baseline_parts
+                else await self._count_baseline(scope_start, snapshot, credential)
+            )
             ref = await workflow.execute_activity_method(
                 InvestigationActivities.investigate_credentials,
                 InvestigateInput(
                     case_id=self._status.case_id,
                     account_id=self._status.account_id,
-                    credentials=[credential.access_key_id],
+                    credentials=keys,
                     findings=findings,
                     scope_start=scope_start,
                     scope_end=workflow.now(),
                     principal_evidence=snapshot,
                     principal_arn=credential.principal.arn,
                     baseline_parts=parts,
+                    name=name,
                 ),
                 start_to_close_timeout=timedelta(hours=2),
                 heartbeat_timeout=timedelta(minutes=2),
@@ -409,6 +418,20 @@ class CaseWorkflow:
             f"{len(ref.new_api_calls)} API calls never made before"
         )
         self._refresh()
+
+    async def _investigate_every_credential(self) -> None:
+        """Once the rounds found the credentials the attacker minted, the investigation
+        again with all of them, so the report's session timeline has every one."""
+        first = self._status.investigation
+        credential = self._status.credential
+        if first is None or credential is None:
+            return
+        keys = [credential.access_key_id]
+        for plan in self._status.eradication:
+            keys += [c.access_key_id for c in plan.new_credentials if c.access_key_id not in keys]
+        if len(keys) == 1:
+            return
+        await self._investigate(credential, keys, name="investigation-all-credentials")
 
     async def _count_baseline(
         self, scope_start: datetime, snapshot: EvidenceRecord | None, credential: Credential
@@ -489,7 +512,9 @@ class CaseWorkflow:
         evidence = await self._collect_evidence(credential)
         if workflow.patched(INVESTIGATION_PATCH):
             # Beside the rest of the case: a long look-back must not hold up containment.
-            self._background.append(asyncio.create_task(self._investigate(credential)))
+            self._background.append(
+                asyncio.create_task(self._investigate(credential, [credential.access_key_id]))
+            )
 
         if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
             outcome = await self._contain_instance_role(credential, evidence.instance_running)

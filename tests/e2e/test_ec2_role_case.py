@@ -250,8 +250,16 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     assert THREAT_IP in result.investigation.new_source_ips
     assert "## Investigation (from CloudTrail)" in report
     assert f"| `{attack.stolen_access_key_id}` | " in report
-    assert "![API calls an hour against the baseline](investigation-volume.png)" in report
-    assert {"investigation", "investigation-volume"} <= {e.name for e in result.evidence}
+    # Investigated again once the rounds found the backdoor user's key: both sessions are
+    # in the report, and the later chart is the one beside it.
+    assert f"| `{attack.backdoor_access_key_id}` | " in report
+    assert result.investigation.credentials[0] == attack.stolen_access_key_id
+    assert attack.backdoor_access_key_id in result.investigation.credentials
+    chart = "investigation-all-credentials-volume.png"
+    assert result.investigation.chart.key.endswith(chart)
+    assert f"![API calls an hour against the baseline]({chart})" in report
+    kept = {e.name for e in result.evidence}
+    assert {"investigation", "investigation-volume", "investigation-all-credentials"} <= kept
     by_name = {record.name: record for record in result.evidence}
     expected = {
         f"iam-role-{world.role_name}": '"trust_policy"',

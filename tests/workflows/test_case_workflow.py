@@ -425,14 +425,16 @@ class FakeAws:
             if fake.investigation_done is not None:
                 await fake.investigation_done.wait()
             return InvestigationRef(
-                investigation=_evidence("investigation"),
-                chart=_evidence("investigation-volume").model_copy(
-                    update={"key": "cases/c/evidence/investigation-volume.png"}
+                investigation=_evidence(input.name),
+                chart=_evidence(f"{input.name}-volume").model_copy(
+                    update={"key": f"cases/c/evidence/{input.name}-volume.png"}
                 ),
                 principal_arn=f"arn:aws:iam::{ACCOUNT}:role/{ROLE}",
                 hours_above_baseline=1,
                 new_source_ips=["198.51.100.23"],
                 new_api_calls=["iam.amazonaws.com:ListUsers"],
+                credentials=input.credentials,
+                baseline_parts=input.baseline_parts or [],
             )
 
         @activity.defn(name="notify_sns")

@@ -10,13 +10,16 @@ from temporalio.exceptions import ApplicationError
 
 from models.activities import InvestigateInput
 from models.case import Phase
+from tests.playbook.test_classify import _attack_records
 from tests.support import STOLEN_KEY, finding
 from tests.workflows.test_case_workflow import (
     FakeAws,
     _approval,
+    _approve_everything,
     _pending,
     _record,
     _result,
+    _second_generation_records,
     _start,
     _wait_for,
     _worker,
@@ -92,3 +95,30 @@ async def test_a_failed_investigation_is_an_open_item_and_the_case_goes_on(time_
         item.startswith("the CloudTrail investigation failed: read CloudTrail logs")
         for item in result.open_items
     )
+
+
+async def test_the_credentials_the_attacker_minted_are_investigated_before_the_report(
+    time_skipping_env,
+):
+    fake = FakeAws()
+    fake.attacker_records = {
+        STOLEN_KEY: _attack_records(),
+        "AKIABACKDOORKEY00001": _second_generation_records(),
+    }
+    _, result = await _approve_everything(time_skipping_env, fake)
+
+    asked = [v for n, v in fake.calls if n == "investigate_credentials"]
+    first, again = asked
+    assert first.credentials == [STOLEN_KEY] and first.name == "investigation"
+    minted = [c.access_key_id for p in result.eradication for c in p.new_credentials]
+    assert minted and again.credentials == [STOLEN_KEY, *minted]
+    assert again.name == "investigation-all-credentials"
+    # The baseline is not counted again: the parts counted for the first are reused.
+    assert again.baseline_parts == first.baseline_parts
+    assert fake.names().count("plan_baseline") == 1
+    # The case, its report and its evidence hold the later one.
+    assert result.investigation is not None
+    assert result.investigation.credentials == again.credentials
+    written = next(v for n, v in fake.calls if n == "write_report")
+    assert written.status.investigation == result.investigation
+    assert {"investigation", "investigation-all-credentials"} <= {e.name for e in result.evidence}
