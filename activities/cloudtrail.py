@@ -14,7 +14,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -339,11 +339,16 @@ def scan(source: CloudTrailSource, query: TrailQuery) -> list[dict[str, Any]]:
         matches.extend(found)
         # Copies: the worker sends heartbeat details later, not at this call.
         activity.heartbeat(dict(cursor), list(matches), asked)
-    matches.sort(key=lambda r: (r["eventTime"], r.get("eventID", "")))
-    # A record two lookups both found (a user's own key, and the user) is one call.
+    return unique_in_time_order(matches)
+
+
+def unique_in_time_order(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records in time order, each once: a record two lookups (or two parts of a read)
+    both found is one call."""
+    ordered = sorted(records, key=lambda r: (r["eventTime"], r.get("eventID", "")))
     seen: set[str] = set()
     unique = []
-    for record in matches:
+    for record in ordered:
         event_id = record.get("eventID")
         if event_id and event_id in seen:
             continue

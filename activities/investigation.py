@@ -13,14 +13,16 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.cloudtrail import CloudTrailSource, TrailQuery, scan
+from activities.cloudtrail import CloudTrailSource, TrailQuery, scan, unique_in_time_order
 from activities.evidence import EvidenceStore
 from models.activities import (
-    BaselineUnit,
     CountBaselineInput,
     CountBaselineResult,
     InvestigateInput,
-    PlanBaselineInput,
+    PlanReadsInput,
+    ReadScopeInput,
+    ReadScopeResult,
+    ReadUnit,
 )
 from models.case import EvidenceRecord, InvestigationRef
 from models.investigation import BaselineCounts
@@ -36,7 +38,7 @@ class InvestigationActivities:
         self._evidence = evidence
 
     @activity.defn
-    def plan_baseline(self, input: PlanBaselineInput) -> list[BaselineUnit]:
+    def plan_reads(self, input: PlanReadsInput) -> list[ReadUnit]:
         """The baseline window in parts any worker can count: a region's UTC day each."""
         units = []
         last = input.end - _TICK
@@ -44,7 +46,7 @@ class InvestigationActivities:
             day = input.start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             while day <= last:
                 units.append(
-                    BaselineUnit(
+                    ReadUnit(
                         region=region,
                         start=max(day, input.start),
                         end=min(day + timedelta(days=1) - _TICK, last),
@@ -78,20 +80,47 @@ class InvestigationActivities:
         return CountBaselineResult(counts=stored, calls=counts.calls)
 
     @activity.defn
-    def investigate_credentials(self, input: InvestigateInput) -> InvestigationRef:
-        snapshot = self._read_snapshot(input.principal_evidence)
-        principal_arn = _arn_of(snapshot) or input.principal_arn or ""
-        keys = frozenset(input.credentials)
-        scope = scan(
+    def read_scope(self, input: ReadScopeInput) -> ReadScopeResult:
+        """One part of the scope read (resuming from its heartbeat) and kept as evidence,
+        so the workflow holds only its reference."""
+        unit = input.unit
+        principal_arn = _arn_of(self._read_snapshot(input.principal_evidence))
+        records = scan(
             self._source,
             TrailQuery(
                 account_id=input.account_id,
-                access_key_ids=keys,
-                start=input.scope_start,
-                end=input.scope_end,
-                principal_arn=principal_arn or None,
+                access_key_ids=frozenset(input.credentials),
+                start=unit.start,
+                end=unit.end,
+                principal_arn=principal_arn or input.principal_arn,
+                regions=frozenset({unit.region}),
             ),
         )
+        name = f"{input.name}-{unit.region}-{unit.start:%Y%m%dT%H%M%S}"
+        stored = self._evidence.put_json(input.case_id, name, {"records": records})
+        return ReadScopeResult(records=stored, count=len(records))
+
+    @activity.defn
+    def investigate_credentials(self, input: InvestigateInput) -> InvestigationRef:
+        snapshot = self._read_snapshot(input.principal_evidence)
+        principal_arn = _arn_of(snapshot) or input.principal_arn or ""
+        if input.scope_parts is not None:
+            scope = unique_in_time_order(
+                record
+                for part in input.scope_parts
+                for record in json.loads(self._evidence.read_verified(part))["records"]
+            )
+        else:
+            scope = scan(
+                self._source,
+                TrailQuery(
+                    account_id=input.account_id,
+                    access_key_ids=frozenset(input.credentials),
+                    start=input.scope_start,
+                    end=input.scope_end,
+                    principal_arn=principal_arn or None,
+                ),
+            )
         baseline_start = input.scope_start - timedelta(days=input.baseline_days)
         counts = BaselineCounts()
         if input.baseline_parts is not None:

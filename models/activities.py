@@ -317,18 +317,23 @@ class InvestigateInput(BaseModel):
     # The baseline, counted beforehand part by part (a region's day each) and kept as
     # evidence; without them the activity counts the baseline itself.
     baseline_parts: list[EvidenceRecord] | None = None
+    # The scope's records, read beforehand part by part and kept as evidence; without
+    # them the activity reads the scope itself.
+    scope_parts: list[EvidenceRecord] | None = None
     # The evidence names: the investigation (JSON) and its chart (name + "-volume").
     name: str = Field(default="investigation", pattern=r"^[a-z0-9][a-z0-9-]{0,60}$")
 
 
-class PlanBaselineInput(BaseModel):
+class PlanReadsInput(BaseModel):
+    """A window of the trail to read in parts; `end` is not part of it."""
+
     account_id: str
     start: datetime
     end: datetime
 
 
-class BaselineUnit(BaseModel):
-    """One part of the baseline to count: a region's calls in one UTC day (or less)."""
+class ReadUnit(BaseModel):
+    """One part of a large read: a region's records in one UTC day (or less of it)."""
 
     region: str
     start: datetime
@@ -340,9 +345,27 @@ class CountBaselineInput(BaseModel):
     account_id: str
     principal_evidence: EvidenceRecord | None = None
     principal_arn: str | None = None
-    unit: BaselineUnit
+    unit: ReadUnit
 
 
 class CountBaselineResult(BaseModel):
     counts: EvidenceRecord  # the part's BaselineCounts, as evidence
     calls: int
+
+
+class ReadScopeInput(BaseModel):
+    """One part of the investigation's scope: the calls of the principal and of the
+    credentials, in one region's day."""
+
+    case_id: str
+    account_id: str
+    credentials: list[str]
+    principal_evidence: EvidenceRecord | None = None
+    principal_arn: str | None = None
+    unit: ReadUnit
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,60}$")
+
+
+class ReadScopeResult(BaseModel):
+    records: EvidenceRecord  # {"records": [...]}, as evidence
+    count: int

@@ -40,15 +40,19 @@ with workflow.unsafe.imports_passed_through():
         ClassifyActivityInput,
         CloudTrailSliceInput,
         CountBaselineInput,
+        CountBaselineResult,
         DenyUserTokensInput,
         FindPriorStateInput,
         InstanceInput,
         InvestigateInput,
         NotifyInput,
         NotifyResult,
-        PlanBaselineInput,
+        PlanReadsInput,
         PlanRecoveryInput,
         ProbeInstanceCredentialsInput,
+        ReadScopeInput,
+        ReadScopeResult,
+        ReadUnit,
         RemoveResourceInput,
         ResolvePrincipalInput,
         RestoreChangeInput,
@@ -132,8 +136,8 @@ _RETRY = RetryPolicy(
     maximum_attempts=8,
     non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
 )
-# Parts of the investigation's baseline read at once (each a region's day of logs).
-_BASELINE_READS_AT_ONCE = 8
+# Parts of the investigation's reads run at once (each a region's day of logs).
+_READS_AT_ONCE = 8
 # A notification is worth a few tries, never a stuck case: after these it is noted as failed.
 _NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
@@ -377,6 +381,16 @@ class CaseWorkflow:
             None,
         )
         try:
+            scope_end = workflow.now()
+            scope = await self._read_scope(
+                scope_start,
+                # The plan's end is not part of the window; now is.
+                scope_end + timedelta(microseconds=1),
+                keys,
+                snapshot,
+                credential,
+                name,
+            )
             earlier = self._status.investigation
             parts = (
                 earlier.baseline_parts
@@ -391,10 +405,11 @@ class CaseWorkflow:
                     credentials=keys,
                     findings=findings,
                     scope_start=scope_start,
-                    scope_end=workflow.now(),
+                    scope_end=scope_end,
                     principal_evidence=snapshot,
                     principal_arn=credential.principal.arn,
                     baseline_parts=parts,
+                    scope_parts=scope,
                     name=name,
                 ),
                 start_to_close_timeout=timedelta(hours=2),
@@ -433,48 +448,87 @@ class CaseWorkflow:
             return
         await self._investigate(credential, keys, name="investigation-all-credentials")
 
+    async def _plan_reads(self, start: datetime, end: datetime, what: str) -> list[ReadUnit]:
+        return await workflow.execute_activity_method(
+            InvestigationActivities.plan_reads,
+            PlanReadsInput(account_id=self._status.account_id, start=start, end=end),
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=_RETRY,
+            summary=f"Split {what} by region and day",
+        )
+
+    async def _in_parts(
+        self, units: list[ReadUnit], read: Callable[[ReadUnit], Awaitable[T]]
+    ) -> list[T]:
+        """A read of each part that any worker can take, a few at once, in order."""
+        done: list[T] = []
+        for first in range(0, len(units), _READS_AT_ONCE):
+            batch = units[first : first + _READS_AT_ONCE]
+            done += await asyncio.gather(*(read(unit) for unit in batch))
+        return done
+
     async def _count_baseline(
         self, scope_start: datetime, snapshot: EvidenceRecord | None, credential: Credential
     ) -> list[EvidenceRecord]:
-        """The principal's baseline counted in parts (a region's day each) that any worker
-        can take, a few at once; each part is kept as evidence and only its reference
-        comes back, so the history stays small however busy the principal."""
-        units = await workflow.execute_activity_method(
-            InvestigationActivities.plan_baseline,
-            PlanBaselineInput(
-                account_id=self._status.account_id,
-                start=scope_start - timedelta(days=BASELINE_DAYS),
-                end=scope_start,
-            ),
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=_RETRY,
-            summary=f"Split the {BASELINE_DAYS}-day baseline by region and day",
+        """The principal's baseline counted in parts (a region's day each); each part is
+        kept as evidence and only its reference comes back, so the history stays small
+        however busy the principal."""
+        units = await self._plan_reads(
+            scope_start - timedelta(days=BASELINE_DAYS),
+            scope_start,
+            f"the {BASELINE_DAYS}-day baseline",
         )
-        parts: list[EvidenceRecord] = []
-        for first in range(0, len(units), _BASELINE_READS_AT_ONCE):
-            batch = units[first : first + _BASELINE_READS_AT_ONCE]
-            counted = await asyncio.gather(
-                *(
-                    workflow.execute_activity_method(
-                        InvestigationActivities.count_baseline,
-                        CountBaselineInput(
-                            case_id=self._status.case_id,
-                            account_id=self._status.account_id,
-                            principal_evidence=snapshot,
-                            principal_arn=credential.principal.arn,
-                            unit=unit,
-                        ),
-                        start_to_close_timeout=timedelta(hours=1),
-                        heartbeat_timeout=timedelta(minutes=2),
-                        retry_policy=_RETRY,
-                        summary=f"Baseline: the principal's calls in {unit.region} on "
-                        f"{unit.start:%Y-%m-%d}",
-                    )
-                    for unit in batch
-                )
+
+        def count(unit: ReadUnit) -> Awaitable[CountBaselineResult]:
+            return workflow.execute_activity_method(
+                InvestigationActivities.count_baseline,
+                CountBaselineInput(
+                    case_id=self._status.case_id,
+                    account_id=self._status.account_id,
+                    principal_evidence=snapshot,
+                    principal_arn=credential.principal.arn,
+                    unit=unit,
+                ),
+                start_to_close_timeout=timedelta(hours=1),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"Baseline: the principal's calls in {unit.region} on "
+                f"{unit.start:%Y-%m-%d}",
             )
-            parts += [c.counts for c in counted]
-        return parts
+
+        return [c.counts for c in await self._in_parts(units, count)]
+
+    async def _read_scope(
+        self,
+        scope_start: datetime,
+        scope_end: datetime,
+        keys: list[str],
+        snapshot: EvidenceRecord | None,
+        credential: Credential,
+        name: str,
+    ) -> list[EvidenceRecord]:
+        """The scope's records read in parts (a region's day each), each kept as evidence."""
+        units = await self._plan_reads(scope_start, scope_end, "the investigation's window")
+
+        def read(unit: ReadUnit) -> Awaitable[ReadScopeResult]:
+            return workflow.execute_activity_method(
+                InvestigationActivities.read_scope,
+                ReadScopeInput(
+                    case_id=self._status.case_id,
+                    account_id=self._status.account_id,
+                    credentials=keys,
+                    principal_evidence=snapshot,
+                    principal_arn=credential.principal.arn,
+                    unit=unit,
+                    name=f"{name}-scope",
+                ),
+                start_to_close_timeout=timedelta(hours=1),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"Investigation: calls in {unit.region} on {unit.start:%Y-%m-%d}",
+            )
+
+        return [r.records for r in await self._in_parts(units, read)]
 
     def _closing_message(self) -> tuple[str, str]:
         status = self._status

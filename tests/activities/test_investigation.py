@@ -15,7 +15,12 @@ from activities.aws import AwsClients
 from activities.cloudtrail import CloudTrailS3Source
 from activities.evidence import EvidenceStore
 from activities.investigation import InvestigationActivities
-from models.activities import CountBaselineInput, InvestigateInput, PlanBaselineInput
+from models.activities import (
+    CountBaselineInput,
+    InvestigateInput,
+    PlanReadsInput,
+    ReadScopeInput,
+)
 from models.investigation import Investigation
 from tests.activities.test_cloudtrail import TRAIL_BUCKET, RecordingSource, log_key, put_log
 from tests.support import ACCOUNT, REGION, ROLE, STOLEN_KEY, finding
@@ -183,10 +188,8 @@ def test_the_baseline_counted_in_parts_gives_the_same_investigation(
     whole = env.run(activities.investigate_credentials, asked)
 
     units = env.run(
-        activities.plan_baseline,
-        PlanBaselineInput(
-            account_id=ACCOUNT, start=SCOPE_START - timedelta(days=2), end=SCOPE_START
-        ),
+        activities.plan_reads,
+        PlanReadsInput(account_id=ACCOUNT, start=SCOPE_START - timedelta(days=2), end=SCOPE_START),
     )
     # A region's UTC day each, back to back, ending just before the scope.
     tick = timedelta(microseconds=1)
@@ -221,3 +224,48 @@ def test_the_baseline_counted_in_parts_gives_the_same_investigation(
 
     assert read(split).baseline == read(whole).baseline
     assert read(split).new_behaviour == read(whole).new_behaviour
+
+
+def test_the_scope_read_in_parts_gives_the_same_investigation(
+    s3: Any, source: RecordingSource, evidence: EvidenceStore
+):
+    _write_trail(s3)
+    activities = InvestigationActivities(source, evidence)
+    env = ActivityEnvironment()
+    asked = _input(evidence)
+    whole = env.run(activities.investigate_credentials, asked)
+
+    units = env.run(
+        activities.plan_reads,
+        PlanReadsInput(
+            account_id=ACCOUNT, start=SCOPE_START, end=SCOPE_END + timedelta(microseconds=1)
+        ),
+    )
+    parts = [
+        env.run(
+            activities.read_scope,
+            ReadScopeInput(
+                case_id=CASE,
+                account_id=ACCOUNT,
+                credentials=[STOLEN_KEY],
+                principal_evidence=asked.principal_evidence,
+                unit=unit,
+                name="investigation-scope",
+            ),
+        )
+        for unit in units
+    ]
+    # The role's three calls and the stolen key's, not the other role's.
+    assert [p.count for p in parts] == [3]
+    split = env.run(
+        activities.investigate_credentials,
+        asked.model_copy(
+            update={"case_id": f"{CASE}-parts", "scope_parts": [p.records for p in parts]}
+        ),
+    )
+
+    def read(ref: Any) -> Investigation:
+        return Investigation.model_validate_json(evidence.read_verified(ref.investigation))
+
+    assert read(split).hours == read(whole).hours
+    assert read(split).sessions == read(whole).sessions

@@ -20,7 +20,6 @@ from lab.cloudtrail import Actor, TrailRecorder, iam_user_identity
 from models.activities import (
     AccessKeyInput,
     AccessKeyResult,
-    BaselineUnit,
     CaptureInstanceInput,
     CaptureInstanceResult,
     CaptureRoleInput,
@@ -45,12 +44,15 @@ from models.activities import (
     InvestigateInput,
     NotifyInput,
     NotifyResult,
-    PlanBaselineInput,
+    PlanReadsInput,
     PlanRecoveryInput,
     PlanRecoveryResult,
     PriorState,
     ProbeInstanceCredentialsInput,
     ProbeInstanceCredentialsResult,
+    ReadScopeInput,
+    ReadScopeResult,
+    ReadUnit,
     RemoveResourceInput,
     RemoveResourceResult,
     ResolvePrincipalInput,
@@ -406,11 +408,11 @@ class FakeAws:
             fake.reports.append(result)
             return result
 
-        @activity.defn(name="plan_baseline")
-        async def plan_baseline(input: PlanBaselineInput) -> list[BaselineUnit]:
-            fake._record("plan_baseline", input)
+        @activity.defn(name="plan_reads")
+        async def plan_reads(input: PlanReadsInput) -> list[ReadUnit]:
+            fake._record("plan_reads", input)
             return [
-                BaselineUnit(region=region, start=input.start, end=input.end)
+                ReadUnit(region=region, start=input.start, end=input.end)
                 for region in ("us-east-1", "eu-west-1")
             ]
 
@@ -418,6 +420,11 @@ class FakeAws:
         async def count_baseline(input: CountBaselineInput) -> CountBaselineResult:
             fake._record("count_baseline", input)
             return CountBaselineResult(counts=_evidence(f"baseline-{input.unit.region}"), calls=24)
+
+        @activity.defn(name="read_scope")
+        async def read_scope(input: ReadScopeInput) -> ReadScopeResult:
+            fake._record("read_scope", input)
+            return ReadScopeResult(records=_evidence(f"{input.name}-{input.unit.region}"), count=3)
 
         @activity.defn(name="investigate_credentials")
         async def investigate_credentials(input: InvestigateInput) -> InvestigationRef:
@@ -452,8 +459,9 @@ class FakeAws:
             return NotifyResult(channel="chat", sent=True, detail="HTTP 200")
 
         return [
-            plan_baseline,
+            plan_reads,
             count_baseline,
+            read_scope,
             investigate_credentials,
             notify_sns,
             notify_chat,

@@ -47,11 +47,21 @@ async def test_the_investigation_runs_beside_containment_and_is_in_before_the_re
         assert asked.principal_evidence.name.startswith("iam-role-")
         # The baseline was counted first, in parts (a region's day each), and only their
         # references reached the investigation.
-        planned = next(v for n, v in fake.calls if n == "plan_baseline")
-        assert (planned.start, planned.end) == (
+        scope_plan, baseline_plan = [v for n, v in fake.calls if n == "plan_reads"]
+        assert scope_plan.start == asked.scope_start
+        assert scope_plan.end == asked.scope_end + timedelta(microseconds=1)
+        assert (baseline_plan.start, baseline_plan.end) == (
             asked.scope_start - timedelta(days=45),
             asked.scope_start,
         )
+        # So was the window itself, and the investigation got the parts' references.
+        read = [v for n, v in fake.calls if n == "read_scope"]
+        assert sorted(r.unit.region for r in read) == ["eu-west-1", "us-east-1"]
+        assert all(r.credentials == [STOLEN_KEY] for r in read)
+        assert [p.name for p in asked.scope_parts or []] == [
+            "investigation-scope-us-east-1",
+            "investigation-scope-eu-west-1",
+        ]
         counted = [v.unit.region for n, v in fake.calls if n == "count_baseline"]
         assert sorted(counted) == ["eu-west-1", "us-east-1"]  # run at once, in any order
         assert [p.name for p in asked.baseline_parts or []] == [
@@ -115,7 +125,12 @@ async def test_the_credentials_the_attacker_minted_are_investigated_before_the_r
     assert again.name == "investigation-all-credentials"
     # The baseline is not counted again: the parts counted for the first are reused.
     assert again.baseline_parts == first.baseline_parts
-    assert fake.names().count("plan_baseline") == 1
+    assert fake.names().count("count_baseline") == 2  # two regions, once
+    # The window is read again, with every key.
+    assert {tuple(v.credentials) for n, v in fake.calls if n == "read_scope"} == {
+        (STOLEN_KEY,),
+        (STOLEN_KEY, *minted),
+    }
     # The case, its report and its evidence hold the later one.
     assert result.investigation is not None
     assert result.investigation.credentials == again.credentials
