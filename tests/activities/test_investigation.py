@@ -79,6 +79,11 @@ def _write_trail(s3: Any) -> None:
     put_log(s3, log_key(SCOPE_START.strftime("%Y%m%dT%H%M"), unique="scope"), scope)
 
 
+def _read(evidence: EvidenceStore, ref: Any) -> Investigation:
+    """The investigation an activity kept, checked against its hash."""
+    return Investigation.model_validate_json(evidence.read_verified(ref.investigation))
+
+
 @pytest.fixture
 def source(clients: AwsClients) -> RecordingSource:
     return RecordingSource(clients, TRAIL_BUCKET, "", [REGION])
@@ -219,11 +224,8 @@ def test_the_baseline_counted_in_parts_gives_the_same_investigation(
         ),
     )
 
-    def read(ref: Any) -> Investigation:
-        return Investigation.model_validate_json(evidence.read_verified(ref.investigation))
-
-    assert read(split).baseline == read(whole).baseline
-    assert read(split).new_behaviour == read(whole).new_behaviour
+    assert _read(evidence, split).baseline == _read(evidence, whole).baseline
+    assert _read(evidence, split).new_behaviour == _read(evidence, whole).new_behaviour
 
 
 def test_the_scope_read_in_parts_gives_the_same_investigation(
@@ -264,8 +266,5 @@ def test_the_scope_read_in_parts_gives_the_same_investigation(
         ),
     )
 
-    def read(ref: Any) -> Investigation:
-        return Investigation.model_validate_json(evidence.read_verified(ref.investigation))
-
-    assert read(split).hours == read(whole).hours
-    assert read(split).sessions == read(whole).sessions
+    assert _read(evidence, split).hours == _read(evidence, whole).hours
+    assert _read(evidence, split).sessions == _read(evidence, whole).sessions
