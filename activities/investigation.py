@@ -20,6 +20,7 @@ from models.activities import (
     CountBaselineResult,
     InvestigateInput,
     PlanReadsInput,
+    ReadPlan,
     ReadScopeInput,
     ReadScopeResult,
     ReadUnit,
@@ -38,8 +39,10 @@ class InvestigationActivities:
         self._evidence = evidence
 
     @activity.defn
-    def plan_reads(self, input: PlanReadsInput) -> list[ReadUnit]:
-        """The baseline window in parts any worker can count: a region's UTC day each."""
+    def plan_reads(self, input: PlanReadsInput) -> ReadPlan:
+        """A window in parts any worker can read: a region's UTC day each; and the
+        principal's ARN, read once from its snapshot for every part."""
+        principal_arn = _arn_of(self._read_snapshot(input.principal_evidence))
         units = []
         last = input.end - _TICK
         for region in self._source.regions:
@@ -53,17 +56,15 @@ class InvestigationActivities:
                     )
                 )
                 day += timedelta(days=1)
-        return units
+        return ReadPlan(principal_arn=principal_arn or input.principal_arn, units=units)
 
     @activity.defn
     def count_baseline(self, input: CountBaselineInput) -> CountBaselineResult:
         """One part of the principal's baseline, counted (resuming from its heartbeat) and
         kept as evidence, so the workflow holds only its reference."""
         unit = input.unit
-        principal_arn = _arn_of(self._read_snapshot(input.principal_evidence))
-        principal_arn = principal_arn or input.principal_arn
         counts = BaselineCounts()
-        if principal_arn:
+        if input.principal_arn:
             counts = count_scan(
                 self._source,
                 TrailQuery(
@@ -71,7 +72,7 @@ class InvestigationActivities:
                     access_key_ids=frozenset(),
                     start=unit.start,
                     end=unit.end,
-                    principal_arn=principal_arn,
+                    principal_arn=input.principal_arn,
                     regions=frozenset({unit.region}),
                 ),
             )
@@ -84,7 +85,6 @@ class InvestigationActivities:
         """One part of the scope read (resuming from its heartbeat) and kept as evidence,
         so the workflow holds only its reference."""
         unit = input.unit
-        principal_arn = _arn_of(self._read_snapshot(input.principal_evidence))
         records = scan(
             self._source,
             TrailQuery(
@@ -92,7 +92,7 @@ class InvestigationActivities:
                 access_key_ids=frozenset(input.credentials),
                 start=unit.start,
                 end=unit.end,
-                principal_arn=principal_arn or input.principal_arn,
+                principal_arn=input.principal_arn,
                 regions=frozenset({unit.region}),
             ),
         )

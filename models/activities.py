@@ -325,11 +325,15 @@ class InvestigateInput(BaseModel):
 
 
 class PlanReadsInput(BaseModel):
-    """A window of the trail to read in parts; `end` is not part of it."""
+    """A window of the trail to read in parts; `end` is not part of it. The principal
+    whose calls are read: its evidence snapshot (which holds its ARN with its path), or
+    the ARN the finding resolved to."""
 
     account_id: str
     start: datetime
     end: datetime
+    principal_evidence: EvidenceRecord | None = None
+    principal_arn: str | None = None
 
 
 class ReadUnit(BaseModel):
@@ -340,11 +344,17 @@ class ReadUnit(BaseModel):
     end: datetime
 
 
+class ReadPlan(BaseModel):
+    """The parts of a read, and the principal's ARN resolved once for all of them."""
+
+    principal_arn: str | None
+    units: list[ReadUnit]
+
+
 class CountBaselineInput(BaseModel):
     case_id: str
     account_id: str
-    principal_evidence: EvidenceRecord | None = None
-    principal_arn: str | None = None
+    principal_arn: str | None
     unit: ReadUnit
 
 
@@ -360,8 +370,7 @@ class ReadScopeInput(BaseModel):
     case_id: str
     account_id: str
     credentials: list[str]
-    principal_evidence: EvidenceRecord | None = None
-    principal_arn: str | None = None
+    principal_arn: str | None
     unit: ReadUnit
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,60}$")
 

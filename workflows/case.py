@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         PlanReadsInput,
         PlanRecoveryInput,
         ProbeInstanceCredentialsInput,
+        ReadPlan,
         ReadScopeInput,
         ReadScopeResult,
         ReadUnit,
@@ -448,10 +449,23 @@ class CaseWorkflow:
             return
         await self._investigate(credential, keys, name="investigation-all-credentials")
 
-    async def _plan_reads(self, start: datetime, end: datetime, what: str) -> list[ReadUnit]:
+    async def _plan_reads(
+        self,
+        start: datetime,
+        end: datetime,
+        snapshot: EvidenceRecord | None,
+        credential: Credential,
+        what: str,
+    ) -> ReadPlan:
         return await workflow.execute_activity_method(
             InvestigationActivities.plan_reads,
-            PlanReadsInput(account_id=self._status.account_id, start=start, end=end),
+            PlanReadsInput(
+                account_id=self._status.account_id,
+                start=start,
+                end=end,
+                principal_evidence=snapshot,
+                principal_arn=credential.principal.arn,
+            ),
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=_RETRY,
             summary=f"Split {what} by region and day",
@@ -473,9 +487,11 @@ class CaseWorkflow:
         """The principal's baseline counted in parts (a region's day each); each part is
         kept as evidence and only its reference comes back, so the history stays small
         however busy the principal."""
-        units = await self._plan_reads(
+        plan = await self._plan_reads(
             scope_start - timedelta(days=BASELINE_DAYS),
             scope_start,
+            snapshot,
+            credential,
             f"the {BASELINE_DAYS}-day baseline",
         )
 
@@ -485,8 +501,7 @@ class CaseWorkflow:
                 CountBaselineInput(
                     case_id=self._status.case_id,
                     account_id=self._status.account_id,
-                    principal_evidence=snapshot,
-                    principal_arn=credential.principal.arn,
+                    principal_arn=plan.principal_arn,
                     unit=unit,
                 ),
                 start_to_close_timeout=timedelta(hours=1),
@@ -496,7 +511,7 @@ class CaseWorkflow:
                 f"{unit.start:%Y-%m-%d}",
             )
 
-        return [c.counts for c in await self._in_parts(units, count)]
+        return [c.counts for c in await self._in_parts(plan.units, count)]
 
     async def _read_scope(
         self,
@@ -508,7 +523,9 @@ class CaseWorkflow:
         name: str,
     ) -> list[EvidenceRecord]:
         """The scope's records read in parts (a region's day each), each kept as evidence."""
-        units = await self._plan_reads(scope_start, scope_end, "the investigation's window")
+        plan = await self._plan_reads(
+            scope_start, scope_end, snapshot, credential, "the investigation's window"
+        )
 
         def read(unit: ReadUnit) -> Awaitable[ReadScopeResult]:
             return workflow.execute_activity_method(
@@ -517,8 +534,7 @@ class CaseWorkflow:
                     case_id=self._status.case_id,
                     account_id=self._status.account_id,
                     credentials=keys,
-                    principal_evidence=snapshot,
-                    principal_arn=credential.principal.arn,
+                    principal_arn=plan.principal_arn,
                     unit=unit,
                     name=f"{name}-scope",
                 ),
@@ -528,7 +544,7 @@ class CaseWorkflow:
                 summary=f"Investigation: calls in {unit.region} on {unit.start:%Y-%m-%d}",
             )
 
-        return [r.records for r in await self._in_parts(units, read)]
+        return [r.records for r in await self._in_parts(plan.units, read)]
 
     def _closing_message(self) -> tuple[str, str]:
         status = self._status

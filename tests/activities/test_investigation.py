@@ -192,10 +192,18 @@ def test_the_baseline_counted_in_parts_gives_the_same_investigation(
     asked = _input(evidence)
     whole = env.run(activities.investigate_credentials, asked)
 
-    units = env.run(
+    plan = env.run(
         activities.plan_reads,
-        PlanReadsInput(account_id=ACCOUNT, start=SCOPE_START - timedelta(days=2), end=SCOPE_START),
+        PlanReadsInput(
+            account_id=ACCOUNT,
+            start=SCOPE_START - timedelta(days=2),
+            end=SCOPE_START,
+            principal_evidence=asked.principal_evidence,
+        ),
     )
+    # The role's ARN, from its snapshot, once for every part.
+    assert plan.principal_arn == ROLE_ARN
+    units = plan.units
     # A region's UTC day each, back to back, ending just before the scope.
     tick = timedelta(microseconds=1)
     midnights = [datetime(2026, 11, day, tzinfo=UTC) for day in (21, 22)]
@@ -210,7 +218,7 @@ def test_the_baseline_counted_in_parts_gives_the_same_investigation(
             CountBaselineInput(
                 case_id=CASE,
                 account_id=ACCOUNT,
-                principal_evidence=asked.principal_evidence,
+                principal_arn=plan.principal_arn,
                 unit=unit,
             ),
         )
@@ -237,12 +245,16 @@ def test_the_scope_read_in_parts_gives_the_same_investigation(
     asked = _input(evidence)
     whole = env.run(activities.investigate_credentials, asked)
 
-    units = env.run(
+    plan = env.run(
         activities.plan_reads,
         PlanReadsInput(
-            account_id=ACCOUNT, start=SCOPE_START, end=SCOPE_END + timedelta(microseconds=1)
+            account_id=ACCOUNT,
+            start=SCOPE_START,
+            end=SCOPE_END + timedelta(microseconds=1),
+            principal_evidence=asked.principal_evidence,
         ),
     )
+    units = plan.units
     parts = [
         env.run(
             activities.read_scope,
@@ -250,7 +262,7 @@ def test_the_scope_read_in_parts_gives_the_same_investigation(
                 case_id=CASE,
                 account_id=ACCOUNT,
                 credentials=[STOLEN_KEY],
-                principal_evidence=asked.principal_evidence,
+                principal_arn=plan.principal_arn,
                 unit=unit,
                 name="investigation-scope",
             ),

@@ -50,6 +50,7 @@ from models.activities import (
     PriorState,
     ProbeInstanceCredentialsInput,
     ProbeInstanceCredentialsResult,
+    ReadPlan,
     ReadScopeInput,
     ReadScopeResult,
     ReadUnit,
@@ -409,12 +410,15 @@ class FakeAws:
             return result
 
         @activity.defn(name="plan_reads")
-        async def plan_reads(input: PlanReadsInput) -> list[ReadUnit]:
+        async def plan_reads(input: PlanReadsInput) -> ReadPlan:
             fake._record("plan_reads", input)
-            return [
-                ReadUnit(region=region, start=input.start, end=input.end)
-                for region in ("us-east-1", "eu-west-1")
-            ]
+            return ReadPlan(
+                principal_arn=f"arn:aws:iam::{ACCOUNT}:role/{ROLE}",
+                units=[
+                    ReadUnit(region=region, start=input.start, end=input.end)
+                    for region in ("us-east-1", "eu-west-1")
+                ],
+            )
 
         @activity.defn(name="count_baseline")
         async def count_baseline(input: CountBaselineInput) -> CountBaselineResult:
