@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, timedelta
+from datetime import UTC, date
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -26,7 +26,13 @@ from activities.aws import (
     aws_errors,
     error_code,
 )
-from activities.cloudtrail import _RESOURCE_PARAMETERS, DELIVERY_MARGIN, Cursor, TrailQuery
+from activities.cloudtrail import (
+    _RESOURCE_PARAMETERS,
+    DELIVERY_MARGIN,
+    EARLY_STAMP,
+    Cursor,
+    TrailQuery,
+)
 
 # Partition projection needs a first day; CloudTrail began in November 2013. Queries always
 # name their days, so a long range costs nothing.
@@ -262,7 +268,7 @@ def trail_query_sql(
         return None
     start, end = query.start.astimezone(UTC), query.end.astimezone(UTC)
     # A record sits in a file stamped up to DELIVERY_MARGIN after it (as for the S3 scan).
-    first_day = (start - timedelta(minutes=5)).strftime("%Y/%m/%d")
+    first_day = (start - EARLY_STAMP).strftime("%Y/%m/%d")
     last_day = (end + DELIVERY_MARGIN).strftime("%Y/%m/%d")
     conditions = [
         f'"region" IN ({literals(regions, REGION, "region")})',

@@ -14,15 +14,18 @@ import json
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities.aws import AwsClients, aws_errors
+from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors
 from activities.evidence import EvidenceStore
+from activities.redaction import redact
 from activities.trailscan import by_credential, log_records, read_log, scan_log
 from models.activities import (
     CheckActivityInput,
@@ -39,6 +42,9 @@ from playbook.investigation import by_principal
 # CloudTrail delivers a file about every 5 minutes, usually within 15 minutes of the calls
 # in it: a record at time t sits in a file stamped between t and t + this margin.
 DELIVERY_MARGIN = timedelta(hours=1)
+# A file's name is stamped a little before the last of its records may be: files stamped up
+# to this long before a window can hold its first records.
+EARLY_STAMP = timedelta(minutes=5)
 # Error codes that mean the call was refused for lack of permission: the credential is
 # contained. Any other outcome, success or a failure after authorisation, means it works.
 DENIED_ERROR_CODES = frozenset(
@@ -182,15 +188,18 @@ class CloudTrailS3Source:
         keys = []
         s3 = self._clients.client("s3")
         for region in self.regions if regions is None else regions:
-            day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            first = start - EARLY_STAMP
+            day = first.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             while day <= last:
                 with aws_errors(f"list CloudTrail logs s3://{self.bucket}/{day:%Y/%m/%d}"):
                     for page in s3.get_paginator("list_objects_v2").paginate(
                         Bucket=self.bucket, Prefix=self._day_prefix(account_id, region, day)
                     ):
                         for obj in page.get("Contents", []):
+                            if not obj["Key"].endswith(".json.gz"):
+                                continue  # CloudTrail writes only gzip JSON log files here
                             stamp = file_stamp(obj["Key"])
-                            if stamp is None or start - timedelta(minutes=5) <= stamp <= last:
+                            if stamp is None or first <= stamp <= last:
                                 keys.append(obj["Key"])
                 day += timedelta(days=1)
         return sorted(keys)
@@ -207,7 +216,16 @@ class CloudTrailS3Source:
     def matching_records(self, key: str, query: TrailQuery) -> list[dict[str, Any]]:
         """The records of a log file that match the query, in file order: only the records
         around the query's keys (or resource name) in the file are parsed."""
-        return scan_log(self.log_file(key), query.needles(), query.matches)
+        try:
+            return scan_log(self.log_file(key), query.needles(), query.matches)
+        except (EOFError, OSError, zlib.error, ValueError) as exc:
+            # A damaged or planted file: no retry can read it, and a human must look.
+            raise ApplicationError(
+                f"s3://{self.bucket}/{key} is not a readable CloudTrail log file "
+                f"({type(exc).__name__})",
+                type=ERROR_INVALID_REQUEST,
+                non_retryable=True,
+            ) from None
 
     def pages(
         self, query: TrailQuery, cursor: Cursor | None
@@ -335,8 +353,11 @@ def scan(source: CloudTrailSource, query: TrailQuery) -> list[dict[str, Any]]:
     resume, matches = (None, [])
     if len(details) == 3 and details[2] == asked:
         resume, matches = dict(details[0]), list(details[1])
+    if not query.needles():
+        return []  # no key, principal or resource: nothing can match
     for cursor, found in source.pages(query, resume):
-        matches.extend(found)
+        # Redacted before they are heartbeated: an AssumeRole's response holds a token.
+        matches.extend(redact(found))
         # Copies: the worker sends heartbeat details later, not at this call.
         activity.heartbeat(dict(cursor), list(matches), asked)
     return unique_in_time_order(matches)

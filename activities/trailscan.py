@@ -13,8 +13,8 @@ whose bounds are uncertain) the whole file is parsed instead.
 Two predicates over a record and a set of keys: `by_credential`, the calls made with the
 credential (userIdentity.accessKeyId; what classification and the containment watch use),
 and `mentions_credential`, also the calls that name it anywhere in their requestParameters
-or responseElements (CreateAccessKey, UpdateAccessKey, the AssumeRole that minted it...),
-for the investigation.
+or responseElements (CreateAccessKey, UpdateAccessKey, the AssumeRole that minted it...);
+the benchmark and the tests hold the scan to both, and no case uses the second yet.
 """
 
 import gzip

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.aws import AwsClients
@@ -314,3 +315,40 @@ def test_a_query_names_itself_the_same_in_every_worker_process() -> None:
         for seed in ("1", "2", "3", "4")
     }
     assert len(printed) == 1
+
+
+def test_a_file_that_is_not_a_log_is_a_clear_error_and_other_objects_are_not_read(
+    s3: Any, source: RecordingSource, cloudtrail: CloudTrailActivities
+) -> None:
+    write_trail(s3)
+    planted = log_key("20261122T0712", unique="junk")
+    s3.put_object(Bucket=TRAIL_BUCKET, Key=planted, Body=b"not gzip at all")
+    s3.put_object(Bucket=TRAIL_BUCKET, Key=planted.replace(".json.gz", ".txt"), Body=b"x")
+
+    with pytest.raises(ApplicationError) as raised:
+        ActivityEnvironment().run(cloudtrail.capture_cloudtrail_slice, slice_input())
+
+    assert raised.value.message == (
+        f"s3://{TRAIL_BUCKET}/{planted} is not a readable CloudTrail log file (error)"
+    )
+    assert raised.value.non_retryable
+    assert not any(key.endswith(".txt") for key in source.read)
+
+
+def test_a_scan_heartbeats_records_with_their_secrets_redacted(
+    s3: Any, cloudtrail: CloudTrailActivities
+) -> None:
+    s3.create_bucket(Bucket=TRAIL_BUCKET)
+    minted = record("a-assume", "2026-11-22T07:01:10Z")
+    minted["responseElements"] = {
+        "credentials": {"accessKeyId": "ASIAMINTED0000000001", "sessionToken": "s3cr3t-token"}
+    }
+    put_log(s3, log_key("20261122T0705"), [minted])
+    env = ActivityEnvironment()
+    beats = record_heartbeats(env)
+
+    env.run(cloudtrail.capture_cloudtrail_slice, slice_input())
+
+    assert beats and "s3cr3t-token" not in json.dumps(beats)
+    (_, matches, _) = beats[-1]
+    assert matches[0]["responseElements"]["credentials"]["accessKeyId"] == "ASIAMINTED0000000001"
