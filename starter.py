@@ -96,6 +96,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (StackError, MissingBinaryError) as exc:
         say(f"error: {exc}")
         return 1
+    except (RuntimeError, BotoCoreError, ClientError, RPCError) as exc:
+        # The lab scenario's own errors, as `lab` reports them.
+        say(f"error: {exc}")
+        return 1
     finally:
         say("Stopping the stack...")
         stack.stop()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ValidationError
+from pydantic_settings import SettingsError
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -227,14 +228,14 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
         CaseWorkflow.approve_action if args.command == "approve" else CaseWorkflow.reject_action
     )
     update_name = names.UPDATE_APPROVE if args.command == "approve" else names.UPDATE_REJECT
+    decision = _model(ApprovalInput, action_id=args.action_id, approver=args.by, reason=args.reason)
     if args.verbose:
         _show_update(
             settings,
             args.case_id,
             update_name,
-            decision_input(args.action_id, args.by, args.reason),
+            decision_input(decision.action_id, decision.approver, decision.reason),
         )
-    decision = _model(ApprovalInput, action_id=args.action_id, approver=args.by, reason=args.reason)
     client = await _connect(settings)
     handle = client.get_workflow_handle_for(CaseWorkflow.run, args.case_id)
     result = await _update(handle, args.case_id, lambda: handle.execute_update(update, decision))
@@ -272,8 +273,8 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     if status.report is None:
         raise CommandError(f"{status.case_id} has no report yet (phase {status.phase.value})")
     record = status.report.json_report if args.json else status.report.markdown_report
-    store = EvidenceStore(AwsClients.from_settings(settings), record.bucket)
     try:
+        store = EvidenceStore(AwsClients.from_settings(settings), record.bucket)
         body = await asyncio.to_thread(store.read_verified, record)
     except ApplicationError as exc:
         raise CommandError(str(exc)) from None
@@ -328,9 +329,17 @@ async def _case_status(
 async def _update(
     handle: WorkflowHandle[Any, Any], case_id: str, send: Callable[[], Awaitable[T]]
 ) -> T:
-    """An update's answer; a refusal, an unknown case and an ended one as errors."""
+    """An update's answer; a refusal, an unknown case, an ended one, and no worker to
+    answer, as errors."""
     try:
-        return await send()
+        async with asyncio.timeout(QUERY_TIMEOUT.total_seconds()):
+            return await send()
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise CommandError(
+            f"no worker answered for {case_id} within {QUERY_TIMEOUT.seconds}s: is a worker "
+            "polling the case's task queue? The decision may still be taken once one runs: "
+            "check with `show`"
+        ) from None
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         raise CommandError(
@@ -488,7 +497,7 @@ def run_case_command(args: argparse.Namespace, invocation: str) -> int:
             os.environ.update(EmbeddedStack(stack_config(args, lab=True)).child_env())
         try:
             settings = Settings()
-        except ValidationError as exc:
+        except (ValidationError, SettingsError) as exc:
             raise CommandError(f"settings: {exc}", EXIT_USAGE) from None
         return asyncio.run(handler(args, settings))
     except CommandError as exc:
