@@ -31,7 +31,7 @@ from temporalio.service import RPCError
 
 from cli.commands import add_case_commands, run_case_command
 from cli.stack_options import add_stack_options, stack_config
-from config.settings import LAB_WEBHOOK_TOKEN, Settings
+from config.settings import Settings
 from config.temporal import connect
 from lab.scenario import SCENARIOS, TITLES, Scenario, run_scenario, summary
 from models.case import CaseStatus, Phase
@@ -110,11 +110,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 def run_lab_scenario(stack: EmbeddedStack, scenario: Scenario) -> None:
     """Run (or resume) a lab scenario on the stack, and say where its case stands."""
     say(f"Lab scenario: {TITLES[scenario]} (resumed if already run)")
+    # The token the stack's webhook takes: a configured one, or else the lab's own.
+    webhook = Settings(lab=True)
     case = run_scenario(
         stack.aws_url,
         stack.webhook_url,
-        LAB_WEBHOOK_TOKEN,
-        Settings(lab=True).webhook_token_header,
+        webhook.webhook_tokens()[0],
+        webhook.webhook_token_header,
         stack.state_dir,
         scenario,
     )
