@@ -14,7 +14,6 @@ import json
 import re
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,14 @@ from temporalio.exceptions import ApplicationError
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors
 from activities.evidence import EvidenceStore
 from activities.redaction import redact
-from activities.trailscan import by_credential, log_records, read_log, scan_log
+from activities.trailscan import (
+    UNREADABLE_LOG_ERRORS,
+    by_credential,
+    log_records,
+    read_log,
+    scan_log,
+    unreadable_because,
+)
 from models.activities import (
     CheckActivityInput,
     CheckActivityResult,
@@ -218,11 +224,11 @@ class CloudTrailS3Source:
         around the query's keys (or resource name) in the file are parsed."""
         try:
             return scan_log(self.log_file(key), query.needles(), query.matches)
-        except (EOFError, OSError, zlib.error, ValueError) as exc:
+        except UNREADABLE_LOG_ERRORS as exc:
             # A damaged or planted file: no retry can read it, and a human must look.
             raise ApplicationError(
-                f"s3://{self.bucket}/{key} is not a readable CloudTrail log file "
-                f"({type(exc).__name__})",
+                f"s3://{self.bucket}/{key} is not a readable CloudTrail log file: "
+                f"{unreadable_because(exc)}",
                 type=ERROR_INVALID_REQUEST,
                 non_retryable=True,
             ) from None

@@ -329,7 +329,8 @@ def test_a_file_that_is_not_a_log_is_a_clear_error_and_other_objects_are_not_rea
         ActivityEnvironment().run(cloudtrail.capture_cloudtrail_slice, slice_input())
 
     assert raised.value.message == (
-        f"s3://{TRAIL_BUCKET}/{planted} is not a readable CloudTrail log file (error)"
+        f"s3://{TRAIL_BUCKET}/{planted} is not a readable CloudTrail log file: it is not "
+        "gzip, or its gzip stream is damaged"
     )
     assert raised.value.non_retryable
     assert not any(key.endswith(".txt") for key in source.read)
