@@ -166,6 +166,11 @@ class TrailRecorder:
             "awsRegion": "us-east-1" if service in _GLOBAL_SERVICES else region,
             "sourceIPAddress": actor.source_ip,
             "userAgent": actor.user_agent,
+            **(
+                {"errorCode": error_code, "errorMessage": error_message or error_code}
+                if error_code
+                else {}
+            ),
             "requestParameters": _hide_secrets(request_parameters) if request_parameters else None,
             "responseElements": _hide_secrets(response_elements)
             if response_elements is not None
@@ -178,9 +183,6 @@ class TrailRecorder:
             "recipientAccountId": self.account_id,
             "eventCategory": "Management",
         }
-        if error_code:
-            record["errorCode"] = error_code
-            record["errorMessage"] = error_message or error_code
         if self.logging:
             self.records.append(record)
         else:
@@ -209,7 +211,9 @@ class TrailRecorder:
             )
             if self.prefix:
                 key = f"{self.prefix.strip('/')}/{key}"
-            files[key] = gzip.compress(json.dumps({"Records": records}).encode())
+            # As CloudTrail writes it: compact, UTF-8 (what the scan's fast path reads).
+            document = json.dumps({"Records": records}, separators=(",", ":"), ensure_ascii=False)
+            files[key] = gzip.compress(document.encode())
         return files
 
     def deliver(self, s3: Any) -> list[str]:

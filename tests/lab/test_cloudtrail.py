@@ -6,6 +6,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
+from activities import trailscan
 from lab.cloudtrail import Actor, TrailRecorder, assumed_role_identity, iam_user_identity
 
 ACCOUNT = "123456789012"
@@ -126,6 +127,44 @@ def test_log_files_follow_the_key_layout_and_five_minute_windows():
         records = json.loads(gzip.decompress(body))["Records"]
         windows[(match["region"], match["hhmm"])] = len(records)
     assert windows == {("us-east-1", "0705"): 2, ("us-east-1", "0715"): 1, ("eu-west-1", "0705"): 1}
+
+
+def test_log_files_are_written_as_cloudtrail_writes_them_for_the_scans_fast_path():
+    """Compact UTF-8, eventVersion first, errorCode after userAgent: the scan finds the
+    session's key by its bytes and parses only its records, as it does on AWS's files."""
+    recorder = TrailRecorder(account_id=ACCOUNT, bucket="trail")
+    session = _session_actor()
+    other = Actor(
+        iam_user_identity(
+            account_id=ACCOUNT,
+            user_name="bob",
+            user_id="AIDA2",
+            access_key_id="AKIABOB0000000000002",
+        ),
+        "203.0.113.11",
+        "Boto3/1.40.0 md/Résumé",
+    )
+    for minute, actor in enumerate([other, session, other, session, other]):
+        recorder.record(
+            actor,
+            service="iam",
+            operation="ListUsers",
+            region="us-east-1",
+            at=T0 + timedelta(seconds=minute),
+            request={},
+            response=None,
+            error_code="AccessDenied" if actor is session and minute == 3 else None,
+        )
+    [body] = recorder.log_files().values()
+    text = gzip.decompress(body)
+    assert text.startswith(b'{"Records":[{"eventVersion":"1.09","userIdentity":')
+    assert b'"userAgent":"Boto3/1.40.0 md/R\xc3\xa9sum\xc3\xa9"' in text
+    assert b'"userAgent":"aws-cli/2.15.30","errorCode":"AccessDenied","errorMessage"' in text
+    keys = {"ASIAEXAMPLE000000001"}
+    stats = trailscan.ScanStats()
+    found = trailscan.scan_log(body, keys, lambda r: trailscan.by_credential(r, keys), stats)
+    assert [r["eventTime"] for r in found] == ["2026-11-22T07:03:11Z", "2026-11-22T07:03:13Z"]
+    assert (stats.by_hits, stats.parsed, stats.records_parsed) == (1, 0, 2)
 
 
 def test_records_made_while_logging_is_stopped_are_not_delivered():
