@@ -30,12 +30,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from cli.commands import add_case_commands, run_case_command
+from cli.render import program_path, temporal_command
 from cli.stack_options import add_stack_options, stack_config
+from config import names
 from config.settings import Settings
 from config.temporal import connect
 from lab.scenario import SCENARIOS, TITLES, Scenario, run_scenario, summary
 from models.case import CaseStatus, Phase
-from stack.binaries import MissingBinaryError, temporal_cli
+from stack.binaries import MissingBinaryError
 from stack.embedded import EmbeddedStack
 from stack.processes import StackError, port_open
 from workflows.case import CaseWorkflow
@@ -45,12 +47,21 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def approve_command(stack_address: str, case_id: str, action_id: str) -> str:
-    payload = json.dumps({"action_id": action_id, "approver": "you@example.com", "reason": "..."})
-    return (
-        f"{shlex.quote(str(temporal_cli()))} workflow signal --address {stack_address} "
-        f"--workflow-id {case_id} --name approve --input {shlex.quote(payload)}"
-    )
+REASON = "confirmed malicious"  # the reason the printed approve commands give
+
+
+def approve_commands(stack: EmbeddedStack, case_id: str, action_id: str) -> list[str]:
+    """Ready-to-paste ways to approve an action: the `temporal` update (the case answers at
+    once, or says why it refuses) and Quench's own command."""
+    settings = Settings(lab=True, temporal_address=stack.temporal_address)
+    payload = {"action_id": action_id, "approver": "you@example.com", "reason": REASON}
+    update = temporal_command(
+        settings, "update", "execute", "--workflow-id", case_id,
+        "--name", names.UPDATE_APPROVE, "--input", json.dumps(payload),
+    )  # fmt: skip
+    quench = program_path(Path(sys.executable).with_name("quench"))
+    by = f"--by you@example.com --reason {shlex.quote(REASON)}"
+    return [update, f"{quench} approve {case_id} {action_id} {by}"]
 
 
 async def wait_for_case(client: Client, case_id: str) -> CaseStatus:
@@ -127,12 +138,10 @@ def run_lab_scenario(stack: EmbeddedStack, scenario: Scenario) -> None:
     say(f"  follow it: {stack.case_url(case.case_id)}")
     for action in status.pending_actions():
         say(f"  waiting for approval of {action.id}: {action.title}")
+        update, own = approve_commands(stack, case.case_id, action.id)
         say("  approve it from another terminal:")
-        say(f"    {approve_command(stack.temporal_address, case.case_id, action.id)}")
-        say(
-            f"  or: {sys.executable} starter.py approve {case.case_id} {action.id} "
-            f"--by you@example.com --reason 'confirmed malicious'"
-        )
+        say(f"    {update}")
+        say(f"  or: {own}")
 
 
 def cmd_lab(args: argparse.Namespace) -> int:

@@ -110,6 +110,15 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         except FindingRefused as exc:
             _print_answers(args, answers)
             raise CommandError(f"{entry.where}: the case refused the finding: {exc}") from None
+        except (RPCError, RuntimeError) as exc:
+            # Temporal failed between findings: what it took is said, and the rest is
+            # left for a second run, where a finding already taken is answered duplicate.
+            _print_answers(args, answers)
+            raise CommandError(
+                f"{entry.where}: Temporal did not take finding {triage.finding.id}: {exc}. "
+                "Run `start` again once it answers (a finding already taken is answered "
+                "duplicate)"
+            ) from None
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             _print_answers(args, answers)
             raise CommandError(

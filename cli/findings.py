@@ -47,7 +47,12 @@ def read_document(source: str) -> Any:
     """The JSON in a file (or standard input for '-'), strictly: no NaN or Infinity."""
     name = "standard input" if source == STDIN else source
     try:
-        data = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
+        # One byte past the limit is enough to refuse a file: a huge one is never held.
+        if source == STDIN:
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with Path(source).open("rb") as file:
+                data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise FindingFileError(f"cannot read {name}: {exc.strerror or exc}") from None
     if len(data) > MAX_FILE_BYTES:

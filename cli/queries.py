@@ -93,5 +93,33 @@ def build_query(case_filter: CaseFilter) -> str:
     if f.open:
         clauses.append("ExecutionStatus = 'Running'")
     if f.raw is not None and f.raw.strip():
+        if not _balanced(f.raw):
+            raise QueryValueError(
+                "--query: its parentheses and quotes must pair up within it, with no "
+                "backslash (it is added in parentheses, and must not reach past them to "
+                "widen the list beyond cases)"
+            )
         clauses.append(f"({f.raw.strip()})")
     return " AND ".join(clauses)
+
+
+def _balanced(query: str) -> bool:
+    """Whether every parenthesis of the query outside its string literals closes within
+    it, and every literal ends: then `(query)` is one clause. A backslash is refused: an
+    escaped quote would end a literal for one reader and not for another."""
+    if "\\" in query:
+        return False
+    depth = 0
+    quote: str | None = None
+    for char in query:
+        if quote is not None:
+            quote = None if char == quote else quote
+        elif char in "'\"`":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0 and quote is None

@@ -103,17 +103,20 @@ def when(moment: datetime | None) -> str:
 def temporal_command(settings: Settings, *words: str) -> str:
     """A `temporal workflow ...` command line for this Temporal, ready to paste."""
     try:
-        found = temporal_cli()
+        binary = program_path(temporal_cli())
     except MissingBinaryError:
         binary = "temporal"
-    else:
-        # .venv/bin/temporal when run from the checkout, as the README writes it.
-        cwd = Path.cwd()
-        binary = str(found.relative_to(cwd)) if found.is_relative_to(cwd) else str(found)
     connection = ["--address", settings.temporal_address]
     if settings.temporal_namespace != "default":
         connection += ["--namespace", settings.temporal_namespace]
     return " ".join(shell_word(w) for w in [binary, "workflow", *words, *connection])
+
+
+def program_path(found: Path) -> str:
+    """A program's path to paste: .venv/bin/temporal when run from the checkout, as the
+    README writes it."""
+    cwd = Path.cwd()
+    return str(found.relative_to(cwd)) if found.is_relative_to(cwd) else str(found)
 
 
 def shell_word(word: str) -> str:

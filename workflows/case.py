@@ -1932,7 +1932,7 @@ class CaseWorkflow:
             lines.append(f"Decide before {_utc(action.deadline)}; then {then}.")
         lines += [
             "",
-            f"Approve: python starter.py approve {case_id} {action.id} --by <you> --reason <why>",
+            f"Approve: quench approve {case_id} {action.id} --by <you> --reason <why>",
             f"     or: {approve_update_command(case_id, action.id)}",
         ]
         return "\n".join(lines)

@@ -11,16 +11,18 @@ import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli import commands
+import starter
+from cli import commands, findings
 from lab.securityhub import asff_from_guardduty, securityhub_event
 from models.case import ActionStatus, CaseStatus, Phase
-from tests.cli.conftest import command_line, wait_for
+from tests.cli.conftest import address_of, command_line, wait_for
 from tests.support import ACCOUNT, PROJECT_ROOT, finding_detail, finding_event
 from workflows.case import CaseWorkflow
 
@@ -211,6 +213,50 @@ async def test_missing_file_and_no_temporal_are_errors(cli, tmp_path, monkeypatc
     assert "cannot connect to Temporal at 127.0.0.1:9" in ran.err
 
 
+async def test_a_file_over_the_size_limit_is_refused(cli, tmp_path, monkeypatch):
+    client, run = cli
+    key = _key()
+    document = json.dumps(finding_detail(access_key_id=key))
+    monkeypatch.setattr(findings, "MAX_FILE_BYTES", len(document) - 1)
+    ran = await run("start", _write(tmp_path, document))
+    assert ran.code == 2
+    assert f"is larger than {len(document) - 1} bytes; nothing was started" in ran.err
+    assert not await _exists(client, _case_id(key))
+
+
+async def test_temporal_failing_mid_file_keeps_what_it_took_and_says_where_it_stopped(
+    cli, tmp_path, monkeypatch
+):
+    client, run = cli
+    first, second = _key(), _key()
+    path = _write(
+        tmp_path,
+        [
+            finding_detail(access_key_id=first, finding_id="mid-file-1"),
+            finding_detail(access_key_id=second, finding_id="mid-file-2"),
+        ],
+    )
+    submit = commands.submit_finding
+
+    async def failing_on_the_second(client: Client, settings: Any, finding: Any) -> Any:
+        if finding.id == "mid-file-2":
+            raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+        return await submit(client, settings, finding)
+
+    monkeypatch.setattr(commands, "submit_finding", failing_on_the_second)
+    ran = await run("start", path, "--json")
+    assert ran.code == 1
+    [taken] = json.loads(ran.out)
+    assert (taken["outcome"], taken["case_id"]) == ("new_case", _case_id(first))
+    assert ran.err.startswith(
+        "error: entry 2: Temporal did not take finding mid-file-2: connection refused. "
+        "Run `start` again once it answers"
+    )
+    assert await _exists(client, _case_id(first))
+    assert not await _exists(client, _case_id(second))
+    await client.get_workflow_handle(_case_id(first)).terminate("test over")
+
+
 async def test_show_a_case_and_decide_it_with_the_commands_it_prints(cli, tmp_path):
     client, run = cli
     key = _key()
@@ -289,6 +335,35 @@ async def test_show_a_case_and_decide_it_with_the_commands_it_prints(cli, tmp_pa
     ran = await run("approve", case_id, action.id, "--by", "bob", "--reason", "again")
     assert ran.code == 1
     assert ran.err.startswith(f"refused: {case_id} has ended:")
+
+
+async def test_the_approve_command_up_prints_approves_the_case(cli, tmp_path):
+    """`up` prints a `temporal` update to paste: run as printed, it approves."""
+    client, run = cli
+    key = _key()
+    case_id = _case_id(key)
+    ran = await run("start", _write(tmp_path, finding_event(access_key_id=key, severity=8.0)))
+    assert ran.code == 0, ran.err
+    handle = client.get_workflow_handle_for(CaseWorkflow.run, case_id)
+    (action,) = (await wait_for(handle, lambda s: bool(s.pending_actions()))).pending_actions()
+    stack = SimpleNamespace(temporal_address=address_of(client))
+    update, own = starter.approve_commands(stack, case_id, action.id)  # type: ignore[arg-type]
+    assert own.endswith(
+        f"quench approve {case_id} {action.id} --by you@example.com --reason 'confirmed malicious'"
+    )
+    pasted = await asyncio.create_subprocess_exec(
+        *shlex.split(update), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, errors = await pasted.communicate()
+    assert pasted.returncode == 0, errors.decode()
+    status = await wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+    decided = next(a for a in status.actions if a.id == action.id)
+    assert decided.approval is not None
+    assert (decided.approval.approver, decided.approval.reason) == (
+        "you@example.com",
+        "confirmed malicious",
+    )
+    await handle.terminate("test over")
 
 
 @pytest.mark.parametrize(

@@ -72,3 +72,23 @@ def test_a_value_that_could_change_the_query_is_refused(value):
 def test_values_of_the_wrong_shape_are_refused(case_filter, message):
     with pytest.raises(QueryValueError, match=message):
         build_query(case_filter)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "QuenchSeverity > 9) OR (WorkflowType != 'x'",
+        "QuenchSeverity > 9) OR WorkflowType != 'x' AND (QuenchSeverity > 0",
+        "QuenchFindingType = 'unterminated",
+        "(QuenchSeverity > 9",
+        "QuenchPhase = 'a\\' OR QuenchPhase = ') OR (WorkflowType != 'x'",
+    ],
+)
+def test_a_raw_query_that_could_reach_past_its_parentheses_is_refused(raw):
+    with pytest.raises(QueryValueError, match="--query: its parentheses and quotes"):
+        build_query(CaseFilter(raw=raw))
+
+
+def test_parentheses_inside_a_raw_querys_literals_are_its_own():
+    raw = "QuenchFindingType = 'a)' OR (QuenchSeverity > 9 AND QuenchPhase = '(x')"
+    assert build_query(CaseFilter(raw=raw)) == f"{CASES} AND ({raw})"

@@ -68,7 +68,7 @@ async def test_an_unanswered_containment_escalates_at_each_deadline(time_skippin
         # People are told at once, by both channels, with the command that approves.
         asked = await _wait_for_notifications(handle, fake, 1)
         assert asked[0].kind is NotificationKind.NEEDS_HUMAN
-        assert f"starter.py approve {handle.id} {action.id}" in asked[0].text
+        assert f"quench approve {handle.id} {action.id} --by" in asked[0].text
         assert f"--name {names.UPDATE_APPROVE}" in asked[0].text
         assert _kinds(fake, "chat") == [NotificationKind.NEEDS_HUMAN]
 
