@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 import starter
@@ -257,13 +257,19 @@ async def test_temporal_failing_mid_file_keeps_what_it_took_and_says_where_it_st
     await client.get_workflow_handle(_case_id(first)).terminate("test over")
 
 
-async def test_show_a_case_and_decide_it_with_the_commands_it_prints(cli, tmp_path):
+async def _started(cli: Any, tmp_path: Path) -> tuple[str, WorkflowHandle[Any, Any]]:
+    """A severe finding started with `start`: its key and its case."""
     client, run = cli
     key = _key()
-    case_id = _case_id(key)
     ran = await run("start", _write(tmp_path, finding_event(access_key_id=key, severity=8.0)))
     assert ran.code == 0, ran.err
-    handle = client.get_workflow_handle_for(CaseWorkflow.run, case_id)
+    return key, client.get_workflow_handle_for(CaseWorkflow.run, _case_id(key))
+
+
+async def test_show_a_case_and_decide_it_with_the_commands_it_prints(cli, tmp_path):
+    _, run = cli
+    key, handle = await _started(cli, tmp_path)
+    case_id = handle.id
     # Waiting, and the investigation (which runs beside the case) in, so the evidence
     # shown below does not grow between two reads.
     waiting = await wait_for(
@@ -339,12 +345,9 @@ async def test_show_a_case_and_decide_it_with_the_commands_it_prints(cli, tmp_pa
 
 async def test_the_approve_command_up_prints_approves_the_case(cli, tmp_path):
     """`up` prints a `temporal` update to paste: run as printed, it approves."""
-    client, run = cli
-    key = _key()
-    case_id = _case_id(key)
-    ran = await run("start", _write(tmp_path, finding_event(access_key_id=key, severity=8.0)))
-    assert ran.code == 0, ran.err
-    handle = client.get_workflow_handle_for(CaseWorkflow.run, case_id)
+    client, _ = cli
+    _, handle = await _started(cli, tmp_path)
+    case_id = handle.id
     (action,) = (await wait_for(handle, lambda s: bool(s.pending_actions()))).pending_actions()
     stack = SimpleNamespace(temporal_address=address_of(client))
     update, own = starter.approve_commands(stack, case_id, action.id)  # type: ignore[arg-type]
