@@ -281,6 +281,13 @@ def trail_query_sql(
         if query.access_key_ids:
             keys = literals(query.access_key_ids, ACCESS_KEY_ID, "access key id")
             who.append(f"useridentity.accesskeyid IN ({keys})")
+        if query.mentions:
+            # The key as a JSON string anywhere in the two documents (a pre-filter, as the
+            # S3 scan's byte search is: matches() decides).
+            for key in sorted(query.access_key_ids):
+                quoted = f"'\"{checked(key, ACCESS_KEY_ID, 'access key id')}\"'"
+                who.append(f"strpos(requestparameters, {quoted}) > 0")
+                who.append(f"strpos(responseelements, {quoted}) > 0")
         if query.principal_arn:
             principal = literal(query.principal_arn, ARN, "principal ARN")
             who.append(f"useridentity.arn = {principal}")

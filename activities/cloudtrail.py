@@ -29,6 +29,7 @@ from activities.trailscan import (
     UNREADABLE_LOG_ERRORS,
     by_credential,
     log_records,
+    mentions_credential,
     read_log,
     scan_log,
     unreadable_because,
@@ -89,6 +90,10 @@ class TrailQuery:
     # Only these of the source's regions (all of them when empty): a large read is split
     # by region and day.
     regions: frozenset[str] = frozenset()
+    # Also the calls, by anyone, that name one of the keys in their requestParameters or
+    # responseElements: the CreateAccessKey that minted it, the UpdateAccessKey that
+    # deactivated it.
+    mentions: bool = False
 
     def in_regions(self, regions: list[str]) -> list[str]:
         return [r for r in regions if not self.regions or r in self.regions]
@@ -97,7 +102,8 @@ class TrailQuery:
         if not self.start <= record_time(record) <= self.end:
             return False
         if self.resource_name is None:
-            return by_credential(record, self.access_key_ids) or bool(
+            made = mentions_credential if self.mentions else by_credential
+            return made(record, self.access_key_ids) or bool(
                 self.principal_arn and by_principal(record, self.principal_arn)
             )
         if self.event_names and record.get("eventName") not in self.event_names:
@@ -128,6 +134,7 @@ class TrailQuery:
                 sorted(self.event_names),
                 self.principal_arn,
                 sorted(self.regions),
+                self.mentions,
             ]
         )
 
@@ -136,6 +143,10 @@ class TrailQuery:
         if self.resource_name is not None:
             return [("ResourceName", self.resource_name)]
         attributes = [("AccessKeyId", key) for key in sorted(self.access_key_ids)]
+        if self.mentions:
+            # A call that only names a key is found in event history where the event
+            # lists the key among its resources; matches() decides on what comes back.
+            attributes += [("ResourceName", key) for key in sorted(self.access_key_ids)]
         if self.principal_arn:
             resource = self.principal_arn.partition(":iam::")[2].partition(":")[2]
             kind, _, path = resource.partition("/")

@@ -2,9 +2,10 @@
 CloudTrail (the computations are in playbook/investigation.py).
 
 Two reads of the trail: the scope window, every call of the principal and of the case's
-credentials, kept as records; and the baseline, the principal's calls in the days before,
-kept only as counts, so months of a busy role stay small. Both resume after a retry from
-their heartbeat. The investigation and its chart are stored as evidence with their SHA-256.
+credentials and every call that names one of those credentials, kept as records; and the
+baseline, the principal's calls in the days before, kept only as counts, so months of a
+busy role stay small. Both resume after a retry from their heartbeat. The investigation
+and its chart are stored as evidence with their SHA-256.
 """
 
 import json
@@ -94,6 +95,7 @@ class InvestigationActivities:
                 end=unit.end,
                 principal_arn=input.principal_arn,
                 regions=frozenset({unit.region}),
+                mentions=True,
             ),
         )
         name = f"{input.name}-{unit.region}-{unit.start:%Y%m%dT%H%M%S}"
@@ -119,6 +121,7 @@ class InvestigationActivities:
                     start=input.scope_start,
                     end=input.scope_end,
                     principal_arn=principal_arn or None,
+                    mentions=True,
                 ),
             )
         baseline_start = input.scope_start - timedelta(days=input.baseline_days)

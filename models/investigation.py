@@ -18,6 +18,20 @@ class CredentialSession(BaseModel):
     source_ips: list[str] = Field(default_factory=list)
 
 
+class CredentialEvent(BaseModel):
+    """A call that names one of the case's credentials in its requestParameters or
+    responseElements: the call that minted it, changed its status or deleted it."""
+
+    at: datetime
+    access_key_id: str  # the credential the call names
+    api: str  # "iam.amazonaws.com:CreateAccessKey"
+    caller: str  # the ARN (or type) of whoever made the call
+    caller_key: str  # the access key the call was made with
+    source_ip: str
+    error_code: str | None = None
+    status: str | None = None  # the key's status the call set or reported, when it says
+
+
 class FindingSighting(BaseModel):
     id: str
     type: str
@@ -90,6 +104,8 @@ class Investigation(BaseModel):
     scope_start: datetime
     scope_end: datetime
     sessions: list[CredentialSession]
+    # Calls by anyone that name a credential of the case, in time order.
+    credential_events: list[CredentialEvent] = Field(default_factory=list)
     findings: list[FindingSighting]  # in the order GuardDuty first saw them
     findings_first_seen: datetime | None
     findings_last_seen: datetime | None

@@ -15,6 +15,7 @@ from models.finding import Finding
 from models.investigation import (
     Baseline,
     BaselineCounts,
+    CredentialEvent,
     CredentialSession,
     FindingSighting,
     HourVolume,
@@ -111,10 +112,14 @@ def investigate(
     baseline_days: int = BASELINE_DAYS,
 ) -> Investigation:
     """The investigation of one case: `scope_records` are the calls of the principal and of
-    the case's credentials from `scope_start` to `scope_end`; `baseline_counts` count the
-    principal's calls in the `baseline_days` before `scope_start`."""
+    the case's credentials from `scope_start` to `scope_end`, and any calls (by anyone)
+    that name one of the credentials; `baseline_counts` count the principal's calls in the
+    `baseline_days` before `scope_start`. Volumes and new behaviour are of the principal's
+    and the credentials' own calls."""
     baseline_start = scope_start - timedelta(days=baseline_days)
-    scope = [r for r in scope_records if scope_start <= event_time(r) <= scope_end]
+    window = [r for r in scope_records if scope_start <= event_time(r) <= scope_end]
+    keys = frozenset(credentials)
+    scope = [r for r in window if access_key(r) in keys or by_principal(r, principal_arn)]
     baseline = _baseline(baseline_counts, baseline_start, scope_start)
     sightings = sorted(
         (
@@ -136,6 +141,7 @@ def investigate(
         scope_start=scope_start,
         scope_end=scope_end,
         sessions=[_session(key, scope) for key in credentials],
+        credential_events=[e for r in window for e in credential_events(r, keys)],
         findings=sightings,
         findings_first_seen=min((s.first_seen for s in sightings), default=None),
         findings_last_seen=max((s.last_seen for s in sightings), default=None),
@@ -150,6 +156,44 @@ def investigate(
             baseline,
         ),
     )
+
+
+def credential_events(record: Record, keys: frozenset[str]) -> list[CredentialEvent]:
+    """The call as an event of each credential it names in its requestParameters or
+    responseElements (a CreateAccessKey's new key, an UpdateAccessKey's key...)."""
+    request, response = record.get("requestParameters"), record.get("responseElements")
+    named = sorted(_strings(request, keys) | _strings(response, keys))
+    if not named:
+        return []
+    identity = record.get("userIdentity") or {}
+    # UpdateAccessKey asks for a status; CreateAccessKey answers with the new key's.
+    status = (request or {}).get("status") if isinstance(request, dict) else None
+    if status is None and isinstance(response, dict):
+        status = (response.get("accessKey") or {}).get("status")
+    return [
+        CredentialEvent(
+            at=event_time(record),
+            access_key_id=key,
+            api=api_name(record),
+            caller=str(identity.get("arn") or identity.get("type") or "unknown"),
+            caller_key=access_key(record),
+            source_ip=str(record.get("sourceIPAddress", "")),
+            error_code=record.get("errorCode"),
+            status=str(status) if status is not None else None,
+        )
+        for key in named
+    ]
+
+
+def _strings(value: Any, wanted: frozenset[str]) -> set[str]:
+    """Which of `wanted` the value holds as a string, at any depth."""
+    if isinstance(value, str):
+        return {value} & wanted
+    if isinstance(value, dict):
+        return set().union(*(_strings(v, wanted) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_strings(v, wanted) for v in value))
+    return set()
 
 
 def sightings_ips(findings: Iterable[Finding]) -> dict[str, tuple[str | None, str | None]]:
@@ -335,6 +379,20 @@ def markdown_section(investigation: Investigation, chart_file: str | None) -> li
         f"{s.calls} | {s.failed} | {cell(', '.join(s.source_ips))} |"
         for s in inv.sessions
     ]
+    if inv.credential_events:
+        lines += [
+            "",
+            "Calls that name a credential (minted, changed or deleted it):",
+            "",
+            "| Time | Credential | Call | Caller | With key | Source IP | Status |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {when(e.at)} | `{e.access_key_id}` | {cell(e.api)} | {cell(e.caller)} | "
+            f"{cell(e.caller_key)} | {cell(e.source_ip)} | "
+            f"{cell(f'failed: {e.error_code}' if e.error_code else e.status)} |"
+            for e in inv.credential_events
+        ]
     lines += ["", "### Permissions (from the evidence snapshot)", ""]
     lines += [f"- {cell(p)}" for p in inv.permissions] or ["- none recorded"]
     lines += [

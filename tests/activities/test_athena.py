@@ -408,6 +408,18 @@ def test_the_sql_for_a_principal_asks_for_the_user_or_any_session_of_the_role(
     ) in sql
 
 
+def test_the_sql_for_calls_that_name_the_keys_looks_in_both_documents(clients: AwsClients):
+    sql = make_source(clients).query_sql(key_query(mentions=True))
+    assert sql is not None
+    assert (
+        f"(useridentity.accesskeyid IN ('{OTHER_KEY}', '{STOLEN_KEY}')"
+        f" OR strpos(requestparameters, '\"{OTHER_KEY}\"') > 0"
+        f" OR strpos(responseelements, '\"{OTHER_KEY}\"') > 0"
+        f" OR strpos(requestparameters, '\"{STOLEN_KEY}\"') > 0"
+        f" OR strpos(responseelements, '\"{STOLEN_KEY}\"') > 0)"
+    ) in sql
+
+
 def test_the_sql_for_a_resource_reads_the_request_parameters_that_matches_reads(
     clients: AwsClients,
 ):

@@ -57,9 +57,16 @@ def _event(event_id: str, at: str, key: str, error: str | None = None) -> dict[s
     }
 
 
-def _expect(stub: Stubber, key: str, events: list[dict], token_in=None, token_out=None) -> None:
+def _expect(
+    stub: Stubber,
+    key: str,
+    events: list[dict],
+    token_in=None,
+    token_out=None,
+    attribute: str = "AccessKeyId",
+) -> None:
     params: dict[str, Any] = {
-        "LookupAttributes": [{"AttributeKey": "AccessKeyId", "AttributeValue": key}],
+        "LookupAttributes": [{"AttributeKey": attribute, "AttributeValue": key}],
         "StartTime": START,
         "EndTime": END,
         "MaxResults": 50,
@@ -76,8 +83,8 @@ def _no_wait() -> RateLimiter:
     return RateLimiter(2.0, clock=lambda: 0.0, sleep=lambda _: None)
 
 
-def _query() -> TrailQuery:
-    return TrailQuery(ACCOUNT, frozenset({STOLEN_KEY, OTHER_KEY}), START, END)
+def _query(mentions: bool = False) -> TrailQuery:
+    return TrailQuery(ACCOUNT, frozenset({STOLEN_KEY, OTHER_KEY}), START, END, mentions=mentions)
 
 
 def test_lookup_pages_through_every_key_and_token():
@@ -103,6 +110,28 @@ def test_lookup_pages_through_every_key_and_token():
         {"unit": 2, "token": None},
     ]
     assert [r["eventID"] for _, found in pages for r in found] == ["k2-1", "k1-1", "k1-2"]
+
+
+def test_calls_that_name_a_key_are_looked_up_by_it_as_a_resource():
+    named = _event("m-1", "2026-11-22T07:10:00Z", "AKIAADMINKEY00000001")
+    named_event = json.loads(named["CloudTrailEvent"])
+    named_event.update(
+        eventName="UpdateAccessKey",
+        requestParameters={"accessKeyId": OTHER_KEY, "status": "Inactive"},
+    )
+    named["CloudTrailEvent"] = json.dumps(named_event)
+    # Event history can list a resource the call's documents do not hold: matches() decides.
+    unrelated = _event("m-2", "2026-11-22T07:11:00Z", "AKIAADMINKEY00000001")
+    client = _client()
+    with Stubber(client) as stub:
+        _expect(stub, OTHER_KEY, [])
+        _expect(stub, STOLEN_KEY, [_event("k1-1", "2026-11-22T07:01:00Z", STOLEN_KEY)])
+        _expect(stub, OTHER_KEY, [named, unrelated], attribute="ResourceName")
+        _expect(stub, STOLEN_KEY, [], attribute="ResourceName")
+        source = LookupEventsSource(StubbedTrailClients(client), [REGION], limiter=_no_wait)
+        found = [r for _, page in source.pages(_query(mentions=True), None) for r in page]
+        stub.assert_no_pending_responses()
+    assert [r["eventID"] for r in found] == ["k1-1", "m-1"]
 
 
 def test_lookup_resumes_at_its_token_after_a_retry():

@@ -75,6 +75,20 @@ def _write_trail(s3: Any) -> None:
             "10.9.9.9",
             arn=f"arn:aws:iam::{ACCOUNT}:role/other",
         ),
+        # Another role asks whose the stolen key is: it names the key, so it is one of the
+        # key's events, and not one of the principal's calls.
+        {
+            **_call(
+                9005,
+                SCOPE_START + timedelta(minutes=30),
+                "ASIASOMEONEELSE00001",
+                "GetAccessKeyInfo",
+                "10.9.9.9",
+                arn=f"arn:aws:iam::{ACCOUNT}:role/other",
+            ),
+            "eventSource": "sts.amazonaws.com",
+            "requestParameters": {"accessKeyId": STOLEN_KEY},
+        },
     ]
     put_log(s3, log_key(SCOPE_START.strftime("%Y%m%dT%H%M"), unique="scope"), scope)
 
@@ -135,6 +149,13 @@ def test_the_investigation_is_read_from_the_trail_and_kept_as_evidence(
     (stolen,) = investigation.sessions
     assert (stolen.calls, stolen.source_ips) == (2, ["198.51.100.23"])
     assert stolen.first_observed == SCOPE_START + timedelta(minutes=20)
+    (asked,) = investigation.credential_events
+    assert (asked.at, asked.access_key_id, asked.api, asked.caller_key) == (
+        SCOPE_START + timedelta(minutes=30),
+        STOLEN_KEY,
+        "sts.amazonaws.com:GetAccessKeyInfo",
+        "ASIASOMEONEELSE00001",
+    )
     # 48 calls in 48 hours: one an hour; the first scope hour holds three.
     assert (investigation.baseline.calls, investigation.baseline.hourly_average) == (48, 1.0)
     assert [(h.hour, h.total, h.above_baseline) for h in investigation.hours] == [
@@ -269,8 +290,9 @@ def test_the_scope_read_in_parts_gives_the_same_investigation(
         )
         for unit in units
     ]
-    # The role's three calls and the stolen key's, not the other role's.
-    assert [p.count for p in parts] == [3]
+    # The role's three calls and the stolen key's, and the other role's call that names
+    # the stolen key, not its call that does not.
+    assert [p.count for p in parts] == [4]
     split = env.run(
         activities.investigate_credentials,
         asked.model_copy(
@@ -280,3 +302,4 @@ def test_the_scope_read_in_parts_gives_the_same_investigation(
 
     assert _read(evidence, split).hours == _read(evidence, whole).hours
     assert _read(evidence, split).sessions == _read(evidence, whole).sessions
+    assert _read(evidence, split).credential_events == _read(evidence, whole).credential_events

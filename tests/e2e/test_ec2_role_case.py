@@ -253,6 +253,14 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     # Investigated again once the rounds found the backdoor user's key: both sessions are
     # in the report, and the later chart is the one beside it.
     assert f"| `{attack.backdoor_access_key_id}` | " in report
+    # The call that minted the backdoor key names it in its response: it is the key's
+    # first event, made with the stolen key from the attacker's address.
+    minted = (
+        f"| `{attack.backdoor_access_key_id}` | iam.amazonaws.com:CreateAccessKey | "
+        f"arn:aws:sts::{world.account_id}:assumed-role/{world.role_name}/"
+    )
+    (line,) = [line for line in report.splitlines() if line.startswith(minted, 26)]
+    assert line.endswith(f" | {attack.stolen_access_key_id} | {THREAT_IP} | Active |")
     assert result.investigation.credentials[0] == attack.stolen_access_key_id
     assert attack.backdoor_access_key_id in result.investigation.credentials
     chart = "investigation-all-credentials-volume.png"

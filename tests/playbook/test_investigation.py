@@ -22,6 +22,7 @@ LEGIT = "ASIALEGITSESSION0001"
 ATTACKER_IP = "198.51.100.23"  # the finding's caller, in the Netherlands
 SCOPE_START = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 SCOPE_END = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
+SESSION_ARN = f"arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE}/i-0a1b2c3d4e5f60718"
 
 
 def _record(
@@ -37,7 +38,7 @@ def _record(
         "eventVersion": "1.09",
         "userIdentity": {
             "type": "AssumedRole",
-            "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE}/i-0a1b2c3d4e5f60718",
+            "arn": SESSION_ARN,
             "accessKeyId": key,
             "sessionContext": {"sessionIssuer": {"type": "Role", "arn": ROLE_ARN}},
         },
@@ -242,3 +243,79 @@ def test_baseline_counts_add_up_page_by_page():
         "s3.amazonaws.com:GetObject": 90,
     }
     assert (whole.user_agents, whole.source_ips) == (["Boto3/1.34.0"], ["10.0.0.5"])
+
+
+BACKDOOR = "AKIABACKDOORKEY00001"
+ADMIN_ARN = f"arn:aws:iam::{ACCOUNT}:user/alice"
+
+
+def _naming_calls() -> list[dict[str, Any]]:
+    """The stolen session mints a backdoor key; an administrator then deactivates it, and
+    asks when it was last used; an unrelated call of the administrator names no key."""
+    minted = _record(
+        SCOPE_START + timedelta(hours=1, minutes=50),
+        "CreateAccessKey",
+        key=STOLEN,
+        source="iam.amazonaws.com",
+        ip=ATTACKER_IP,
+    )
+    minted["requestParameters"] = {"userName": "backup-svc"}
+    minted["responseElements"] = {
+        "accessKey": {"userName": "backup-svc", "accessKeyId": BACKDOOR, "status": "Active"}
+    }
+
+    def admin(minutes: int, name: str, request: dict[str, Any]) -> dict[str, Any]:
+        record = _record(SCOPE_START + timedelta(hours=2, minutes=minutes), name)
+        record["userIdentity"] = {
+            "type": "IAMUser",
+            "arn": ADMIN_ARN,
+            "accessKeyId": "AKIAADMINKEY00000001",
+        }
+        record["eventSource"] = "iam.amazonaws.com"
+        record["sourceIPAddress"] = "203.0.113.9"
+        record["requestParameters"] = request
+        return record
+
+    deactivated = admin(10, "UpdateAccessKey", {"accessKeyId": BACKDOOR, "status": "Inactive"})
+    asked = admin(11, "GetAccessKeyLastUsed", {"accessKeyId": BACKDOOR})
+    asked["errorCode"] = "AccessDenied"
+    unrelated = admin(12, "ListUsers", {"maxItems": 10})
+    return [minted, deactivated, asked, unrelated]
+
+
+def test_calls_that_name_a_credential_are_its_events_and_not_the_principals_calls():
+    investigation = investigate(
+        account_id=ACCOUNT,
+        principal_arn=ROLE_ARN,
+        credentials=[STOLEN, BACKDOOR],
+        findings=[],
+        permissions=[],
+        scope_start=SCOPE_START,
+        scope_end=SCOPE_END,
+        scope_records=sorted(_scope() + _naming_calls(), key=lambda r: r["eventTime"]),
+        baseline_counts=count_baseline(BaselineCounts(), _baseline()),
+    )
+    events = [
+        (e.at.strftime("%H:%M"), e.access_key_id, e.api, e.caller, e.caller_key, e.status)
+        for e in investigation.credential_events
+    ]
+    assert events == [
+        ("07:50", BACKDOOR, "iam.amazonaws.com:CreateAccessKey", SESSION_ARN, STOLEN, "Active"),
+        ("08:10", BACKDOOR, "iam.amazonaws.com:UpdateAccessKey", ADMIN_ARN,
+         "AKIAADMINKEY00000001", "Inactive"),
+        ("08:11", BACKDOOR, "iam.amazonaws.com:GetAccessKeyLastUsed", ADMIN_ARN,
+         "AKIAADMINKEY00000001", None),
+    ]  # fmt: skip
+    assert investigation.credential_events[2].error_code == "AccessDenied"
+    # The administrator's calls are not the principal's: the volumes hold the stolen
+    # session's six calls (its CreateAccessKey too) and the application's three.
+    stolen, backdoor = investigation.sessions
+    assert (stolen.calls, backdoor.calls) == (6, 0)
+    assert sum(h.total for h in investigation.hours) == 9
+    assert "iam.amazonaws.com:UpdateAccessKey" not in investigation.new_behaviour.api_calls
+    text = "\n".join(markdown_section(investigation, None))
+    assert (
+        f"| 2026-11-22 08:10:00 UTC | `{BACKDOOR}` | iam.amazonaws.com:UpdateAccessKey | "
+        f"{ADMIN_ARN} | AKIAADMINKEY00000001 | 203.0.113.9 | Inactive |"
+    ) in text
+    assert "| 203.0.113.9 | failed: AccessDenied |" in text
