@@ -396,28 +396,36 @@ def test_the_sql_for_keys_narrows_by_partition_window_and_key(clients: AwsClient
     assert sql.endswith("ORDER BY eventtime, eventid")
 
 
-def test_the_sql_for_a_principal_asks_for_the_user_or_any_session_of_the_role(
-    clients: AwsClients,
+@pytest.mark.parametrize(
+    ("change", "who"),
+    [
+        # A principal: the user, or any session of the role.
+        (
+            {"principal_arn": ROLE_ARN},
+            [
+                f"useridentity.arn = '{ROLE_ARN}'",
+                f"useridentity.sessioncontext.sessionissuer.arn = '{ROLE_ARN}'",
+            ],
+        ),
+        # Calls that name a key: the key as a JSON string in either document.
+        (
+            {"mentions": True},
+            [
+                f"strpos({document}, '\"{key}\"') > 0"
+                for key in (OTHER_KEY, STOLEN_KEY)
+                for document in ("requestparameters", "responseelements")
+            ],
+        ),
+    ],
+    ids=["principal", "mentions"],
+)
+def test_the_sql_asks_for_the_keys_calls_and_what_else_the_query_wants(
+    clients: AwsClients, change: dict[str, Any], who: list[str]
 ):
-    sql = make_source(clients).query_sql(key_query(principal_arn=ROLE_ARN))
+    sql = make_source(clients).query_sql(key_query(**change))
     assert sql is not None
-    assert (
-        f"(useridentity.accesskeyid IN ('{OTHER_KEY}', '{STOLEN_KEY}')"
-        f" OR useridentity.arn = '{ROLE_ARN}'"
-        f" OR useridentity.sessioncontext.sessionissuer.arn = '{ROLE_ARN}')"
-    ) in sql
-
-
-def test_the_sql_for_calls_that_name_the_keys_looks_in_both_documents(clients: AwsClients):
-    sql = make_source(clients).query_sql(key_query(mentions=True))
-    assert sql is not None
-    assert (
-        f"(useridentity.accesskeyid IN ('{OTHER_KEY}', '{STOLEN_KEY}')"
-        f" OR strpos(requestparameters, '\"{OTHER_KEY}\"') > 0"
-        f" OR strpos(responseelements, '\"{OTHER_KEY}\"') > 0"
-        f" OR strpos(requestparameters, '\"{STOLEN_KEY}\"') > 0"
-        f" OR strpos(responseelements, '\"{STOLEN_KEY}\"') > 0)"
-    ) in sql
+    keys = f"useridentity.accesskeyid IN ('{OTHER_KEY}', '{STOLEN_KEY}')"
+    assert "(" + " OR ".join([keys, *who]) + ")" in sql
 
 
 def test_the_sql_for_a_resource_reads_the_request_parameters_that_matches_reads(
