@@ -32,6 +32,7 @@ from activities.cloudtrail import (
     EARLY_STAMP,
     Cursor,
     TrailQuery,
+    trails_not_logging,
 )
 
 # Partition projection needs a first day; CloudTrail began in November 2013. Queries always
@@ -453,6 +454,11 @@ class AthenaSource:
         self._max_poll = max_poll_seconds
         self._ready: set[str] = set()
         self._lock = threading.Lock()
+
+    def not_logging(self) -> list[str]:
+        """The trails delivering to the table's bucket that are not logging (none known
+        when the source is not told the bucket)."""
+        return trails_not_logging(self._clients, self.bucket, self.prefix)
 
     def _athena(self) -> Any:
         return self._clients.client("athena")

@@ -170,6 +170,30 @@ class CloudTrailSource(Protocol):
         self, query: TrailQuery, cursor: Cursor | None
     ) -> Iterator[tuple[Cursor, list[dict[str, Any]]]]: ...
 
+    def not_logging(self) -> list[str]:
+        """The trails whose files the source reads that are not logging now: a call made
+        while one is off is in no file, and the source cannot see it."""
+        ...
+
+
+def trails_not_logging(clients: AwsClients, bucket: str | None, prefix: str) -> list[str]:
+    """The trails delivering to s3://bucket/prefix that are not logging now."""
+    if bucket is None:
+        return []
+    stopped = set()
+    with aws_errors("read the logging status of the trails that deliver the logs"):
+        trails = clients.client("cloudtrail").describe_trails(includeShadowTrails=True)
+        for trail in trails["trailList"]:
+            if trail.get("S3BucketName") != bucket:
+                continue
+            if (trail.get("S3KeyPrefix") or "").strip("/") != prefix.strip("/"):
+                continue
+            # A trail answers for its status in its home region.
+            home = clients.client("cloudtrail", trail.get("HomeRegion"))
+            if not home.get_trail_status(Name=trail["TrailARN"]).get("IsLogging"):
+                stopped.add(str(trail["Name"]))
+    return sorted(stopped)
+
 
 def file_stamp(key: str) -> datetime | None:
     match = _STAMP.search(key)
@@ -191,6 +215,9 @@ class CloudTrailS3Source:
         self.prefix = prefix.strip("/")
         self.regions = regions
         self.description = f"s3://{bucket}/{self.prefix}"
+
+    def not_logging(self) -> list[str]:
+        return trails_not_logging(self._clients, self.bucket, self.prefix)
 
     def _day_prefix(self, account_id: str, region: str, day: datetime) -> str:
         base = f"AWSLogs/{account_id}/CloudTrail/{region}/{day:%Y/%m/%d}/"
@@ -298,6 +325,10 @@ class LookupEventsSource:
         self.description = f"cloudtrail:LookupEvents {','.join(regions)}"
         # The limit is per account and region; one worker serves one account's clients.
         self._limiters = {region: limiter() for region in regions}
+
+    def not_logging(self) -> list[str]:
+        """None: event history holds management events whether or not a trail logs."""
+        return []
 
     def pages(
         self, query: TrailQuery, cursor: Cursor | None
@@ -457,4 +488,5 @@ class CloudTrailActivities:
             events=kept,
             denied_count=len(events) - len(effective),
             effective_count=len(effective),
+            not_logging=self._source.not_logging(),
         )

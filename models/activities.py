@@ -120,6 +120,9 @@ class CheckActivityResult(BaseModel):
     events: list[TrailEvent]  # calls that worked first; at most a hundred
     denied_count: int
     effective_count: int
+    # Trails whose files the source reads that were not logging at the check: calls made
+    # while one is off are in no file, and the watch cannot see them.
+    not_logging: list[str] = Field(default_factory=list)
 
 
 class RoleTrustInput(BaseModel):

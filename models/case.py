@@ -210,6 +210,8 @@ class WatchStatus(BaseModel):
     effective_calls: int = 0
     last_checked_at: datetime | None = None
     verdict: str | None = None  # clean, or failed
+    # Trails found not logging at a check: what the watch reads misses calls made then.
+    blind_trails: list[str] = Field(default_factory=list)
 
 
 class EradicationPlan(BaseModel):

@@ -13,6 +13,7 @@ from models.case import (
     EvidenceRecord,
     LoggingGap,
     Phase,
+    WatchStatus,
 )
 from models.investigation import Investigation
 from models.principal import CredentialKind
@@ -122,6 +123,13 @@ class CaseReport(BaseModel):
 
 def _first_phase(status: CaseStatus, phase: Phase) -> datetime | None:
     return next((p.at for p in status.phases if p.phase is phase), None)
+
+
+def _blind(watch: WatchStatus) -> str:
+    """What a watch could not see: calls made while a trail it read was off."""
+    if not watch.blind_trails:
+        return ""
+    return f" (blind while trail {', '.join(watch.blind_trails)} was not logging)"
 
 
 def _last_phase(status: CaseStatus, phase: Phase) -> datetime | None:
@@ -237,7 +245,7 @@ def build_report(
     watch = status.watch
     milestones = Milestones(
         minted_watch_results=[
-            f"{', '.join(w.access_key_ids)}: {w.verdict} after {w.checks} checks"
+            f"{', '.join(w.access_key_ids)}: {w.verdict} after {w.checks} checks{_blind(w)}"
             for w in status.minted_watches
             if w.verdict
         ],
@@ -248,6 +256,7 @@ def build_report(
         watch_result=(
             f"{watch.verdict} after {watch.checks} checks, last at "
             f"{watch.last_checked_at.isoformat() if watch.last_checked_at else '-'}"
+            f"{_blind(watch)}"
             if watch and watch.verdict
             else None
         ),

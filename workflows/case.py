@@ -1757,6 +1757,13 @@ class CaseWorkflow:
                     f"{result.denied_count} denied attempts since containment, from "
                     f"{', '.join(sources)}: the attacker is still trying, and is stopped"
                 )
+            for trail in result.not_logging:
+                if trail not in watch.blind_trails:
+                    watch.blind_trails.append(trail)
+                    self._note(
+                        f"trail {trail} is not logging: the watch cannot see a call made while "
+                        "it is off"
+                    )
             watch.checks += 1
             watch.last_checked_at = now
             watch.denied_attempts = result.denied_count
@@ -1770,6 +1777,13 @@ class CaseWorkflow:
                     f"no call of {', '.join(access_key_ids)} worked from {start.isoformat()} "
                     f"to {window_end.isoformat()}: containment holds"
                 )
+                if watch.blind_trails:
+                    self._status.open_items.append(
+                        f"the containment watch of {', '.join(access_key_ids)} read CloudTrail "
+                        f"while trail {', '.join(watch.blind_trails)} was not logging: a call "
+                        "made then is in none of its files. Check CloudTrail event history "
+                        f"(LookupEvents) for their calls since {start.isoformat()}"
+                    )
                 self._refresh()
                 return None
             self._refresh()
@@ -2269,6 +2283,11 @@ def render_details(status: CaseStatus) -> str:
             f"**Containment watch:** {watch.checks} checks of CloudTrail so far, "
             f"{watch.denied_attempts} denied attempts; clean at "
             f"{watch.clean_at.isoformat(timespec='seconds')} if no call works"
+            + (
+                f"; blind while trail {', '.join(watch.blind_trails)} is not logging"
+                if watch.blind_trails
+                else ""
+            )
         )
     if credential:
         principal = credential.principal

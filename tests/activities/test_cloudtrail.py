@@ -14,9 +14,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.aws import AwsClients
-from activities.cloudtrail import CloudTrailActivities, CloudTrailS3Source
+from activities.cloudtrail import CloudTrailActivities, CloudTrailS3Source, LookupEventsSource
 from activities.evidence import EvidenceStore
-from models.activities import CloudTrailSliceInput
+from models.activities import CheckActivityInput, CloudTrailSliceInput
 from tests.support import ACCOUNT, REGION, STOLEN_KEY
 
 TRAIL_BUCKET = "quench-trail-test"
@@ -353,3 +353,30 @@ def test_a_scan_heartbeats_records_with_their_secrets_redacted(
     assert beats and "s3cr3t-token" not in json.dumps(beats)
     (_, matches, _) = beats[-1]
     assert matches[0]["responseElements"]["credentials"]["accessKeyId"] == "ASIAMINTED0000000001"
+
+
+def test_the_watch_check_names_the_stopped_trails_whose_files_it_reads(
+    s3: Any, clients: AwsClients, cloudtrail: CloudTrailActivities
+) -> None:
+    write_trail(s3)
+    s3.create_bucket(Bucket="elsewhere")
+    api = clients.client("cloudtrail")
+    for name, bucket in (("management-events", TRAIL_BUCKET), ("data-events", TRAIL_BUCKET)):
+        api.create_trail(Name=name, S3BucketName=bucket)
+        api.start_logging(Name=name)
+    api.create_trail(Name="other-account-copy", S3BucketName="elsewhere")  # never logging
+    check = CheckActivityInput(
+        account_id=ACCOUNT,
+        access_key_ids=[STOLEN_KEY],
+        start=datetime(2026, 11, 22, 7, 0, tzinfo=UTC),
+        end=datetime(2026, 11, 22, 7, 30, tzinfo=UTC),
+    )
+    env = ActivityEnvironment()
+    assert env.run(cloudtrail.check_credential_activity, check).not_logging == []
+
+    api.stop_logging(Name="management-events")  # what the attacker did
+
+    result = env.run(cloudtrail.check_credential_activity, check)
+    assert result.not_logging == ["management-events"]
+    # Event history does not depend on a trail: that source is never blind.
+    assert LookupEventsSource(clients, [REGION]).not_logging() == []

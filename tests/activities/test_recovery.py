@@ -64,6 +64,9 @@ class RecordsSource:
         self.queries.append(query)
         yield {"done": True}, [r for r in self.records if query.matches(r)]
 
+    def not_logging(self) -> list[str]:
+        return []
+
 
 def _record(
     name: str, key: str, at: datetime, request: dict[str, Any], error: str | None = None

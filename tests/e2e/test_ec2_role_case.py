@@ -144,9 +144,11 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
         ("responder@example.com", "paged the orders team")
     ]
     assert result.verified_access_key_id not in (None, attack.stolen_access_key_id)
-    # The watch read the lab's CloudTrail until the (shortened) window was clean.
+    # The watch read the lab's CloudTrail until the (shortened) window was clean; the
+    # attacker had stopped the trail, so it says it was blind, and a human is told to look.
     assert result.watch is not None and result.watch.verdict == "clean"
     assert result.watch.checks >= 2 and result.watch.effective_calls == 0
+    assert result.watch.blind_trails == [world.trail_name]
     _notified_through_sns(stack, result, [action.id, *approved])
 
     # The eradication plan, from the lab's CloudTrail: the attacker's persistence and
@@ -179,7 +181,14 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     assert [c.access_key_id for c in result.eradication[1].new_credentials] == [
         attack.second_generation_access_key_id
     ]
-    assert result.open_items == []
+    # Both watches, of the stolen key and of the keys the attacker minted, were blind.
+    assert result.open_items == [
+        f"the containment watch of {', '.join(watch.access_key_ids)} read CloudTrail while "
+        f"trail {world.trail_name} was not logging: a call made then is in none of its files. "
+        f"Check CloudTrail event history (LookupEvents) for their calls since "
+        f"{watch.start.isoformat()}"
+        for watch in [result.watch, *result.minted_watches]
+    ]
     # Recovery: the second generation's StopLogging undone, and the gap it left stated.
     assert [(r.change.kind.value, r.outcome) for r in result.recovery] == [
         ("logging_stopped", "restored")

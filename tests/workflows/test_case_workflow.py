@@ -777,6 +777,34 @@ async def test_the_watch_checks_cloudtrail_for_thirty_minutes_and_waits_for_late
     ]
 
 
+async def test_a_watch_that_reads_a_stopped_trail_says_it_was_blind(time_skipping_env):
+    fake = FakeAws()
+    # The trail is off from the third check on: no call shows, and none could.
+    quiet = CheckActivityResult(events=[], denied_count=0, effective_count=0)
+    off = quiet.model_copy(update={"not_logging": ["management-events"]})
+    fake.checks = [quiet, quiet] + [off] * 7
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        result = await _result(handle)
+    watch = result.watch
+    assert watch is not None and watch.checks == 9
+    assert (watch.verdict, watch.blind_trails) == ("clean", ["management-events"])
+    noted = [t.what for t in result.timeline if "is not logging" in t.what]
+    assert noted == [
+        "trail management-events is not logging: the watch cannot see a call made while it is off"
+    ]
+    assert result.open_items == [
+        f"the containment watch of {STOLEN_KEY} read CloudTrail while trail management-events "
+        "was not logging: a call made then is in none of its files. Check CloudTrail event "
+        f"history (LookupEvents) for their calls since {watch.start.isoformat()}"
+    ]
+    report = render_markdown(build_report(result, result.phases[-1].at))
+    assert "(blind while trail management-events was not logging)" in report
+
+
 async def test_calls_that_work_after_containment_fail_it_and_it_is_contained_again(
     time_skipping_env,
 ):
