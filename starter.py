@@ -59,7 +59,12 @@ def approve_commands(stack: EmbeddedStack, case_id: str, action_id: str) -> list
         settings, "update", "execute", "--workflow-id", case_id,
         "--name", names.UPDATE_APPROVE, "--input", json.dumps(payload),
     )  # fmt: skip
-    quench = program_path(Path(sys.executable).with_name("quench"))
+    installed = Path(sys.executable).with_name("quench")  # the console script, in a venv
+    quench = (
+        shlex.quote(program_path(installed))
+        if installed.exists()
+        else f"{shlex.quote(sys.executable)} starter.py"
+    )
     by = f"--by you@example.com --reason {shlex.quote(REASON)}"
     return [update, f"{quench} approve {case_id} {action_id} {by}"]
 

@@ -40,6 +40,7 @@ UNREADABLE_LOG_ERRORS: tuple[type[Exception], ...] = (
     EOFError,
     OSError,
     ValueError,
+    RecursionError,  # JSON nested deeper than the json module goes
     zlib.error,
     cast(type[Exception], isal_zlib.error),  # typed as an instance in isal's stubs
 )
@@ -52,6 +53,8 @@ def unreadable_because(error: Exception) -> str:
         return "its gzip stream ends early"
     if isinstance(error, ValueError):
         return "its content is not JSON"  # json's errors and UnicodeDecodeError
+    if isinstance(error, RecursionError):
+        return "its JSON nests too deeply to read"
     return "it is not gzip, or its gzip stream is damaged"
 
 
@@ -343,7 +346,8 @@ def _records_with_event_version(document: bytes) -> int | None:
     try:
         # A parser a call: one holds a single document at a time, and scans share threads.
         root = simdjson.Parser().parse(document)
-    except ValueError:
+    except (ValueError, RuntimeError):
+        # RuntimeError: a number beyond 64 bits, or nesting deeper than simdjson's 1024.
         return None
     if not isinstance(root, simdjson.Object) or len(root) != 1:
         return None  # len counts a repeated key, which json.loads would read as its last

@@ -110,7 +110,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         except FindingRefused as exc:
             _print_answers(args, answers)
             raise CommandError(f"{entry.where}: the case refused the finding: {exc}") from None
-        except (RPCError, RuntimeError) as exc:
+        except RPCError as exc:
             # Temporal failed between findings: what it took is said, and the rest is
             # left for a second run, where a finding already taken is answered duplicate.
             _print_answers(args, answers)

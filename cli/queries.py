@@ -96,8 +96,8 @@ def build_query(case_filter: CaseFilter) -> str:
         if not _balanced(f.raw):
             raise QueryValueError(
                 "--query: its parentheses and quotes must pair up within it, with no "
-                "backslash (it is added in parentheses, and must not reach past them to "
-                "widen the list beyond cases)"
+                "comment and no backslash (it is added in parentheses, and must not reach "
+                "past them to widen the list beyond cases)"
             )
         clauses.append(f"({f.raw.strip()})")
     return " AND ".join(clauses)
@@ -105,17 +105,21 @@ def build_query(case_filter: CaseFilter) -> str:
 
 def _balanced(query: str) -> bool:
     """Whether every parenthesis of the query outside its string literals closes within
-    it, and every literal ends: then `(query)` is one clause. A backslash is refused: an
-    escaped quote would end a literal for one reader and not for another."""
+    it, every literal ends, and nothing outside them starts a comment (Temporal's parser
+    drops `/* */`, `--`, `#` and `//` comments, and with them any bracket or quote they
+    hold): then `(query)` is one clause. A backslash is refused: an escaped quote would end
+    a literal for one reader and not for another."""
     if "\\" in query:
         return False
     depth = 0
     quote: str | None = None
-    for char in query:
+    for at, char in enumerate(query):
         if quote is not None:
             quote = None if char == quote else quote
         elif char in "'\"`":
             quote = char
+        elif char == "#" or query[at : at + 2] in ("/*", "*/", "--", "//"):
+            return False
         elif char == "(":
             depth += 1
         elif char == ")":

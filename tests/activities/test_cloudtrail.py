@@ -317,20 +317,46 @@ def test_a_query_names_itself_the_same_in_every_worker_process() -> None:
     assert len(printed) == 1
 
 
+# A log the scan has to parse whole (its key is there, and simdjson refuses the nesting),
+# deeper than the json module goes.
+_TOO_DEEP = gzip.compress(
+    b'{"Records":[{"eventVersion":"1.09","userIdentity":{"accessKeyId":"'
+    + STOLEN_KEY.encode()
+    + b'"},"eventTime":"2026-11-22T07:12:00Z","requestParameters":'
+    + b"[" * 100_000
+    + b"]" * 100_000
+    + b"}]}"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "because"),
+    [
+        (b"not gzip at all", "it is not gzip, or its gzip stream is damaged"),
+        (gzip.compress(b'{"Records":[')[:-8], "its gzip stream ends early"),
+        (
+            gzip.compress(
+                b'{"Records":[{"userIdentity":{"accessKeyId":"' + STOLEN_KEY.encode() + b'"'
+            ),
+            "its content is not JSON",
+        ),
+        (_TOO_DEEP, "its JSON nests too deeply to read"),
+    ],
+    ids=["not-gzip", "truncated", "not-json", "too-deep"],
+)
 def test_a_file_that_is_not_a_log_is_a_clear_error_and_other_objects_are_not_read(
-    s3: Any, source: RecordingSource, cloudtrail: CloudTrailActivities
+    s3: Any, source: RecordingSource, cloudtrail: CloudTrailActivities, body: bytes, because: str
 ) -> None:
     write_trail(s3)
     planted = log_key("20261122T0712", unique="junk")
-    s3.put_object(Bucket=TRAIL_BUCKET, Key=planted, Body=b"not gzip at all")
+    s3.put_object(Bucket=TRAIL_BUCKET, Key=planted, Body=body)
     s3.put_object(Bucket=TRAIL_BUCKET, Key=planted.replace(".json.gz", ".txt"), Body=b"x")
 
     with pytest.raises(ApplicationError) as raised:
         ActivityEnvironment().run(cloudtrail.capture_cloudtrail_slice, slice_input())
 
     assert raised.value.message == (
-        f"s3://{TRAIL_BUCKET}/{planted} is not a readable CloudTrail log file: it is not "
-        "gzip, or its gzip stream is damaged"
+        f"s3://{TRAIL_BUCKET}/{planted} is not a readable CloudTrail log file: {because}"
     )
     assert raised.value.non_retryable
     assert not any(key.endswith(".txt") for key in source.read)

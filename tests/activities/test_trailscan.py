@@ -228,6 +228,37 @@ def test_records_forged_where_others_lack_a_leading_event_version_are_found_out(
     assert [r["eventID"] for r in fast(data, by_credential, frozenset({KEY}))] == ["r4"]
 
 
+def test_records_forged_where_others_lack_an_event_version_at_all_are_found_out() -> None:
+    # Two objects in the array that are no records at all, and two eventVersion keys
+    # forged inside a record's parameters: the count of "eventVersion" strings matches
+    # the count of records; that every record holds its own eventVersion does not.
+    chain = [{}, forged(KEY), {"eventVersion": "y"}]
+    records = [
+        call(None, eventID="r0"),
+        {"x": 1},
+        {"x": 2},
+        call(None, eventID="r3", requestParameters={"bucketPolicy": {"Statement": chain}}),
+        call(KEY, eventID="r4"),
+    ]
+    data = compact({"Records": records})
+    stats = ScanStats()
+    found = fast(data, by_credential, frozenset({KEY}), stats=stats)
+    assert found == reference(data, by_credential, frozenset({KEY}))
+    assert [r["eventID"] for r in found] == ["r4"]
+    assert stats.parsed == 1
+
+
+@pytest.mark.parametrize("number", ["-100000000000000000000", "123456789012345678901234567890"])
+def test_a_number_beyond_64_bits_before_the_hit_is_read_as_json_reads_it(number: str) -> None:
+    # simdjson refuses what json.loads reads: the file is parsed whole instead.
+    records = [call(None, eventID="r0", requestParameters={"maxResults": 0}), call(KEY)]
+    data = compact({"Records": records})
+    data = data.replace(b'"maxResults":0', f'"maxResults":{number}'.encode())
+    found = fast(data, by_credential, frozenset({KEY}))
+    assert found == reference(data, by_credential, frozenset({KEY}))
+    assert [r["userIdentity"]["accessKeyId"] for r in found] == [KEY]
+
+
 def test_a_key_written_with_escapes_is_found() -> None:
     spelled = "".join(f"\\u{ord(c):04x}" if c in "AQ" else c for c in KEY)
     data = compact({"Records": [call(None), call(KEY, eventID="escaped")]})

@@ -224,6 +224,22 @@ async def test_a_file_over_the_size_limit_is_refused(cli, tmp_path, monkeypatch)
     assert not await _exists(client, _case_id(key))
 
 
+def test_standard_input_is_read_no_further_than_the_size_limit_and_one_byte(monkeypatch):
+    asked: list[int] = []
+
+    class Endless:
+        def read(self, size: int = -1) -> bytes:
+            asked.append(size)
+            assert size > 0, "standard input read to its end"
+            return b" " * size
+
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=Endless()))
+    monkeypatch.setattr(findings, "MAX_FILE_BYTES", 1000)
+    with pytest.raises(findings.FindingFileError, match="standard input is larger than 1000"):
+        findings.read_document("-")
+    assert asked == [1001]
+
+
 async def test_temporal_failing_mid_file_keeps_what_it_took_and_says_where_it_stopped(
     cli, tmp_path, monkeypatch
 ):

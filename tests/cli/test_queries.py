@@ -81,7 +81,13 @@ def test_values_of_the_wrong_shape_are_refused(case_filter, message):
         "QuenchSeverity > 9) OR WorkflowType != 'x' AND (QuenchSeverity > 0",
         "QuenchFindingType = 'unterminated",
         "(QuenchSeverity > 9",
-        "QuenchPhase = 'a\\' OR QuenchPhase = ') OR (WorkflowType != 'x'",
+        # Only the backslash rule stops this one: read with escapes, its literals differ.
+        "QuenchPhase = 'a\\' OR QuenchPhase = ') OR WorkflowType != 'x' OR (QuenchPhase = 'b\\'c'",
+        # Comments, which Temporal drops with the brackets in them.
+        "WorkflowId = 'none' /* ( */ ) OR WorkflowType != 'x' OR ( /* ) */ WorkflowId = 'none'",
+        "WorkflowId = 'none' -- (",
+        "WorkflowId = 'none' # '",
+        "WorkflowId = 'none' // )(",
     ],
 )
 def test_a_raw_query_that_could_reach_past_its_parentheses_is_refused(raw):
