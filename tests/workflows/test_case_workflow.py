@@ -524,6 +524,16 @@ async def _start(env: WorkflowEnvironment, fake: FakeAws, task_queue: str) -> Wo
     )
 
 
+async def _approved_to_the_end(env: WorkflowEnvironment, fake: FakeAws) -> CaseStatus:
+    """A case on its own worker, its containment approved, run to its end."""
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(env, fake, queue):
+        handle = await _start(env, fake, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        return await _result(handle)
+
+
 def _worker(env: WorkflowEnvironment, fake: FakeAws, task_queue: str) -> Worker:
     return Worker(
         env.client, task_queue=task_queue, workflows=[CaseWorkflow], activities=fake.activities()
@@ -783,12 +793,7 @@ async def test_a_watch_that_reads_a_stopped_trail_says_it_was_blind(time_skippin
     quiet = CheckActivityResult(events=[], denied_count=0, effective_count=0)
     off = quiet.model_copy(update={"not_logging": ["management-events"]})
     fake.checks = [quiet, quiet] + [off] * 7
-    queue = f"q-{uuid.uuid4()}"
-    async with _worker(time_skipping_env, fake, queue):
-        handle = await _start(time_skipping_env, fake, queue)
-        waiting = await _wait_for(handle, _pending("contain-"))
-        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
-        result = await _result(handle)
+    result = await _approved_to_the_end(time_skipping_env, fake)
     watch = result.watch
     assert watch is not None and watch.checks == 9
     assert (watch.verdict, watch.blind_trails) == ("clean", ["management-events"])

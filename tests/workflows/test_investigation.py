@@ -16,6 +16,7 @@ from tests.workflows.test_case_workflow import (
     FakeAws,
     _approval,
     _approve_everything,
+    _approved_to_the_end,
     _pending,
     _record,
     _result,
@@ -93,12 +94,7 @@ async def test_a_failed_investigation_is_an_open_item_and_the_case_goes_on(time_
     fake.fail_next["investigate_credentials"] = ApplicationError(
         "read CloudTrail logs: AccessDenied", type="AwsAccessDenied", non_retryable=True
     )
-    queue = f"q-{uuid.uuid4()}"
-    async with _worker(time_skipping_env, fake, queue):
-        handle = await _start(time_skipping_env, fake, queue)
-        waiting = await _wait_for(handle, _pending("contain-"))
-        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
-        result = await _result(handle)
+    result = await _approved_to_the_end(time_skipping_env, fake)
 
     assert result.phase is Phase.CLOSED and result.investigation is None
     assert any(
