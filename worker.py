@@ -96,6 +96,7 @@ def build_activities(
         cloudtrail.classify_credential_activity,
         eradication.remove_resource,
         recovery.capture_trails,
+        recovery.start_trails_logging,
         recovery.find_prior_state,
         recovery.plan_recovery,
         recovery.restore_change,

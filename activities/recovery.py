@@ -32,6 +32,8 @@ from models.activities import (
     PriorState,
     RestoreChangeInput,
     RestoreChangeResult,
+    StartTrailsLoggingInput,
+    StartTrailsLoggingResult,
 )
 from models.case import EvidenceRecord, RecoveryOperation, RecoveryStep
 from playbook.classify import AttackerChange, AttackerResource, ChangeKind, ResourceKind
@@ -592,6 +594,23 @@ class RecoveryActivities:
             if error_code(exc) in _TRAIL_GONE:
                 return None
             raise
+
+    @activity.defn
+    def start_trails_logging(self, input: StartTrailsLoggingInput) -> StartTrailsLoggingResult:
+        """Logging started again on trails found stopped, before the containment watch reads
+        their files (a trail off writes nothing). One already logging, or gone, is said so."""
+        result = StartTrailsLoggingResult()
+        for name in input.trail_names:
+            with aws_errors(f"start logging on trail {name}"):
+                status = self._trail_status(name)
+                if status is None:
+                    result.missing.append(name)
+                elif status.get("IsLogging"):
+                    result.already_logging.append(name)
+                else:
+                    self._trail_api.start_logging(Name=name)
+                    result.started.append(name)
+        return result
 
     def _start_logging(self, input: RestoreChangeInput) -> str:
         name = trail_name(input.step.change.target)

@@ -229,6 +229,16 @@ class CaptureTrailsResult(BaseModel):
     not_logging: list[str]
 
 
+class StartTrailsLoggingInput(BaseModel):
+    trail_names: list[str]
+
+
+class StartTrailsLoggingResult(BaseModel):
+    started: list[str] = Field(default_factory=list)
+    already_logging: list[str] = Field(default_factory=list)
+    missing: list[str] = Field(default_factory=list)  # deleted since: recovery recreates them
+
+
 class FindPriorStateInput(BaseModel):
     """Policies the attacker wrote onto users and roles it did not make: were they there
     before it wrote them?"""

@@ -375,6 +375,8 @@ class CaseStatus(BaseModel):
     open_items: list[str] = Field(default_factory=list)  # what a human must still do
     recovery: list[RecoveryStep] = Field(default_factory=list)
     trails_found_stopped: list[str] = Field(default_factory=list)  # when the case opened
+    # Trails found stopped that containment started again, and when: the watch reads them.
+    trails_restarted: dict[str, datetime] = Field(default_factory=dict)
     logging_gaps: list[LoggingGap] = Field(default_factory=list)
     report: CaseReportRef | None = None
     investigation: InvestigationRef | None = None

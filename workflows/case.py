@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         RevokeRoleSessionsInput,
         RoleTrustInput,
         SnapshotVolumesInput,
+        StartTrailsLoggingInput,
         StoreEvidenceInput,
         UserInput,
         WriteReportInput,
@@ -129,6 +130,8 @@ MINTED_WATCH_PATCH = "minted-credential-watch"
 DEADLINE_PATCH = "approval-deadlines"
 NOTIFY_PATCH = "notifications"
 INVESTIGATION_PATCH = "investigation"
+# Containment starts logging again on trails found stopped, so the watch can see.
+LOGGING_PATCH = "logging-before-watch"
 
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -146,6 +149,13 @@ _NOTIFY_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=5,
     non_retryable_error_types=[*NON_RETRYABLE_ERRORS, ERROR_CHAT_REFUSED],
+)
+_CONTAINMENT_KINDS = frozenset(
+    {
+        ActionKind.CONTAIN_INSTANCE_ROLE,
+        ActionKind.CONTAIN_USER_KEY,
+        ActionKind.CONTAIN_ROLE_SESSION,
+    }
 )
 # The SSM agent needs a while after a start before it takes commands again.
 _PROBE_RETRY = RetryPolicy(
@@ -756,14 +766,49 @@ class CaseWorkflow:
         return "contained"
 
     async def _containment_approved(self, action: Action) -> bool:
-        """Wait for the decision on a containment; a rejection closes the case."""
+        """Wait for the decision on a containment; a rejection closes the case. Once it is
+        approved, logging starts again first on trails found stopped (one of its steps)."""
         approval = await self._await_decision(action)
         if approval.decision is Decision.REJECTED:
             self._finish_action(action, ActionStatus.REJECTED, approval.reason)
             self._close(f"containment rejected by {approval.approver}: {approval.reason}")
             return False
         self._set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
+        trails = self._stopped_trails()
+        if trails:
+            await self._start_trails_logging(trails)
         return True
+
+    def _stopped_trails(self) -> list[str]:
+        """Trails found stopped when the case opened that containment has not started."""
+        stopped = [
+            t for t in self._status.trails_found_stopped if t not in self._status.trails_restarted
+        ]
+        if not stopped or not workflow.patched(LOGGING_PATCH):
+            return []
+        return stopped
+
+    async def _start_trails_logging(self, trails: list[str]) -> None:
+        """Logging on again before the credential is contained, so the watch that follows
+        reads complete files from its first second."""
+        result = await self._attempt(
+            "start logging on the trails found stopped",
+            lambda: workflow.execute_activity_method(
+                RecoveryActivities.start_trails_logging,
+                StartTrailsLoggingInput(trail_names=trails),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=_RETRY,
+                summary=f"Start logging on {', '.join(trails)} before the watch",
+            ),
+        )
+        now = workflow.now()
+        for name in result.started:
+            self._status.trails_restarted[name] = now
+            self._note(f"trail {name} is logging again, so the containment watch can see")
+        for name in result.already_logging:
+            self._note(f"trail {name} was logging again already: someone else started it")
+        for name in result.missing:
+            self._note(f"trail {name} no longer exists: recovery recreates it from evidence")
 
     async def _apply_instance_role_containment(
         self, action: Action, credential: Credential, instance_running: bool
@@ -1513,7 +1558,12 @@ class CaseWorkflow:
             if name not in explained:
                 self._status.open_items.append(
                     f"trail {name} was not logging when the case opened, and not by the "
-                    "attacker's credentials: find out who stopped it and when, and start it"
+                    "attacker's credentials: find out who stopped it and when"
+                    + (
+                        " (containment started it again)"
+                        if name in self._status.trails_restarted
+                        else ", and start it"
+                    )
                 )
                 self._note(f"needs a human: {self._status.open_items[-1]}")
         attacker_keys: list[str] = []
@@ -1621,7 +1671,9 @@ class CaseWorkflow:
         )
 
     def _record_logging_gap(self, change: AttackerChange, step: RecoveryStep) -> None:
-        restarted = step.done_at if step.outcome in {"restored", "already_restored"} else None
+        restarted = self._status.trails_restarted.get(trail_name(change.target))
+        if restarted is None and step.outcome in {"restored", "already_restored"}:
+            restarted = step.done_at
         gap = LoggingGap(
             trail=change.target,
             stopped_at=datetime.fromisoformat(change.event_time.replace("Z", "+00:00")),
@@ -1813,6 +1865,12 @@ class CaseWorkflow:
             self._set_phase(previous, f"retry approved by {decision.approver}")
 
     def _propose(self, kind: ActionKind, title: str, steps: list[str]) -> Action:
+        if kind in _CONTAINMENT_KINDS:
+            steps = [
+                f"Start logging on trail {trail}: it was not logging when the case opened, "
+                "and the containment watch reads its files"
+                for trail in self._stopped_trails()
+            ] + steps
         self._action_seq += 1
         action = Action(
             id=f"{kind.value}-{self._action_seq}",

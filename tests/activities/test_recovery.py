@@ -15,7 +15,12 @@ from activities.aws import ERROR_INVALID_REQUEST, AwsClients
 from activities.cloudtrail import Cursor, TrailQuery
 from activities.evidence import EvidenceStore
 from activities.recovery import RecoveryActivities
-from models.activities import CaptureTrailsInput, PlanRecoveryInput, RestoreChangeInput
+from models.activities import (
+    CaptureTrailsInput,
+    PlanRecoveryInput,
+    RestoreChangeInput,
+    StartTrailsLoggingInput,
+)
 from models.case import EvidenceRecord, RecoveryOperation, RecoveryStep
 from playbook.classify import AttackerChange, ChangeKind
 from tests.support import ACCOUNT
@@ -170,6 +175,19 @@ def test_stopped_logging_is_started_again_once(clients, evidence, trail):
     assert _restore(activities, step).outcome == "restored"
     assert trail.get_trail_status(Name=TRAIL)["IsLogging"] is True
     assert _restore(activities, step).outcome == "already_restored"
+
+
+def test_trails_found_stopped_are_started_before_the_watch_once_and_a_gone_one_is_said(
+    clients, evidence, trail
+):
+    trail.stop_logging(Name=TRAIL)
+    start = _activities(clients, evidence).start_trails_logging
+    asked = StartTrailsLoggingInput(trail_names=[TRAIL, "deleted-since"])
+    first = ActivityEnvironment().run(start, asked)
+    assert (first.started, first.already_logging, first.missing) == ([TRAIL], [], ["deleted-since"])
+    assert trail.get_trail_status(Name=TRAIL)["IsLogging"] is True
+    again = ActivityEnvironment().run(start, asked)
+    assert (again.started, again.already_logging) == ([], [TRAIL])
 
 
 def test_a_trail_stopped_by_its_arn_is_started_by_name(clients, evidence, trail):

@@ -144,11 +144,14 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
         ("responder@example.com", "paged the orders team")
     ]
     assert result.verified_access_key_id not in (None, attack.stolen_access_key_id)
-    # The watch read the lab's CloudTrail until the (shortened) window was clean; the
-    # attacker had stopped the trail, so it says it was blind, and a human is told to look.
+    # The attacker had stopped the trail: containment started it again first, so the watch
+    # read the lab's CloudTrail, never blind, until the (shortened) window was clean.
+    assert result.actions[0].steps[0].startswith(f"Start logging on trail {world.trail_name}:")
+    assert world.trail_name in result.trails_restarted
     assert result.watch is not None and result.watch.verdict == "clean"
     assert result.watch.checks >= 2 and result.watch.effective_calls == 0
-    assert result.watch.blind_trails == [world.trail_name]
+    assert result.watch.blind_trails == []
+    assert all(not w.blind_trails for w in result.minted_watches)
     _notified_through_sns(stack, result, [action.id, *approved])
 
     # The eradication plan, from the lab's CloudTrail: the attacker's persistence and
@@ -181,22 +184,17 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     assert [c.access_key_id for c in result.eradication[1].new_credentials] == [
         attack.second_generation_access_key_id
     ]
-    # Both watches, of the stolen key and of the keys the attacker minted, were blind.
-    assert result.open_items == [
-        f"the containment watch of {', '.join(watch.access_key_ids)} read CloudTrail while "
-        f"trail {world.trail_name} was not logging: a call made then is in none of its files. "
-        f"Check CloudTrail event history (LookupEvents) for their calls since "
-        f"{watch.start.isoformat()}"
-        for watch in [result.watch, *result.minted_watches]
-    ]
-    # Recovery: the second generation's StopLogging undone, and the gap it left stated.
+    assert result.open_items == []
+    # Recovery: the second generation's StopLogging was undone already by containment, and
+    # the gap it left runs to that restart.
     assert [(r.change.kind.value, r.outcome) for r in result.recovery] == [
-        ("logging_stopped", "restored")
+        ("logging_stopped", "already_restored")
     ]
     assert aws(stack, "cloudtrail").get_trail_status(Name=world.trail_name)["IsLogging"] is True
     (gap,) = result.logging_gaps
     assert gap.stopped_by == attack.backdoor_access_key_id
-    assert gap.restarted_at is not None and gap.stopped_at < gap.restarted_at
+    assert gap.restarted_at == result.trails_restarted[world.trail_name]
+    assert gap.stopped_at < gap.restarted_at
     assert attack.backdoor_role not in roles
     assert attack.backdoor_function not in functions
     assert {"alice-admin", "ci-deployer", attack.legitimate_user_created} <= users

@@ -66,6 +66,8 @@ from models.activities import (
     RoleTrustResult,
     SnapshotVolumesInput,
     SnapshotVolumesResult,
+    StartTrailsLoggingInput,
+    StartTrailsLoggingResult,
     StoreEvidenceInput,
     TrailEvent,
     TrustedPrincipal,
@@ -344,6 +346,11 @@ class FakeAws:
                 not_logging=fake.trails_not_logging,
             )
 
+        @activity.defn(name="start_trails_logging")
+        async def start_trails_logging(input: StartTrailsLoggingInput) -> StartTrailsLoggingResult:
+            fake._record("start_trails_logging", input)
+            return StartTrailsLoggingResult(started=input.trail_names)
+
         @activity.defn(name="plan_recovery")
         async def plan_recovery(input: PlanRecoveryInput) -> PlanRecoveryResult:
             """Logging restarts by itself; a trust policy has a prior version in CloudTrail;
@@ -470,6 +477,7 @@ class FakeAws:
             notify_sns,
             notify_chat,
             capture_trails,
+            start_trails_logging,
             find_prior_state,
             plan_recovery,
             restore_change,
@@ -1132,14 +1140,32 @@ async def test_recovery_restores_after_approval_and_the_report_says_what_was_don
     assert recover.started_at is not None
     assert recover.approval.decided_at <= recover.started_at
     assert [s.outcome for s in result.recovery] == ["restored", "restored"]
-    # The logging gap runs from the attacker's StopLogging to the restart.
+    # Both trails found stopped were started again first thing in containment, one of its
+    # approved steps, so the watch read complete files.
+    contain = result.actions[0]
+    assert contain.steps[:2] == [
+        f"Start logging on trail {t}: it was not logging when the case opened, and the "
+        "containment watch reads its files"
+        for t in ("management-events", "data-events")
+    ]
+    assert fake.names().index("start_trails_logging") < fake.names().index("revoke_role_sessions")
+    assert [v.trail_names for n, v in fake.calls if n == "start_trails_logging"] == [
+        ["management-events", "data-events"]
+    ]
+    restarted = result.trails_restarted["management-events"]
+    assert contain.approval is not None and contain.approval.decided_at <= restarted
+    assert result.watch is not None and result.watch.start >= restarted
+    # The logging gap runs from the attacker's StopLogging to that restart.
     (gap,) = result.logging_gaps
-    assert gap.trail == "management-events" and gap.restarted_at == result.recovery[1].done_at
-    assert gap.restarted_at is not None and gap.stopped_at < gap.restarted_at
+    assert gap.trail == "management-events" and gap.restarted_at == restarted
+    assert gap.stopped_at < gap.restarted_at
     # A trail found not logging that the attacker's calls do not explain is left for a
-    # human; the one they stopped is explained, and restarted.
+    # human; the one they stopped is explained.
     stopped = [item for item in result.open_items if "was not logging" in item]
-    assert len(stopped) == 1 and stopped[0].startswith("trail data-events was not logging")
+    assert stopped == [
+        "trail data-events was not logging when the case opened, and not by the attacker's "
+        "credentials: find out who stopped it and when (containment started it again)"
+    ]
     # The report is written last, from the closed case, and the case points at it; then
     # the case says it closed, naming the report, by each channel.
     changes = [(name, value) for name, value in fake.calls if not name.startswith("notify_")]
@@ -1162,7 +1188,7 @@ async def test_recovery_restores_after_approval_and_the_report_says_what_was_don
     for record in result.evidence:
         if record.name != "post-incident-report":
             assert record.sha256 in markdown
-    await _record(handle, "recovered_and_reported")
+    await _record(handle, "logging_started_before_watch")
 
 
 async def test_a_declined_recovery_leaves_each_change_to_a_human(time_skipping_env):
