@@ -35,7 +35,15 @@ from cli.stack_options import add_stack_options, stack_config
 from config import names
 from config.settings import Settings
 from config.temporal import connect
-from lab.scenario import SCENARIOS, TITLES, Scenario, run_scenario, summary
+from lab.attack import THREAT_IP, ReturnReport
+from lab.scenario import (
+    SCENARIOS,
+    TITLES,
+    Scenario,
+    attacker_returns_to,
+    run_scenario,
+    summary,
+)
 from models.case import CaseStatus, Phase
 from stack.binaries import MissingBinaryError
 from stack.embedded import EmbeddedStack
@@ -149,8 +157,20 @@ def run_lab_scenario(stack: EmbeddedStack, scenario: Scenario) -> None:
         say(f"  or: {own}")
 
 
+def say_attacker_returned(report: ReturnReport) -> None:
+    say(
+        f"The attacker tried {report.stolen_access_key_id} again from {THREAT_IP}: "
+        f"{report.attempts} calls, {report.denied} denied; "
+        f"{len(report.log_files)} CloudTrail files delivered"
+        + ("" if report.log_files else " (the trail is not logging)")
+    )
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     """A lab scenario against the stack `up` already runs with the same options."""
+    if args.attacker_returns and args.scenario != "ec2-role":
+        say("error: --attacker-returns is the ec2-role scenario's")
+        return 2
     config = stack_config(args, lab=True)
     try:
         stack = EmbeddedStack(config)
@@ -173,7 +193,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        run_lab_scenario(stack, args.scenario)
+        if args.attacker_returns:
+            say_attacker_returned(attacker_returns_to(stack.aws_url, stack.state_dir))
+        else:
+            run_lab_scenario(stack, args.scenario)
     except (RuntimeError, BotoCoreError, ClientError, RPCError) as exc:
         # RuntimeError: the scenario's own errors, and how the Temporal client reports a
         # server it cannot connect to.
@@ -199,6 +222,12 @@ def parser(prog: str = "starter.py") -> argparse.ArgumentParser:
     )
     lab = commands.add_parser("lab", help="run a lab scenario on the stack `up` runs")
     lab.add_argument("scenario", choices=SCENARIOS)
+    lab.add_argument(
+        "--attacker-returns",
+        action="store_true",
+        help="ec2-role only: the attacker tries the stolen key again (run it while the case "
+        "watches: the watch sees the attempts)",
+    )
     add_stack_options(lab)
     add_case_commands(commands)
     return root

@@ -7,11 +7,14 @@ to CloudTrail; then GuardDuty's finding is built from what was seen."""
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import unquote
 
 import boto3
+from pydantic import BaseModel
 
 from activities.ssm import parse_credentials_document
+from config.names import REVOKE_SESSIONS_POLICY_NAME
 from lab.calls import Caller, Clock, ScenarioReport, key_session
 from lab.cloudtrail import Actor, TrailRecorder, assumed_role_identity, iam_user_identity
 from lab.guardduty import instance_role_finding
@@ -278,3 +281,94 @@ def run_attack(endpoint_url: str, world: LabWorld, now: datetime | None = None) 
         records_not_logged=recorder.dropped,
         finding=finding,
     )
+
+
+# What the attacker tries again with the stolen key once the case has contained it.
+RETURN_CALLS = (("sts", "GetCallerIdentity"), ("iam", "ListUsers"), ("s3", "ListBuckets"))
+
+
+class ReturnReport(BaseModel):
+    """The attacker's second try with the stolen key; it holds no secret."""
+
+    stolen_access_key_id: str
+    attempts: int
+    denied: int
+    log_files: list[str]
+
+
+def attacker_returns(
+    endpoint_url: str, world: LabWorld, attack: AttackReport, now: datetime | None = None
+) -> ReturnReport:
+    """The attacker tries the stolen key again (its secret is the attacker's, not the
+    lab's: no call is made, each is written to CloudTrail as AWS would answer it). A call
+    is refused when the role's AWSRevokeOlderSessions policy cuts off sessions issued
+    before the stolen one's; GetCallerIdentity needs no permission and always works, as
+    in AWS. Logged only if the trail is logging now."""
+    # CloudTrail writes whole seconds: the next one, so no call falls before containment.
+    now = now or datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    admin = admin_session()
+    issued_at = attack.started_at - timedelta(hours=1)  # as run_attack wrote the session
+    revoked = _sessions_cut_off_after(client(admin, "iam", endpoint_url), world, issued_at)
+    recorder = TrailRecorder(account_id=world.account_id, bucket=world.cloudtrail_bucket)
+    status = client(admin, "cloudtrail", endpoint_url).get_trail_status(Name=world.trail_name)
+    recorder.logging = bool(status.get("IsLogging"))
+    actor = Actor(
+        assumed_role_identity(
+            account_id=world.account_id,
+            role_name=world.role_name,
+            role_id=world.role_id,
+            session_name=world.instance_id,
+            access_key_id=attack.stolen_access_key_id,
+            issued_at=issued_at,
+            ec2_role_delivery=True,
+        ),
+        THREAT_IP,
+        ATTACKER_AGENT,
+    )
+    clock = Clock(now, timedelta(seconds=1))
+    denied = 0
+    for service, operation in RETURN_CALLS:
+        refused = revoked and (service, operation) != ("sts", "GetCallerIdentity")
+        denied += refused
+        recorder.record(
+            actor,
+            service=service,
+            operation=operation,
+            region=REGION,
+            at=clock.next(),
+            request=None,
+            response=None,
+            error_code="AccessDenied" if refused else None,
+            error_message=f"User: {actor.identity['arn']} is not authorized to perform: "
+            f"{service}:{operation} with an explicit deny in an identity-based policy"
+            if refused
+            else None,
+        )
+    files = recorder.deliver(client(admin, "s3", endpoint_url))
+    return ReturnReport(
+        stolen_access_key_id=attack.stolen_access_key_id,
+        attempts=len(RETURN_CALLS),
+        denied=denied,
+        log_files=files,
+    )
+
+
+def _sessions_cut_off_after(iam: Any, world: LabWorld, issued_at: datetime) -> bool:
+    """Whether the role's AWSRevokeOlderSessions policy denies a session issued then."""
+    try:
+        document = iam.get_role_policy(
+            RoleName=world.role_name, PolicyName=REVOKE_SESSIONS_POLICY_NAME
+        )["PolicyDocument"]
+    except iam.exceptions.NoSuchEntityException:
+        return False
+    if isinstance(document, str):
+        document = json.loads(unquote(document))
+    statements = document.get("Statement", [])
+    for statement in [statements] if isinstance(statements, dict) else statements:
+        cutoff = (
+            (statement.get("Condition") or {}).get("DateLessThan", {}).get("aws:TokenIssueTime")
+        )
+        if statement.get("Effect") == "Deny" and cutoff:
+            if issued_at < datetime.fromisoformat(str(cutoff).replace("Z", "+00:00")):
+                return True
+    return False

@@ -16,7 +16,7 @@ from typing import Generic, Literal, TypeVar, get_args, overload
 import httpx
 from pydantic import BaseModel
 
-from lab.attack import AttackReport, run_attack
+from lab.attack import AttackReport, ReturnReport, attacker_returns, run_attack
 from lab.calls import ScenarioReport
 from lab.guardduty import eventbridge_event
 from lab.user_key_attack import UserKeyAttackReport, run_user_key_attack
@@ -216,3 +216,14 @@ def summary(case: LabCase[AttackReport] | LabCase[UserKeyAttackReport]) -> str:
         f"{world.instance_id}, used from the threat list; backdoor user "
         f"{attack.backdoor_user}; {attack.records_delivered} CloudTrail records delivered"
     )
+
+
+def attacker_returns_to(aws_url: str, state_dir: Path) -> ReturnReport:
+    """The ec2-role scenario's attacker tries the stolen key again: run it while the case
+    watches, and the watch sees the attempts (denied once containment has cut the
+    session off). It can be run again; each run is a new try."""
+    case_path = state_dir / CASE_FILE
+    if not case_path.exists():
+        raise ScenarioError("the ec2-role scenario has not run in this stack yet: run it first")
+    case = LabCase[AttackReport].model_validate_json(case_path.read_text())
+    return attacker_returns(aws_url, case.world, case.attack)

@@ -174,6 +174,9 @@ def test_the_watch_check_separates_denied_attempts_from_calls_that_worked(
     denied["errorCode"] = "AccessDenied"
     authorised_failure = record("no-such", "2026-11-22T07:11:00Z", OTHER_KEY)
     authorised_failure["errorCode"] = "NoSuchEntity"
+    # AWS answers GetCallerIdentity for a revoked session too: no sign containment failed.
+    who_am_i = record("whoami", "2026-11-22T07:13:00Z", STOLEN_KEY)
+    who_am_i.update(eventSource="sts.amazonaws.com", eventName="GetCallerIdentity")
     put_log(
         s3,
         log_key("20261122T0715"),
@@ -182,6 +185,7 @@ def test_the_watch_check_separates_denied_attempts_from_calls_that_worked(
             record("worked", "2026-11-22T07:12:00Z", OTHER_KEY),
             authorised_failure,
             record("someone-else", "2026-11-22T07:12:00Z", "AKIAUNRELATED0000001"),
+            who_am_i,
         ],
     )
     activities = CloudTrailActivities(
@@ -193,12 +197,14 @@ def test_the_watch_check_separates_denied_attempts_from_calls_that_worked(
             account_id=ACCOUNT, access_key_ids=[STOLEN_KEY, OTHER_KEY], start=START, end=END
         ),
     )
-    assert (result.effective_count, result.denied_count) == (2, 1)
-    # A call that failed after authorisation (NoSuchEntity) still proves the key works.
+    assert (result.effective_count, result.denied_count) == (2, 2)
+    # A call that failed after authorisation (NoSuchEntity) still proves the key works; the
+    # attempts follow the calls that worked.
     assert [(e.event_id, e.denied) for e in result.events] == [
         ("no-such", False),
         ("worked", False),
         ("denied", True),
+        ("whoami", False),
     ]
 
 

@@ -14,9 +14,10 @@ def lab_stack(tmp_path_factory):
         lab_aws_port=free_port(),
         webhook_port=free_port(),
         lab=True,
-        # A short containment watch, so the case closes within the test.
+        # A short containment watch, so the case closes within the test (long enough for
+        # the attacker's second try to land in it).
         extra_env={
-            "QUENCH_WATCH_SECONDS": "6",
+            "QUENCH_WATCH_SECONDS": "12",
             "QUENCH_CHECK_EVERY_SECONDS": "3",
             "QUENCH_DELIVERY_LAG_SECONDS": "0",
         },

@@ -92,6 +92,16 @@ async def open_lab_case(stack, scenario: Scenario) -> tuple[Any, WorkflowHandle,
     return case, handle, status
 
 
+async def wait_for_phase(handle: WorkflowHandle, phase: Phase) -> CaseStatus:
+    """The case's status once it is in `phase` (polled: a query a half second)."""
+    async with asyncio.timeout(120):
+        while True:
+            status = await handle.query(CaseWorkflow.status)
+            if status.phase is phase:
+                return status
+            await asyncio.sleep(0.2)
+
+
 async def approve_until_closed(
     stack, handle: WorkflowHandle, case_id: str, prefixes: tuple[str, ...]
 ) -> list[str]:

@@ -20,6 +20,7 @@ from config import names
 from lab import world as lab_world
 from lab.attack import THREAT_IP
 from lab.aws_server import RECORDING_NAME, SCRUBBED
+from lab.scenario import attacker_returns_to
 from models.activities import ProbeInstanceCredentialsInput
 from models.case import ActionStatus, Decision, Phase
 from stack.binaries import temporal_cli
@@ -31,6 +32,7 @@ from tests.e2e.support import (
     run_starter,
     s3_text,
     session,
+    wait_for_phase,
 )
 from tests.support import history_for_the_repo
 
@@ -110,6 +112,11 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     )
     _, stderr = await asyncio.wait_for(signal.communicate(), 30)
     assert signal.returncode == 0, stderr.decode()
+    # While the case watches, the attacker tries the stolen key again: cut off by the
+    # containment (all but GetCallerIdentity, which needs no permission), and seen.
+    await wait_for_phase(handle, Phase.WATCHING)
+    returned = await asyncio.to_thread(attacker_returns_to, stack.aws_url, stack.state_dir)
+    assert (returned.attempts, returned.denied, len(returned.log_files)) == (3, 2, 1)
     # After the watch, each eradication round waits for its own approval, given here with
     # Quench's command line.
     iam = aws(stack, "iam")
@@ -149,8 +156,10 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     assert result.actions[0].steps[0].startswith(f"Start logging on trail {world.trail_name}:")
     assert world.trail_name in result.trails_restarted
     assert result.watch is not None and result.watch.verdict == "clean"
-    assert result.watch.checks >= 2 and result.watch.effective_calls == 0
-    assert result.watch.blind_trails == []
+    assert result.watch.checks >= 2 and result.watch.blind_trails == []
+    # The attacker's second try: two calls denied, and a GetCallerIdentity, which AWS
+    # answers for any valid key: an attempt too, not a sign containment failed.
+    assert (result.watch.denied_attempts, result.watch.effective_calls) == (3, 0)
     assert all(not w.blind_trails for w in result.minted_watches)
     _notified_through_sns(stack, result, [action.id, *approved])
 

@@ -17,7 +17,7 @@ import pytest
 
 import lab.attack
 import lab.user_key_attack
-from config.names import case_workflow_id
+from config.names import REVOKE_SESSIONS_POLICY_NAME, case_workflow_id
 from lab.attack import CORPORATE_IP, OUTSIDE_ACCOUNT
 from lab.scenario import (
     ATTACK_FILE,
@@ -26,6 +26,7 @@ from lab.scenario import (
     USER_KEY_CASE_FILE,
     WORLD_FILE,
     LabCase,
+    attacker_returns_to,
     run_scenario,
 )
 from lab.user_key_attack import CI_IP, TOR_EXIT_IP, UserKeyAttackReport
@@ -428,3 +429,41 @@ def test_a_world_saved_before_build_bot_still_loads():
 
 def _time(record: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(record["eventTime"].replace("Z", "+00:00"))
+
+
+def test_the_ec2_attacker_returns_seen_only_while_logging_and_denied_only_once_cut_off(run):
+    """Runs last: it starts the trail the attack stopped and cuts the role's sessions off."""
+    world, stolen = run.ec2_case.world, run.ec2_case.attack.stolen_access_key_id
+    # The trail is still off (the attack stopped it) and nothing is cut off: the calls
+    # would work, and CloudTrail writes none of them.
+    first = attacker_returns_to(run.url, run.state_dir)
+    assert (first.attempts, first.denied, first.log_files) == (3, 0, [])
+
+    run.client("cloudtrail").start_logging(Name=world.trail_name)
+    cutoff = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    run.client("iam").put_role_policy(
+        RoleName=world.role_name,
+        PolicyName=REVOKE_SESSIONS_POLICY_NAME,
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": {
+                    "Effect": "Deny",
+                    "Action": "*",
+                    "Resource": "*",
+                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": cutoff}},
+                },
+            }
+        ),
+    )
+    second = attacker_returns_to(run.url, run.state_dir)
+    assert (second.attempts, second.denied, len(second.log_files)) == (3, 2, 1)
+    records = run.delivered(second.log_files)
+    assert [(r["eventName"], r.get("errorCode")) for r in records] == [
+        ("GetCallerIdentity", None),
+        ("ListUsers", "AccessDenied"),
+        ("ListBuckets", "AccessDenied"),
+    ]
+    assert {r["userIdentity"]["accessKeyId"] for r in records} == {stolen}
+    assert {r["sourceIPAddress"] for r in records} == {lab.attack.THREAT_IP}
+    assert all(r["eventTime"] > cutoff for r in records)
