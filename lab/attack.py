@@ -26,6 +26,7 @@ CORPORATE_IP = "203.0.113.10"
 CONSOLE_AGENT = "AWS Internal"
 APP_AGENT = "Boto3/1.35.0 md/Botocore#1.35.0 ua/2.0 os/linux lang/python#3.12.3"
 OUTSIDE_ACCOUNT = "999988887777"
+STOLEN_SESSION_AGE = timedelta(hours=1)  # how long before the attack EC2 issued the session
 
 BACKDOOR_USER = "backup-svc"
 BACKDOOR_ROLE = "ops-support-role"
@@ -46,6 +47,20 @@ class AttackReport(ScenarioReport):
     second_generation_user: str
     second_generation_access_key_id: str
     legitimate_user_created: str
+
+
+def _stolen_session(world: LabWorld, stolen_key: str, attack_start: datetime) -> dict[str, Any]:
+    """The identity CloudTrail records for the instance's role session the attacker stole:
+    issued by EC2 a while before the attack began."""
+    return assumed_role_identity(
+        account_id=world.account_id,
+        role_name=world.role_name,
+        role_id=world.role_id,
+        session_name=world.instance_id,
+        access_key_id=stolen_key,
+        issued_at=attack_start - STOLEN_SESSION_AGE,
+        ec2_role_delivery=True,
+    )
 
 
 def steal_instance_credentials(endpoint_url: str, world: LabWorld) -> dict[str, str]:
@@ -80,15 +95,7 @@ def run_attack(endpoint_url: str, world: LabWorld, now: datetime | None = None) 
     stolen = steal_instance_credentials(endpoint_url, world)
     # The document's own key is checked the way Quench's probe reads it.
     stolen_key = parse_credentials_document(json.dumps(stolen))["AccessKeyId"]
-    session_identity = assumed_role_identity(
-        account_id=world.account_id,
-        role_name=world.role_name,
-        role_id=world.role_id,
-        session_name=world.instance_id,
-        access_key_id=stolen_key,
-        issued_at=start - timedelta(hours=1),
-        ec2_role_delivery=True,
-    )
+    session_identity = _stolen_session(world, stolen_key, start)
 
     # The application's own calls with the same session, from the instance: legitimate.
     for i in range(24):
@@ -307,24 +314,13 @@ def attacker_returns(
     # CloudTrail writes whole seconds: the next one, so no call falls before containment.
     now = now or datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
     admin = admin_session()
-    issued_at = attack.started_at - timedelta(hours=1)  # as run_attack wrote the session
+    identity = _stolen_session(world, attack.stolen_access_key_id, attack.started_at)
+    issued_at = attack.started_at - STOLEN_SESSION_AGE
     revoked = _sessions_cut_off_after(client(admin, "iam", endpoint_url), world, issued_at)
     recorder = TrailRecorder(account_id=world.account_id, bucket=world.cloudtrail_bucket)
     status = client(admin, "cloudtrail", endpoint_url).get_trail_status(Name=world.trail_name)
     recorder.logging = bool(status.get("IsLogging"))
-    actor = Actor(
-        assumed_role_identity(
-            account_id=world.account_id,
-            role_name=world.role_name,
-            role_id=world.role_id,
-            session_name=world.instance_id,
-            access_key_id=attack.stolen_access_key_id,
-            issued_at=issued_at,
-            ec2_role_delivery=True,
-        ),
-        THREAT_IP,
-        ATTACKER_AGENT,
-    )
+    actor = Actor(identity, THREAT_IP, ATTACKER_AGENT)
     clock = Clock(now, timedelta(seconds=1))
     denied = 0
     for service, operation in RETURN_CALLS:
