@@ -116,7 +116,7 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     # containment (all but GetCallerIdentity, which needs no permission), and seen.
     await wait_for_phase(handle, Phase.WATCHING)
     returned = await asyncio.to_thread(attacker_returns_to, stack.aws_url, stack.state_dir)
-    assert (returned.attempts, returned.denied, len(returned.log_files)) == (3, 2, 1)
+    assert (returned.attempts, returned.denied) == (3, 2) and returned.log_files
     # After the watch, each eradication round waits for its own approval, given here with
     # Quench's command line.
     iam = aws(stack, "iam")

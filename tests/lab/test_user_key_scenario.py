@@ -457,7 +457,8 @@ def test_the_ec2_attacker_returns_seen_only_while_logging_and_denied_only_once_c
         ),
     )
     second = attacker_returns_to(run.url, run.state_dir)
-    assert (second.attempts, second.denied, len(second.log_files)) == (3, 2, 1)
+    # In one file, or two when the seconds straddle a five-minute delivery window.
+    assert (second.attempts, second.denied) == (3, 2) and second.log_files
     records = run.delivered(second.log_files)
     assert [(r["eventName"], r.get("errorCode")) for r in records] == [
         ("GetCallerIdentity", None),
