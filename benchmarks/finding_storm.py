@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from config.settings import Settings
 from lab.guardduty import eventbridge_event, instance_role_finding
 from models.finding import finding_from_guardduty
 from stack.embedded import EmbeddedStack, StackConfig
-from stack.processes import ManagedProcess
+from stack.processes import ManagedProcess, free_port
 from webhook.intake import submit_finding
 from workflows.case import CaseWorkflow
 
@@ -269,12 +268,6 @@ def machine() -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def run(
     findings: int = 10_000, credentials: int = 200, concurrency: int = 32, warmup: int = 100
 ) -> dict[str, Any]:
@@ -282,9 +275,9 @@ async def run(
     webhook_queue, sdk_queue = "storm-webhook", "storm-sdk"
     config = StackConfig(
         state_dir=state_dir,
-        temporal_port=_free_port(),
-        ui_port=_free_port(),
-        webhook_port=_free_port(),
+        temporal_port=free_port(),
+        ui_port=free_port(),
+        webhook_port=free_port(),
         lab=False,
         extra_env={
             "QUENCH_WEBHOOK_TOKEN": TOKEN,

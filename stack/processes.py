@@ -3,6 +3,7 @@ starts, is recorded in a pid file, and is stopped with its whole process group."
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -15,6 +16,30 @@ from pathlib import Path
 
 class StackError(RuntimeError):
     """A problem starting the stack, worded for the person running it."""
+
+
+# Ports for servers started on the fly are taken below the kernel's ephemeral range: an
+# outgoing connection or another port-0 bind takes its port there, so a port chosen here
+# cannot be taken by one in the moment before its server binds it.
+_SPARE_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, outside the ephemeral range, and not handed out
+    before by this process."""
+    for _ in range(1000):
+        port = secrets.choice(_SPARE_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise StackError(f"no free port between {_SPARE_PORTS.start} and {_SPARE_PORTS.stop - 1}")
 
 
 def port_open(host: str, port: int) -> bool:

@@ -6,9 +6,10 @@ from stack.binaries import temporal_cli, temporal_test_server
 from tests.support import register_search_attributes
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture
 async def time_skipping_env():
-    """One time-skipping test server for the session; timers run in test time."""
+    """A time-skipping test server of the test's own (timers run in test time): a case one
+    test leaves behind, or a lock on skipping it leaves, cannot stall the next test's."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(temporal_test_server()),

@@ -1,6 +1,5 @@
 """Shared test material: findings in GuardDuty's shape, and Temporal environments."""
 
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,13 +58,6 @@ def history_for_the_repo(history_json: str) -> str:
     """A recorded history fit to commit: activity-failure stack traces name files relative
     to the checkout, not where this machine keeps it. Replay never reads them."""
     return history_json.replace(f"{PROJECT_ROOT}/", "")
-
-
-def free_port() -> int:
-    """A port nothing listens on now, for a server a test starts."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def register_search_attributes(client: Client, namespace: str = "default") -> None:

@@ -1,7 +1,7 @@
 import pytest
 
 from stack.embedded import EmbeddedStack, StackConfig
-from tests.support import free_port
+from stack.processes import free_port
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ from activities.aws import AwsClients
 from activities.ssm import SsmActivities
 from lab.world import EC2_TRUST_POLICY
 from models.activities import ProbeInstanceCredentialsInput
+from stack.processes import free_port
 from tests.lab.lab_server import start_lab_server
-from tests.support import free_port
 
 REGION = "us-east-1"
 

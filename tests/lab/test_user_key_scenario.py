@@ -33,8 +33,8 @@ from lab.user_key_attack import CI_IP, TOR_EXIT_IP, UserKeyAttackReport
 from lab.world import BUILD_BOT_POLICY, BUILD_BOT_POLICY_NAME, LabWorld, client
 from models.finding import GuardDutyEvent, finding_from_guardduty
 from playbook.classify import ChangeKind, ResourceKind, classify
+from stack.processes import free_port
 from tests.lab.lab_server import start_lab_server
-from tests.support import free_port
 
 TOKEN = "lab-test-token-0123456789"
 HEADER = "x-quench-token"

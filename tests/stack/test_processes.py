@@ -9,8 +9,7 @@ import pytest
 
 from stack.binaries import MissingBinaryError, find_binary
 from stack.embedded import EmbeddedStack, StackConfig
-from stack.processes import ManagedProcess, StackError, port_open
-from tests.support import free_port
+from stack.processes import ManagedProcess, StackError, free_port, port_open
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
@@ -100,3 +99,13 @@ def test_a_failed_start_stops_what_already_started(tmp_path):
             stack.start()
     assert not port_open("127.0.0.1", config.temporal_port)
     assert not list((tmp_path / "pids").glob("*.pid"))
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_never_handed_out_twice():
+    # Outgoing connections and port-0 binds take theirs from the ephemeral range (from
+    # 32768 on Linux, 49152 on macOS): none can take a port chosen here before its server.
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(20000 <= port < 32768 for port in ports)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports[-1]))  # and nothing holds it

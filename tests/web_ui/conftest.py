@@ -20,7 +20,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from stack.binaries import temporal_cli
-from tests.support import PROJECT_ROOT, free_port, register_search_attributes
+from stack.processes import free_port
+from tests.support import PROJECT_ROOT, register_search_attributes
 
 # Debian's packages install them here; another Chromium and its matching driver can be named.
 CHROMIUM = Path(os.environ.get("QUENCH_CHROMIUM", "/usr/bin/chromium"))

@@ -5,6 +5,7 @@ becomes an open item."""
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
@@ -28,6 +29,16 @@ from tests.workflows.test_case_workflow import (
 from workflows.case import CaseWorkflow
 
 
+async def _first_call(fake: FakeAws, name: str) -> Any:
+    """The input of the fake's first call of activity `name`, once it has come."""
+    async with asyncio.timeout(30):
+        while True:
+            calls = [v for n, v in fake.calls if n == name]
+            if calls:
+                return calls[0]
+            await asyncio.sleep(0.05)
+
+
 async def test_the_investigation_runs_beside_containment_and_is_in_before_the_report(
     time_skipping_env,
 ):
@@ -37,8 +48,9 @@ async def test_the_investigation_runs_beside_containment_and_is_in_before_the_re
     async with _worker(time_skipping_env, fake, queue):
         handle = await _start(time_skipping_env, fake, queue)
         waiting = await _wait_for(handle, _pending("contain-"))
-        # Asked for once the evidence is kept, the principal's snapshot with it.
-        asked: InvestigateInput = next(v for n, v in fake.calls if n == "investigate_credentials")
+        # Asked for once the evidence is kept, the principal's snapshot with it (beside the
+        # containment's proposal: it may come a little after it).
+        asked: InvestigateInput = await _first_call(fake, "investigate_credentials")
         assert fake.names().index("capture_cloudtrail_slice") < fake.names().index(
             "investigate_credentials"
         )
