@@ -30,7 +30,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from cli.commands import add_case_commands, run_case_command
-from cli.render import program_path, temporal_command
+from cli.render import program_path, update_command
 from cli.stack_options import add_stack_options, stack_config
 from config import names
 from config.settings import Settings
@@ -63,10 +63,7 @@ def approve_commands(stack: EmbeddedStack, case_id: str, action_id: str) -> list
     once, or says why it refuses) and Quench's own command."""
     settings = Settings(lab=True, temporal_address=stack.temporal_address)
     payload = {"action_id": action_id, "approver": "you@example.com", "reason": REASON}
-    update = temporal_command(
-        settings, "update", "execute", "--workflow-id", case_id,
-        "--name", names.UPDATE_APPROVE, "--input", json.dumps(payload),
-    )  # fmt: skip
+    update = update_command(settings, case_id, names.UPDATE_APPROVE, json.dumps(payload))
     installed = Path(sys.executable).with_name("quench")  # the console script, in a venv
     quench = (
         shlex.quote(program_path(installed))

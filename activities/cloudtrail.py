@@ -67,8 +67,6 @@ DENIED_ERROR_CODES = frozenset(
     }
 )
 EVENTS_KEPT_IN_RESULT = 100
-# Calls AWS answers for any valid credential, whatever its policies say.
-NEEDS_NO_PERMISSION = frozenset({("sts.amazonaws.com", "GetCallerIdentity")})
 _STAMP = re.compile(r"_(\d{8}T\d{4})Z_")
 
 
@@ -483,13 +481,7 @@ class CloudTrailActivities:
             input.account_id, frozenset(input.access_key_ids), input.start, input.end
         )
         events = [summarize(r) for r in scan(self._source, query)]
-        # A call no policy can refuse (GetCallerIdentity answers any valid key, an explicit
-        # deny notwithstanding) shows the attacker trying, not that containment failed.
-        effective = [
-            e
-            for e in events
-            if not e.denied and (e.event_source, e.event_name) not in NEEDS_NO_PERMISSION
-        ]
+        effective = [e for e in events if e.worked]
         # The calls that worked come first: they are what a human must see.
         kept = (effective + [e for e in events if e not in effective])[:EVENTS_KEPT_IN_RESULT]
         return CheckActivityResult(

@@ -9,7 +9,7 @@ and its chart are stored as evidence with their SHA-256.
 """
 
 import json
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
@@ -68,13 +68,8 @@ class InvestigationActivities:
         if input.principal_arn:
             counts = count_scan(
                 self._source,
-                TrailQuery(
-                    account_id=input.account_id,
-                    access_key_ids=frozenset(),
-                    start=unit.start,
-                    end=unit.end,
-                    principal_arn=input.principal_arn,
-                    regions=frozenset({unit.region}),
+                _baseline_query(
+                    input.account_id, input.principal_arn, unit.start, unit.end, unit.region
                 ),
             )
         name = f"baseline-{unit.region}-{unit.start:%Y%m%dT%H%M%S}"
@@ -88,14 +83,13 @@ class InvestigationActivities:
         unit = input.unit
         records = scan(
             self._source,
-            TrailQuery(
-                account_id=input.account_id,
-                access_key_ids=frozenset(input.credentials),
-                start=unit.start,
-                end=unit.end,
-                principal_arn=input.principal_arn,
-                regions=frozenset({unit.region}),
-                mentions=True,
+            _scope_query(
+                input.account_id,
+                input.credentials,
+                input.principal_arn,
+                unit.start,
+                unit.end,
+                unit.region,
             ),
         )
         name = f"{input.name}-{unit.region}-{unit.start:%Y%m%dT%H%M%S}"
@@ -115,13 +109,12 @@ class InvestigationActivities:
         else:
             scope = scan(
                 self._source,
-                TrailQuery(
-                    account_id=input.account_id,
-                    access_key_ids=frozenset(input.credentials),
-                    start=input.scope_start,
-                    end=input.scope_end,
-                    principal_arn=principal_arn or None,
-                    mentions=True,
+                _scope_query(
+                    input.account_id,
+                    input.credentials,
+                    principal_arn or None,
+                    input.scope_start,
+                    input.scope_end,
                 ),
             )
         baseline_start = input.scope_start - timedelta(days=input.baseline_days)
@@ -134,13 +127,9 @@ class InvestigationActivities:
         elif principal_arn:
             counts = count_scan(
                 self._source,
-                TrailQuery(
-                    account_id=input.account_id,
-                    access_key_ids=frozenset(),
-                    start=baseline_start,
-                    # The scope window starts here: its first second is not the baseline's.
-                    end=input.scope_start - timedelta(microseconds=1),
-                    principal_arn=principal_arn,
+                # The scope window starts here: its first second is not the baseline's.
+                _baseline_query(
+                    input.account_id, principal_arn, baseline_start, input.scope_start - _TICK
                 ),
             )
         investigation = investigate(
@@ -177,6 +166,41 @@ class InvestigationActivities:
             return {}
         document = json.loads(self._evidence.read_verified(record))
         return document if isinstance(document, dict) else {}
+
+
+def _scope_query(
+    account_id: str,
+    credentials: list[str],
+    principal_arn: str | None,
+    start: datetime,
+    end: datetime,
+    region: str | None = None,
+) -> TrailQuery:
+    """The scope's read: the credentials' and the principal's calls, and every call that
+    names a credential (in one region, or all the source reads)."""
+    return TrailQuery(
+        account_id=account_id,
+        access_key_ids=frozenset(credentials),
+        start=start,
+        end=end,
+        principal_arn=principal_arn,
+        regions=frozenset({region} if region else ()),
+        mentions=True,
+    )
+
+
+def _baseline_query(
+    account_id: str, principal_arn: str, start: datetime, end: datetime, region: str | None = None
+) -> TrailQuery:
+    """The baseline's read: the principal's own calls (in one region, or all)."""
+    return TrailQuery(
+        account_id=account_id,
+        access_key_ids=frozenset(),
+        start=start,
+        end=end,
+        principal_arn=principal_arn,
+        regions=frozenset({region} if region else ()),
+    )
 
 
 def _arn_of(snapshot: dict[str, Any]) -> str | None:

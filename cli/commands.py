@@ -40,6 +40,7 @@ from cli.render import (
     render_case,
     render_case_lines,
     temporal_command,
+    update_command,
 )
 from cli.stack_options import add_stack_options, stack_config
 from cli.tables import render_table
@@ -216,19 +217,7 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def _show_update(settings: Settings, case_id: str, update: str, payload: str) -> None:
     """-v: the same update as a raw `temporal` command, on standard error."""
-    err(
-        temporal_command(
-            settings,
-            "update",
-            "execute",
-            "--workflow-id",
-            case_id,
-            "--name",
-            update,
-            "--input",
-            payload,
-        )
-    )
+    err(update_command(settings, case_id, update, payload))
 
 
 async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:

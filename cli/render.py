@@ -112,6 +112,14 @@ def temporal_command(settings: Settings, *words: str) -> str:
     return " ".join(shell_word(w) for w in [binary, "workflow", *words, *connection])
 
 
+def update_command(settings: Settings, case_id: str, update: str, payload: str) -> str:
+    """The `temporal workflow update execute` command that sends `update` to a case."""
+    return temporal_command(
+        settings, "update", "execute", "--workflow-id", case_id, "--name", update,
+        "--input", payload,
+    )  # fmt: skip
+
+
 def program_path(found: Path) -> str:
     """A program's path to paste: .venv/bin/temporal when run from the checkout, as the
     README writes it."""
@@ -265,15 +273,10 @@ def _pending(case_id: str, action: Action, invocation: str, settings: Settings) 
     ):
         words = [verb, case_id, action.id, "--by", APPROVER_PLACEHOLDER, "--reason", reason]
         lines.append(f"  {verb + ':':<8} {invocation} {shlex.join(words)}")
-    raw = temporal_command(
+    raw = update_command(
         settings,
-        "update",
-        "execute",
-        "--workflow-id",
         case_id,
-        "--name",
         names.UPDATE_APPROVE,
-        "--input",
         decision_input(action.id, APPROVER_PLACEHOLDER, APPROVE_REASON_PLACEHOLDER),
     )
     lines.append(f"  or:      {raw}")

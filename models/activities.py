@@ -65,6 +65,10 @@ class CloudTrailSliceResult(BaseModel):
     event_count: int
 
 
+# Calls AWS answers for any valid credential, whatever its policies say.
+NEEDS_NO_PERMISSION = frozenset({("sts.amazonaws.com", "GetCallerIdentity")})
+
+
 class TrailEvent(BaseModel):
     """One CloudTrail record, reduced to what a responder reads."""
 
@@ -80,6 +84,13 @@ class TrailEvent(BaseModel):
     error_code: str | None = None
     denied: bool  # refused for lack of permission: the credential is contained
     session_issued_at: datetime | None = None
+
+    @property
+    def worked(self) -> bool:
+        """The call shows the credential can act: not refused, and not one AWS answers for
+        any valid key whatever its policies say (GetCallerIdentity, an explicit deny
+        notwithstanding), which shows only the attacker trying."""
+        return not self.denied and (self.event_source, self.event_name) not in NEEDS_NO_PERMISSION
 
 
 class CheckActivityInput(BaseModel):

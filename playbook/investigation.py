@@ -225,24 +225,15 @@ def _session(key: str, records: list[Record]) -> CredentialSession:
 
 def count_baseline(counts: BaselineCounts, records: Iterable[Record]) -> BaselineCounts:
     """The counts with these records added (the caller keeps them to the window)."""
-    apis = Counter(counts.api_calls)
-    agents, ips = set(counts.user_agents), set(counts.source_ips)
-    calls, failures = counts.calls, counts.failed
-    for record in records:
-        calls += 1
-        failures += failed(record)
-        apis[api_name(record)] += 1
-        if record.get("userAgent"):
-            agents.add(str(record["userAgent"]))
-        if record.get("sourceIPAddress"):
-            ips.add(str(record["sourceIPAddress"]))
-    return BaselineCounts(
-        calls=calls,
-        failed=failures,
-        api_calls=dict(sorted(apis.items())),
-        user_agents=sorted(agents),
-        source_ips=sorted(ips),
+    records = list(records)
+    these = BaselineCounts(
+        calls=len(records),
+        failed=sum(failed(r) for r in records),
+        api_calls=Counter(api_name(r) for r in records),
+        user_agents=[str(r["userAgent"]) for r in records if r.get("userAgent")],
+        source_ips=[str(r["sourceIPAddress"]) for r in records if r.get("sourceIPAddress")],
     )
+    return merge_counts([counts, these])
 
 
 def merge_counts(parts: Iterable[BaselineCounts]) -> BaselineCounts:

@@ -2246,7 +2246,7 @@ _DETACHED = {
 
 def explain_failure(result: CheckActivityResult, cutoff: datetime | None) -> list[str]:
     """What the calls that worked after containment say about how the attacker gets in."""
-    worked = [e for e in result.events if not e.denied]
+    worked = [e for e in result.events if e.worked]
     sources = sorted({e.source_ip for e in worked})
     calls = Counter(e.event_name for e in worked).most_common(5)
     lines = [

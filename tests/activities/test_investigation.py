@@ -204,23 +204,30 @@ def test_a_retried_baseline_count_resumes_without_counting_a_file_twice(
     assert len(baseline_files) == 48 - files_done
 
 
-def test_the_baseline_counted_in_parts_gives_the_same_investigation(
-    s3: Any, source: RecordingSource, evidence: EvidenceStore
-):
+def _read_whole_and_planned(
+    s3: Any, source: RecordingSource, evidence: EvidenceStore, start: datetime, end: datetime
+) -> tuple[ActivityEnvironment, InvestigationActivities, InvestigateInput, Any, Any]:
+    """The trail written, the investigation read in one piece, and the read from start to
+    end planned in parts, to hold the parts' answer to."""
     _write_trail(s3)
     activities = InvestigationActivities(source, evidence)
     env = ActivityEnvironment()
     asked = _input(evidence)
     whole = env.run(activities.investigate_credentials, asked)
-
     plan = env.run(
         activities.plan_reads,
         PlanReadsInput(
-            account_id=ACCOUNT,
-            start=SCOPE_START - timedelta(days=2),
-            end=SCOPE_START,
-            principal_evidence=asked.principal_evidence,
+            account_id=ACCOUNT, start=start, end=end, principal_evidence=asked.principal_evidence
         ),
+    )
+    return env, activities, asked, whole, plan
+
+
+def test_the_baseline_counted_in_parts_gives_the_same_investigation(
+    s3: Any, source: RecordingSource, evidence: EvidenceStore
+):
+    env, activities, asked, whole, plan = _read_whole_and_planned(
+        s3, source, evidence, SCOPE_START - timedelta(days=2), SCOPE_START
     )
     # The role's ARN, from its snapshot, once for every part.
     assert plan.principal_arn == ROLE_ARN
@@ -260,20 +267,8 @@ def test_the_baseline_counted_in_parts_gives_the_same_investigation(
 def test_the_scope_read_in_parts_gives_the_same_investigation(
     s3: Any, source: RecordingSource, evidence: EvidenceStore
 ):
-    _write_trail(s3)
-    activities = InvestigationActivities(source, evidence)
-    env = ActivityEnvironment()
-    asked = _input(evidence)
-    whole = env.run(activities.investigate_credentials, asked)
-
-    plan = env.run(
-        activities.plan_reads,
-        PlanReadsInput(
-            account_id=ACCOUNT,
-            start=SCOPE_START,
-            end=SCOPE_END + timedelta(microseconds=1),
-            principal_evidence=asked.principal_evidence,
-        ),
+    env, activities, asked, whole, plan = _read_whole_and_planned(
+        s3, source, evidence, SCOPE_START, SCOPE_END + timedelta(microseconds=1)
     )
     units = plan.units
     parts = [
