@@ -25,7 +25,7 @@ def _registered(settings: Settings) -> set[str]:
 
 def test_every_activity_the_workflows_call_is_registered():
     called = set()
-    for module in WORKFLOWS.glob("*.py"):
+    for module in WORKFLOWS.rglob("*.py"):
         called |= set(re.findall(r"\w+Activities\.(\w+)", module.read_text()))
     assert called, "found no activity calls in workflows/"
     for source in ("s3", "lookup"):

@@ -1,0 +1,153 @@
+"""Asking people, as the workflow does it: an action proposed and waited for (with its
+deadline, escalation and notifications), and a step that failed for good offered again.
+The bookkeeping is the ledger's; this module adds the waiting."""
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from config import names
+    from models.case import (
+        Action,
+        ActionKind,
+        ActionStatus,
+        Approval,
+        ApprovalInput,
+        Decision,
+        NotificationKind,
+        Phase,
+    )
+    from workflows.case.details import approval_request
+    from workflows.case.ledger import ApprovalLedger
+    from workflows.case.notifications import Notifications
+    from workflows.case.patches import DEADLINE_PATCH
+    from workflows.case.record import CaseRecord
+
+T = TypeVar("T")
+
+
+class CaseAbandoned(Exception):
+    """A human declined to retry a failed step; the case closes with that decision."""
+
+
+class Approvals:
+    def __init__(
+        self, record: CaseRecord, ledger: ApprovalLedger, notifications: Notifications
+    ) -> None:
+        self._record = record
+        self.ledger = ledger
+        self._notifications = notifications
+
+    def decide(self, input: ApprovalInput, decision: Decision) -> Action | None:
+        """A person's decision sent by signal or update: refused and kept, one approval of
+        two, or the decision that settles the action (None when refused)."""
+        signal = names.SIGNAL_APPROVE if decision is Decision.APPROVED else names.SIGNAL_REJECT
+        refusal = self.ledger.refusal(input, decision)
+        if refusal is not None:
+            self.refuse(signal, input.action_id, input.approver, refusal)
+            return None
+        action = self.ledger.decide(input, decision, signal)
+        if action is not None and action.approval is None:
+            # One approval of the two it needs: the details show who approved so far.
+            self._record.refresh()
+        return action
+
+    def refuse(self, signal: str, action_id: str | None, by: str, reason: str) -> None:
+        """Keep a refused decision, note or finding on the case, and say so in the log."""
+        self.ledger.refuse(signal, action_id, by, reason)
+        workflow.logger.warning("refused %s for %s by %s: %s", signal, action_id, by, reason)
+
+    def propose(self, kind: ActionKind, title: str, steps: list[str]) -> Action:
+        """An action waiting for approval; the case says it waits, unless it already
+        waits for a human for another reason."""
+        action = self.ledger.propose(kind, title, steps)
+        if self._record.status.phase not in (Phase.NEEDS_HUMAN, Phase.CONTAINMENT_FAILED):
+            self._record.set_phase(Phase.AWAITING_APPROVAL, f"waiting for approval of {action.id}")
+        else:
+            self._record.refresh()
+        return action
+
+    async def decision(self, action: Action) -> Approval:
+        """The action's decision, by people or, at a deadline, by the policy."""
+        if workflow.patched(DEADLINE_PATCH):
+            await self._await_with_deadline(action)
+        else:
+            await workflow.wait_condition(lambda: action.approval is not None)
+        assert action.approval is not None
+        self._record.refresh()
+        return action.approval
+
+    async def _await_with_deadline(self, action: Action) -> None:
+        """Tell people the action waits for them; each time its deadline passes with
+        nobody deciding, escalate, or, for containment the policy lets go ahead, proceed
+        and record that the case did."""
+        ledger = self.ledger
+        if ledger.runs_without_approval(action):
+            ledger.approve_by_policy(
+                action, f"the case policy runs {action.kind.value} actions without approval"
+            )
+            return
+        wait = ledger.open_deadline(action)
+        self._record.refresh()
+        case_id = self._record.status.case_id
+        self._notifications.soon(
+            NotificationKind.NEEDS_HUMAN,
+            f"{action.id} waits for approval on {case_id}",
+            self._request(action),
+        )
+        while action.approval is None:
+            assert action.deadline is not None
+            try:
+                await workflow.wait_condition(
+                    lambda: action.approval is not None,
+                    timeout=max(action.deadline - workflow.now(), timedelta(seconds=1)),
+                    timeout_summary=f"Approval deadline of {action.id}",
+                )
+            except TimeoutError:
+                if ledger.may_proceed(action):
+                    reason = ledger.proceed_without_decision(action, wait)
+                    self._notifications.soon(
+                        NotificationKind.PROCEEDED,
+                        f"{action.id} proceeds without a decision on {case_id}",
+                        f"{action.title}\n{reason}.\nThe case records the decision as taken "
+                        f"by {names.AUTO_APPROVER}.",
+                    )
+                else:
+                    waited = ledger.escalate(action, wait)
+                    self._record.upsert_escalations(ledger.escalations())
+                    self._record.refresh()
+                    self._notifications.soon(
+                        NotificationKind.ESCALATED,
+                        f"ESCALATED: {action.id} has waited {waited} on {case_id}",
+                        f"Nobody has decided in {waited} (escalation {action.escalations}).\n\n"
+                        + self._request(action),
+                    )
+
+    def _request(self, action: Action) -> str:
+        ledger = self.ledger
+        return approval_request(
+            self._record.status, action, ledger.severity(), ledger.may_proceed(action)
+        )
+
+    async def attempt(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run an activity; if it fails for good, ask a human whether to try again."""
+        record = self._record
+        while True:
+            try:
+                return await call()
+            except ActivityError as err:
+                cause = err.cause
+                detail = str(cause.message if isinstance(cause, ApplicationError) else err)
+            previous = record.status.phase
+            record.set_phase(Phase.NEEDS_HUMAN, f"failed to {doing}: {detail}")
+            retry = self.propose(ActionKind.RETRY, f"Retry: {doing}", [f"It failed: {detail}"])
+            decision = await self.decision(retry)
+            if decision.decision is Decision.REJECTED:
+                self.ledger.finish(retry, ActionStatus.REJECTED, decision.reason)
+                raise CaseAbandoned(f"gave up after failing to {doing}: {decision.reason}")
+            self.ledger.finish(retry, ActionStatus.DONE, "retrying")
+            record.set_phase(previous, f"retry approved by {decision.approver}")

@@ -1,0 +1,414 @@
+"""Containment (playbook 2.1 and 2.2): the credential cut off after approval, by the way
+its kind needs: an instance role's sessions revoked and the instance's credentials
+rotated and verified, a role session revoked, a user's key deactivated and its older
+tokens denied; anything else handed to a human with a checklist."""
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.ec2 import Ec2Activities
+    from activities.iam import IamActivities
+    from activities.recovery import RecoveryActivities
+    from activities.ssm import SsmActivities
+    from config import names
+    from models.activities import (
+        AccessKeyInput,
+        CaptureUserResult,
+        DenyUserTokensInput,
+        InstanceInput,
+        ProbeInstanceCredentialsInput,
+        RevokeRoleSessionsInput,
+        RoleTrustInput,
+        StartTrailsLoggingInput,
+        UserInput,
+    )
+    from models.case import Action, ActionKind, ActionStatus, Decision, Phase
+    from models.principal import Credential, CredentialKind
+    from workflows.case.approvals import Approvals, CaseAbandoned
+    from workflows.case.evidence import CollectedEvidence
+    from workflows.case.patches import LOGGING_PATCH, ROLE_SESSION_PATCH
+    from workflows.case.record import CaseRecord
+    from workflows.case.retries import AWS_RETRY, PROBE_RETRY
+
+
+class Containment:
+    def __init__(self, record: CaseRecord, approvals: Approvals) -> None:
+        self._record = record
+        self._approvals = approvals
+        self._ledger = approvals.ledger
+
+    async def contain(self, credential: Credential, evidence: CollectedEvidence) -> str | None:
+        """Propose containment, wait for its decision and carry it out; the outcome, or
+        None when it was rejected (the case is then closed)."""
+        if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
+            return await self._contain_instance_role(credential, evidence.instance_running)
+        if evidence.user is not None:
+            return await self._contain_user_key(credential, evidence.user)
+        if credential.kind is CredentialKind.ROLE_SESSION and workflow.patched(ROLE_SESSION_PATCH):
+            return await self._contain_role_session(credential)
+        return await self._hand_to_human(credential)
+
+    async def contain_again(
+        self, action: Action, credential: Credential, evidence: CollectedEvidence, by: str, why: str
+    ) -> None:
+        """Containment once more, after the watch saw the credential still work."""
+        if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
+            await self._apply_instance_role(action, credential, evidence.instance_running)
+        elif evidence.user is not None:
+            await self._apply_user_key(action, credential)
+        elif credential.kind is CredentialKind.ROLE_SESSION:
+            await self._apply_role_session(action, credential)
+        else:
+            self._ledger.finish(action, ActionStatus.DONE, f"by {by}")
+            self._record.set_phase(Phase.CONTAINED, f"{by}: {why}")
+
+    def with_logging_steps(self, steps: list[str]) -> list[str]:
+        """A containment's steps, after starting logging on trails found stopped."""
+        return [
+            f"Start logging on trail {trail}: it was not logging when the case opened, "
+            "and the containment watch reads its files"
+            for trail in self._stopped_trails()
+        ] + steps
+
+    async def revoke_role_sessions(
+        self, role_name: str, cutoff: datetime, record_cutoff: bool = True
+    ) -> None:
+        """Deny the role's sessions issued before `cutoff`; the case's own containment
+        records the cut-off in effect (a minted session's does not replace it)."""
+        revoked = await self._approvals.attempt(
+            "revoke the role's sessions",
+            lambda: workflow.execute_activity_method(
+                IamActivities.revoke_role_sessions,
+                RevokeRoleSessionsInput(role_name=role_name, cutoff=cutoff),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=AWS_RETRY,
+                summary=f"Revoke sessions of {role_name} issued before {cutoff.isoformat()}",
+            ),
+        )
+        if record_cutoff:
+            self._record.status.containment_cutoff = revoked.cutoff_in_effect
+        self._record.note(
+            f"sessions of {role_name} issued before {revoked.cutoff_in_effect.isoformat()} "
+            f"are denied" + ("" if revoked.changed else " (policy was already in place)")
+        )
+
+    # -- approval, and logging back on first -----------------------------------------------
+
+    async def _approved(self, action: Action) -> bool:
+        """Wait for the decision on a containment; a rejection closes the case. Once it is
+        approved, logging starts again first on trails found stopped (one of its steps)."""
+        approval = await self._approvals.decision(action)
+        if approval.decision is Decision.REJECTED:
+            self._ledger.finish(action, ActionStatus.REJECTED, approval.reason)
+            self._record.close(f"containment rejected by {approval.approver}: {approval.reason}")
+            return False
+        self._record.set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
+        trails = self._stopped_trails()
+        if trails:
+            await self._start_trails_logging(trails)
+        return True
+
+    def _stopped_trails(self) -> list[str]:
+        """Trails found stopped when the case opened that containment has not started."""
+        status = self._record.status
+        stopped = [t for t in status.trails_found_stopped if t not in status.trails_restarted]
+        if not stopped or not workflow.patched(LOGGING_PATCH):
+            return []
+        return stopped
+
+    async def _start_trails_logging(self, trails: list[str]) -> None:
+        """Logging on again before the credential is contained, so the watch that follows
+        reads complete files from its first second."""
+        record = self._record
+        result = await self._approvals.attempt(
+            "start logging on the trails found stopped",
+            lambda: workflow.execute_activity_method(
+                RecoveryActivities.start_trails_logging,
+                StartTrailsLoggingInput(trail_names=trails),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=AWS_RETRY,
+                summary=f"Start logging on {', '.join(trails)} before the watch",
+            ),
+        )
+        now = workflow.now()
+        for name in result.started:
+            record.status.trails_restarted[name] = now
+            record.note(f"trail {name} is logging again, so the containment watch can see")
+        for name in result.already_logging:
+            record.note(f"trail {name} was logging again already: someone else started it")
+        for name in result.missing:
+            record.note(f"trail {name} no longer exists: recovery recreates it from evidence")
+
+    # -- an EC2 instance role --------------------------------------------------------------
+
+    async def _contain_instance_role(
+        self, credential: Credential, instance_running: bool
+    ) -> str | None:
+        """Playbook 2.2 for an instance role: revoke older sessions, stop+start, verify."""
+        principal = credential.principal
+        role_name = principal.role_name or ""
+        instance_id = principal.instance_id or ""
+        steps = [
+            f"Deny all sessions of role {role_name} issued before the approval "
+            f"(inline policy {names.REVOKE_SESSIONS_POLICY_NAME} on aws:TokenIssueTime)",
+            f"Stop instance {instance_id} and start it again so it receives new credentials",
+            f"Verify through SSM and the instance metadata that the key is no longer "
+            f"{credential.access_key_id}",
+        ]
+        if not instance_running:
+            steps[1] = f"Instance {instance_id} is not running: it gets new credentials at start"
+        action = self._approvals.propose(
+            ActionKind.CONTAIN_INSTANCE_ROLE,
+            f"Contain {credential.access_key_id}: revoke sessions of {role_name}, "
+            f"rotate {instance_id}",
+            self.with_logging_steps(steps),
+        )
+        if not await self._approved(action):
+            return None
+        await self._apply_instance_role(action, credential, instance_running)
+        return "contained"
+
+    async def _apply_instance_role(
+        self, action: Action, credential: Credential, instance_running: bool
+    ) -> None:
+        record = self._record
+        principal = credential.principal
+        role_name = principal.role_name or ""
+        instance_id = principal.instance_id or ""
+        await self.revoke_role_sessions(role_name, self._ledger.start(action))
+        while True:
+            if not instance_running:
+                record.note(f"instance {instance_id} was not running; no stop+start needed")
+                self._ledger.finish(action, ActionStatus.DONE, "sessions revoked")
+                record.set_phase(Phase.CONTAINED, "role sessions revoked")
+                return
+            await self._rotate_instance(instance_id)
+            record.set_phase(Phase.VERIFICATION, "reading the instance's credentials over SSM")
+            probe = await self._approvals.attempt(
+                "verify the instance's new credentials",
+                lambda: workflow.execute_activity_method(
+                    SsmActivities.probe_instance_credentials,
+                    ProbeInstanceCredentialsInput(instance_id=instance_id, role_name=role_name),
+                    start_to_close_timeout=timedelta(minutes=3),
+                    heartbeat_timeout=timedelta(minutes=1),
+                    retry_policy=PROBE_RETRY,
+                    summary=f"Read {role_name}'s credentials from {instance_id}'s metadata",
+                ),
+            )
+            if probe.access_key_id != credential.access_key_id:
+                record.status.verified_access_key_id = probe.access_key_id
+                record.note(
+                    f"instance {instance_id} now holds {probe.access_key_id}, "
+                    f"not {credential.access_key_id}: rotation verified"
+                )
+                self._ledger.finish(action, ActionStatus.DONE, "sessions revoked, key rotated")
+                record.set_phase(Phase.CONTAINED, "credential rotated and verified")
+                return
+            record.set_phase(
+                Phase.CONTAINMENT_FAILED,
+                f"instance {instance_id} still holds {credential.access_key_id}",
+            )
+            retry = self._approvals.propose(
+                ActionKind.RETRY,
+                f"Stop and start {instance_id} again, then verify the key changed",
+                [f"The metadata service still serves {credential.access_key_id} after stop+start"],
+            )
+            decision = await self._approvals.decision(retry)
+            if decision.decision is Decision.REJECTED:
+                self._ledger.finish(retry, ActionStatus.REJECTED, decision.reason)
+                self._ledger.finish(action, ActionStatus.FAILED, "rotation not verified")
+                raise CaseAbandoned(
+                    f"rotation not verified; {decision.approver} takes over: {decision.reason}"
+                )
+            self._ledger.finish(retry, ActionStatus.DONE, "retrying")
+            record.set_phase(Phase.CONTAINMENT, f"retry approved by {decision.approver}")
+
+    async def _rotate_instance(self, instance_id: str) -> None:
+        """A reboot does not rotate instance credentials; a stop and a start do."""
+        request = InstanceInput(instance_id=instance_id)
+        await self._approvals.attempt(
+            "stop the instance",
+            lambda: workflow.execute_activity_method(
+                Ec2Activities.stop_instance,
+                request,
+                start_to_close_timeout=timedelta(minutes=15),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=AWS_RETRY,
+                summary=f"Stop {instance_id} (a reboot would keep the old credentials)",
+            ),
+        )
+        self._record.note(f"instance {instance_id} stopped")
+        await self._approvals.attempt(
+            "start the instance",
+            lambda: workflow.execute_activity_method(
+                Ec2Activities.start_instance,
+                request,
+                start_to_close_timeout=timedelta(minutes=15),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=AWS_RETRY,
+                summary=f"Start {instance_id} so it receives new role credentials",
+            ),
+        )
+        self._record.note(f"instance {instance_id} started")
+
+    # -- a role session not from an instance -----------------------------------------------
+
+    async def _contain_role_session(self, credential: Credential) -> str | None:
+        """Playbook 2.2, option A, for a session of a role assumed by a user, a federated
+        identity or another account; who may assume the role is recorded and flagged."""
+        record = self._record
+        role_name = credential.principal.role_name or ""
+        account_id = record.status.account_id
+        trust = await self._approvals.attempt(
+            "read the role's trust policy",
+            lambda: workflow.execute_activity_method(
+                IamActivities.list_role_trust,
+                RoleTrustInput(role_name=role_name, account_id=account_id),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=AWS_RETRY,
+                summary=f"Who may assume {role_name}",
+            ),
+        )
+        trusted = [f"{p.kind} {p.value}" for p in trust.principals]
+        flagged = [f"{p.kind} {p.value}" for p in trust.principals if p.outside_account]
+        record.note(f"{role_name} may be assumed by: {', '.join(trusted) or 'nobody'}")
+        steps = [
+            f"Deny all sessions of role {role_name} issued before the approval (inline policy "
+            f"{names.REVOKE_SESSIONS_POLICY_NAME}); its legitimate users must assume it again",
+        ]
+        if flagged:
+            record.note(f"flagged: {role_name} trusts principals outside the account: {flagged}")
+            steps.append(
+                f"Review the trust policy: it lets {', '.join(flagged)} assume the role, a way "
+                "back in for the attacker (playbook 2.2, option B)"
+            )
+        action = self._approvals.propose(
+            ActionKind.CONTAIN_ROLE_SESSION,
+            f"Contain {credential.access_key_id}: revoke sessions of {role_name}",
+            self.with_logging_steps(steps),
+        )
+        if not await self._approved(action):
+            return None
+        await self._apply_role_session(action, credential)
+        return "contained"
+
+    async def _apply_role_session(self, action: Action, credential: Credential) -> None:
+        role_name = credential.principal.role_name or ""
+        await self.revoke_role_sessions(role_name, self._ledger.start(action))
+        self._ledger.finish(action, ActionStatus.DONE, "sessions revoked")
+        self._record.set_phase(Phase.CONTAINED, f"sessions of {role_name} revoked")
+
+    # -- a long-term user key --------------------------------------------------------------
+
+    async def _contain_user_key(
+        self, credential: Credential, user: CaptureUserResult
+    ) -> str | None:
+        """Playbook 2.1: deactivate the key (never delete it: it is evidence), deny the
+        user's tokens issued before the approval, then, approved separately, remove
+        console access."""
+        user_name = credential.principal.user_name or ""
+        action = self._approvals.propose(
+            ActionKind.CONTAIN_USER_KEY,
+            f"Contain {credential.access_key_id}: deactivate it, deny {user_name}'s older tokens",
+            self.with_logging_steps(
+                [
+                    f"Deactivate access key {credential.access_key_id} of {user_name} (kept as "
+                    "evidence, not deleted)",
+                    f"Deny {user_name}'s session tokens issued before the approval (inline "
+                    f"policy {names.REVOKE_USER_TOKENS_POLICY_NAME} on aws:TokenIssueTime): "
+                    "sessions from GetSessionToken or GetFederationToken outlive the key",
+                ]
+            ),
+        )
+        if not await self._approved(action):
+            return None
+        await self._apply_user_key(action, credential)
+        if user.has_login_profile:
+            await self._remove_console_access(user_name)
+        return "contained"
+
+    async def _remove_console_access(self, user_name: str) -> None:
+        console = self._approvals.propose(
+            ActionKind.REMOVE_CONSOLE_ACCESS,
+            f"Remove console access of {user_name}",
+            [f"Delete the login profile of {user_name}: its password may be known too"],
+        )
+        decision = await self._approvals.decision(console)
+        if decision.decision is Decision.APPROVED:
+            self._ledger.start(console)
+            removed = await self._approvals.attempt(
+                "remove console access",
+                lambda: workflow.execute_activity_method(
+                    IamActivities.remove_login_profile,
+                    UserInput(user_name=user_name),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=AWS_RETRY,
+                    summary=f"Delete the login profile of {user_name}",
+                ),
+            )
+            self._ledger.finish(console, ActionStatus.DONE, removed.detail)
+        else:
+            self._ledger.finish(console, ActionStatus.REJECTED, decision.reason)
+        self._record.set_phase(Phase.CONTAINED, "key deactivated")
+
+    async def _apply_user_key(self, action: Action, credential: Credential) -> None:
+        user_name = credential.principal.user_name or ""
+        cutoff = self._ledger.start(action)
+        key = await self._approvals.attempt(
+            "deactivate the access key",
+            lambda: workflow.execute_activity_method(
+                IamActivities.deactivate_access_key,
+                AccessKeyInput(user_name=user_name, access_key_id=credential.access_key_id),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=AWS_RETRY,
+                summary=f"Deactivate {credential.access_key_id}",
+            ),
+        )
+        denied = await self._approvals.attempt(
+            "deny the user's older tokens",
+            lambda: workflow.execute_activity_method(
+                IamActivities.deny_user_tokens_before,
+                DenyUserTokensInput(user_name=user_name, cutoff=cutoff),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=AWS_RETRY,
+                summary=f"Deny {user_name}'s tokens issued before {cutoff.isoformat()}",
+            ),
+        )
+        self._record.status.containment_cutoff = denied.cutoff_in_effect
+        self._record.note(
+            f"{credential.access_key_id} is {key.status}"
+            + ("" if key.changed else " (it already was)")
+            + f"; {user_name}'s tokens issued before {denied.cutoff_in_effect.isoformat()} "
+            "are denied"
+        )
+        self._ledger.finish(action, ActionStatus.DONE, "key deactivated, older tokens denied")
+        self._record.set_phase(Phase.CONTAINED, "key deactivated")
+
+    # -- by a human ------------------------------------------------------------------------
+
+    async def _hand_to_human(self, credential: Credential) -> str | None:
+        """Credentials Quench does not contain itself go to a human with a checklist."""
+        record = self._record
+        principal = credential.principal
+        record.set_phase(Phase.NEEDS_HUMAN, f"{credential.kind.value} is contained by a human")
+        action = self._approvals.propose(
+            ActionKind.MANUAL_CONTAINMENT,
+            f"Contain {credential.access_key_id} ({principal.type.value}) by hand, then approve",
+            [
+                "Review the evidence stored with this case",
+                f"Disable {credential.access_key_id} (update-access-key --status Inactive) or "
+                "revoke the sessions of the role behind it",
+                "Check CloudTrail for activity after containment",
+                "Approve this action when done, or reject it to close the case as not contained",
+            ],
+        )
+        approval = await self._approvals.decision(action)
+        if approval.decision is Decision.APPROVED:
+            self._ledger.finish(action, ActionStatus.DONE, f"contained by {approval.approver}")
+            record.set_phase(Phase.CONTAINED, f"{approval.approver}: {approval.reason}")
+            return "contained by a human"
+        self._ledger.finish(action, ActionStatus.REJECTED, approval.reason)
+        record.close(f"not contained: {approval.approver}: {approval.reason}")
+        return None

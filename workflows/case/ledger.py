@@ -1,0 +1,235 @@
+"""The approvals ledger: the actions a case proposes, who may decide them, the decisions
+taken and refused, deadlines and escalation. Plain bookkeeping on the case's status, with
+the clock handed in, so it is tested without a Temporal server."""
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from config import names
+    from models.case import (
+        CONTAINMENT_KINDS,
+        Action,
+        ActionKind,
+        ActionStatus,
+        Approval,
+        ApprovalInput,
+        CasePolicy,
+        CaseStatus,
+        Decision,
+        DecisionResult,
+        RejectedSignal,
+        TimelineEntry,
+    )
+    from workflows.case.details import duration
+
+
+class ApprovalLedger:
+    """Every action of a case and its decision, kept in the case's status."""
+
+    def __init__(
+        self,
+        status: CaseStatus,
+        policy: CasePolicy,
+        clock: Callable[[], datetime],
+        proposed: int = 0,
+    ) -> None:
+        self._status = status
+        self._policy = policy
+        self._now = clock
+        # Actions proposed so far, in every run of the case: the next id's number.
+        self.proposed = proposed
+
+    # -- proposing -------------------------------------------------------------------------
+
+    def propose(self, kind: ActionKind, title: str, steps: list[str]) -> Action:
+        """A new action waiting for its decision, with an id unique in the case."""
+        self.proposed += 1
+        action = Action(
+            id=f"{kind.value}-{self.proposed}",
+            kind=kind,
+            title=title,
+            steps=steps,
+            status=ActionStatus.PENDING_APPROVAL,
+            requested_at=self._now(),
+            approvals_needed=self.approvals_needed(kind),
+        )
+        self._status.actions.append(action)
+        return action
+
+    def action(self, action_id: str) -> Action | None:
+        return next((a for a in self._status.actions if a.id == action_id), None)
+
+    def approvals_needed(self, kind: ActionKind) -> int:
+        return 2 if kind in self._policy.two_person else 1
+
+    # -- deciding --------------------------------------------------------------------------
+
+    def refusal(self, input: ApprovalInput, decision: Decision) -> str | None:
+        """Why this decision may not be taken, if it may not: unknown action, decided
+        already, an approver the policy does not allow for its kind, the same person twice
+        under the two-person rule."""
+        action = self.action(input.action_id)
+        if action is None:
+            return "no such action"
+        if action.status is not ActionStatus.PENDING_APPROVAL:
+            return f"action is {action.status}"
+        allowed = self._policy.approvers.get(action.kind)
+        if allowed is not None and input.approver not in allowed:
+            return f"{input.approver} may not decide {action.kind.value} actions"
+        if decision is Decision.APPROVED and any(
+            e.approver == input.approver for e in action.endorsements
+        ):
+            return f"{input.approver} approved it already: it needs a second person"
+        return None
+
+    def decide(self, input: ApprovalInput, decision: Decision, signal: str) -> Action | None:
+        """A person's decision: refused (and kept in `refused`), one approval of two
+        (an endorsement), or the one that settles the action. Returns the action it was
+        taken on, None when refused."""
+        refusal = self.refusal(input, decision)
+        action = self.action(input.action_id)
+        if refusal is not None or action is None:
+            self.refuse(signal, input.action_id, input.approver, refusal or "no such action")
+            return None
+        approval = Approval(
+            action_id=action.id,
+            decision=decision,
+            approver=input.approver,
+            reason=input.reason,
+            decided_at=self._now(),
+        )
+        needed = self.approvals_needed(action.kind)
+        if decision is Decision.APPROVED and len(action.endorsements) + 1 < needed:
+            action.endorsements.append(approval)
+            self._status.timeline.append(
+                TimelineEntry(
+                    at=approval.decided_at,
+                    what=f"{action.id} approved by {input.approver} ({input.reason}): "
+                    f"{len(action.endorsements)} of {needed} approvals, another person must "
+                    "approve",
+                )
+            )
+            return action
+        self.settle(action, approval)
+        return action
+
+    def result(self, action: Action) -> DecisionResult:
+        """Where a decision left the action: its status and the approvals it has."""
+        approved = len(action.endorsements) + (action.status is ActionStatus.APPROVED)
+        return DecisionResult(
+            action_id=action.id,
+            status=action.status,
+            approvals=approved,
+            needed=self.approvals_needed(action.kind),
+        )
+
+    def refuse(self, signal: str, action_id: str | None, by: str, reason: str) -> RejectedSignal:
+        """Keep a refused decision or note on the case, so nothing is silently ignored."""
+        refused = RejectedSignal(
+            signal=signal, action_id=action_id, by=by, reason=reason, at=self._now()
+        )
+        self._status.refused.append(refused)
+        return refused
+
+    def settle(self, action: Action, approval: Approval) -> None:
+        """The decision that settles an action: by people, or by the policy at the deadline."""
+        action.approval = approval
+        action.status = (
+            ActionStatus.APPROVED
+            if approval.decision is Decision.APPROVED
+            else ActionStatus.REJECTED
+        )
+        self._status.approvals.append(approval)
+        self._status.timeline.append(
+            TimelineEntry(
+                at=approval.decided_at,
+                what=f"{action.id} {approval.decision.value} by {approval.approver}: "
+                f"{approval.reason}",
+            )
+        )
+
+    def approve_by_policy(self, action: Action, reason: str) -> None:
+        """An approval nobody gave: the case's policy let the action go ahead."""
+        self.settle(
+            action,
+            Approval(
+                action_id=action.id,
+                decision=Decision.APPROVED,
+                approver=names.AUTO_APPROVER,
+                reason=reason,
+                decided_at=self._now(),
+                automatic=True,
+            ),
+        )
+
+    # -- deadlines and escalation ----------------------------------------------------------
+
+    def runs_without_approval(self, action: Action) -> bool:
+        return action.kind in self._policy.without_approval
+
+    def open_deadline(self, action: Action) -> timedelta:
+        """Set the action's deadline; returns how long each deadline gives people."""
+        wait = timedelta(seconds=self._policy.deadline_of(action.kind))
+        action.deadline = self._now() + wait
+        return wait
+
+    def severity(self) -> float:
+        return max(f.severity for f in self._status.findings)
+
+    def may_proceed(self, action: Action) -> bool:
+        """Whether the policy lets this action go ahead once nobody decided in time."""
+        threshold = self._policy.auto_contain_min_severity
+        return (
+            threshold is not None
+            and action.kind in CONTAINMENT_KINDS
+            and self.severity() >= threshold
+        )
+
+    def proceed_without_decision(self, action: Action, wait: timedelta) -> str:
+        """Approve by the policy at the deadline; returns the reason recorded."""
+        reason = (
+            f"nobody decided within {duration(wait)}; the policy lets containment of "
+            f"findings of severity {self._policy.auto_contain_min_severity} or more proceed "
+            f"(this case: {self.severity()})"
+        )
+        self.approve_by_policy(action, reason)
+        return reason
+
+    def escalate(self, action: Action, wait: timedelta) -> str:
+        """Nobody decided in time: count it and set the next deadline. Returns how long
+        the action has waited, as people say it."""
+        action.escalations += 1
+        action.deadline = (action.deadline or self._now()) + wait
+        waited = duration(self._now() - action.requested_at)
+        self._status.timeline.append(
+            TimelineEntry(
+                at=self._now(),
+                what=f"{action.id} escalated (time {action.escalations}): nobody decided in "
+                f"{waited}",
+            )
+        )
+        return waited
+
+    def escalations(self) -> int:
+        return sum(a.escalations for a in self._status.actions)
+
+    # -- carrying out ----------------------------------------------------------------------
+
+    def start(self, action: Action) -> datetime:
+        """Mark the action running; returns the containment cut-off it writes into AWS,
+        decided here once so every retry writes the same policy, and late enough that
+        sessions issued in the second of the approval are still denied."""
+        action.status = ActionStatus.RUNNING
+        action.started_at = self._now()
+        return (action.started_at + timedelta(seconds=1)).replace(microsecond=0)
+
+    def finish(self, action: Action, status: ActionStatus, outcome: str) -> None:
+        action.status = status
+        action.outcome = outcome
+        action.finished_at = self._now()
+        self._status.timeline.append(
+            TimelineEntry(at=action.finished_at, what=f"{action.id} {status.value}: {outcome}")
+        )

@@ -1,0 +1,20 @@
+"""The case workflow's patch markers: histories recorded before a step existed replay
+without it. A name here is never changed or reused."""
+
+WATCH_PATCH = "containment-watch"
+USER_KEY_PATCH = "user-key-containment"
+ROLE_SESSION_PATCH = "role-session-containment"
+PLAN_PATCH = "eradication-plan"
+ROUNDS_PATCH = "eradication-rounds"
+ERADICATE_PATCH = "eradication"
+TRAILS_PATCH = "trail-evidence"
+RECOVERY_PATCH = "recovery"
+REPORT_PATCH = "post-incident-report"
+MINTED_PATCH = "minted-credential-containment"
+PERMISSIONS_PATCH = "in-place-permissions"
+MINTED_WATCH_PATCH = "minted-credential-watch"
+DEADLINE_PATCH = "approval-deadlines"
+NOTIFY_PATCH = "notifications"
+INVESTIGATION_PATCH = "investigation"
+# Containment starts logging again on trails found stopped, so the watch can see.
+LOGGING_PATCH = "logging-before-watch"

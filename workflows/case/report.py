@@ -1,0 +1,40 @@
+"""The post-incident report (playbook 5): JSON and Markdown in the evidence bucket,
+written whatever the case's outcome."""
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.evidence import EvidenceActivities
+    from models.activities import WriteReportInput
+    from models.case import CaseReportRef
+    from workflows.case.approvals import Approvals, CaseAbandoned
+    from workflows.case.record import CaseRecord
+    from workflows.case.retries import AWS_RETRY
+
+
+async def write_report(record: CaseRecord, approvals: Approvals) -> None:
+    """The report, JSON and Markdown; a report nobody agreed to retry is noted instead."""
+    try:
+        written = await approvals.attempt(
+            "write the post-incident report",
+            lambda: workflow.execute_activity_method(
+                EvidenceActivities.write_report,
+                WriteReportInput(status=record.status, written_at=workflow.now()),
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=AWS_RETRY,
+                summary="Write the post-incident report",
+            ),
+        )
+    except CaseAbandoned as abandoned:
+        record.note(f"no post-incident report: {abandoned}")
+        return
+    record.status.report = CaseReportRef(
+        json_report=written.json_report, markdown_report=written.markdown_report
+    )
+    record.note(
+        f"post-incident report {written.markdown_report.uri} "
+        f"sha256={written.markdown_report.sha256}"
+    )
+    record.refresh()

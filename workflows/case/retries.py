@@ -1,0 +1,35 @@
+"""How often each kind of step is tried before the case stops asking AWS and asks a human."""
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.aws import NON_RETRYABLE_ERRORS
+    from activities.notify import ERROR_CHAT_REFUSED
+
+# Every AWS step: throttling and outages are retried, a denial or a bad request is not.
+AWS_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=8,
+    non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
+)
+# The SSM agent needs a while after a start before it takes commands again.
+PROBE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=1.5,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=20,
+    non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
+)
+# A notification is worth a few tries, never a stuck case: after these it is noted as failed.
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=5,
+    non_retryable_error_types=[*NON_RETRYABLE_ERRORS, ERROR_CHAT_REFUSED],
+)

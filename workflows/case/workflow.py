@@ -1,0 +1,243 @@
+"""The case workflow: one compromised credential, from finding to closed case.
+
+The conductor: `run` reads as the playbook's table of contents (triage and evidence,
+containment, the watch, eradication, recovery, the report), and each phase lives in its
+own module. Every AWS change is an activity; the case only decides and records.
+"""
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from config import names
+    from models.case import (
+        ApprovalInput,
+        CaseInput,
+        CaseResume,
+        CaseStatus,
+        Decision,
+        DecisionResult,
+        EradicationPlan,
+        EradicationProgress,
+        Note,
+        NoteInput,
+        NoteResult,
+        NotificationKind,
+        Phase,
+        PhaseChange,
+        TimelineEntry,
+    )
+    from models.finding import Finding
+    from models.intake import SubmitFindingInput, SubmitFindingResult
+    from workflows.case.approvals import Approvals, CaseAbandoned
+    from workflows.case.containment import Containment
+    from workflows.case.details import closing_message
+    from workflows.case.eradication import Eradication
+    from workflows.case.evidence import Evidence
+    from workflows.case.findings import FindingIntake
+    from workflows.case.investigation import Investigation
+    from workflows.case.ledger import ApprovalLedger
+    from workflows.case.minted import MintedCredentials
+    from workflows.case.notifications import Notifications
+    from workflows.case.patches import (
+        INVESTIGATION_PATCH,
+        PLAN_PATCH,
+        RECOVERY_PATCH,
+        REPORT_PATCH,
+        WATCH_PATCH,
+    )
+    from workflows.case.record import CaseRecord
+    from workflows.case.recovery import Recovery
+    from workflows.case.report import write_report
+    from workflows.case.watch import ContainmentWatch
+
+
+@workflow.defn
+class CaseWorkflow:
+    @workflow.init
+    def __init__(self, input: CaseInput) -> None:
+        resume = input.resume
+        status = resume.status if resume is not None else _opened(input)
+        record = CaseRecord(status, input.policy)
+        ledger = ApprovalLedger(
+            status, input.policy, workflow.now, resume.action_seq if resume is not None else 0
+        )
+        self._record = record
+        self._notifications = Notifications(record)
+        self._approvals = Approvals(record, ledger, self._notifications)
+        self._findings = FindingIntake(record, self._approvals, answered=resume is not None)
+        self._evidence = Evidence(record, self._approvals)
+        self._containment = Containment(record, self._approvals)
+        self._watch = ContainmentWatch(record, self._approvals, self._containment)
+        minted = MintedCredentials(record, self._approvals, self._containment, self._watch)
+        self._eradication = Eradication(record, self._approvals, minted, self._continue_as_new)
+        self._recovery = Recovery(record, self._approvals)
+        self._investigation = Investigation(record)
+
+    # -- the playbook ----------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: CaseInput) -> CaseStatus:
+        record = self._record
+        try:
+            if input.resume is not None:
+                record.note(f"continued as new after round {input.resume.eradication.rounds_done}")
+                await self._eradicate_and_recover(input.resume.eradication)
+            else:
+                await self._respond(input.finding)
+        except CaseAbandoned as abandoned:
+            record.close(str(abandoned))
+        await record.background_done()
+        await self._investigation.every_credential()
+        if workflow.patched(REPORT_PATCH):
+            await write_report(record, self._approvals)
+        await self._notifications.send(NotificationKind.CLOSED, *closing_message(record.status))
+        await record.background_done()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return record.status
+
+    async def _respond(self, finding: Finding) -> None:
+        """From triage: evidence, containment, the watch, eradication and recovery."""
+        record = self._record
+        record.upsert_finding_attributes(finding)
+        record.set_phase(Phase.TRIAGE, "resolving the principal")
+        credential = await self._evidence.resolve_principal(finding)
+        record.status.credential = credential
+        record.upsert_principal_attributes(credential)
+
+        record.set_phase(Phase.EVIDENCE, "preserving evidence before any change")
+        evidence = await self._evidence.collect(credential)
+        if workflow.patched(INVESTIGATION_PATCH):
+            # Beside the rest of the case: a long look-back must not hold up containment.
+            record.beside(self._investigation.investigate(credential, [credential.access_key_id]))
+
+        outcome = await self._containment.contain(credential, evidence)
+        if outcome is None:
+            return
+        if workflow.patched(WATCH_PATCH):
+            await self._watch.until_clean(credential, evidence)
+        if workflow.patched(PLAN_PATCH):
+            await self._eradicate_and_recover(self._eradication.begin(credential, outcome))
+        else:
+            record.close(outcome)
+
+    async def _eradicate_and_recover(self, progress: EradicationProgress) -> None:
+        await self._eradication.run(progress)
+        if workflow.patched(RECOVERY_PATCH):
+            await self._recovery.recover()
+        self._record.close(progress.outcome)
+
+    async def _continue_as_new(self, progress: EradicationProgress) -> None:
+        """A fresh run for the next rounds, carrying everything the case knows."""
+        record = self._record
+        await record.background_done()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            CaseInput(
+                case_id=record.status.case_id,
+                finding=record.finding,
+                policy=record.policy,
+                resume=CaseResume(
+                    status=record.status,
+                    action_seq=self._approvals.ledger.proposed,
+                    eradication=progress,
+                ),
+            )
+        )
+
+    # -- findings, decisions and notes from outside ----------------------------------------
+
+    @workflow.signal(name=names.SIGNAL_ADD_FINDING)
+    def add_finding(self, finding: Finding) -> None:
+        """Another delivery of a finding on this credential joins the case."""
+        self._findings.add(finding)
+
+    @workflow.update(name=names.UPDATE_SUBMIT_FINDING)
+    def submit_finding(self, input: SubmitFindingInput) -> SubmitFindingResult:
+        return self._findings.submit(input)
+
+    @submit_finding.validator
+    def _validate_submitted_finding(self, input: SubmitFindingInput) -> None:
+        self._findings.validate(input)
+
+    @workflow.signal(name=names.SIGNAL_APPROVE)
+    def approve(self, input: ApprovalInput) -> None:
+        self._approvals.decide(input, Decision.APPROVED)
+
+    @workflow.signal(name=names.SIGNAL_REJECT)
+    def reject(self, input: ApprovalInput) -> None:
+        self._approvals.decide(input, Decision.REJECTED)
+
+    @workflow.signal(name=names.SIGNAL_ADD_NOTE)
+    def add_note(self, input: NoteInput) -> None:
+        self._record.status.notes.append(
+            Note(author=input.author, text=input.text, at=workflow.now())
+        )
+
+    # The decisions and notes again as updates, for callers that want the answer: a
+    # refused decision is refused by the validator, so the caller is told why and the
+    # history keeps nothing of it (a refused signal is kept in `refused` instead).
+
+    @workflow.update(name=names.UPDATE_APPROVE)
+    def approve_action(self, input: ApprovalInput) -> DecisionResult:
+        return self._decided(input, Decision.APPROVED)
+
+    @approve_action.validator
+    def _validate_approval(self, input: ApprovalInput) -> None:
+        self._raise_if_refused(input, Decision.APPROVED)
+
+    @workflow.update(name=names.UPDATE_REJECT)
+    def reject_action(self, input: ApprovalInput) -> DecisionResult:
+        return self._decided(input, Decision.REJECTED)
+
+    @reject_action.validator
+    def _validate_rejection(self, input: ApprovalInput) -> None:
+        self._raise_if_refused(input, Decision.REJECTED)
+
+    @workflow.update(name=names.UPDATE_ADD_NOTE)
+    def add_note_now(self, input: NoteInput) -> NoteResult:
+        self.add_note(input)
+        return NoteResult(notes=len(self._record.status.notes))
+
+    def _decided(self, input: ApprovalInput, decision: Decision) -> DecisionResult:
+        """A decision the validator let through, and where it leaves the action."""
+        action = self._approvals.decide(input, decision)
+        assert action is not None  # the validator refused what the ledger would refuse
+        return self._approvals.ledger.result(action)
+
+    def _raise_if_refused(self, input: ApprovalInput, decision: Decision) -> None:
+        refusal = self._approvals.ledger.refusal(input, decision)
+        if refusal is not None:
+            raise ApplicationError(
+                f"{'approve' if decision is Decision.APPROVED else 'reject'} "
+                f"{input.action_id} by {input.approver}: {refusal}",
+                type=names.DECISION_REFUSED_ERROR,
+                non_retryable=True,
+            )
+
+    @workflow.query(name=names.QUERY_STATUS)
+    def status(self) -> CaseStatus:
+        return self._record.status
+
+    @workflow.query(name=names.QUERY_PLAN)
+    def plan(self) -> EradicationPlan | None:
+        """The latest eradication round's plan."""
+        eradication = self._record.status.eradication
+        return eradication[-1] if eradication else None
+
+
+def _opened(input: CaseInput) -> CaseStatus:
+    """A new case's status, from the finding that opened it."""
+    now = workflow.now()
+    finding = input.finding
+    return CaseStatus(
+        case_id=input.case_id,
+        phase=Phase.TRIAGE,
+        account_id=finding.account_id,
+        findings=[finding],
+        phases=[PhaseChange(phase=Phase.TRIAGE, at=now, note="case opened")],
+        actions=[],
+        approvals=[],
+        evidence=[],
+        timeline=[TimelineEntry(at=now, what=f"case opened from finding {finding.id}")],
+    )
