@@ -29,8 +29,10 @@ from activities.ssm import SsmActivities
 from config.settings import Settings
 from config.temporal import connect, setup_tracing
 from workflows.case import CaseWorkflow
+from workflows.investigation import InvestigationWorkflow
 
-WORKFLOWS = [CaseWorkflow]
+# The case, and its investigation as a child with a history of its own.
+WORKFLOWS = [CaseWorkflow, InvestigationWorkflow]
 
 
 def build_activities(

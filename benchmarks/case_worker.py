@@ -12,7 +12,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from workflows.case import CaseWorkflow
+from worker import WORKFLOWS
 
 READY_LINE = "case worker polling"
 
@@ -21,7 +21,7 @@ async def main(address: str, namespace: str, task_queues: list[str]) -> None:
     client = await Client.connect(
         address, namespace=namespace, data_converter=pydantic_data_converter
     )
-    workers = [Worker(client, task_queue=q, workflows=[CaseWorkflow]) for q in task_queues]
+    workers = [Worker(client, task_queue=q, workflows=WORKFLOWS) for q in task_queues]
     async with asyncio.TaskGroup() as group:
         for worker in workers:
             group.create_task(worker.run())

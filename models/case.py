@@ -350,6 +350,25 @@ class InvestigationRef(BaseModel):
     baseline_parts: list[EvidenceRecord] = Field(default_factory=list)
 
 
+class InvestigationInput(BaseModel):
+    """What the investigation workflow reads: the case's credentials from the likely
+    compromise to the end of its window, and the principal behind them."""
+
+    case_id: str
+    account_id: str
+    credentials: list[str]
+    findings: list[Finding]
+    scope_start: datetime
+    scope_end: datetime
+    # The principal's evidence snapshot (its ARN); without one, the ARN it resolved to.
+    principal_evidence: EvidenceRecord | None = None
+    principal_arn: str | None = None
+    # The baseline an earlier investigation of the case counted, reused as it is.
+    baseline_parts: list[EvidenceRecord] = Field(default_factory=list)
+    # The evidence names: the investigation (JSON) and its chart.
+    name: str = Field(default="investigation", pattern=r"^[a-z0-9][a-z0-9-]{0,60}$")
+
+
 class CaseStatus(BaseModel):
     """What the `status` query returns and what the case workflow returns at the end."""
 

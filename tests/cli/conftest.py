@@ -22,6 +22,7 @@ from models.activities import ResolvePrincipalInput, ResolvePrincipalResult
 from models.case import CaseStatus
 from models.principal import Credential, CredentialKind, Principal, PrincipalType
 from tests.workflows.test_case_workflow import FakeAws
+from worker import WORKFLOWS
 from workflows.case import CaseWorkflow
 
 
@@ -65,9 +66,7 @@ def case_activities() -> list[Callable[..., Any]]:
 async def case_worker(client: Client) -> AsyncIterator[str]:
     """A worker for cases on a task queue of its own; the queue's name."""
     queue = f"cli-{uuid.uuid4()}"
-    async with Worker(
-        client, task_queue=queue, workflows=[CaseWorkflow], activities=case_activities()
-    ):
+    async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=case_activities()):
         yield queue
 
 

@@ -33,6 +33,7 @@ from tests.support import ACCOUNT, finding
 from tests.web_ui.conftest import WebUi
 from tests.workflows.test_case_workflow import FakeAws, _pending, _wait_for
 from webhook.intake import submit_finding
+from worker import WORKFLOWS
 from workflows.case import CaseWorkflow
 
 pytestmark = pytest.mark.browser
@@ -81,9 +82,7 @@ async def cases(web_ui: WebUi) -> AsyncIterator[Cases]:
     queue = f"web-ui-{uuid.uuid4()}"
     settings = Settings(_env_file=None, task_queue=queue)
     fake = FakeAws()
-    async with Worker(
-        client, task_queue=queue, workflows=[CaseWorkflow], activities=fake.activities()
-    ):
+    async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=fake.activities()):
         waiting, closed, to_approve = [
             await _open(client, settings, finding(account_id=account, access_key_id=_key()))
             for account in (ACCOUNT, ACCOUNT, OTHER_ACCOUNT)

@@ -11,7 +11,7 @@ from temporalio.worker import Worker
 from config.settings import Settings
 from webhook.app import app
 from webhook.sns import SigningCertificates, SnsGateway, SnsRejected
-from workflows.case import CaseWorkflow
+from worker import WORKFLOWS
 
 TOKEN = "a-real-webhook-secret-0123456789"
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:guardduty-findings"
@@ -76,7 +76,7 @@ async def webhook(dev_server_env) -> AsyncIterator[Webhook]:
     hook.configure()
     transport = httpx.ASGITransport(app=app)
     async with (
-        Worker(dev_server_env.client, task_queue=queue, workflows=[CaseWorkflow]),
+        Worker(dev_server_env.client, task_queue=queue, workflows=WORKFLOWS),
         httpx.AsyncClient(transport=transport, base_url="http://quench") as http,
     ):
         hook.http = http

@@ -21,6 +21,7 @@ from lab.securityhub import asff_from_guardduty, securityhub_event
 from tests.support import ACCOUNT, REGION, finding_detail, finding_event
 from tests.webhook.conftest import TOKEN, Webhook
 from webhook.app import MAX_BODY_BYTES, app
+from worker import WORKFLOWS
 from workflows.case import CaseWorkflow
 
 PATH = "/v1/events/eventbridge"
@@ -411,7 +412,7 @@ async def test_no_answer_before_the_case_has_taken_the_finding(dev_server_env):
         unanswered = await http.post(PATH, content=json.dumps(event), headers=_headers())
         assert unanswered.status_code == 503
         assert unanswered.headers["retry-after"] == "5"
-        async with Worker(dev_server_env.client, task_queue=queue, workflows=[CaseWorkflow]):
+        async with Worker(dev_server_env.client, task_queue=queue, workflows=WORKFLOWS):
             app.state.settings = Settings(webhook_token=TOKEN, task_queue=queue)
             retried = await http.post(PATH, content=json.dumps(event), headers=_headers())
             handle = dev_server_env.client.get_workflow_handle(retried.json()["case_id"])

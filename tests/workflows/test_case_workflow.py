@@ -95,6 +95,7 @@ from playbook.report import build_report, render_markdown
 from tests.playbook.test_classify import STOLEN as RECORDED_STOLEN_KEY
 from tests.playbook.test_classify import _attack_records, _recorder
 from tests.support import ACCOUNT, INSTANCE, ROLE, STOLEN_KEY, finding, history_for_the_repo
+from worker import WORKFLOWS
 from workflows.case import CaseWorkflow
 
 NEW_KEY = "ASIANEWKEYAFTERSTART"
@@ -544,7 +545,7 @@ async def _approved_to_the_end(env: WorkflowEnvironment, fake: FakeAws) -> CaseS
 
 def _worker(env: WorkflowEnvironment, fake: FakeAws, task_queue: str) -> Worker:
     return Worker(
-        env.client, task_queue=task_queue, workflows=[CaseWorkflow], activities=fake.activities()
+        env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fake.activities()
     )
 
 
@@ -1055,7 +1056,7 @@ async def test_the_round_cap_stops_eradication_and_says_what_is_left(time_skippi
     async with Worker(
         time_skipping_env.client,
         task_queue=queue,
-        workflows=[CaseWorkflow],
+        workflows=WORKFLOWS,
         activities=fake.activities(),
     ):
         case_id = f"case-{ACCOUNT}-{STOLEN_KEY}-{uuid.uuid4().hex[:6]}"

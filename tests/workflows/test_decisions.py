@@ -26,6 +26,7 @@ from models.case import (
 )
 from tests.support import ACCOUNT, finding
 from tests.workflows.test_case_workflow import FakeAws, _pending, _record, _wait_for
+from worker import WORKFLOWS
 from workflows.case import CaseWorkflow
 
 POLICY = CasePolicy(
@@ -40,9 +41,7 @@ async def case(dev_server_env) -> AsyncIterator[tuple[WorkflowHandle, FakeAws]]:
     fake = FakeAws()
     client: Client = dev_server_env.client
     queue = f"decisions-{uuid.uuid4()}"
-    async with Worker(
-        client, task_queue=queue, workflows=[CaseWorkflow], activities=fake.activities()
-    ):
+    async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=fake.activities()):
         case_id = f"case-{ACCOUNT}-{uuid.uuid4().hex[:8]}"
         handle = await client.start_workflow(
             CaseWorkflow.run,

@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from temporalio.client import WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
 from models.activities import InvestigateInput
@@ -27,6 +28,22 @@ from tests.workflows.test_case_workflow import (
     _worker,
 )
 from workflows.case import CaseWorkflow
+
+_INVESTIGATION_ACTIVITIES = {
+    "plan_reads",
+    "read_scope",
+    "count_baseline",
+    "investigate_credentials",
+}
+
+
+def _activities(history: WorkflowHistory) -> set[str]:
+    """The activities a history scheduled, by name."""
+    return {
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
 
 
 async def _first_call(fake: FakeAws, name: str) -> Any:
@@ -87,7 +104,23 @@ async def test_the_investigation_runs_beside_containment_and_is_in_before_the_re
         assert contained.investigation is None
         fake.investigation_done.set()
         result = await _result(handle)
-        await _record(handle, "investigated")
+        await _record(handle, "investigated_in_child_workflow")
+        case_history = await handle.fetch_history()
+        child = time_skipping_env.client.get_workflow_handle(f"{result.case_id}/investigation")
+        child_history = await child.fetch_history()
+        await _record(child, "investigation_workflow")
+
+    # The reads are the child's: the case's own history holds none of them, only the child.
+    assert _activities(case_history) & _INVESTIGATION_ACTIVITIES == set()
+    started = [
+        e.start_child_workflow_execution_initiated_event_attributes
+        for e in case_history.events
+        if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]
+    assert [(s.workflow_type.name, s.workflow_id) for s in started] == [
+        ("InvestigationWorkflow", f"{result.case_id}/investigation")
+    ]
+    assert _activities(child_history) == _INVESTIGATION_ACTIVITIES
 
     assert result.investigation is not None
     assert result.investigation.chart.key.endswith("investigation-volume.png")

@@ -21,6 +21,7 @@ from models.case import CaseInput, CaseResume, CaseStatus, EradicationProgress, 
 from models.finding import Finding
 from models.intake import FindingOutcome, SubmitFindingInput
 from tests.support import ACCOUNT, finding, history_for_the_repo
+from worker import WORKFLOWS
 from workflows.case import CaseWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
@@ -31,7 +32,7 @@ async def cases(dev_server_env) -> AsyncIterator[tuple[Client, str]]:
     """A worker that runs case workflows and no activities: a case answers updates and
     waits for its first activity."""
     queue = f"submit-{uuid.uuid4()}"
-    async with Worker(dev_server_env.client, task_queue=queue, workflows=[CaseWorkflow]):
+    async with Worker(dev_server_env.client, task_queue=queue, workflows=WORKFLOWS):
         yield dev_server_env.client, queue
 
 

@@ -29,6 +29,7 @@ from tests.workflows.test_case_workflow import (
     _wait_for,
 )
 from webhook.intake import submit_finding
+from worker import WORKFLOWS
 from workflows.case import CaseWorkflow
 
 
@@ -46,7 +47,7 @@ async def opened(dev_server_env) -> AsyncIterator[tuple[Client, WorkflowHandle, 
     )
     key = f"ASIA{uuid.uuid4().hex[:16].upper()}"
     async with Worker(
-        client, task_queue=queue, workflows=[CaseWorkflow], activities=FakeAws().activities()
+        client, task_queue=queue, workflows=WORKFLOWS, activities=FakeAws().activities()
     ):
         accepted = await submit_finding(client, settings, finding(access_key_id=key, severity=8.0))
         assert accepted.outcome is FindingOutcome.NEW_CASE and accepted.case_id

@@ -18,3 +18,5 @@ NOTIFY_PATCH = "notifications"
 INVESTIGATION_PATCH = "investigation"
 # Containment starts logging again on trails found stopped, so the watch can see.
 LOGGING_PATCH = "logging-before-watch"
+# The investigation runs as a child workflow with a history of its own.
+INVESTIGATION_CHILD_PATCH = "investigation-child-workflow"
