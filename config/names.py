@@ -19,6 +19,8 @@ UPDATE_APPROVE = "approve_action"
 UPDATE_REJECT = "reject_action"
 UPDATE_ADD_NOTE = "add_note_now"
 DECISION_REFUSED_ERROR = "DecisionRefused"
+# An update whose input is not the shape its handler takes (no input, two, a wrong field).
+INVALID_INPUT_ERROR = "InvalidInput"
 # Who an approval names when the case went ahead on its own at the deadline, as its
 # policy allows for containment of severe findings.
 AUTO_APPROVER = "quench:policy"

@@ -2,9 +2,9 @@
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from models.finding import Finding
 from models.principal import Credential
@@ -299,12 +299,18 @@ class CaseInput(BaseModel):
     resume: CaseResume | None = None
 
 
+# Text from people: surrounding spaces dropped, and something must be left.
+Words = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
 class ApprovalInput(BaseModel):
     """What `approve` and `reject` carry: which action, who decides, and why."""
 
-    action_id: str = Field(min_length=1, max_length=100)
-    approver: str = Field(min_length=1, max_length=200)
-    reason: str = Field(min_length=1, max_length=2000)
+    model_config = ConfigDict(extra="forbid")
+
+    action_id: Words = Field(max_length=100)
+    approver: Words = Field(max_length=200)
+    reason: Words = Field(max_length=2000)
 
 
 class DecisionResult(BaseModel):
@@ -322,18 +328,22 @@ class NoteResult(BaseModel):
 
 
 class NoteInput(BaseModel):
-    author: str = Field(min_length=1, max_length=200)
-    text: str = Field(min_length=1, max_length=10000)
+    model_config = ConfigDict(extra="forbid")
+
+    author: Words = Field(max_length=200)
+    text: Words = Field(max_length=10000)
 
 
 class RejectedSignal(BaseModel):
-    """A decision or note the case refused, kept so nothing is silently ignored."""
+    """A decision, note or finding the case refused, kept so nothing is silently ignored."""
 
     signal: str
     action_id: str | None
     by: str
     reason: str
     at: datetime
+    # What a malformed signal carried, as sent (cut short): the sender's own words.
+    sent: str | None = None
 
 
 class InvestigationRef(BaseModel):

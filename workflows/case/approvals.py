@@ -56,9 +56,11 @@ class Approvals:
             self._record.refresh()
         return action
 
-    def refuse(self, signal: str, action_id: str | None, by: str, reason: str) -> None:
+    def refuse(
+        self, signal: str, action_id: str | None, by: str, reason: str, sent: str | None = None
+    ) -> None:
         """Keep a refused decision, note or finding on the case, and say so in the log."""
-        self.ledger.refuse(signal, action_id, by, reason)
+        self.ledger.refuse(signal, action_id, by, reason, sent)
         workflow.logger.warning("refused %s for %s by %s: %s", signal, action_id, by, reason)
 
     def propose(self, kind: ActionKind, title: str, steps: list[str]) -> Action:

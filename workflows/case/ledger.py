@@ -126,10 +126,18 @@ class ApprovalLedger:
             needed=self.approvals_needed(action.kind),
         )
 
-    def refuse(self, signal: str, action_id: str | None, by: str, reason: str) -> RejectedSignal:
-        """Keep a refused decision or note on the case, so nothing is silently ignored."""
+    def refuse(
+        self,
+        signal: str,
+        action_id: str | None,
+        by: str,
+        reason: str,
+        sent: str | None = None,
+    ) -> RejectedSignal:
+        """Keep a refused decision, note or finding on the case, so nothing is silently
+        ignored; `sent` is a malformed payload as it came."""
         refused = RejectedSignal(
-            signal=signal, action_id=action_id, by=by, reason=reason, at=self._now()
+            signal=signal, action_id=action_id, by=by, reason=reason, at=self._now(), sent=sent
         )
         self._status.refused.append(refused)
         return refused

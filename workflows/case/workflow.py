@@ -5,10 +5,15 @@ containment, the watch, eradication, recovery, the report), and each phase lives
 own module. Every AWS change is an activity; the case only decides and records.
 """
 
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
     from config import names
     from models.case import (
         ApprovalInput,
@@ -35,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.eradication import Eradication
     from workflows.case.evidence import Evidence
     from workflows.case.findings import FindingIntake
+    from workflows.case.inputs import InvalidInput, read_input
     from workflows.case.investigation import Investigation
     from workflows.case.ledger import ApprovalLedger
     from workflows.case.minted import MintedCredentials
@@ -50,6 +56,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.recovery import Recovery
     from workflows.case.report import write_report
     from workflows.case.watch import ContainmentWatch
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @workflow.defn
@@ -146,58 +155,94 @@ class CaseWorkflow:
         )
 
     # -- findings, decisions and notes from outside ----------------------------------------
+    # Each handler takes any payload and reads it itself (workflows/case/inputs.py): a bad
+    # signal is kept in `refused` with its reason, a bad update refused with the field at
+    # fault; neither can fail the workflow task and wedge the case.
 
     @workflow.signal(name=names.SIGNAL_ADD_FINDING)
-    def add_finding(self, finding: Finding) -> None:
+    def add_finding(self, *args: Any) -> None:
         """Another delivery of a finding on this credential joins the case."""
-        self._findings.add(finding)
+        finding = self._signalled(names.SIGNAL_ADD_FINDING, Finding, args)
+        if finding is not None:
+            self._findings.add(finding)
 
     @workflow.update(name=names.UPDATE_SUBMIT_FINDING)
-    def submit_finding(self, input: SubmitFindingInput) -> SubmitFindingResult:
-        return self._findings.submit(input)
+    def submit_finding(self, *args: Any) -> SubmitFindingResult:
+        return self._findings.submit(SubmitFindingInput.model_validate(args[0]))
 
     @submit_finding.validator
-    def _validate_submitted_finding(self, input: SubmitFindingInput) -> None:
-        self._findings.validate(input)
+    def _validate_submitted_finding(self, *args: Any) -> None:
+        self._findings.validate(_update_input(SubmitFindingInput, args))
 
     @workflow.signal(name=names.SIGNAL_APPROVE)
-    def approve(self, input: ApprovalInput) -> None:
-        self._approvals.decide(input, Decision.APPROVED)
+    def approve(self, *args: Any) -> None:
+        decision = self._signalled(names.SIGNAL_APPROVE, ApprovalInput, args)
+        if decision is not None:
+            self._approvals.decide(decision, Decision.APPROVED)
 
     @workflow.signal(name=names.SIGNAL_REJECT)
-    def reject(self, input: ApprovalInput) -> None:
-        self._approvals.decide(input, Decision.REJECTED)
+    def reject(self, *args: Any) -> None:
+        decision = self._signalled(names.SIGNAL_REJECT, ApprovalInput, args)
+        if decision is not None:
+            self._approvals.decide(decision, Decision.REJECTED)
 
     @workflow.signal(name=names.SIGNAL_ADD_NOTE)
-    def add_note(self, input: NoteInput) -> None:
-        self._record.status.notes.append(
-            Note(author=input.author, text=input.text, at=workflow.now())
-        )
+    def add_note(self, *args: Any) -> None:
+        note = self._signalled(names.SIGNAL_ADD_NOTE, NoteInput, args)
+        if note is not None:
+            self._add_note(note)
 
     # The decisions and notes again as updates, for callers that want the answer: a
     # refused decision is refused by the validator, so the caller is told why and the
     # history keeps nothing of it (a refused signal is kept in `refused` instead).
 
     @workflow.update(name=names.UPDATE_APPROVE)
-    def approve_action(self, input: ApprovalInput) -> DecisionResult:
-        return self._decided(input, Decision.APPROVED)
+    def approve_action(self, *args: Any) -> DecisionResult:
+        return self._decided(ApprovalInput.model_validate(args[0]), Decision.APPROVED)
 
     @approve_action.validator
-    def _validate_approval(self, input: ApprovalInput) -> None:
-        self._raise_if_refused(input, Decision.APPROVED)
+    def _validate_approval(self, *args: Any) -> None:
+        self._raise_if_refused(_update_input(ApprovalInput, args), Decision.APPROVED)
 
     @workflow.update(name=names.UPDATE_REJECT)
-    def reject_action(self, input: ApprovalInput) -> DecisionResult:
-        return self._decided(input, Decision.REJECTED)
+    def reject_action(self, *args: Any) -> DecisionResult:
+        return self._decided(ApprovalInput.model_validate(args[0]), Decision.REJECTED)
 
     @reject_action.validator
-    def _validate_rejection(self, input: ApprovalInput) -> None:
-        self._raise_if_refused(input, Decision.REJECTED)
+    def _validate_rejection(self, *args: Any) -> None:
+        self._raise_if_refused(_update_input(ApprovalInput, args), Decision.REJECTED)
 
     @workflow.update(name=names.UPDATE_ADD_NOTE)
-    def add_note_now(self, input: NoteInput) -> NoteResult:
-        self.add_note(input)
+    def add_note_now(self, *args: Any) -> NoteResult:
+        self._add_note(NoteInput.model_validate(args[0]))
         return NoteResult(notes=len(self._record.status.notes))
+
+    @add_note_now.validator
+    def _validate_note(self, *args: Any) -> None:
+        _update_input(NoteInput, args)
+
+    def _signalled(self, signal: str, model: type[M], args: Sequence[Any]) -> M | None:
+        """A signal's input, or None when it is malformed: then kept in `refused`."""
+        try:
+            return read_input(model, args)
+        except InvalidInput as bad:
+            # Who sent it and about which action, as far as the payload says.
+            sender = args[0] if args and isinstance(args[0], dict) else {}
+            by = str(sender.get("approver") or sender.get("author") or "").strip()
+            action_id = sender.get("action_id")
+            self._approvals.refuse(
+                signal,
+                action_id[:100] if isinstance(action_id, str) else None,
+                by[:200] or "unknown sender",
+                f"malformed input: {bad.reason}",
+                sent=bad.sent,
+            )
+            return None
+
+    def _add_note(self, note: NoteInput) -> None:
+        self._record.status.notes.append(
+            Note(author=note.author, text=note.text, at=workflow.now())
+        )
 
     def _decided(self, input: ApprovalInput, decision: Decision) -> DecisionResult:
         """A decision the validator let through, and where it leaves the action."""
@@ -215,15 +260,27 @@ class CaseWorkflow:
                 non_retryable=True,
             )
 
+    # Queries take no input; one sent anyway is ignored rather than failing the query.
+
     @workflow.query(name=names.QUERY_STATUS)
-    def status(self) -> CaseStatus:
+    def status(self, *_: Any) -> CaseStatus:
         return self._record.status
 
     @workflow.query(name=names.QUERY_PLAN)
-    def plan(self) -> EradicationPlan | None:
+    def plan(self, *_: Any) -> EradicationPlan | None:
         """The latest eradication round's plan."""
         eradication = self._record.status.eradication
         return eradication[-1] if eradication else None
+
+
+def _update_input(model: type[M], args: Sequence[Any]) -> M:
+    """An update's input, or a refusal the caller reads: the field at fault, not retried."""
+    try:
+        return read_input(model, args)
+    except InvalidInput as bad:
+        raise ApplicationError(
+            f"malformed input: {bad.reason}", type=names.INVALID_INPUT_ERROR, non_retryable=True
+        ) from None
 
 
 def _opened(input: CaseInput) -> CaseStatus:

@@ -1,0 +1,53 @@
+"""Payloads from outside the case, read by the case itself: a handler takes whatever it
+is sent (no input, two inputs, the wrong shape), so a bad payload is refused with its
+reason instead of failing the workflow task that carries it."""
+
+import json
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+# How much of a refused payload the case keeps, as its sender wrote it.
+_SENT_KEPT = 1000
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class InvalidInput(Exception):
+    """A payload that is not the one input model a handler takes."""
+
+    def __init__(self, reason: str, sent: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sent = sent
+
+
+def read_input(model: type[M], args: Sequence[Any]) -> M:
+    """The one input a handler takes, validated; InvalidInput names what is wrong."""
+    if len(args) != 1:
+        raise InvalidInput(
+            f"expected one {model.__name__} input, got {len(args)}", _as_sent(list(args))
+        )
+    try:
+        return model.model_validate(args[0])
+    except ValidationError as invalid:
+        raise InvalidInput(_what_is_wrong(invalid), _as_sent(args[0])) from None
+
+
+def _what_is_wrong(invalid: ValidationError) -> str:
+    """The errors, each with the field at fault, as one line."""
+    parts = []
+    for error in invalid.errors()[:3]:
+        field = ".".join(str(p) for p in error["loc"]) or "input"
+        parts.append(f"{field}: {error['msg']}")
+    more = invalid.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _as_sent(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=str)
+    except ValueError:
+        text = repr(value)
+    return text if len(text) <= _SENT_KEPT else text[:_SENT_KEPT] + "…"
