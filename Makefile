@@ -5,18 +5,39 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# The lock: every package the venv (test) and the image (runtime) install, pinned with
+# its hashes. pyproject.toml's ranges say what Quench accepts; only `make lock` reads them.
+TEST_LOCK := requirements/test.txt
+RUNTIME_LOCK := requirements/runtime.txt
 
-.PHONY: install demo up test lint typecheck pytest test-e2e test-browser browser web-ui-screenshot \
-	record-histories clean
+.PHONY: install lock demo up test lint typecheck pytest test-e2e test-browser browser \
+	web-ui-screenshot record-histories clean
 
-$(INSTALLED): pyproject.toml
+# A new venv holding exactly the lock: each file checked against its hash, nothing chosen
+# from a range, nothing left from an earlier install. Quench itself is installed editable,
+# built by the lock's setuptools.
+$(INSTALLED): $(TEST_LOCK) pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Quench needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(TEST_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(INSTALLED)
 
 install: $(INSTALLED)
+
+# Moves the lock on purpose: `make lock` to the newest releases pyproject.toml allows,
+# `make lock ARGS='--upgrade-package moto'` for one package only (after adding or changing
+# a dependency in pyproject.toml, name it so). Then `make test`, and commit requirements/.
+# The test lock comes first and the runtime lock takes its versions, so the image runs
+# what the suite ran; [build-system]'s setuptools goes in both, for the builds without
+# isolation.
+LOCK_COMPILE = $(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+	| $(BIN)/uv pip compile --quiet pyproject.toml - --universal --generate-hashes \
+		--python-version 3.11 --custom-compile-command 'make lock' $(or $(ARGS),--upgrade)
+
+lock: install
+	$(LOCK_COMPILE) --extra test --output-file $(TEST_LOCK)
+	$(LOCK_COMPILE) --constraints $(TEST_LOCK) --output-file $(RUNTIME_LOCK)
 
 demo: install
 	$(BIN)/python starter.py up

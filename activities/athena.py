@@ -370,13 +370,6 @@ def query_failure(execution_id: str, status: dict[str, Any]) -> ApplicationError
     )
 
 
-def _not_found(exc: ClientError) -> bool:
-    """A missing table or database: the Glue catalog's EntityNotFoundException, which
-    Athena wraps in a MetadataException."""
-    message = str(exc.response.get("Error", {}).get("Message", ""))
-    return error_code(exc) == "MetadataException" and "EntityNotFound" in message
-
-
 class _ExecutionGone(Exception):
     """Athena no longer has a resumed execution or its results."""
 
@@ -463,6 +456,9 @@ class AthenaSource:
     def _athena(self) -> Any:
         return self._clients.client("athena")
 
+    def _glue(self) -> Any:
+        return self._clients.client("glue")
+
     def query_sql(self, query: TrailQuery, after: tuple[str, str] | None = None) -> str | None:
         return trail_query_sql(self.database, self.table, self._regions(query), query, after)
 
@@ -486,16 +482,17 @@ class AthenaSource:
             return metadata is None
 
     def _table_metadata(self) -> dict[str, Any] | None:
+        """The table as the Glue Data Catalog holds it, or None when it or its database is
+        missing. The AwsDataCatalog that Quench's queries name is the account's Glue catalog
+        in the region, and Athena's own GetTableMetadata needs glue:GetTable to relay it."""
         with aws_errors(f"read the Athena table {self.database}.{self.table}"):
             try:
-                response = self._athena().get_table_metadata(
-                    CatalogName="AwsDataCatalog", DatabaseName=self.database, TableName=self.table
-                )
+                response = self._glue().get_table(DatabaseName=self.database, Name=self.table)
             except ClientError as exc:
-                if _not_found(exc):
+                if error_code(exc) == "EntityNotFoundException":
                     return None
                 raise
-        return dict(response["TableMetadata"])
+        return dict(response["Table"])
 
     def _create_table(self, account_id: str) -> None:
         if not self.bucket:
@@ -516,11 +513,9 @@ class AthenaSource:
     def _database_exists(self) -> bool:
         with aws_errors(f"read the Athena database {self.database}"):
             try:
-                self._athena().get_database(
-                    CatalogName="AwsDataCatalog", DatabaseName=self.database
-                )
+                self._glue().get_database(Name=self.database)
             except ClientError as exc:
-                if _not_found(exc):
+                if error_code(exc) == "EntityNotFoundException":
                     return False
                 raise
         return True

@@ -278,12 +278,17 @@ def test_commands_run_code_the_image_installs(services, dockerfile, pyproject):
     assert "uvicorn" in dependencies
 
 
-def test_image_installs_the_project_without_dev_deps_as_non_root(dockerfile):
+def test_image_installs_the_runtime_lock_and_the_project_without_dev_deps_as_non_root(dockerfile):
     keywords = [keyword for keyword, _ in dockerfile]
     assert dockerfile[keywords.index("FROM")] == ("FROM", "python:3.11-slim")
     runs = [args for keyword, args in dockerfile if keyword == "RUN"]
-    assert any(re.search(r"pip install \.(\s|$)", run) for run in runs)
-    assert not any(re.search(r"\.\[|\[test\]|optional-dependencies", run) for run in runs)
+    # The dependencies exactly as locked, hashes checked; then Quench alone, resolving nothing.
+    lock = r"pip install --require-hashes -r requirements/runtime\.txt(\s|$)"
+    assert any(re.search(lock, run) for run in runs)
+    assert any(
+        re.search(r"pip install --no-deps --no-build-isolation \.(\s|$)", run) for run in runs
+    )
+    assert not any(re.search(r"\.\[|\[test\]|optional-dependencies|test\.txt", run) for run in runs)
     last_user = len(keywords) - 1 - keywords[::-1].index("USER")
     assert dockerfile[last_user][1].split(":")[0] not in {"root", "0"}
     assert last_user < keywords.index("CMD"), "CMD must run as the non-root user"
@@ -299,7 +304,7 @@ def test_dockerignore_admits_what_pip_install_needs_and_nothing_private(pyprojec
     assert lines[0] == "*", "an allowlist: exclude everything, then admit"
     admitted = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     setuptools = pyproject["tool"]["setuptools"]
-    required = {"pyproject.toml", *setuptools["packages"]}
+    required = {"pyproject.toml", "requirements/runtime.txt", *setuptools["packages"]}
     required |= {f"{module}.py" for module in setuptools["py-modules"]}
     assert required <= admitted, f"missing from the image: {required - admitted}"
     assert not {a for a in admitted if a.startswith((".env", ".venv", ".quench", ".aws"))}

@@ -11,9 +11,11 @@ import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from moto.athena import urls as athena_urls
 from moto.athena.models import AthenaBackend, athena_backends
 from moto.athena.responses import AthenaResponse
 from moto.core.exceptions import JsonRESTError
+from moto.glue.models import glue_backends
 from moto.moto_api import state_manager
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -74,8 +76,9 @@ AWS_COLUMNS = [
 ]
 
 
-# moto 5.2.5's Athena runs no SQL: a StartQueryExecution takes the next injected result.
-# What AWS's Athena does and moto's lacks is added here, the way moto answers the rest.
+# moto's Athena runs no SQL: a StartQueryExecution takes the next injected result. What
+# AWS's Athena does and moto's lacks is added here, the way moto answers the rest.
+_CREATE_DATABASE = re.compile(r"CREATE DATABASE (?:IF NOT EXISTS )?`?(\w+)`?", re.IGNORECASE)
 _CREATE_TABLE = re.compile(
     r"CREATE EXTERNAL TABLE (?:IF NOT EXISTS )?`?(\w+)`?\.`?(\w+)`?", re.IGNORECASE
 )
@@ -97,34 +100,41 @@ def _paged_results(self: AthenaResponse) -> str:
     return json.dumps(body)
 
 
-def _table_metadata(self: AthenaResponse) -> str:
-    """GetTableMetadata of a table its CREATE EXTERNAL TABLE made (moto lacks the call)."""
-    wanted = (self._get_param("DatabaseName"), self._get_param("TableName"))
-    for execution in self.athena_backend.executions.values():
-        made = _CREATE_TABLE.match(execution.query.strip())
-        if not made or made.groups() != wanted:
-            continue
-        partitioned = re.search(r"PARTITIONED BY \(([^)]*)\)", execution.query)
-        partitions = partitioned.group(1).split(",") if partitioned else []
-        properties = execution.query.partition("TBLPROPERTIES")[2]
-        return json.dumps(
-            {
-                "TableMetadata": {
-                    "Name": wanted[1],
-                    "TableType": "EXTERNAL_TABLE",
-                    "Columns": [],
-                    "PartitionKeys": [
-                        {"Name": p.split()[0].strip("`"), "Type": "string"} for p in partitions
-                    ],
-                    "Parameters": dict(re.findall(r"'([^']+)'\s*=\s*'([^']*)'", properties)),
-                }
-            }
-        )
-    raise JsonRESTError(
-        "MetadataException",
-        "Entity Not Found (Service: AmazonDataCatalog; Status Code: 400; "
-        "Error Code: EntityNotFoundException)",
-    )
+def _catalog_ddl(original: Any) -> Any:
+    """Athena's CREATE DATABASE and CREATE EXTERNAL TABLE write to the account's Glue Data
+    Catalog, where Quench reads the table back (moto's Athena keeps them to itself, if at
+    all). A table in a database that does not exist fails, as in AWS."""
+
+    def call(self: AthenaBackend, query: str, *args: Any, **kwargs: Any) -> str:
+        glue = glue_backends[self.account_id][self.region_name]
+        statement = query.strip()
+        if database := _CREATE_DATABASE.match(statement):
+            if database.group(1) not in glue.databases:
+                glue.create_database(database.group(1), {"Name": database.group(1)})
+        elif table := _CREATE_TABLE.match(statement):
+            database_name, table_name = table.groups()
+            if table_name not in glue.get_database(database_name).tables:
+                glue.create_table(database_name, table_name, _table_input(table_name, statement))
+        return str(original(self, query, *args, **kwargs))
+
+    return call
+
+
+def _table_input(name: str, ddl: str) -> dict[str, Any]:
+    """Glue's TableInput for a CREATE EXTERNAL TABLE: its partitions, location and
+    TBLPROPERTIES."""
+    partitioned = re.search(r"PARTITIONED BY \(([^)]*)\)", ddl)
+    partitions = partitioned.group(1).split(",") if partitioned else []
+    location = re.search(r"LOCATION '([^']*)'", ddl)
+    properties = ddl.partition("TBLPROPERTIES")[2]
+    return {
+        "Name": name,
+        "TableType": "EXTERNAL_TABLE",
+        "StorageDescriptor": {"Location": location.group(1) if location else ""},
+        "PartitionKeys": [{"Name": p.split()[0].strip("`"), "Type": "string"} for p in partitions],
+        "Parameters": {"EXTERNAL": "TRUE"}
+        | dict(re.findall(r"'([^']+)'\s*=\s*'([^']*)'", properties)),
+    }
 
 
 def _known_execution(original: Any) -> Any:
@@ -140,8 +150,13 @@ def _known_execution(original: Any) -> Any:
 
 @pytest.fixture
 def athena(clients: AwsClients, monkeypatch: pytest.MonkeyPatch) -> Any:
+    # botocore 1.44.18 moved Athena to the REST-JSON protocol (GET /query-executions/{id},
+    # ...) where moto routes only the JSON protocol's POST to /. moto finds the operation
+    # from the method and path by itself once the paths reach its Athena.
+    monkeypatch.setitem(athena_urls.url_paths, "{0}/.+$", AthenaResponse.dispatch)
     monkeypatch.setattr(AthenaResponse, "get_query_results", _paged_results)
-    monkeypatch.setattr(AthenaResponse, "get_table_metadata", _table_metadata, raising=False)
+    start = AthenaBackend.start_query_execution
+    monkeypatch.setattr(AthenaBackend, "start_query_execution", _catalog_ddl(start))
     for name in ("get_query_execution", "get_query_results"):
         original = getattr(AthenaBackend, name)
         monkeypatch.setattr(AthenaBackend, name, _known_execution(original))
@@ -334,10 +349,14 @@ def test_the_table_ddl_refuses_values_aws_would_not_hold(change: dict[str, Any])
 
 
 def test_ensure_table_makes_the_database_and_table_once(athena: Any, clients: AwsClients):
-    with pytest.raises(ClientError):
-        athena.get_database(CatalogName="AwsDataCatalog", DatabaseName=DATABASE)
+    glue = clients.client("glue")
+    with pytest.raises(glue.exceptions.EntityNotFoundException):
+        glue.get_database(Name=DATABASE)
     assert make_source(clients).ensure_table(ACCOUNT) is True
-    athena.get_database(CatalogName="AwsDataCatalog", DatabaseName=DATABASE)
+    assert glue.get_table(DatabaseName=DATABASE, Name=TABLE)["Table"]["PartitionKeys"] == [
+        {"Name": "region", "Type": "string"},
+        {"Name": "timestamp", "Type": "string"},
+    ]
     ddl = queries("CREATE EXTERNAL TABLE")
     assert ddl == [
         cloudtrail_table_ddl(DATABASE, TABLE, TRAIL_BUCKET, "org", ACCOUNT, [REGION, "eu-west-1"])
@@ -356,6 +375,7 @@ def test_ensure_table_refuses_a_table_that_would_answer_with_nothing(
         "PARTITIONED BY (`timestamp` STRING)",
         cloudtrail_table_ddl(DATABASE, TABLE, TRAIL_BUCKET, "", ACCOUNT, [REGION]),
     )
+    athena.start_query_execution(QueryString=f"CREATE DATABASE {DATABASE}", WorkGroup="primary")
     athena.start_query_execution(QueryString=single_region, WorkGroup="primary")
     with pytest.raises(ApplicationError, match="partitioned by") as refused:
         make_source(clients).ensure_table(ACCOUNT)
