@@ -14,6 +14,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from temporalio.exceptions import ApplicationError
 
+from activities.permissions import describe_call, failed_call, track_calls
 from config.settings import Settings
 
 ERROR_THROTTLED = "AwsThrottled"
@@ -71,15 +72,18 @@ def error_code(exc: ClientError) -> str:
 
 
 def to_application_error(exc: ClientError, doing: str) -> ApplicationError:
+    """The taxonomy's error, naming the AWS call that failed and, when it was denied, the
+    IAM action it needed, so a human knows what to grant."""
     code = error_code(exc)
     kind = classify(code)
     message = str(exc.response.get("Error", {}).get("Message", ""))
-    return ApplicationError(
-        f"{doing}: {code}: {message}",
-        {"aws_error_code": code, "doing": doing},
-        type=kind,
-        non_retryable=kind in NON_RETRYABLE_ERRORS,
-    )
+    details: dict[str, str] = {"aws_error_code": code, "doing": doing}
+    text = f"{doing}: {code}: {message}"
+    call = failed_call()
+    if call is not None and call[1] == exc.operation_name:
+        details["call"] = describe_call(*call)
+        text += f" (call {details['call']})"
+    return ApplicationError(text, details, type=kind, non_retryable=kind in NON_RETRYABLE_ERRORS)
 
 
 @contextmanager
@@ -132,4 +136,5 @@ class AwsClients:
                     endpoint_url=self._endpoint_url,
                     config=self._config,
                 )
+                track_calls(self._clients[key])
             return self._clients[key]

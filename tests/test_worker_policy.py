@@ -20,59 +20,11 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
+from activities.permissions import ACTIONS, actions_of
+
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "docs" / "worker-iam-policy.json"
 README = ROOT / "README.md"
-
-# Services whose every operation is authorised by the action `<prefix>:<OperationName>`
-# (botocore's operation name, as AWS spells it: ListMFADevices), by boto3 service name.
-CAMELCASE_RULE = {
-    "cloudtrail": "cloudtrail",
-    "ec2": "ec2",
-    "glue": "glue",
-    "iam": "iam",
-    "lambda": "lambda",
-    "sns": "sns",
-    "ssm": "ssm",
-}
-
-# The quirks, and every call of a service the rule above does not cover.
-ACTIONS: dict[tuple[str, str], frozenset[str]] = {
-    # S3 names its actions after what they grant, not after the API.
-    ("s3", "get_object"): frozenset({"s3:GetObject"}),
-    # HeadObject is authorised as GetObject; without ListBucket a missing key answers 403,
-    # not 404, and EvidenceStore.existing could not tell "not written yet" from "denied".
-    ("s3", "head_object"): frozenset({"s3:GetObject", "s3:ListBucket"}),
-    ("s3", "list_objects_v2"): frozenset({"s3:ListBucket"}),
-    ("s3", "put_object"): frozenset({"s3:PutObject"}),
-    ("sts", "get_caller_identity"): frozenset(),  # needs no permission
-    # Tags in TagSpecifications are authorised as CreateTags as well.
-    ("ec2", "create_snapshot"): frozenset({"ec2:CreateSnapshot", "ec2:CreateTags"}),
-    # A trail that delivers to CloudWatch Logs passes its role to CloudTrail.
-    ("cloudtrail", "create_trail"): frozenset({"cloudtrail:CreateTrail", "iam:PassRole"}),
-    ("cloudtrail", "update_trail"): frozenset({"cloudtrail:UpdateTrail", "iam:PassRole"}),
-    # Athena works with the caller's own permissions: the Glue catalog for the CREATE
-    # DATABASE, CREATE TABLE and SELECTs Quench runs, the trail's bucket it reads, and the
-    # output location it writes results to (in multipart uploads) and reads them from.
-    ("athena", "start_query_execution"): frozenset(
-        {
-            "athena:StartQueryExecution",
-            "glue:CreateDatabase",
-            "glue:CreateTable",
-            "glue:GetDatabase",
-            "glue:GetTable",
-            "s3:AbortMultipartUpload",
-            "s3:GetBucketLocation",
-            "s3:GetObject",
-            "s3:ListBucket",
-            "s3:ListBucketMultipartUploads",
-            "s3:ListMultipartUploadParts",
-            "s3:PutObject",
-        }
-    ),
-    ("athena", "get_query_execution"): frozenset({"athena:GetQueryExecution"}),
-    ("athena", "get_query_results"): frozenset({"athena:GetQueryResults", "s3:GetObject"}),
-}
 
 # The one place a client is made for a service named by a variable: the factory itself.
 FACTORY = ("activities.aws", "AwsClients", "client")
@@ -109,13 +61,11 @@ def operations(service: str) -> dict[str, str]:
 
 
 def actions_for(service: str, method: str) -> frozenset[str] | None:
-    """The IAM actions a call needs, or None when neither the table nor the rule knows."""
+    """The IAM actions a call by boto3's method name needs (None: unknown)."""
     if (service, method) in ACTIONS:
         return ACTIONS[(service, method)]
-    prefix, operation = CAMELCASE_RULE.get(service), operations(service).get(method)
-    if prefix is None or operation is None:
-        return None
-    return frozenset({f"{prefix}:{operation}"})
+    operation = operations(service).get(method)
+    return None if operation is None else actions_of(service, operation)
 
 
 # -- finding the calls ---------------------------------------------------------------

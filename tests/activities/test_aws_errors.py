@@ -1,7 +1,9 @@
 """AWS error codes mapped to the taxonomy, and boto errors turned into ApplicationErrors."""
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.stub import Stubber
 from temporalio.exceptions import ApplicationError
 
 from activities.aws import (
@@ -11,6 +13,7 @@ from activities.aws import (
     ERROR_OTHER,
     ERROR_THROTTLED,
     ERROR_UNAVAILABLE,
+    AwsClients,
     aws_errors,
     classify,
 )
@@ -92,3 +95,27 @@ def test_aws_errors_maps_other_botocore_errors_to_a_retryable_other() -> None:
 def test_aws_errors_lets_other_exceptions_through_untouched() -> None:
     with pytest.raises(KeyError), aws_errors("read a response"):
         raise KeyError("Reservations")
+
+
+def test_an_error_names_the_call_that_failed_and_the_actions_it_needed():
+    clients = AwsClients(boto3.Session(region_name="us-east-1"), "us-east-1")
+    iam, s3 = clients.client("iam"), clients.client("s3")
+    with Stubber(iam) as iam_stub, Stubber(s3) as s3_stub:
+        iam_stub.add_client_error("delete_user", "AccessDenied", "not allowed", 403)
+        s3_stub.add_client_error("head_object", "AccessDenied", "Forbidden", 403)
+        with pytest.raises(ApplicationError) as denied:
+            with aws_errors("delete user backdoor"):
+                iam.delete_user(UserName="backdoor")
+        with pytest.raises(ApplicationError) as unreadable:
+            with aws_errors("read evidence"):
+                s3.head_object(Bucket="evidence", Key="cases/x")
+
+    assert denied.value.type == ERROR_ACCESS_DENIED and denied.value.non_retryable
+    assert denied.value.message == (
+        "delete user backdoor: AccessDenied: not allowed (call iam:DeleteUser)"
+    )
+    assert denied.value.details[0]["call"] == "iam:DeleteUser"
+    # A call authorised by other actions than its own name says which.
+    assert unreadable.value.message.endswith(
+        "(call s3:HeadObject (needs s3:GetObject, s3:ListBucket))"
+    )
