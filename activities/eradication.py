@@ -66,15 +66,23 @@ class EradicationActivities:
             try:
                 detail = operation(input)
             except ClientError as exc:
-                if error_code(exc) in _GONE:
-                    # A retry after a deletion whose completion was lost: the evidence the
-                    # first attempt wrote still belongs to the case.
+                if error_code(exc) not in _GONE:
+                    raise
+                # Gone on a retry: this step's own earlier attempt deleted it and its
+                # answer was lost (a worker crashed, a timeout). The evidence that attempt
+                # wrote still belongs to the case.
+                if activity.info().attempt > 1:
                     return RemoveResourceResult(
-                        outcome="already_gone",
-                        detail=error_code(exc),
+                        outcome="removed",
+                        detail=f"removed by this step's earlier attempt ({error_code(exc)} "
+                        "now: its answer was lost)",
                         evidence=self._snapshot(input),
                     )
-                raise
+                return RemoveResourceResult(
+                    outcome="already_gone",
+                    detail=error_code(exc),
+                    evidence=self._snapshot(input),
+                )
         activity.logger.info("eradication: %s", subject)
         return RemoveResourceResult(
             outcome="removed", detail=detail, evidence=self._snapshot(input)

@@ -402,6 +402,8 @@ class CaseStatus(BaseModel):
     minted_watches: list[WatchStatus] = Field(default_factory=list)
     eradication: list[EradicationPlan] = Field(default_factory=list)  # one a round
     open_items: list[str] = Field(default_factory=list)  # what a human must still do
+    # Credentials the case found (minted by the attacker) that it could not contain.
+    uncontained: list[str] = Field(default_factory=list)
     recovery: list[RecoveryStep] = Field(default_factory=list)
     trails_found_stopped: list[str] = Field(default_factory=list)  # when the case opened
     # Trails found stopped that containment started again, and when: the watch reads them.

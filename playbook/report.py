@@ -19,6 +19,7 @@ from models.investigation import Investigation
 from models.principal import CredentialKind
 from playbook.classify import Group
 from playbook.investigation import markdown_section
+from playbook.undone import NOT_CONTAINED, containment_verdict
 
 
 class Milestones(BaseModel):
@@ -98,6 +99,10 @@ class CaseReport(BaseModel):
     written_at: datetime
     phase: Phase
     outcome: str | None
+    # contained, partly contained or not contained: the headline.
+    containment: str = NOT_CONTAINED
+    # Whether eradication ran at all: "nothing found" is said only when it looked.
+    eradication_ran: bool = False
     credential: str | None
     credential_kind: CredentialKind | None
     principal: str | None
@@ -285,6 +290,8 @@ def build_report(
         written_at=written_at,
         phase=status.phase,
         outcome=status.outcome,
+        containment=containment_verdict(status),
+        eradication_ran=bool(status.eradication),
         credential=credential.access_key_id if credential else finding.access_key.access_key_id,
         credential_kind=credential.kind if credential else None,
         principal=(principal.arn or principal.principal_id) if principal else None,
@@ -371,6 +378,7 @@ def render_markdown(report: CaseReport) -> str:
         f"credential `{report.credential}` ({kind}); "
         f"principal `{report.principal or '-'}`.",
         "",
+        f"**Containment:** {report.containment}. "
         f"**Outcome:** {report.outcome or report.phase.value}",
         "",
         "## Root cause",
@@ -422,8 +430,10 @@ def render_markdown(report: CaseReport) -> str:
             f"{_cell(r.outcome or 'not carried out')} |"
             for r in report.removed
         ]
-    else:
+    elif report.eradication_ran:
         lines.append("Nothing the attacker made was found to remove.")
+    else:
+        lines.append("Eradication did not run: the case closed before it.")
     lines += ["", "## Recovery", ""]
     if report.recovery:
         lines += [
@@ -431,8 +441,10 @@ def render_markdown(report: CaseReport) -> str:
             + (f" (from {r.source})" if r.source else "")
             for r in report.recovery
         ]
-    else:
+    elif report.eradication_ran:
         lines.append("The attacker changed nothing that needed restoring.")
+    else:
+        lines.append("Recovery did not run: the case closed before it.")
     for gap in report.logging_gaps:
         lines.append(
             f"- Logging gap on trail {gap.trail}: from {gap.stopped_at.isoformat()} (stopped by "
@@ -458,7 +470,7 @@ def render_markdown(report: CaseReport) -> str:
     lines += [
         f"| `{e.uri}` | `{e.sha256}` | {e.size_bytes} | {e.captured_at.isoformat()} |"
         for e in report.evidence
-    ]
+    ] or ["| No evidence was kept | - | - | - |"]
     lines += ["", "## Open items for humans", ""]
     lines += [f"- [ ] {_cell(item)}" for item in report.open_items] or ["None."]
     if report.notes:

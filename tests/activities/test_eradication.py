@@ -2,6 +2,7 @@
 user or role to evidence before deleting it, changes nothing when run again, and never
 touches what is protected by name or by tag."""
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -763,6 +764,26 @@ def test_a_retried_deletion_still_reports_the_evidence_the_first_attempt_wrote(
     assert first.evidence is not None
     assert again.outcome == "already_gone"
     assert again.evidence == first.evidence
+
+
+@pytest.mark.parametrize("operation", ["delete_user", "delete_access_key"])
+def test_gone_on_a_retry_of_the_step_is_named_as_this_step_s_own_earlier_removal(
+    aws: Aws,
+    eradication: EradicationActivities,
+    activity_env: ActivityEnvironment,
+    operation: str,
+) -> None:
+    target = ARRANGE[operation](aws)
+    first = remove(activity_env, eradication, operation, target.name, target.owner)
+    # Temporal's second attempt of the same activity: the first one's answer was lost.
+    activity_env.info = dataclasses.replace(activity_env.info, attempt=2)
+
+    retried = remove(activity_env, eradication, operation, target.name, target.owner)
+
+    assert first.outcome == "removed"
+    assert retried.outcome == "removed"
+    assert retried.detail is not None and "this step's earlier attempt" in retried.detail
+    assert retried.evidence == first.evidence
 
 
 def test_a_part_whose_owner_is_already_deleted_is_already_gone(

@@ -2,6 +2,7 @@
 deadline, escalation and notifications), and a step that failed for good offered again.
 The bookkeeping is the ledger's; this module adds the waiting."""
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -24,10 +25,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.details import approval_request
     from workflows.case.ledger import ApprovalLedger
     from workflows.case.notifications import Notifications
-    from workflows.case.patches import DEADLINE_PATCH
+    from workflows.case.patches import DEADLINE_PATCH, ISOLATED_FAILURES_PATCH
     from workflows.case.record import CaseRecord
 
 T = TypeVar("T")
+# What runs once an action offered beside the case is decided.
+AfterDecision = Callable[[Action, Approval], Awaitable[None]]
 
 
 class CaseAbandoned(Exception):
@@ -41,6 +44,8 @@ class Approvals:
         self._record = record
         self.ledger = ledger
         self._notifications = notifications
+        # Actions offered beside the case (failed steps' retries), with what follows them.
+        self._beside: list[asyncio.Task[None]] = []
 
     def decide(self, input: ApprovalInput, decision: Decision) -> Action | None:
         """A person's decision sent by signal or update: refused and kept, one approval of
@@ -136,14 +141,30 @@ class Approvals:
         )
 
     async def attempt(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run an activity; if it fails for good, ask a human whether to try again."""
+        """Run a step the case cannot go on without; if it fails for good, ask a human
+        whether to try again (a rejection gives the case up)."""
+        try:
+            return await call()
+        except ActivityError as err:
+            detail = failure_detail(err)
+        return await self._until_retried(doing, detail, call)
+
+    async def attempt_or_fail(
+        self, doing: str, call: Callable[[], Awaitable[T]]
+    ) -> tuple[T | None, str | None]:
+        """Run a step whose failure must not hold up the rest of the case: its result, or
+        why it failed for good. Cases recorded before this asked and waited instead."""
+        try:
+            return await call(), None
+        except ActivityError as err:
+            detail = failure_detail(err)
+        if workflow.patched(ISOLATED_FAILURES_PATCH):
+            return None, detail
+        return await self._until_retried(doing, detail, call), None
+
+    async def _until_retried(self, doing: str, detail: str, call: Callable[[], Awaitable[T]]) -> T:
         record = self._record
         while True:
-            try:
-                return await call()
-            except ActivityError as err:
-                cause = err.cause
-                detail = str(cause.message if isinstance(cause, ApplicationError) else err)
             previous = record.status.phase
             record.set_phase(Phase.NEEDS_HUMAN, f"failed to {doing}: {detail}")
             retry = self.propose(ActionKind.RETRY, f"Retry: {doing}", [f"It failed: {detail}"])
@@ -153,3 +174,41 @@ class Approvals:
                 raise CaseAbandoned(f"gave up after failing to {doing}: {decision.reason}")
             self.ledger.finish(retry, ActionStatus.DONE, "retrying")
             record.set_phase(previous, f"retry approved by {decision.approver}")
+            try:
+                return await call()
+            except ActivityError as err:
+                detail = failure_detail(err)
+
+    def offer_beside(
+        self, kind: ActionKind, title: str, steps: list[str], then: "AfterDecision"
+    ) -> Action:
+        """An action decided while the case goes on (a failed step's retry): `then` runs
+        with the decision. The case closes only once every such action is decided."""
+        action = self.ledger.propose(kind, title, steps)
+        self._record.refresh()
+
+        async def decide_then_act() -> None:
+            await then(action, await self.decision(action))
+
+        self._beside.append(asyncio.create_task(decide_then_act()))
+        return action
+
+    async def offers_decided(self, before: str) -> None:
+        """Wait for every action offered beside the case, saying so while it waits
+        (`before` says for what: closing the case, continuing it as new)."""
+        while self._beside:
+            waiting = [a.id for a in self._record.status.pending_actions()]
+            if waiting:
+                self._record.set_phase(
+                    Phase.NEEDS_HUMAN,
+                    f"waiting for a decision on {', '.join(waiting)} before {before}",
+                )
+            running, self._beside = self._beside, []
+            await asyncio.gather(*running)
+
+
+def failure_detail(err: ActivityError) -> str:
+    """What went wrong, in the activity's own words: the AWS call, the error and the
+    permission it needed, when the activity said so."""
+    cause = err.cause
+    return str(cause.message if isinstance(cause, ApplicationError) else err)

@@ -22,8 +22,10 @@ with workflow.unsafe.imports_passed_through():
         RemoveResourceInput,
     )
     from models.case import (
+        Action,
         ActionKind,
         ActionStatus,
+        Approval,
         CaseStatus,
         Decision,
         EradicationPlan,
@@ -32,12 +34,16 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.principal import Credential
     from playbook.classify import POLICY_PARTS, REPLACED_POLICY_CHANGE, AttackerChange, ResourceKind
-    from playbook.plan import removal_plan
+    from playbook.plan import RemovalStep, removal_plan
     from workflows.case.approvals import Approvals
     from workflows.case.minted import MintedCredentials
     from workflows.case.patches import ERADICATE_PATCH, PERMISSIONS_PATCH, ROUNDS_PATCH
     from workflows.case.record import CaseRecord
     from workflows.case.retries import AWS_RETRY
+
+
+# A resource of the plan as the plan names it: kind, name, owner.
+ResourceKey = tuple[str, str, str | None]
 
 
 class Eradication:
@@ -253,12 +259,42 @@ class Eradication:
         if decision.decision is Decision.REJECTED:
             ledger.finish(action, ActionStatus.REJECTED, decision.reason)
             record.note(f"eradication declined by {decision.approver}: the plan stays for humans")
+            for step in to_remove:
+                record.status.open_items.append(
+                    f"{step.describe()}: removal declined by {decision.approver}; it is still "
+                    "in AWS"
+                )
             return
         record.set_phase(Phase.ERADICATION, f"removal approved by {decision.approver}")
         ledger.start(action)
-        await self._capture_before_removal(plan)
-        for step in plan.steps:
-            if step.outcome == "kept":
+        uncaptured = await self._capture_before_removal(
+            [s for s in plan.steps if not s.skipped_reason]
+        )
+        failed = await self._carry_out(to_remove, uncaptured)
+        outcomes = Counter(step.outcome for step in plan.steps)
+        ledger.finish(
+            action, ActionStatus.DONE, ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+        )
+        if failed:
+            self._offer_retry(plan.round, failed)
+
+    async def _carry_out(
+        self, steps: list[RemovalStep], uncaptured: dict[ResourceKey, str]
+    ) -> list[RemovalStep]:
+        """Each removal in order, each recorded; one that fails for good, or whose
+        evidence could not be kept first, is an open item and the rest go on. Returns the
+        steps that failed."""
+        record = self._record
+        failed = []
+        for step in steps:
+            if step.resource.key in uncaptured:
+                step.outcome = "failed"
+                step.detail = (
+                    f"not removed: its evidence could not be kept first: "
+                    f"{uncaptured[step.resource.key]}"
+                )
+                record.needs_human(_undone(step))
+                failed.append(step)
                 continue
             request = RemoveResourceInput(
                 case_id=record.status.case_id,
@@ -268,7 +304,7 @@ class Eradication:
                 protected_names=record.policy.protected_names,
             )
             summary = f"Eradicate: {step.describe()}"
-            result = await self._approvals.attempt(
+            result, failure = await self._approvals.attempt_or_fail(
                 step.describe(),
                 lambda request=request, summary=summary: workflow.execute_activity_method(  # type: ignore[misc]
                     EradicationActivities.remove_resource,
@@ -278,27 +314,58 @@ class Eradication:
                     summary=summary,
                 ),
             )
+            if result is None:
+                step.outcome, step.detail = "failed", failure
+                record.needs_human(_undone(step))
+                failed.append(step)
+                record.refresh()
+                continue
             step.outcome, step.detail = result.outcome, result.detail
             if result.evidence is not None:
                 record.record_evidence(result.evidence)
             record.note(f"{step.describe()}: {result.outcome} ({result.detail})")
             record.refresh()
-        outcomes = Counter(step.outcome for step in plan.steps)
-        ledger.finish(
-            action, ActionStatus.DONE, ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+        return failed
+
+    def _offer_retry(self, round_number: int, failed: list[RemovalStep]) -> None:
+        """The failed removals offered again, decided while the case goes on."""
+
+        async def then(action: Action, decision: Approval) -> None:
+            ledger = self._approvals.ledger
+            if decision.decision is Decision.REJECTED:
+                ledger.finish(action, ActionStatus.REJECTED, decision.reason)
+                return
+            ledger.start(action)
+            for step in failed:
+                self._record.status.open_items.remove(_undone(step))
+            still = await self._carry_out(failed, await self._capture_before_removal(failed))
+            ledger.finish(
+                action,
+                ActionStatus.DONE,
+                f"{len(failed) - len(still)} removed, {len(still)} failed again",
+            )
+            if still:
+                self._offer_retry(round_number, still)
+
+        self._approvals.offer_beside(
+            ActionKind.RETRY,
+            f"Round {round_number}: retry {len(failed)} failed "
+            + ("removal" if len(failed) == 1 else "removals"),
+            [f"{step.describe()}: it failed: {step.detail}" for step in failed],
+            then,
         )
 
-    async def _capture_before_removal(self, plan: EradicationPlan) -> None:
+    async def _capture_before_removal(self, steps: list[RemovalStep]) -> dict[ResourceKey, str]:
         """Evidence of every user and role the plan deletes, whole, before the first
-        removal takes any part of it away."""
+        removal takes any part of it away. Returns, by resource, why a capture failed:
+        such a resource is not removed."""
         record = self._record
         case_id = record.status.case_id
-        for step in plan.steps:
-            if step.skipped_reason:
-                continue
+        failures: dict[ResourceKey, str] = {}
+        for step in steps:
             name = step.resource.name
             if step.resource.kind is ResourceKind.USER:
-                user = await self._approvals.attempt(
+                user, failure = await self._approvals.attempt_or_fail(
                     f"capture user {name} before its removal",
                     lambda name=name: workflow.execute_activity_method(  # type: ignore[misc]
                         IamActivities.capture_user_state,
@@ -308,9 +375,10 @@ class Eradication:
                         summary=f"Capture user {name} before its removal",
                     ),
                 )
-                record.record_evidence(user.evidence)
+                if user is not None:
+                    record.record_evidence(user.evidence)
             elif step.resource.kind is ResourceKind.ROLE:
-                role = await self._approvals.attempt(
+                role, failure = await self._approvals.attempt_or_fail(
                     f"capture role {name} before its removal",
                     lambda name=name: workflow.execute_activity_method(  # type: ignore[misc]
                         IamActivities.capture_role_state,
@@ -320,7 +388,18 @@ class Eradication:
                         summary=f"Capture role {name} before its removal",
                     ),
                 )
-                record.record_evidence(role)
+                if role is not None:
+                    record.record_evidence(role)
+            else:
+                continue
+            if failure is not None:
+                failures[step.resource.key] = failure
+        return failures
+
+
+def _undone(step: RemovalStep) -> str:
+    """The open item of a removal that failed for good."""
+    return f"{step.describe()} failed: {step.detail}; it is still in AWS"
 
 
 def attacker_made(status: CaseStatus) -> set[tuple[ResourceKind, str | None]]:

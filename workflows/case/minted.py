@@ -59,6 +59,20 @@ class MintedCredentials:
         contained_user = self._contained_user()
         contained = []
         for credential in minted:
+            if (
+                credential.kind == "access_key"
+                and (
+                    ResourceKind.ACCESS_KEY,
+                    credential.access_key_id,
+                )
+                in removed
+            ):
+                record.note(
+                    f"{credential.access_key_id} was deleted this round; its activity is "
+                    "investigated next"
+                )
+                contained.append(credential.access_key_id)
+                continue
             if credential.kind == "access_key" and (ResourceKind.USER, credential.principal) in (
                 removed
             ):
@@ -104,6 +118,7 @@ class MintedCredentials:
                 f"contain {credential.kind} {credential.access_key_id} of "
                 f"{credential.principal} (made by {credential.made_by})"
             )
+            record.status.uncontained.append(credential.access_key_id)
         return contained
 
     async def watch(self, progress: EradicationProgress) -> bool:
@@ -145,6 +160,7 @@ class MintedCredentials:
                 f"minted credentials {', '.join(working)} still worked after containment "
                 f"(declined by {decision.approver}: {decision.reason}): contain them by hand"
             )
+            record.status.uncontained += [k for k in working if k not in record.status.uncontained]
             return False
         record.set_phase(Phase.CONTAINMENT, f"{action.id} approved by {decision.approver}")
         cutoff = ledger.start(action)
@@ -180,6 +196,7 @@ class MintedCredentials:
                 f"contain {credential.kind} {credential.access_key_id} of "
                 f"{credential.principal} by hand: it still worked after containment"
             )
+            self._record.status.uncontained.append(credential.access_key_id)
 
     async def _contain_session(self, credential: NewCredential, role: str) -> bool:
         record = self._record
@@ -203,6 +220,7 @@ class MintedCredentials:
                 f"contain role_session {credential.access_key_id} of {role} (declined by "
                 f"{decision.approver}: {decision.reason})"
             )
+            record.status.uncontained.append(credential.access_key_id)
             return False
         record.set_phase(Phase.ERADICATION, f"{action.id} approved by {decision.approver}")
         await self._containment.revoke_role_sessions(

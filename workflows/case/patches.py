@@ -20,3 +20,6 @@ INVESTIGATION_PATCH = "investigation"
 LOGGING_PATCH = "logging-before-watch"
 # The investigation runs as a child workflow with a history of its own.
 INVESTIGATION_CHILD_PATCH = "investigation-child-workflow"
+# A step that fails for good is recorded as failed and the rest goes on; its retry is
+# offered beside the case instead of holding it up.
+ISOLATED_FAILURES_PATCH = "isolated-step-failures"

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.finding import Finding
     from models.principal import Credential
+    from playbook.undone import undone
     from workflows.case.details import render_details
 
 
@@ -54,6 +55,9 @@ class CaseRecord:
         self.refresh()
 
     def close(self, outcome: str) -> None:
+        """Closed with `outcome`; whatever it leaves undone becomes an open item first."""
+        for item in undone(self.status):
+            self.needs_human(item)
         self.status.outcome = outcome
         self.set_phase(Phase.CLOSED, outcome)
 

@@ -152,7 +152,7 @@ class Recovery:
         ledger.start(action)
         for step in steps:
             request = RestoreChangeInput(case_id=record.status.case_id, step=step)
-            result = await self._approvals.attempt(
+            result, failure = await self._approvals.attempt_or_fail(
                 step.description,
                 lambda request=request: workflow.execute_activity_method(  # type: ignore[misc]
                     RecoveryActivities.restore_change,
@@ -162,6 +162,12 @@ class Recovery:
                     summary=f"Recover: {request.step.description}"[:200],
                 ),
             )
+            if result is None:
+                # The rest of the recovery goes on; this change is left to a human.
+                step.outcome, step.detail = "failed", failure
+                record.needs_human(f"restore by hand: {step.description} (it failed: {failure})")
+                record.refresh()
+                continue
             step.outcome, step.detail, step.done_at = result.outcome, result.detail, workflow.now()
             if result.evidence is not None:
                 record.record_evidence(result.evidence)

@@ -95,6 +95,7 @@ class CaseWorkflow:
             else:
                 await self._respond(input.finding)
         except CaseAbandoned as abandoned:
+            await self._approvals.offers_decided("closing")
             record.close(str(abandoned))
         await record.background_done()
         await self._investigation.every_credential()
@@ -134,11 +135,13 @@ class CaseWorkflow:
         await self._eradication.run(progress)
         if workflow.patched(RECOVERY_PATCH):
             await self._recovery.recover()
+        await self._approvals.offers_decided("closing")
         self._record.close(progress.outcome)
 
     async def _continue_as_new(self, progress: EradicationProgress) -> None:
         """A fresh run for the next rounds, carrying everything the case knows."""
         record = self._record
+        await self._approvals.offers_decided("continuing as new")
         await record.background_done()
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(

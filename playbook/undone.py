@@ -1,0 +1,69 @@
+"""What a case leaves undone, and whether its credentials are contained: read from the
+case's own record, so `status`, the Web UI, the report and the closing notification can
+never say "none" while something is not done."""
+
+from models.case import ActionKind, ActionStatus, CaseStatus
+
+# The actions that contain the case's own credential the first time.
+_FIRST_CONTAINMENT = frozenset(
+    {
+        ActionKind.CONTAIN_INSTANCE_ROLE,
+        ActionKind.CONTAIN_USER_KEY,
+        ActionKind.CONTAIN_ROLE_SESSION,
+        ActionKind.MANUAL_CONTAINMENT,
+    }
+)
+
+CONTAINED = "contained"
+PARTLY_CONTAINED = "partly contained"
+NOT_CONTAINED = "not contained"
+
+
+def own_credential_contained(status: CaseStatus) -> tuple[bool, str]:
+    """Whether the case's own credential is contained, and if not, why: its last
+    containment (the first, or one after the watch saw it work) must be done."""
+    credential = status.credential
+    if credential is None:
+        return False, "its principal was never resolved"
+    key = credential.access_key_id
+    tried = [
+        a
+        for a in status.actions
+        if a.kind in _FIRST_CONTAINMENT
+        or (a.kind is ActionKind.RECONTAIN and a.title.startswith(f"Contain {key} again"))
+    ]
+    if not tried:
+        return False, "no containment was carried out"
+    last = tried[-1]
+    if last.status is ActionStatus.DONE:
+        return True, ""
+    decided = f" by {last.approval.approver}: {last.approval.reason}" if last.approval else ""
+    return False, f"{last.id} is {last.status.value}{decided}"
+
+
+def containment_verdict(status: CaseStatus) -> str:
+    """contained, partly contained (the case's credential is, some it found are not), or
+    not contained."""
+    contained, _ = own_credential_contained(status)
+    if not contained:
+        return NOT_CONTAINED
+    return PARTLY_CONTAINED if status.uncontained else CONTAINED
+
+
+def undone(status: CaseStatus) -> list[str]:
+    """Open items for what the case did not do and no open item names yet: its credential
+    not contained, removals and restores never carried out."""
+    items: list[str] = []
+    known = " ".join(status.open_items)
+    contained, why = own_credential_contained(status)
+    if not contained:
+        key = status.credential.access_key_id if status.credential else status.findings[0].id
+        items.append(f"{key} is not contained ({why}): contain it by hand")
+    for plan in status.eradication:
+        for step in plan.steps:
+            if step.outcome is None and not step.skipped_reason and step.describe() not in known:
+                items.append(f"{step.describe()}: not carried out; it is still in AWS")
+    for restore in status.recovery:
+        if restore.outcome is None and restore.description not in known:
+            items.append(f"restore by hand: {restore.description} (not carried out)")
+    return items
