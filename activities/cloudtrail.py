@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors
 from activities.evidence import EvidenceStore
+from activities.liveness import beat, heartbeating
 from activities.redaction import redact
 from activities.trailscan import (
     UNREADABLE_LOG_ERRORS,
@@ -407,7 +408,7 @@ def scan(source: CloudTrailSource, query: TrailQuery) -> list[dict[str, Any]]:
         # Redacted before they are heartbeated: an AssumeRole's response holds a token.
         matches.extend(redact(found))
         # Copies: the worker sends heartbeat details later, not at this call.
-        activity.heartbeat(dict(cursor), list(matches), asked)
+        beat(dict(cursor), list(matches), asked)
     return unique_in_time_order(matches)
 
 
@@ -433,6 +434,7 @@ class CloudTrailActivities:
         self._evidence = evidence
 
     @activity.defn
+    @heartbeating
     def capture_cloudtrail_slice(self, input: CloudTrailSliceInput) -> CloudTrailSliceResult:
         """Evidence: every CloudTrail record of the credential in the window."""
         query = TrailQuery(
@@ -452,6 +454,7 @@ class CloudTrailActivities:
         return CloudTrailSliceResult(evidence=evidence, event_count=len(records))
 
     @activity.defn
+    @heartbeating
     def classify_credential_activity(self, input: ClassifyActivityInput) -> ClassifyActivityResult:
         """Playbook 3.1-3.3: everything the credentials did since the compromise, in the
         playbook's groups, with what they made, changed and minted. The records go to
@@ -474,6 +477,7 @@ class CloudTrailActivities:
         return ClassifyActivityResult(report=classify(records), evidence=evidence)
 
     @activity.defn
+    @heartbeating
     def check_credential_activity(self, input: CheckActivityInput) -> CheckActivityResult:
         """The containment watch's look at CloudTrail: every call of the contained
         credentials in the window, split into denied attempts and calls that worked."""

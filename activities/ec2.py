@@ -9,6 +9,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors
 from activities.evidence import EvidenceStore
+from activities.liveness import beat, heartbeating
 from config.names import CASE_TAG_KEY
 from models.activities import (
     CaptureInstanceInput,
@@ -41,6 +42,7 @@ class Ec2Activities:
         return str(self._describe(instance_id)["State"]["Name"])
 
     @activity.defn
+    @heartbeating
     def capture_instance_state(self, input: CaptureInstanceInput) -> CaptureInstanceResult:
         """Evidence: the instance description, its volumes and its profile association."""
         instance = self._describe(input.instance_id)
@@ -77,6 +79,7 @@ class Ec2Activities:
         return str(document["instance"]["State"]["Name"])
 
     @activity.defn
+    @heartbeating
     def snapshot_volumes(self, input: SnapshotVolumesInput) -> SnapshotVolumesResult:
         """Snapshot every volume, tagged with the case; a volume already snapshotted for
         this case is not snapshotted again. Snapshots are point-in-time at creation, so
@@ -111,7 +114,7 @@ class Ec2Activities:
                     )
             snapshots[volume_id] = snapshot["SnapshotId"]
             described.append(snapshot)
-            activity.heartbeat(volume_id)
+            beat(volume_id)
         evidence = self._evidence.put_json(
             input.case_id,
             f"ebs-snapshots-{input.instance_id}",
@@ -122,7 +125,7 @@ class Ec2Activities:
     def _wait_for(self, instance_id: str, wanted: str) -> str:
         while True:
             state = self._state(instance_id)
-            activity.heartbeat(state)
+            beat(state)
             if state == wanted:
                 return state
             if state in {"terminated", "shutting-down"}:
@@ -134,6 +137,7 @@ class Ec2Activities:
             time.sleep(self._poll_seconds)
 
     @activity.defn
+    @heartbeating
     def stop_instance(self, input: InstanceInput) -> InstanceStateResult:
         """Stop the instance and wait until it is stopped; already stopped is done."""
         state = self._state(input.instance_id)
@@ -146,6 +150,7 @@ class Ec2Activities:
         return InstanceStateResult(instance_id=input.instance_id, state=final, changed=changed)
 
     @activity.defn
+    @heartbeating
     def start_instance(self, input: InstanceInput) -> InstanceStateResult:
         """Start the instance and wait until it runs; already running is done."""
         state = self._state(input.instance_id)

@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
 from activities.evidence import EvidenceStore
 from activities.iam import inline_policies
+from activities.liveness import heartbeating
 from config.names import PROTECTED_TAG_KEY
 from models.activities import RemoveResourceInput, RemoveResourceResult
 from models.case import EvidenceRecord
@@ -50,6 +51,7 @@ class EradicationActivities:
         return self._clients.client("iam")
 
     @activity.defn
+    @heartbeating
     def remove_resource(self, input: RemoveResourceInput) -> RemoveResourceResult:
         operation = self._operations.get(input.operation)
         if operation is None:

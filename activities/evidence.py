@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
+from activities.liveness import heartbeating
 from activities.redaction import redact
 from models.activities import StoreEvidenceInput, WriteReportInput, WriteReportResult
 from models.case import EvidenceRecord
@@ -125,11 +126,13 @@ class EvidenceActivities:
         self._store = store
 
     @activity.defn
+    @heartbeating
     def store_evidence(self, input: StoreEvidenceInput) -> EvidenceRecord:
         """Store a document the workflow already holds (the finding) as evidence."""
         return self._store.put_json(input.case_id, input.name, input.document)
 
     @activity.defn
+    @heartbeating
     def write_report(self, input: WriteReportInput) -> WriteReportResult:
         """The post-incident report, as JSON and as Markdown, beside the evidence it cites."""
         # Both forms come from the one redacted document, so they say the same.

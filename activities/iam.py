@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
 from activities.evidence import EvidenceStore
+from activities.liveness import heartbeating
 from config.names import (
     AWS_QUARANTINE_POLICY_PREFIX,
     REVOKE_SESSIONS_POLICY_NAME,
@@ -162,6 +163,7 @@ class IamActivities:
         return self._clients.client("iam")
 
     @activity.defn
+    @heartbeating
     def resolve_principal(self, input: ResolvePrincipalInput) -> ResolvePrincipalResult:
         """Turn the finding's access key details into a principal, checked against IAM and EC2."""
         finding = input.finding
@@ -253,6 +255,7 @@ class IamActivities:
         return str(profile_arn)
 
     @activity.defn
+    @heartbeating
     def list_role_trust(self, input: RoleTrustInput) -> RoleTrustResult:
         """Who the role's trust policy lets assume it, each flagged when it is outside the
         account: the way an attacker may come back for a new session."""
@@ -264,6 +267,7 @@ class IamActivities:
         )
 
     @activity.defn
+    @heartbeating
     def capture_role_state(self, input: CaptureRoleInput) -> EvidenceRecord:
         """Evidence: the role, its trust policy, inline and attached policies, profiles, tags."""
         role_name = validate_role_name(input.role_name)
@@ -307,6 +311,7 @@ class IamActivities:
         return {"policy": policy, "document": version["Document"]}
 
     @activity.defn
+    @heartbeating
     def revoke_role_sessions(self, input: RevokeRoleSessionsInput) -> RevokeRoleSessionsResult:
         """Deny every session of the role issued before the cut-off (AWSRevokeOlderSessions)."""
         role_name = validate_role_name(input.role_name)
@@ -323,6 +328,7 @@ class IamActivities:
         )
 
     @activity.defn
+    @heartbeating
     def deny_user_tokens_before(self, input: DenyUserTokensInput) -> RevokeRoleSessionsResult:
         """Deny the user's session tokens issued before the cut-off: GetSessionToken and
         GetFederationToken sessions survive the deactivation of the key that made them."""
@@ -368,6 +374,7 @@ class IamActivities:
         )
 
     @activity.defn
+    @heartbeating
     def capture_user_state(self, input: CaptureUserInput) -> CaptureUserResult:
         """Evidence: the user, its keys with their last use, policies, groups, console
         access and MFA devices."""
@@ -421,6 +428,7 @@ class IamActivities:
         )
 
     @activity.defn
+    @heartbeating
     def deactivate_access_key(self, input: AccessKeyInput) -> AccessKeyResult:
         """Make the key inactive. Never delete it: the key is evidence, and AWS's record of
         its last use goes with it."""
@@ -443,6 +451,7 @@ class IamActivities:
         return AccessKeyResult(access_key_id=input.access_key_id, status="Inactive", changed=True)
 
     @activity.defn
+    @heartbeating
     def remove_login_profile(self, input: UserInput) -> ChangeResult:
         """Remove console access. No login profile means it is already gone."""
         with aws_errors(f"remove console access of {input.user_name}"):

@@ -16,6 +16,7 @@ from temporalio import activity
 
 from activities.cloudtrail import CloudTrailSource, TrailQuery, scan, unique_in_time_order
 from activities.evidence import EvidenceStore
+from activities.liveness import beat, heartbeating
 from models.activities import (
     CountBaselineInput,
     CountBaselineResult,
@@ -40,6 +41,7 @@ class InvestigationActivities:
         self._evidence = evidence
 
     @activity.defn
+    @heartbeating
     def plan_reads(self, input: PlanReadsInput) -> ReadPlan:
         """A window in parts any worker can read: a region's UTC day each; and the
         principal's ARN, read once from its snapshot for every part."""
@@ -60,6 +62,7 @@ class InvestigationActivities:
         return ReadPlan(principal_arn=principal_arn or input.principal_arn, units=units)
 
     @activity.defn
+    @heartbeating
     def count_baseline(self, input: CountBaselineInput) -> CountBaselineResult:
         """One part of the principal's baseline, counted (resuming from its heartbeat) and
         kept as evidence, so the workflow holds only its reference."""
@@ -77,6 +80,7 @@ class InvestigationActivities:
         return CountBaselineResult(counts=stored, calls=counts.calls)
 
     @activity.defn
+    @heartbeating
     def read_scope(self, input: ReadScopeInput) -> ReadScopeResult:
         """One part of the scope read (resuming from its heartbeat) and kept as evidence,
         so the workflow holds only its reference."""
@@ -97,6 +101,7 @@ class InvestigationActivities:
         return ReadScopeResult(records=stored, count=len(records))
 
     @activity.defn
+    @heartbeating
     def investigate_credentials(self, input: InvestigateInput) -> InvestigationRef:
         snapshot = self._read_snapshot(input.principal_evidence)
         principal_arn = _arn_of(snapshot) or input.principal_arn or ""
@@ -223,5 +228,5 @@ def count_scan(source: CloudTrailSource, query: TrailQuery) -> BaselineCounts:
         resume, counts = dict(details[0]), BaselineCounts.model_validate(details[1])
     for cursor, found in source.pages(query, resume):
         counts = count_baseline(counts, found)
-        activity.heartbeat(dict(cursor), counts.model_dump(), asked)
+        beat(dict(cursor), counts.model_dump(), asked)
     return counts

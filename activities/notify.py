@@ -17,6 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws import ERROR_UNAVAILABLE, AwsClients, aws_errors
+from activities.liveness import heartbeating
 from models.activities import NotifyInput, NotifyResult
 
 ERROR_CHAT_REFUSED = "ChatWebhookRefused"
@@ -55,6 +56,7 @@ class Notifier:
         )
 
     @activity.defn
+    @heartbeating
     def notify_sns(self, input: NotifyInput) -> NotifyResult:
         """Publish to the topic; on a FIFO topic the notification id deduplicates."""
         if not self._topic_arn:
@@ -83,6 +85,7 @@ class Notifier:
         return NotifyResult(channel="sns", sent=True, detail=f"message {answer['MessageId']}")
 
     @activity.defn
+    @heartbeating
     def notify_chat(self, input: NotifyInput) -> NotifyResult:
         """POST `{"text": ...}` to the chat webhook. Its URL is a secret: no error names it."""
         if self._webhook_url is None:

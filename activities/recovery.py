@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
 from activities.cloudtrail import CloudTrailSource, TrailQuery, record_time, scan
 from activities.evidence import EvidenceStore, canonical_json
+from activities.liveness import heartbeating
 from models.activities import (
     CaptureTrailsInput,
     CaptureTrailsResult,
@@ -124,6 +125,7 @@ class RecoveryActivities:
         return trails
 
     @activity.defn
+    @heartbeating
     def capture_trails(self, input: CaptureTrailsInput) -> CaptureTrailsResult:
         """Evidence: every trail's settings, logging status and event selectors, so a trail
         the attacker deletes or narrows later can be put back as it was."""
@@ -144,6 +146,7 @@ class RecoveryActivities:
     # -- planning ------------------------------------------------------------------------
 
     @activity.defn
+    @heartbeating
     def plan_recovery(self, input: PlanRecoveryInput) -> PlanRecoveryResult:
         """For every change, the latest of each kind and target: how it is undone. A
         user's or role's permissions go back to how they were before the first change."""
@@ -298,6 +301,7 @@ class RecoveryActivities:
     # -- permissions: what was there before the attacker wrote -----------------------
 
     @activity.defn
+    @heartbeating
     def find_prior_state(self, input: FindPriorStateInput) -> FindPriorStateResult:
         """For each policy the attacker put on or attached to a user or role it did not
         make: whether that policy was there before, from CloudTrail and the principal's
@@ -568,6 +572,7 @@ class RecoveryActivities:
     # -- restoring -----------------------------------------------------------------------
 
     @activity.defn
+    @heartbeating
     def restore_change(self, input: RestoreChangeInput) -> RestoreChangeResult:
         operation = input.step.operation
         restorer = self._restorers.get(operation) if operation else None
@@ -596,6 +601,7 @@ class RecoveryActivities:
             raise
 
     @activity.defn
+    @heartbeating
     def start_trails_logging(self, input: StartTrailsLoggingInput) -> StartTrailsLoggingResult:
         """Logging started again on trails found stopped, before the containment watch reads
         their files (a trail off writes nothing). One already logging, or gone, is said so."""

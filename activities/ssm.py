@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import AwsClients, aws_errors, error_code
 from activities.iam import validate_role_name
+from activities.liveness import beat, heartbeating
 from activities.redaction import redact
 from models.activities import ProbeInstanceCredentialsInput, ProbeInstanceCredentialsResult
 
@@ -86,6 +87,7 @@ class SsmActivities:
         self._poll_seconds = poll_seconds
 
     @activity.defn
+    @heartbeating
     def probe_instance_credentials(
         self, input: ProbeInstanceCredentialsInput
     ) -> ProbeInstanceCredentialsResult:
@@ -115,7 +117,7 @@ class SsmActivities:
                     ) from exc
                 with aws_errors(f"send the metadata probe to {input.instance_id}"):
                     raise
-        activity.heartbeat(command_id)
+        beat(command_id)
         invocation = self._wait_for_invocation(ssm, command_id, input.instance_id)
         if invocation["Status"] != "Success":
             raise ApplicationError(
@@ -146,7 +148,7 @@ class SsmActivities:
                     with aws_errors(f"read the metadata probe on {instance_id}"):
                         raise
                 invocation = {"Status": "Pending"}
-            activity.heartbeat(command_id)
+            beat(command_id)
             if invocation["Status"] in _TERMINAL:
                 return dict(invocation)
             time.sleep(self._poll_seconds)

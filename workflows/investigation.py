@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.case import EvidenceRecord, InvestigationInput, InvestigationRef
     from playbook.investigation import BASELINE_DAYS
-    from workflows.case.retries import AWS_RETRY
+    from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
 T = TypeVar("T")
 
@@ -69,7 +69,7 @@ class CredentialInvestigation:
                 name=input.name,
             ),
             start_to_close_timeout=timedelta(hours=2),
-            heartbeat_timeout=timedelta(minutes=2),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=AWS_RETRY,
             summary="Investigate from CloudTrail: the session, call volume against the "
             "principal's 45-day baseline, new behaviour",
@@ -87,6 +87,7 @@ class CredentialInvestigation:
                 principal_arn=input.principal_arn,
             ),
             start_to_close_timeout=timedelta(minutes=1),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=AWS_RETRY,
             summary=f"Split {what} by region and day",
         )
@@ -122,7 +123,7 @@ class CredentialInvestigation:
                     unit=unit,
                 ),
                 start_to_close_timeout=timedelta(hours=1),
-                heartbeat_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Baseline: the principal's calls in {unit.region} on "
                 f"{unit.start:%Y-%m-%d}",
@@ -147,7 +148,7 @@ class CredentialInvestigation:
                     name=f"{input.name}-scope",
                 ),
                 start_to_close_timeout=timedelta(hours=1),
-                heartbeat_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Investigation: calls in {unit.region} on {unit.start:%Y-%m-%d}",
             )

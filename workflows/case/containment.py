@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.evidence import CollectedEvidence
     from workflows.case.patches import LOGGING_PATCH, ROLE_SESSION_PATCH
     from workflows.case.record import CaseRecord
-    from workflows.case.retries import AWS_RETRY, PROBE_RETRY
+    from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT, PROBE_RETRY
 
 
 class Containment:
@@ -83,6 +83,7 @@ class Containment:
                 IamActivities.revoke_role_sessions,
                 RevokeRoleSessionsInput(role_name=role_name, cutoff=cutoff),
                 start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Revoke sessions of {role_name} issued before {cutoff.isoformat()}",
             ),
@@ -128,6 +129,7 @@ class Containment:
                 RecoveryActivities.start_trails_logging,
                 StartTrailsLoggingInput(trail_names=trails),
                 start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Start logging on {', '.join(trails)} before the watch",
             ),
@@ -192,7 +194,7 @@ class Containment:
                     SsmActivities.probe_instance_credentials,
                     ProbeInstanceCredentialsInput(instance_id=instance_id, role_name=role_name),
                     start_to_close_timeout=timedelta(minutes=3),
-                    heartbeat_timeout=timedelta(minutes=1),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=PROBE_RETRY,
                     summary=f"Read {role_name}'s credentials from {instance_id}'s metadata",
                 ),
@@ -234,7 +236,7 @@ class Containment:
                 Ec2Activities.stop_instance,
                 request,
                 start_to_close_timeout=timedelta(minutes=15),
-                heartbeat_timeout=timedelta(minutes=1),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Stop {instance_id} (a reboot would keep the old credentials)",
             ),
@@ -246,7 +248,7 @@ class Containment:
                 Ec2Activities.start_instance,
                 request,
                 start_to_close_timeout=timedelta(minutes=15),
-                heartbeat_timeout=timedelta(minutes=1),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Start {instance_id} so it receives new role credentials",
             ),
@@ -267,6 +269,7 @@ class Containment:
                 IamActivities.list_role_trust,
                 RoleTrustInput(role_name=role_name, account_id=account_id),
                 start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Who may assume {role_name}",
             ),
@@ -344,6 +347,7 @@ class Containment:
                     IamActivities.remove_login_profile,
                     UserInput(user_name=user_name),
                     start_to_close_timeout=timedelta(minutes=2),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=AWS_RETRY,
                     summary=f"Delete the login profile of {user_name}",
                 ),
@@ -362,6 +366,7 @@ class Containment:
                 IamActivities.deactivate_access_key,
                 AccessKeyInput(user_name=user_name, access_key_id=credential.access_key_id),
                 start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Deactivate {credential.access_key_id}",
             ),
@@ -372,6 +377,7 @@ class Containment:
                 IamActivities.deny_user_tokens_before,
                 DenyUserTokensInput(user_name=user_name, cutoff=cutoff),
                 start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Deny {user_name}'s tokens issued before {cutoff.isoformat()}",
             ),

@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.minted import MintedCredentials
     from workflows.case.patches import ERADICATE_PATCH, PERMISSIONS_PATCH, ROUNDS_PATCH
     from workflows.case.record import CaseRecord
-    from workflows.case.retries import AWS_RETRY
+    from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
 
 # A resource of the plan as the plan names it: kind, name, owner.
@@ -141,7 +141,7 @@ class Eradication:
                 CloudTrailActivities.classify_credential_activity,
                 request,
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Round {round_number}: everything {keys} did since the compromise",
             ),
@@ -203,7 +203,7 @@ class Eradication:
                 RecoveryActivities.find_prior_state,
                 request,
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Round {plan.round}: were the attacker's policies there before?",
             ),
@@ -310,6 +310,7 @@ class Eradication:
                     EradicationActivities.remove_resource,
                     request,
                     start_to_close_timeout=timedelta(minutes=5),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=AWS_RETRY,
                     summary=summary,
                 ),
@@ -371,6 +372,7 @@ class Eradication:
                         IamActivities.capture_user_state,
                         CaptureUserInput(case_id=case_id, user_name=name),
                         start_to_close_timeout=timedelta(minutes=5),
+                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=AWS_RETRY,
                         summary=f"Capture user {name} before its removal",
                     ),
@@ -384,6 +386,7 @@ class Eradication:
                         IamActivities.capture_role_state,
                         CaptureRoleInput(case_id=case_id, role_name=name),
                         start_to_close_timeout=timedelta(minutes=5),
+                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=AWS_RETRY,
                         summary=f"Capture role {name} before its removal",
                     ),

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.approvals import Approvals
     from workflows.case.patches import TRAILS_PATCH, USER_KEY_PATCH
     from workflows.case.record import CaseRecord
-    from workflows.case.retries import AWS_RETRY
+    from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
 # How far before GuardDuty's first sighting the evidence slice of CloudTrail reaches: the
 # compromise can precede the first call GuardDuty flagged, and instance role sessions
@@ -57,6 +57,7 @@ class Evidence:
                 IamActivities.resolve_principal,
                 ResolvePrincipalInput(finding=finding),
                 start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary="Resolve the principal behind the access key",
             ),
@@ -82,6 +83,7 @@ class Evidence:
                         document=finding.raw or finding.model_dump(mode="json"),
                     ),
                     start_to_close_timeout=timedelta(minutes=2),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=AWS_RETRY,
                     summary="Store the GuardDuty finding",
                 ),
@@ -96,6 +98,7 @@ class Evidence:
                         IamActivities.capture_role_state,
                         CaptureRoleInput(case_id=case_id, role_name=role_name),
                         start_to_close_timeout=timedelta(minutes=5),
+                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=AWS_RETRY,
                         summary=f"Capture role {role_name}: policies, trust policy, profiles",
                     ),
@@ -113,6 +116,7 @@ class Evidence:
                     IamActivities.capture_user_state,
                     CaptureUserInput(case_id=case_id, user_name=user_name),
                     start_to_close_timeout=timedelta(minutes=5),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=AWS_RETRY,
                     summary=f"Capture user {user_name}: keys, policies, groups, console access",
                 ),
@@ -136,7 +140,7 @@ class Evidence:
                     end=window_end,
                 ),
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"CloudTrail records of {credential.access_key_id}",
             ),
@@ -158,6 +162,7 @@ class Evidence:
                 Ec2Activities.capture_instance_state,
                 CaptureInstanceInput(case_id=case_id, instance_id=instance_id),
                 start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Capture instance {instance_id}",
             ),
@@ -171,7 +176,7 @@ class Evidence:
                     case_id=case_id, instance_id=instance_id, volume_ids=instance.volume_ids
                 ),
                 start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Snapshot the EBS volumes of {instance_id} before the stop",
             ),
@@ -190,6 +195,7 @@ class Evidence:
                 RecoveryActivities.capture_trails,
                 CaptureTrailsInput(case_id=case_id),
                 start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary="Capture every trail's settings, status and event selectors",
             ),

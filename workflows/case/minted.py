@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.containment import Containment
     from workflows.case.patches import MINTED_PATCH, MINTED_WATCH_PATCH
     from workflows.case.record import CaseRecord
-    from workflows.case.retries import AWS_RETRY
+    from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
     from workflows.case.watch import ContainmentWatch, explain_failure
 
 
@@ -186,6 +186,7 @@ class MintedCredentials:
                     IamActivities.deactivate_access_key,
                     request,
                     start_to_close_timeout=timedelta(minutes=2),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=AWS_RETRY,
                     summary=f"Deactivate {credential.access_key_id} of {credential.principal}",
                 ),

@@ -14,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from models.case import NotificationKind
     from workflows.case.patches import NOTIFY_PATCH
     from workflows.case.record import CaseRecord
-    from workflows.case.retries import NOTIFY_RETRY
+    from workflows.case.retries import HEARTBEAT_TIMEOUT, NOTIFY_RETRY
 
 
 class Notifications:
@@ -57,6 +57,7 @@ class Notifications:
                 method,
                 notification,
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 schedule_to_close_timeout=timedelta(minutes=5),
                 retry_policy=NOTIFY_RETRY,
                 summary=f"Notify by {channel}: {notification.subject}"[:200],

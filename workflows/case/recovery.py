@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.eradication import attacker_keys, attacker_made, owner_kind
     from workflows.case.patches import PERMISSIONS_PATCH
     from workflows.case.record import CaseRecord
-    from workflows.case.retries import AWS_RETRY
+    from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
 # Which principal (or policy) a change is made to, by the change's kind.
 _CHANGED_PRINCIPAL = {
@@ -68,7 +68,7 @@ class Recovery:
                 RecoveryActivities.plan_recovery,
                 request,
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary="Recovery: how each change is undone, from evidence and CloudTrail",
             ),
@@ -158,6 +158,7 @@ class Recovery:
                     RecoveryActivities.restore_change,
                     request,
                     start_to_close_timeout=timedelta(minutes=5),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=AWS_RETRY,
                     summary=f"Recover: {request.step.description}"[:200],
                 ),

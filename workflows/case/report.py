@@ -11,7 +11,7 @@ with workflow.unsafe.imports_passed_through():
     from models.case import CaseReportRef
     from workflows.case.approvals import Approvals, CaseAbandoned
     from workflows.case.record import CaseRecord
-    from workflows.case.retries import AWS_RETRY
+    from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
 
 async def write_report(record: CaseRecord, approvals: Approvals) -> None:
@@ -23,6 +23,7 @@ async def write_report(record: CaseRecord, approvals: Approvals) -> None:
                 EvidenceActivities.write_report,
                 WriteReportInput(status=record.status, written_at=workflow.now()),
                 start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary="Write the post-incident report",
             ),

@@ -33,3 +33,6 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=[*NON_RETRYABLE_ERRORS, ERROR_CHAT_REFUSED],
 )
+# Every activity beats every two seconds while it runs (activities/liveness.py): a worker
+# that dies is noticed after this, and its step retried on a worker that is up.
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)

@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.containment import Containment
     from workflows.case.evidence import CollectedEvidence
     from workflows.case.record import CaseRecord
-    from workflows.case.retries import AWS_RETRY
+    from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
 # Calls that make a new credential: a sign the attacker has another way in.
 _CREDENTIAL_EVENTS = frozenset(
@@ -96,7 +96,7 @@ class ContainmentWatch:
                     CloudTrailActivities.check_credential_activity,
                     check,
                     start_to_close_timeout=timedelta(minutes=10),
-                    heartbeat_timeout=timedelta(minutes=2),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=AWS_RETRY,
                     summary=f"CloudTrail calls of {', '.join(access_key_ids)} since containment",
                 ),
