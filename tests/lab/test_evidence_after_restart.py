@@ -1,0 +1,205 @@
+"""Issue 14: a lab case's evidence after `quench up` resumes. The real stack runs the
+ec2-role scenario to a closed case, stops, and starts again on the same state directory,
+so the lab's AWS is rebuilt from its recording; then every evidence object must read back
+with the SHA-256 its case recorded, and no secret of the attack may be on disk."""
+
+import asyncio
+import base64
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from botocore.config import Config
+
+from config.settings import Settings
+from config.temporal import connect
+from lab import attack as lab_attack
+from lab import world as lab_world
+from lab.aws_server import RECORDING_NAME
+from lab.calls import Caller
+from stack.embedded import LAB_READY_FILE, EmbeddedStack, StackConfig
+from stack.processes import free_port
+from tests.e2e.support import approve_until_closed, open_lab_case, session
+from workflows.case import CaseWorkflow
+
+pytestmark = pytest.mark.e2e
+
+# Where the attack's secrets are, by field name: its calls' parameters (a console
+# password) and responses (a new key's secret), and the instance's credential document.
+STORY_SECRET_FIELDS = frozenset(
+    {"password", "newpassword", "secretaccesskey", "sessiontoken", "token"}
+)
+
+
+def _walk_secret_fields(value: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key).replace("_", "").lower()
+            if name in STORY_SECRET_FIELDS and isinstance(item, str) and item:
+                yield name, item
+            else:
+                yield from _walk_secret_fields(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _walk_secret_fields(item)
+
+
+def _capture_story_secrets(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
+    """The secrets the scenario makes or steals, by field name, as they pass through this
+    process (the scenario runs here; they are kept in memory only)."""
+    captured: dict[str, set[str]] = {}
+
+    def keep(document: Any) -> None:
+        for key, item in _walk_secret_fields(document):
+            captured.setdefault(key, set()).add(item)
+
+    steal = lab_attack.steal_instance_credentials
+
+    def stealing(*args: Any, **kwargs: Any) -> dict[str, str]:
+        stolen = steal(*args, **kwargs)
+        keep(stolen)
+        return stolen
+
+    call = Caller.__call__
+
+    def calling(self: Caller, service: str, operation: str, *args: Any, **params: Any) -> Any:
+        keep(params)
+        response = call(self, service, operation, *args, **params)
+        keep(response)
+        return response
+
+    monkeypatch.setattr(lab_attack, "steal_instance_credentials", stealing)
+    monkeypatch.setattr(Caller, "__call__", calling)
+    return captured
+
+
+def _s3(stack: EmbeddedStack) -> Any:
+    # Bytes as stored, compared by hash here: botocore's own checksum check would raise on
+    # a changed object before the test could say which objects changed.
+    return session().client(
+        "s3",
+        endpoint_url=stack.aws_url,
+        config=Config(response_checksum_validation="when_required"),
+    )
+
+
+def _evidence_bucket(stack: EmbeddedStack) -> dict[str, tuple[str, str]]:
+    """Every object in the evidence bucket: the SHA-256 of its bytes as read now, and the
+    one its writer put in its metadata."""
+    s3 = _s3(stack)
+    objects = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=lab_world.EVIDENCE_BUCKET):
+        for listed in page.get("Contents", []):
+            got = s3.get_object(Bucket=lab_world.EVIDENCE_BUCKET, Key=listed["Key"])
+            objects[listed["Key"]] = (
+                hashlib.sha256(got["Body"].read()).hexdigest(),
+                got["Metadata"].get("sha256", ""),
+            )
+    return objects
+
+
+def _config(state_dir: Path) -> StackConfig:
+    return StackConfig(
+        state_dir=state_dir,
+        temporal_port=free_port(),
+        ui_port=free_port(),
+        lab_aws_port=free_port(),
+        webhook_port=free_port(),
+        lab=True,
+        extra_env={
+            "QUENCH_WATCH_SECONDS": "12",
+            "QUENCH_CHECK_EVERY_SECONDS": "3",
+            "QUENCH_DELIVERY_LAG_SECONDS": "0",
+        },
+    )
+
+
+@pytest_asyncio.fixture(scope="module")
+async def resumed(tmp_path_factory):
+    """A closed ec2-role case, and the stack started again on its state directory: the
+    stack, the lab case, the evidence bucket before the restart, and the attack's secrets."""
+    config = _config(tmp_path_factory.mktemp("quench-resume"))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        secrets = _capture_story_secrets(monkeypatch)
+        stack = EmbeddedStack(config)
+        await asyncio.to_thread(stack.start)
+        try:
+            case, handle, _ = await open_lab_case(stack, "ec2-role")
+            await approve_until_closed(
+                stack, handle, case.case_id, ("contain-", "eradicate-", "recover-")
+            )
+            async with asyncio.timeout(120):
+                await handle.result()
+            before = await asyncio.to_thread(_evidence_bucket, stack)
+        finally:
+            await asyncio.to_thread(stack.stop)
+    # `quench up` again: the same state directory, so the lab's AWS replays its recording.
+    stack = EmbeddedStack(config)
+    await asyncio.to_thread(stack.start)
+    try:
+        yield stack, case, before, secrets
+    finally:
+        await asyncio.to_thread(stack.stop)
+
+
+async def test_every_evidence_object_keeps_its_recorded_hash_after_the_lab_resumes(resumed):
+    stack, case, before, _ = resumed
+    assert (stack.state_dir / LAB_READY_FILE).read_text() == "replayed"
+    client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))
+    result = await client.get_workflow_handle_for(CaseWorkflow.run, case.case_id).result()
+    assert result.report is not None
+    records = [*result.evidence, result.report.json_report, result.report.markdown_report]
+    s3 = _s3(stack)
+    changed = [
+        record.key
+        for record in records
+        if hashlib.sha256(
+            s3.get_object(Bucket=record.bucket, Key=record.key)["Body"].read()
+        ).hexdigest()
+        != record.sha256
+    ]
+    assert changed == [], f"{len(changed)} of {len(records)} evidence objects changed"
+    # Not only the case's own list: every object Quench wrote to the bucket (the
+    # investigation's scopes and baselines too) reads back as it was, and as its metadata says.
+    after = await asyncio.to_thread(_evidence_bucket, stack)
+    assert len(before) > len(records)
+    assert sorted(k for k in before if after.get(k) != before[k]) == []
+    assert sorted(k for k, (read, written) in after.items() if read != written) == []
+
+
+def test_no_secret_of_the_attack_is_on_disk(resumed):
+    stack, case, _, secrets = resumed
+    # The attack stole a session (its secret key and token), gave its backdoor user a key
+    # (its secret) and a console password.
+    assert {"secretaccesskey", "token", "password"} <= set(secrets)
+    known = {value.encode() for values in secrets.values() for value in values}
+    assert len(known) >= 4
+    recording = stack.state_dir / RECORDING_NAME
+    # They reached the lab's AWS: the password as a parameter, the token with every call of
+    # the stolen session (which the recording keeps, signed with its key id).
+    entries = [json.loads(line) for line in recording.read_text().splitlines()]
+    assert any(b"Action=CreateLoginProfile" in body for body in _bodies(entries))
+    stolen_key = f"Credential={case.attack.stolen_access_key_id}/"
+    assert any(stolen_key in entry["headers"].get("Authorization", "") for entry in entries)
+    files = [p for p in stack.state_dir.rglob("*") if p.is_file()]
+    holding = sorted(
+        str(p.relative_to(stack.state_dir))
+        for p in files
+        if any(secret in p.read_bytes() for secret in known)
+    )
+    assert holding == []
+    # Nor inside a recorded body, kept in base64, or in a gzip file written to S3.
+    assert not any(secret in body for body in _bodies(entries) for secret in known)
+
+
+def _bodies(entries: list[dict[str, Any]]) -> Iterator[bytes]:
+    """Each recorded request body as the server received it, gzip opened."""
+    for entry in entries:
+        body = entry.get("body") or ""
+        raw = base64.b64decode(body) if entry.get("body_encoded") else body.encode()
+        yield gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
