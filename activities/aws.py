@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from botocore.parsers import ResponseParserError
 from temporalio.exceptions import ApplicationError
 
+from activities.faults import FaultInjector
 from config.settings import Settings
 
 ERROR_THROTTLED = "AwsThrottled"
@@ -168,22 +169,29 @@ class AwsClients:
     """
 
     def __init__(
-        self, session: boto3.Session, region: str, endpoint_url: str | None = None
+        self,
+        session: boto3.Session,
+        region: str,
+        endpoint_url: str | None = None,
+        faults: FaultInjector | None = None,
     ) -> None:
         self._session = session
         self.region = region
         self._endpoint_url = endpoint_url
+        # The lab's injected faults (QUENCH_LAB_FAULTS), installed on every client made.
+        self._faults = faults
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         # Standard retry mode backs off on throttling before Temporal's own retry sees it.
         self._config = Config(retries={"max_attempts": 5, "mode": "standard"})
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "AwsClients":
+    def from_settings(cls, settings: Settings, faults: FaultInjector | None = None) -> "AwsClients":
         return cls(
             boto3.Session(region_name=settings.aws_region),
             settings.aws_region,
             settings.aws_endpoint_url,
+            faults,
         )
 
     def client(self, service: str, region: str | None = None) -> Any:
@@ -191,10 +199,13 @@ class AwsClients:
         with self._lock:
             key = (service, region)
             if key not in self._clients:
-                self._clients[key] = self._session.client(
+                client = self._session.client(
                     service,  # type: ignore[call-overload]
                     region_name=region,
                     endpoint_url=self._endpoint_url,
                     config=self._config,
                 )
+                if self._faults is not None:
+                    self._faults.install(client)
+                self._clients[key] = client
             return self._clients[key]
