@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
 from botocore.retries.standard import ExponentialBackoff
 from moto.server import ThreadedMotoServer
+from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -33,6 +34,7 @@ from activities.eradication import EradicationActivities
 from activities.evidence import EvidenceStore
 from activities.faults import PROTOCOLS, FaultInjector, FaultRule, parse_fault_plan
 from activities.iam import IamActivities
+from config.settings import Settings
 from models.activities import AccessKeyInput, RemoveResourceInput
 from stack.processes import free_port
 from tests.activities.conftest import EVIDENCE_BUCKET
@@ -554,6 +556,59 @@ def test_a_service_whose_protocol_the_injector_cannot_write_is_refused() -> None
 def test_the_injector_checks_its_plan_too() -> None:
     with pytest.raises(ValueError, match="iam has no operation 'DeleteUsers'"):
         FaultInjector({"iam:DeleteUsers": FaultRule(fault="access_denied")})
+
+
+@pytest.fixture
+def quench_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> pytest.MonkeyPatch:
+    """No QUENCH_* setting but the test's own, and no .env file."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("QUENCH_LAB", "QUENCH_LAB_FAULTS"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_the_lab_reads_the_setting_from_the_environment(quench_env: pytest.MonkeyPatch) -> None:
+    quench_env.setenv("QUENCH_LAB", "true")
+    quench_env.setenv(
+        "QUENCH_LAB_FAULTS",
+        json.dumps(
+            {
+                "iam:DeleteUser": "access_denied",
+                "ec2:StopInstances": {"fault": "throttling", "times": 3},
+            }
+        ),
+    )
+    assert Settings().lab_faults == {
+        "iam:DeleteUser": FaultRule(fault="access_denied"),
+        "ec2:StopInstances": FaultRule(fault="throttling", times=3),
+    }
+
+
+@pytest.mark.parametrize("unset", [None, "", "{}"])
+def test_no_faults_is_the_default_everywhere(
+    quench_env: pytest.MonkeyPatch, unset: str | None
+) -> None:
+    if unset is not None:
+        quench_env.setenv("QUENCH_LAB_FAULTS", unset)
+    assert Settings().lab_faults == {}
+
+
+def test_faults_are_refused_outside_the_lab(quench_env: pytest.MonkeyPatch) -> None:
+    quench_env.setenv("QUENCH_LAB_FAULTS", '{"iam:DeleteUser": "access_denied"}')
+    with pytest.raises(ValidationError, match="for the lab only"):
+        Settings()
+    with pytest.raises(ValidationError, match="for the lab only"):
+        Settings(lab=False, aws_endpoint_url="http://127.0.0.1:5055")
+
+
+def test_a_bad_entry_stops_the_settings_with_its_name(quench_env: pytest.MonkeyPatch) -> None:
+    quench_env.setenv("QUENCH_LAB", "true")
+    quench_env.setenv(
+        "QUENCH_LAB_FAULTS", '{"iam:DeleteUser": {"fault": "throttling", "times": 0}}'
+    )
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    assert "QUENCH_LAB_FAULTS: 'iam:DeleteUser': times must be" in str(raised.value)
 
 
 # -- through real activities --------------------------------------------------------------
