@@ -21,6 +21,7 @@ from activities.cloudtrail import (
 from activities.ec2 import Ec2Activities
 from activities.eradication import EradicationActivities
 from activities.evidence import EvidenceActivities, EvidenceStore
+from activities.faults import FaultInjector
 from activities.iam import IamActivities
 from activities.investigation import InvestigationActivities
 from activities.notify import Notifier
@@ -111,6 +112,15 @@ def build_activities(
     ]
 
 
+def aws_clients(settings: Settings) -> AwsClients:
+    """The worker's AWS clients; in the lab, with QUENCH_LAB_FAULTS's faults injected."""
+    faults = None
+    if settings.lab_faults:
+        faults = FaultInjector(settings.lab_faults)
+        logging.warning("QUENCH_LAB_FAULTS: these AWS calls fail: %s", faults.describe())
+    return AwsClients.from_settings(settings, faults)
+
+
 def build_worker(
     client: Client, settings: Settings, clients: AwsClients, poll_seconds: float = 5.0
 ) -> Worker:
@@ -128,7 +138,7 @@ async def main() -> None:
     settings = Settings()
     setup_tracing("quench-worker")
     client = await connect(settings)
-    worker = build_worker(client, settings, AwsClients.from_settings(settings))
+    worker = build_worker(client, settings, aws_clients(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

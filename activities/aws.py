@@ -4,6 +4,7 @@ Throttling and transient faults are retried by Temporal; access denied and inval
 are not: retrying cannot fix them, so they surface on the case for a human.
 """
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,8 +13,10 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.parsers import ResponseParserError
 from temporalio.exceptions import ApplicationError
 
+from activities.faults import FaultInjector
 from activities.permissions import describe_call, failed_call, track_calls
 from config.settings import Settings
 
@@ -36,10 +39,24 @@ _THROTTLING = {
     "SlowDown",
     "LimitExceededException",
 }
-_UNAVAILABLE = {"ServiceUnavailable", "InternalError", "InternalFailure", "RequestTimeout"}
+# The services' own names for an internal failure (IAM ServiceFailure, SSM InternalServerError,
+# Glue InternalServiceException, Athena InternalServerException, Lambda ServiceException).
+_UNAVAILABLE = {
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalError",
+    "InternalFailure",
+    "RequestTimeout",
+    "ServiceFailure",
+    "InternalServerError",
+    "InternalServerException",
+    "InternalServiceException",
+    "ServiceException",
+}
 _DENIED = {
     "AccessDenied",
     "AccessDeniedException",
+    "AuthorizationError",  # SNS
     "UnauthorizedOperation",
     "AuthFailure",
     "InvalidClientTokenId",
@@ -48,10 +65,23 @@ _DENIED = {
     "SignatureDoesNotMatch",
 }
 _NOT_FOUND_SUFFIXES = (".NotFound", "NotFound", "NoSuchEntity", "NoSuchBucket", "NoSuchKey")
+# An error without a body (S3's answer to a HEAD request) has only its HTTP status for a code.
+_BARE_STATUSES = {
+    "403": ERROR_ACCESS_DENIED,
+    "404": ERROR_NOT_FOUND,
+    "500": ERROR_UNAVAILABLE,
+    "502": ERROR_UNAVAILABLE,
+    "503": ERROR_UNAVAILABLE,
+    "504": ERROR_UNAVAILABLE,
+}
+# The start of a web page, where the service's XML or JSON should be.
+_WEB_PAGE = re.compile(rb"^\s*<(!doctype\s+html|html)[\s>]", re.IGNORECASE)
 
 
 def classify(code: str) -> str:
     """The taxonomy type for an AWS error code."""
+    if code in _BARE_STATUSES:
+        return _BARE_STATUSES[code]
     if code in _THROTTLING:
         return ERROR_THROTTLED
     if code in _UNAVAILABLE:
@@ -75,6 +105,8 @@ def to_application_error(exc: ClientError, doing: str) -> ApplicationError:
     """The taxonomy's error, naming the AWS call that failed and, when it was denied, the
     IAM action it needed, so a human knows what to grant."""
     code = error_code(exc)
+    if _endpoint_lacks_operation(exc):
+        return not_implemented(doing, exc.operation_name, code)
     kind = classify(code)
     message = str(exc.response.get("Error", {}).get("Message", ""))
     details: dict[str, str] = {"aws_error_code": code, "doing": doing}
@@ -86,6 +118,35 @@ def to_application_error(exc: ClientError, doing: str) -> ApplicationError:
     return ApplicationError(text, details, type=kind, non_retryable=kind in NON_RETRYABLE_ERRORS)
 
 
+def not_implemented(doing: str, operation: str, code: str = "") -> ApplicationError:
+    """An endpoint without the API (moto's server, a proxy, a partial emulation of AWS):
+    retrying cannot help, so a human sees it on the case."""
+    return ApplicationError(
+        f"{doing}: the endpoint does not implement {operation}: "
+        "it answered with a web page, not an AWS response",
+        {"aws_error_code": code, "doing": doing},
+        type=ERROR_INVALID_REQUEST,
+        non_retryable=True,
+    )
+
+
+def _endpoint_lacks_operation(exc: ClientError) -> bool:
+    """A 500 or 501 whose body is a page, not the service's XML or JSON: botocore then has
+    no error code but the HTTP status."""
+    metadata = exc.response.get("ResponseMetadata", {})
+    status = metadata.get("HTTPStatusCode")
+    content_type = str(metadata.get("HTTPHeaders", {}).get("content-type", ""))
+    if status not in (500, 501) or error_code(exc) not in ("", str(status)):
+        return False
+    return status == 501 or content_type.startswith(("text/html", "text/plain"))
+
+
+def _is_web_page(exc: ResponseParserError) -> bool:
+    """botocore's XML parser names the body it could not read at the end of its message."""
+    _, _, body = str(exc).partition("Further retries may succeed:\n")
+    return bool(_WEB_PAGE.match(body.removeprefix("b'").removeprefix('b"').encode()))
+
+
 @contextmanager
 def aws_errors(doing: str) -> Iterator[None]:
     """Re-raise boto errors as the taxonomy's ApplicationErrors, naming what was being done."""
@@ -93,6 +154,11 @@ def aws_errors(doing: str) -> Iterator[None]:
         yield
     except ClientError as exc:
         raise to_application_error(exc, doing) from exc
+    except ResponseParserError as exc:
+        # The query and EC2 protocols cannot read an endpoint's HTML page at all.
+        if _is_web_page(exc):
+            raise not_implemented(doing, "this operation") from exc
+        raise ApplicationError(f"{doing}: {exc}", type=ERROR_OTHER) from exc
     except EndpointConnectionError as exc:
         raise ApplicationError(f"{doing}: {exc}", type=ERROR_UNAVAILABLE) from exc
     except BotoCoreError as exc:
@@ -107,22 +173,29 @@ class AwsClients:
     """
 
     def __init__(
-        self, session: boto3.Session, region: str, endpoint_url: str | None = None
+        self,
+        session: boto3.Session,
+        region: str,
+        endpoint_url: str | None = None,
+        faults: FaultInjector | None = None,
     ) -> None:
         self._session = session
         self.region = region
         self._endpoint_url = endpoint_url
+        # The lab's injected faults (QUENCH_LAB_FAULTS), installed on every client made.
+        self._faults = faults
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         # Standard retry mode backs off on throttling before Temporal's own retry sees it.
         self._config = Config(retries={"max_attempts": 5, "mode": "standard"})
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "AwsClients":
+    def from_settings(cls, settings: Settings, faults: FaultInjector | None = None) -> "AwsClients":
         return cls(
             boto3.Session(region_name=settings.aws_region),
             settings.aws_region,
             settings.aws_endpoint_url,
+            faults,
         )
 
     def client(self, service: str, region: str | None = None) -> Any:
@@ -130,11 +203,14 @@ class AwsClients:
         with self._lock:
             key = (service, region)
             if key not in self._clients:
-                self._clients[key] = self._session.client(
+                client = self._session.client(
                     service,  # type: ignore[call-overload]
                     region_name=region,
                     endpoint_url=self._endpoint_url,
                     config=self._config,
                 )
-                track_calls(self._clients[key])
+                track_calls(client)
+                if self._faults is not None:
+                    self._faults.install(client)
+                self._clients[key] = client
             return self._clients[key]

@@ -6,12 +6,13 @@ Validated at start: a process refuses to run with an unsafe or incomplete config
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from activities.faults import FaultPlan, parse_fault_plan
 from config.names import TASK_QUEUE
 from models.case import ActionKind, CasePolicy
 
@@ -124,6 +125,15 @@ class Settings(BaseSettings):
     lab: bool = False
     lab_aws_port: int = Field(default=5055, ge=1, le=65535)
     state_dir: Path = Path(".quench")
+    # Faults injected into the worker's own AWS calls, in the lab only (JSON, e.g.
+    # {"iam:DeleteUser": "access_denied", "ec2:StopInstances": {"fault": "throttling",
+    # "times": 3}}); read here rather than by pydantic-settings, so a bad entry is named.
+    lab_faults: Annotated[FaultPlan, NoDecode] = Field(default_factory=dict)
+
+    @field_validator("lab_faults", mode="before")
+    @classmethod
+    def _read_lab_faults(cls, value: Any) -> FaultPlan:
+        return parse_fault_plan(value)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> "Settings":
@@ -146,6 +156,14 @@ class Settings(BaseSettings):
             raise ValueError(f"QUENCH_NOTIFY_SNS_TOPIC_ARN: {topic!r} is not an SNS topic ARN")
         if self.notify_webhook_url is not None:
             _check_webhook_url(self.notify_webhook_url.get_secret_value())
+        if self.lab_faults and not self.lab:
+            # The endpoint does not matter: faulted calls are answered inside the worker
+            # and reach no endpoint, real or not. What must never run with them is a
+            # worker that protects a real account, and QUENCH_LAB is what says it does not.
+            raise ValueError(
+                "QUENCH_LAB_FAULTS makes the worker's own AWS calls fail; "
+                "it is for the lab only (QUENCH_LAB=true)"
+            )
         return self
 
     def case_policy(self) -> CasePolicy:

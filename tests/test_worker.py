@@ -1,14 +1,18 @@
-"""The worker serves everything the case workflow asks for."""
+"""The worker serves everything the case workflow asks for, with the lab's faults if any."""
 
+import logging
 import re
 from pathlib import Path
 
 import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
 from temporalio import activity
 
 from activities.aws import AwsClients
 from config.settings import Settings
-from worker import build_activities
+from worker import aws_clients, build_activities
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
@@ -33,3 +37,34 @@ def test_every_activity_the_workflows_call_is_registered():
             evidence_bucket="evidence", cloudtrail_bucket="trail", cloudtrail_source=source
         )
         assert called <= _registered(settings), called - _registered(settings)
+
+
+@pytest.fixture
+def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+def test_the_worker_injects_the_labs_faults_and_says_so(
+    fake_aws: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(lab=True, lab_faults={"sts:GetCallerIdentity": "access_denied"})
+    with caplog.at_level(logging.WARNING), mock_aws():
+        sts = aws_clients(settings).client("sts")
+        with pytest.raises(ClientError) as raised:
+            sts.get_caller_identity()
+    assert raised.value.response["Error"]["Code"] == "AccessDenied"
+    assert "QUENCH_LAB_FAULTS: these AWS calls fail: sts:GetCallerIdentity access_denied" in (
+        caplog.text
+    )
+
+
+def test_without_faults_the_worker_calls_aws_as_it_is(
+    fake_aws: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING), mock_aws():
+        identity = aws_clients(Settings(lab=True)).client("sts").get_caller_identity()
+    assert identity["Account"] == "123456789012"
+    assert "QUENCH_LAB_FAULTS" not in caplog.text

@@ -1,8 +1,11 @@
 """AWS error codes mapped to the taxonomy, and boto errors turned into ApplicationErrors."""
 
+from typing import Any
+
 import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.parsers import ResponseParserError
 from botocore.stub import Stubber
 from temporalio.exceptions import ApplicationError
 
@@ -31,8 +34,14 @@ def client_error(code: str, message: str = "it went wrong") -> ClientError:
         ("RequestLimitExceeded", ERROR_THROTTLED),
         ("ServiceUnavailable", ERROR_UNAVAILABLE),
         ("InternalError", ERROR_UNAVAILABLE),
+        ("ServiceFailure", ERROR_UNAVAILABLE),  # IAM
+        ("InternalServerError", ERROR_UNAVAILABLE),  # SSM
+        ("InternalServiceException", ERROR_UNAVAILABLE),  # Glue
+        ("InternalServerException", ERROR_UNAVAILABLE),  # Athena
+        ("ServiceException", ERROR_UNAVAILABLE),  # Lambda
         ("AccessDenied", ERROR_ACCESS_DENIED),
         ("AccessDeniedException", ERROR_ACCESS_DENIED),
+        ("AuthorizationError", ERROR_ACCESS_DENIED),  # SNS
         ("UnauthorizedOperation", ERROR_ACCESS_DENIED),
         ("ExpiredToken", ERROR_ACCESS_DENIED),
         ("NoSuchEntity", ERROR_NOT_FOUND),
@@ -43,6 +52,12 @@ def client_error(code: str, message: str = "it went wrong") -> ClientError:
         ("InvalidParameterValue", ERROR_INVALID_REQUEST),
         ("MalformedPolicyDocument", ERROR_INVALID_REQUEST),
         ("IncorrectInstanceState", ERROR_INVALID_REQUEST),
+        # An error without a body, as S3 answers a HEAD request: its HTTP status alone.
+        ("403", ERROR_ACCESS_DENIED),
+        ("404", ERROR_NOT_FOUND),
+        ("500", ERROR_UNAVAILABLE),
+        ("503", ERROR_UNAVAILABLE),
+        ("400", ERROR_OTHER),
         ("SomethingNobodyHasSeen", ERROR_OTHER),
         ("", ERROR_OTHER),
     ],
@@ -119,3 +134,80 @@ def test_an_error_names_the_call_that_failed_and_the_actions_it_needed():
     assert unreadable.value.message.endswith(
         "(call s3:HeadObject (needs s3:GetObject, s3:ListBucket))"
     )
+
+
+def http_error(status: int, code: str, content_type: str | None) -> ClientError:
+    """A ClientError as botocore makes it from a response with this status and type."""
+    headers = {"content-type": content_type} if content_type else {}
+    response: Any = {
+        "Error": {"Code": code, "Message": "Internal Server Error"},
+        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers},
+    }
+    return ClientError(response, "SendCommand")
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "content_type"),
+    [
+        (500, "500", "text/html; charset=utf-8"),
+        (500, "500", "text/plain"),
+        (501, "501", "text/html"),
+        (501, "501", None),
+        (501, "", None),
+    ],
+)
+def test_an_endpoint_without_the_operation_is_a_non_retryable_invalid_request(
+    status: int, code: str, content_type: str | None
+) -> None:
+    with pytest.raises(ApplicationError) as raised, aws_errors("probe i-1"):
+        raise http_error(status, code, content_type)
+    assert raised.value.type == ERROR_INVALID_REQUEST
+    assert raised.value.non_retryable is True
+    assert raised.value.message == (
+        "probe i-1: the endpoint does not implement SendCommand: "
+        "it answered with a web page, not an AWS response"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "content_type", "kind"),
+    [
+        # S3's answer to a HEAD that failed inside S3: no body, its usual type.
+        (500, "500", "application/xml", ERROR_UNAVAILABLE),
+        (500, "500", None, ERROR_UNAVAILABLE),
+        # The service's own error, in an odd type, is the service's error.
+        (500, "InternalError", "text/html", ERROR_UNAVAILABLE),
+        (502, "502", "text/html", ERROR_UNAVAILABLE),
+    ],
+)
+def test_a_5xx_from_the_service_stays_a_retryable_outage(
+    status: int, code: str, content_type: str | None, kind: str
+) -> None:
+    with pytest.raises(ApplicationError) as raised, aws_errors("probe i-1"):
+        raise http_error(status, code, content_type)
+    assert raised.value.type == kind
+    assert raised.value.non_retryable is False
+
+
+def test_an_xml_parser_given_a_web_page_says_the_endpoint_lacks_the_operation() -> None:
+    page = b"<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n"
+    unparsed = ResponseParserError(
+        "Unable to parse response (syntax error: line 1, column 0), invalid XML received. "
+        f"Further retries may succeed:\n{page!r}"
+    )
+    with pytest.raises(ApplicationError) as raised, aws_errors("get role web"):
+        raise unparsed
+    assert raised.value.type == ERROR_INVALID_REQUEST
+    assert raised.value.non_retryable is True
+    assert raised.value.message.startswith("get role web: the endpoint does not implement")
+    assert raised.value.__cause__ is unparsed
+
+
+def test_an_xml_parser_given_broken_xml_is_a_retryable_other() -> None:
+    with pytest.raises(ApplicationError) as raised, aws_errors("get role web"):
+        raise ResponseParserError(
+            "Unable to parse response (no element found: line 1, column 40), invalid XML "
+            "received. Further retries may succeed:\nb'<GetRoleResponse><GetRoleResult>'"
+        )
+    assert raised.value.type == ERROR_OTHER
+    assert raised.value.non_retryable is False
