@@ -1,5 +1,5 @@
-"""One stack per state directory: a second is refused at once, naming the holder; a
-holder killed with -9 leaves no lock behind."""
+"""One stack per state directory: a second is refused at once, naming the holder, and
+touches nothing; a holder killed with -9 leaves no lock behind."""
 
 import os
 import signal
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from stack.embedded import EmbeddedStack, StackConfig
+from stack.processes import free_port
 from stack.state_lock import StateDirInUseError, StateDirLock
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +69,36 @@ def test_a_lock_left_by_a_process_killed_with_minus_9_does_not_block(tmp_path, h
     again = StateDirLock(tmp_path / "state")
     again.acquire()
     again.release()
+
+
+def test_a_refused_stack_touches_nothing(tmp_path, holder):
+    state_dir = tmp_path / "state"
+    # What a running stack has in its state directory, which a second start would clean.
+    (state_dir / "pids").mkdir()
+    worker_pid = state_dir / "pids" / "worker.pid"
+    worker_pid.write_text(str(holder.pid))
+    lab_ready = state_dir / "lab-aws.ready"
+    lab_ready.write_text("")
+    before = sorted(p.relative_to(state_dir) for p in state_dir.rglob("*"))
+    stack = EmbeddedStack(
+        StackConfig(
+            state_dir=state_dir,
+            temporal_port=free_port(),
+            ui_port=free_port(),
+            lab_aws_port=free_port(),
+            webhook_port=free_port(),
+        )
+    )
+
+    with pytest.raises(StateDirInUseError, match=f"pid {holder.pid}"):
+        stack.start()
+
+    assert not stack.holds_state_dir
+    assert sorted(p.relative_to(state_dir) for p in state_dir.rglob("*")) == before
+    assert worker_pid.read_text() == str(holder.pid)
+    assert holder.poll() is None
+    stack.stop()  # as `up` would on its way out: still nothing of the holder's is touched
+    assert worker_pid.exists() and holder.poll() is None
 
 
 def test_a_released_lock_is_free_for_another_process(tmp_path):
