@@ -106,10 +106,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             run_lab_scenario(stack, args.scenario)
         say("")
         say("The stack is up. Press Ctrl-C to stop it (cases persist; `up` resumes them).")
+        # The stack restarts a worker or webhook that dies, and has said why when it fails.
         while not stopping:
-            dead = stack.check_running()
-            if dead:
-                say(f"stopping: {', '.join(dead)} exited; see {stack.state_dir / 'logs'}")
+            if stack.failure:
                 return 1
             time.sleep(1)
     except KeyboardInterrupt:
@@ -122,9 +121,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         say(f"error: {exc}")
         return 1
     finally:
-        say("Stopping the stack...")
-        stack.stop()
-        say("Stopped.")
+        # Nothing to stop when the stack did not start, or another stack holds its state.
+        if stack.holds_state_dir:
+            say("Stopping the stack...")
+            stack.stop()
+            say("Stopped.")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Order matters, and each piece is ready-checked before the next starts: the Temporal dev
 server (file-backed, with Quench's search attributes), the lab's AWS, the worker, and
-the webhook.
+the webhook. Once up, the stack is supervised until it stops, and it holds its state
+directory so that no second stack can run on it.
 """
 
 import subprocess
@@ -17,10 +18,20 @@ from config import names
 from lab import world as lab_world
 from stack.binaries import temporal_cli
 from stack.processes import ManagedProcess, StackError, port_open
+from stack.state_lock import StateDirInUseError, StateDirLock
+from stack.supervisor import Supervisor
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LAB_READY_FILE = "lab-aws.ready"
 WORKER_READY_LINE = b"worker polling"
+
+# The worker and the webhook hold no state: a new one carries on where the dead one
+# stopped, so they are restarted. The Temporal dev server and the lab's AWS are not: they
+# hold the state (case histories; the lab's world, replayed from its recording at start),
+# so their death points at the machine or that state (disk full, a damaged database),
+# which a restart loop would hide while cases stall. Their death stops the stack, saying
+# why; `up` again resumes every case.
+RESTARTED = ("worker", "webhook")
 
 # WAL with normal sync gave about 2.6x the workflow throughput of SQLite's defaults.
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
@@ -46,6 +57,8 @@ class EmbeddedStack:
         self.state_dir = config.state_dir.resolve()
         self._started: list[ManagedProcess] = []
         self.processes = self._processes()
+        self._lock = StateDirLock(self.state_dir)
+        self._supervisor: Supervisor | None = None
 
     @property
     def temporal_address(self) -> str:
@@ -165,7 +178,7 @@ class EmbeddedStack:
         worker = ManagedProcess(
             "worker", [python, "worker.py"], ready=lambda: False, state_dir=state, env=env
         )
-        worker.ready = lambda: WORKER_READY_LINE in _read(worker.log_path)
+        worker.ready = lambda: WORKER_READY_LINE in worker.log_since_start()
         processes.append(worker)
         processes.append(
             ManagedProcess(
@@ -209,31 +222,47 @@ class EmbeddedStack:
         return "SERVING" in health.stdout and _http_ok(self.ui_url)
 
     def start(self, report: Callable[[str], None] | None = None) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        for process in self.processes:
-            if process.stop_leftover() and report:
-                report(f"stopped {process.name} left over from an earlier run")
-        (self.state_dir / LAB_READY_FILE).unlink(missing_ok=True)
+        """Start every piece, then supervise them until stop(). Raises StateDirInUseError,
+        having touched nothing, when another stack holds the state directory."""
+        self._lock.acquire()
         try:
+            # Holding the lock, any process named in the pid files is a dead run's.
             for process in self.processes:
-                # Mark the worker's log so its ready line is the one of this start.
-                if process.name == "worker":
-                    process.log_path.unlink(missing_ok=True)
+                if process.stop_leftover() and report:
+                    report(f"stopped {process.name} left over from an earlier run")
+            (self.state_dir / LAB_READY_FILE).unlink(missing_ok=True)
+            for process in self.processes:
                 process.start()
                 self._started.append(process)
                 if report:
                     report(f"{process.name} ready (log: {process.log_path})")
+            self._supervisor = Supervisor(
+                restarted=[p for p in self.processes if p.name in RESTARTED],
+                foundation=[p for p in self.processes if p.name not in RESTARTED],
+                report=report,
+            )
+            self._supervisor.start()
         except BaseException:
             self.stop()
             raise
 
+    @property
+    def holds_state_dir(self) -> bool:
+        return self._lock.held
+
+    @property
+    def failure(self) -> str | None:
+        """Why the stack cannot go on (a foundation process died, or the supervisor gave up
+        on one); None while it runs."""
+        return self._supervisor.failure if self._supervisor else None
+
     def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.stop()
+            self._supervisor = None
         while self._started:
             self._started.pop().stop()
-
-    def check_running(self) -> list[str]:
-        """Names of processes that have died since the start."""
-        return [p.name for p in self._started if not p.running()]
+        self._lock.release()
 
     def __enter__(self) -> "EmbeddedStack":
         self.start()
@@ -243,13 +272,6 @@ class EmbeddedStack:
         self.stop()
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return b""
-
-
 def _http_ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -257,4 +279,4 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-__all__ = ["EmbeddedStack", "StackConfig", "StackError"]
+__all__ = ["EmbeddedStack", "StackConfig", "StackError", "StateDirInUseError"]

@@ -1,4 +1,4 @@
-"""Supervised child processes: each logs to a file, is ready-checked before the next one
+"""The stack's child processes: each logs to a file, is ready-checked before the next one
 starts, is recorded in a pid file, and is stopped with its whole process group."""
 
 import contextlib
@@ -48,14 +48,29 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM if the launcher dies, so nothing is left orphaned."""
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _find_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up here, not in the child: between fork and exec a child of a threaded process
+# (the supervisor restarts from its own thread) must not load a library.
+_PRCTL = _find_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the thread that started it ends (the launcher's
+    main thread, or the supervisor's), so nothing is left orphaned."""
+    os.setsid()
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _alive(pid: int) -> bool:
@@ -87,6 +102,9 @@ class ManagedProcess:
     ready_timeout: float = 60.0
     host: str = "127.0.0.1"
     _process: subprocess.Popen[bytes] | None = None
+    # Where this run's output starts in the log, and when it was spawned.
+    _log_offset: int = 0
+    started_at: float = 0.0
 
     @property
     def log_path(self) -> Path:
@@ -109,32 +127,13 @@ class ManagedProcess:
         return True
 
     def start(self) -> None:
-        for port in self.ports:
-            if port_open(self.host, port):
-                raise StackError(
-                    f"{self.name}: port {port} on {self.host} is already in use by another "
-                    f"program. Stop it, or choose other ports (see `python starter.py up --help`)."
-                )
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.pid_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting {self.name}\n".encode())
-        log.flush()
-        self._process = subprocess.Popen(
-            self.argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env},
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
-        self.pid_path.write_text(str(self._process.pid))
+        """Spawn the process and wait until it is ready."""
+        self.spawn()
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+            if (code := self.exit_code()) is not None:
                 raise StackError(
-                    f"{self.name} exited with code {self._process.returncode} while starting; "
+                    f"{self.name} exited with code {code} while starting; "
                     f"last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             if self.ready():
@@ -146,8 +145,52 @@ class ManagedProcess:
             f"{self.log_path}:\n{self.log_tail()}"
         )
 
+    def spawn(self, banner: str = "starting") -> None:
+        """Start the process without waiting for it; `banner` heads its output in the log."""
+        for port in self.ports:
+            if port_open(self.host, port):
+                raise StackError(
+                    f"{self.name}: port {port} on {self.host} is already in use by another "
+                    f"program. Stop it, or choose other ports (see `python starter.py up --help`)."
+                )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            log.write(f"\n==== {stamp} {banner} {self.name}\n".encode())
+            log.flush()
+            self._log_offset = log.tell()
+            self._process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                preexec_fn=_die_with_parent,
+            )
+        self.started_at = time.monotonic()
+        self.pid_path.write_text(str(self._process.pid))
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended (-N if signal N ended it); None while
+        it runs."""
+        return self._process.poll() if self._process is not None else None
+
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def log_since_start(self) -> bytes:
+        """What the process has logged since it was last spawned."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                return log.read()
+        except OSError:
+            return b""
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
