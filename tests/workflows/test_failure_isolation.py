@@ -11,9 +11,9 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from models.case import ActionStatus, CaseStatus, Phase
+from models.case import ActionStatus, CaseInput, CasePolicy, CaseStatus, Phase
 from tests.playbook.test_classify import _attack_records, _recorder
-from tests.support import STOLEN_KEY
+from tests.support import STOLEN_KEY, finding
 from tests.workflows.test_case_workflow import (
     FakeAws,
     _approval,
@@ -22,7 +22,6 @@ from tests.workflows.test_case_workflow import (
     _record,
     _result,
     _second_generation_records,
-    _start,
     _wait_for,
     _worker,
 )
@@ -32,21 +31,41 @@ MINTED = "AKIAMINTEDONALICE001"
 DENIED = "delete_access_key AKIABACKDOORKEY00001 of svc-backup: AccessDenied: denied by an SCP"
 
 
+async def _start_waiting_long(env, queue: str) -> WorkflowHandle:
+    """A case whose approvals never reach their deadline in the test: the time-skipping
+    server strands a run whose signal cancels a deadline timer that fired meanwhile
+    (temporalio/sdk-java#3088), and a retry waiting beside the case adds such timers."""
+    case_id = f"case-{uuid.uuid4().hex[:8]}"
+    return await env.client.start_workflow(
+        CaseWorkflow.run,
+        CaseInput(
+            case_id=case_id,
+            finding=finding(),
+            policy=CasePolicy(approval_deadline_seconds=7 * 24 * 3600),
+        ),
+        id=case_id,
+        task_queue=queue,
+    )
+
+
 async def _run_until_only_the_retry_waits(env, handle: WorkflowHandle) -> CaseStatus:
     """Approve containment, every round and the recovery; leave a retry waiting (or the
     case closed, when none was offered)."""
     waiting = await _wait_for(handle, _pending("contain-"))
     await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
-    while True:
-        await env.sleep(timedelta(minutes=50))
-        status = await _wait_for(
-            handle,
-            lambda s: (
-                s.phase is Phase.CLOSED
-                or any(a.id.startswith(("eradicate-", "recover-")) for a in s.pending_actions())
-                or (s.phase is Phase.NEEDS_HUMAN and "before closing" in s.phases[-1].note)
-            ),
+
+    def decided_or_waiting(s: CaseStatus) -> bool:
+        return (
+            s.phase is Phase.CLOSED
+            or any(a.id.startswith(("eradicate-", "recover-")) for a in s.pending_actions())
+            or (s.phase is Phase.NEEDS_HUMAN and "before closing" in s.phases[-1].note)
         )
+
+    while True:
+        # Time passes only while the case watches: once it waits on people, no more.
+        if not decided_or_waiting(await handle.query(CaseWorkflow.status)):
+            await env.sleep(timedelta(minutes=50))
+        status = await _wait_for(handle, decided_or_waiting)
         pending = [a for a in status.pending_actions() if not a.id.startswith("retry-")]
         if not pending:
             return status
@@ -66,7 +85,7 @@ async def test_a_failed_removal_is_an_open_item_and_the_rounds_go_on(time_skippi
     )
     queue = f"q-{uuid.uuid4()}"
     async with _worker(time_skipping_env, fake, queue):
-        handle = await _start(time_skipping_env, fake, queue)
+        handle = await _start_waiting_long(time_skipping_env, queue)
         waiting = await _run_until_only_the_retry_waits(time_skipping_env, handle)
 
         # The denied removal is failed, named with its call, and open; the others went on.
@@ -87,6 +106,7 @@ async def test_a_failed_removal_is_an_open_item_and_the_rounds_go_on(time_skippi
             await handle.signal(
                 CaseWorkflow.reject, _approval(offer.id).model_copy(update={"reason": "by hand"})
             )
+        await _wait_for(handle, _decided(offer.id))
         result = await _result(handle)
         if retry == "approved":
             await _record(handle, "failed_removal_retried_beside_the_case")
@@ -118,7 +138,7 @@ async def test_a_restore_that_fails_for_good_is_left_to_a_human_and_the_rest_res
     )
     queue = f"q-{uuid.uuid4()}"
     async with _worker(time_skipping_env, fake, queue):
-        handle = await _start(time_skipping_env, fake, queue)
+        handle = await _start_waiting_long(time_skipping_env, queue)
         await _run_until_only_the_retry_waits(time_skipping_env, handle)
         result = await _result(handle)
 
@@ -150,7 +170,7 @@ async def test_a_minted_key_the_plan_deleted_counts_as_contained(time_skipping_e
     fake.attacker_records = {STOLEN_KEY: _key_minted_on_a_user_it_did_not_make()}
     queue = f"q-{uuid.uuid4()}"
     async with _worker(time_skipping_env, fake, queue):
-        handle = await _start(time_skipping_env, fake, queue)
+        handle = await _start_waiting_long(time_skipping_env, queue)
         await _run_until_only_the_retry_waits(time_skipping_env, handle)
         result = await _result(handle)
 
@@ -171,7 +191,7 @@ async def test_a_rejected_containment_closes_with_the_credential_open_and_said_i
     fake = FakeAws()
     queue = f"q-{uuid.uuid4()}"
     async with _worker(time_skipping_env, fake, queue):
-        handle = await _start(time_skipping_env, fake, queue)
+        handle = await _start_waiting_long(time_skipping_env, queue)
         waiting = await _wait_for(handle, _pending("contain-"))
         await handle.signal(
             CaseWorkflow.reject,
