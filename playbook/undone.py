@@ -50,6 +50,14 @@ def containment_verdict(status: CaseStatus) -> str:
     return PARTLY_CONTAINED if status.uncontained else CONTAINED
 
 
+def closing_outcome(status: CaseStatus, outcome: str) -> str:
+    """The outcome a case closes with once its rounds are done: `outcome` (contained, or
+    contained by a human), unless credentials it found are still not contained."""
+    if not status.uncontained:
+        return outcome
+    return f"partly contained: {outcome}, but not {', '.join(status.uncontained)}"
+
+
 def undone(status: CaseStatus) -> list[str]:
     """Open items for what the case did not do and no open item names yet: its credential
     not contained, removals and restores never carried out."""

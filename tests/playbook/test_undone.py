@@ -3,7 +3,12 @@ and a report that never says "none" or "nothing found" while something is undone
 
 from models.case import ActionKind, ActionStatus, Approval, Decision, Phase, PhaseChange
 from playbook.report import build_report, render_markdown
-from playbook.undone import containment_verdict, own_credential_contained, undone
+from playbook.undone import (
+    closing_outcome,
+    containment_verdict,
+    own_credential_contained,
+    undone,
+)
 from tests.playbook.test_report import OPENED, _action, _at, _status
 from tests.support import STOLEN_KEY
 
@@ -88,3 +93,12 @@ def test_the_report_of_a_case_closed_before_containment_says_so_everywhere():
     assert "| No evidence was kept |" in markdown
     assert "Nothing the attacker made was found to remove" not in markdown
     assert "The attacker changed nothing" not in markdown
+
+
+def test_a_case_closes_partly_contained_while_a_credential_it_found_is_not():
+    status = _status()
+    assert closing_outcome(status, "contained") == "contained"
+    status.uncontained = ["AKIACLOUDSYNC0000001"]
+    assert closing_outcome(status, "contained") == (
+        "partly contained: contained, but not AKIACLOUDSYNC0000001"
+    )

@@ -786,7 +786,7 @@ async def test_the_watch_checks_cloudtrail_for_thirty_minutes_and_waits_for_late
     assert timedelta(minutes=5) <= checks[0].end - watch.start < timedelta(minutes=5, seconds=1)
     assert checks[-1].end == watch.start + timedelta(minutes=30)
     assert watch.denied_attempts == 1
-    assert any("1 denied attempts" in t.what for t in result.timeline)
+    assert any("1 attempt since containment" in t.what for t in result.timeline)
     assert result.outcome == "contained"
     assert [p.phase for p in result.phases][-4:] == [
         Phase.CONTAINED,
@@ -1038,7 +1038,8 @@ async def test_eradication_runs_in_rounds_until_nothing_new_is_found(time_skippi
     # The federation token is no user's key: a human contains it, and is told so.
     assert result.open_items == [
         "contain federation_token ASIAFEDERATED0000001 of "
-        f"arn:aws:sts::{ACCOUNT}:federated-user/ops (made by {RECORDED_STOLEN_KEY})"
+        f"arn:aws:sts::{ACCOUNT}:federated-user/ops (made by {RECORDED_STOLEN_KEY}): "
+        "nothing the case did contains it"
     ]
     assert fake.names().index("check_credential_activity") < fake.names().index(
         "classify_credential_activity"
@@ -1116,7 +1117,8 @@ async def test_eradication_rounds_continue_as_new_and_the_case_carries_over(time
         "recover",
     ]
     assert len({a.id for a in result.actions}) == len(result.actions)
-    assert result.outcome == "contained"
+    # The federation token the first round found is for a human to contain.
+    assert result.outcome == "partly contained: contained, but not ASIAFEDERATED0000001"
     await _record(handle, "continued_as_new_last_run")
 
 
@@ -1325,7 +1327,8 @@ async def test_minted_credentials_are_watched_and_contained_again_when_they_stil
     # The watch looks from the containment on, not from when it started.
     assert recontain.started_at is not None
     assert again.start == recontain.started_at.replace(microsecond=0) + timedelta(seconds=1)
-    assert result.phase is Phase.CLOSED and result.outcome == "contained"
+    assert result.phase is Phase.CLOSED
+    assert result.outcome == "partly contained: contained, but not ASIAFEDERATED0000001"
     report = fake.report_markdown[-1]
     assert (
         f"| Watch of minted credentials | {BACKDOOR_KEY}, {THIRD_KEY}: failed after 1 checks |"

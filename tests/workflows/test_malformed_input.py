@@ -69,6 +69,11 @@ async def test_malformed_signals_are_kept_as_refused_and_the_case_completes(dev_
         for args in ([], [{"id": "not a finding"}], [finding(), finding()]):
             await handle.signal(names.SIGNAL_ADD_FINDING, args=args)
             sent += 1
+        # A name the case does not take: an update's name sent as a signal, a typo.
+        good = {"action_id": action_id, "approver": "alice", "reason": "seen it"}
+        for name in (names.UPDATE_APPROVE, "approvee"):
+            await handle.signal(name, good)
+            sent += 1
 
         # Still answering, queries with an input they do not take included.
         status = await _wait_for(handle, lambda s: len(s.refused) == sent)
@@ -77,6 +82,11 @@ async def test_malformed_signals_are_kept_as_refused_and_the_case_completes(dev_
         assert status.actions[0].status is ActionStatus.PENDING_APPROVAL
         assert status.approvals == [] and status.notes == []
         refused = status.refused
+        unknown = refused[-2:]
+        assert [r.signal for r in unknown] == [names.UPDATE_APPROVE, "approvee"]
+        assert all(r.reason.startswith("no such signal: ") for r in unknown)
+        assert all(r.sent is not None and action_id in r.sent for r in unknown)
+        refused = refused[:-2]
         assert all(r.reason.startswith("malformed input: ") for r in refused)
         decisions = refused[: len(_bad_inputs(action_id))]
         for (what, args, word), kept in zip(_bad_inputs(action_id), decisions, strict=True):

@@ -252,7 +252,7 @@ class Eradication:
             return
         action = self._approvals.propose(
             ActionKind.ERADICATE,
-            f"Round {plan.round}: remove {len(to_remove)} resources the attacker made",
+            f"Round {plan.round}: remove {_count(len(to_remove), 'resource')} the attacker made",
             [step.describe() for step in plan.steps],
         )
         decision = await self._approvals.decision(action)
@@ -342,7 +342,7 @@ class Eradication:
             still = await self._carry_out(failed, await self._capture_before_removal(failed))
             ledger.finish(
                 action,
-                ActionStatus.DONE,
+                ActionStatus.FAILED if still else ActionStatus.DONE,
                 f"{len(failed) - len(still)} removed, {len(still)} failed again",
             )
             if still:
@@ -398,6 +398,10 @@ class Eradication:
             if failure is not None:
                 failures[step.resource.key] = failure
         return failures
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
 
 
 def _undone(step: RemovalStep) -> str:

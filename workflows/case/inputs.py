@@ -27,12 +27,12 @@ def read_input(model: type[M], args: Sequence[Any]) -> M:
     """The one input a handler takes, validated; InvalidInput names what is wrong."""
     if len(args) != 1:
         raise InvalidInput(
-            f"expected one {model.__name__} input, got {len(args)}", _as_sent(list(args))
+            f"expected one {model.__name__} input, got {len(args)}", sent_as_text(list(args))
         )
     try:
         return model.model_validate(args[0])
     except ValidationError as invalid:
-        raise InvalidInput(_what_is_wrong(invalid), _as_sent(args[0])) from None
+        raise InvalidInput(_what_is_wrong(invalid), sent_as_text(args[0])) from None
 
 
 def _what_is_wrong(invalid: ValidationError) -> str:
@@ -45,7 +45,8 @@ def _what_is_wrong(invalid: ValidationError) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def _as_sent(value: Any) -> str:
+def sent_as_text(value: Any) -> str:
+    """A payload as its sender wrote it, cut short."""
     try:
         text = json.dumps(value, default=str)
     except ValueError:

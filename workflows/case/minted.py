@@ -116,7 +116,8 @@ class MintedCredentials:
                         continue
             record.needs_human(
                 f"contain {credential.kind} {credential.access_key_id} of "
-                f"{credential.principal} (made by {credential.made_by})"
+                f"{credential.principal} (made by {credential.made_by}): nothing the case did "
+                "contains it"
             )
             record.status.uncontained.append(credential.access_key_id)
         return contained

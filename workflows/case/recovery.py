@@ -138,7 +138,9 @@ class Recovery:
         ledger = self._approvals.ledger
         action = self._approvals.propose(
             ActionKind.RECOVER,
-            f"Restore {len(steps)} things the attacker changed",
+            f"Restore {len(steps)} "
+            + ("change" if len(steps) == 1 else "changes")
+            + " the attacker made",
             [s.description + (f" (from {s.source})" if s.source else "") for s in steps],
         )
         decision = await self._approvals.decision(action)

@@ -119,8 +119,10 @@ class ContainmentWatch:
         if result.denied_count > watch.denied_attempts:
             sources = sorted({e.source_ip for e in result.events if e.denied})
             self._record.note(
-                f"{result.denied_count} denied attempts since containment, from "
-                f"{', '.join(sources)}: the attacker is still trying, and is stopped"
+                f"{result.denied_count} "
+                + ("attempt" if result.denied_count == 1 else "attempts")
+                + " since containment, from "
+                f"{', '.join(sources)}: the attacker is still trying, and no call worked"
             )
         for trail in result.not_logging:
             if trail not in watch.blind_trails:

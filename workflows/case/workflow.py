@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -34,13 +35,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.finding import Finding
     from models.intake import SubmitFindingInput, SubmitFindingResult
+    from playbook.undone import closing_outcome
     from workflows.case.approvals import Approvals, CaseAbandoned
     from workflows.case.containment import Containment
     from workflows.case.details import closing_message
     from workflows.case.eradication import Eradication
     from workflows.case.evidence import Evidence
     from workflows.case.findings import FindingIntake
-    from workflows.case.inputs import InvalidInput, read_input
+    from workflows.case.inputs import InvalidInput, read_input, sent_as_text
     from workflows.case.investigation import Investigation
     from workflows.case.ledger import ApprovalLedger
     from workflows.case.minted import MintedCredentials
@@ -59,6 +61,12 @@ with workflow.unsafe.imports_passed_through():
 
 
 M = TypeVar("M", bound=BaseModel)
+_SIGNALS = (
+    names.SIGNAL_APPROVE,
+    names.SIGNAL_REJECT,
+    names.SIGNAL_ADD_NOTE,
+    names.SIGNAL_ADD_FINDING,
+)
 
 
 @workflow.defn
@@ -136,7 +144,7 @@ class CaseWorkflow:
         if workflow.patched(RECOVERY_PATCH):
             await self._recovery.recover()
         await self._approvals.offers_decided("closing")
-        self._record.close(progress.outcome)
+        self._record.close(closing_outcome(self._record.status, progress.outcome))
 
     async def _continue_as_new(self, progress: EradicationProgress) -> None:
         """A fresh run for the next rounds, carrying everything the case knows."""
@@ -194,6 +202,18 @@ class CaseWorkflow:
         note = self._signalled(names.SIGNAL_ADD_NOTE, NoteInput, args)
         if note is not None:
             self._add_note(note)
+
+    @workflow.signal(dynamic=True)
+    def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """A signal the case does not take (a typo, an update's name sent as a signal) is
+        kept in `refused`, never silently dropped."""
+        self._approvals.refuse(
+            name[:100],
+            None,
+            "unknown sender",
+            f"no such signal: {name[:100]}; the case takes {', '.join(_SIGNALS)}",
+            sent=sent_as_text([raw.payload.data.decode(errors="replace") for raw in args]),
+        )
 
     # The decisions and notes again as updates, for callers that want the answer: a
     # refused decision is refused by the validator, so the caller is told why and the
