@@ -73,6 +73,8 @@ class Run:
     waiting_on: list[str] = field(default_factory=list)
     open_items: list[str] = field(default_factory=list)
     names_call: bool = False
+    # A step the case goes on without (a notification) is named on the timeline only.
+    timeline_names_call: bool = False
     calls_made: int = 0
     differences: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
@@ -210,10 +212,12 @@ def _client(stack: EmbeddedStack, service: str) -> Any:
 
 def aws_state(stack: EmbeddedStack) -> dict[str, Any]:
     """What a case changes, keyed by names (ids differ between stacks): users with their
-    keys' statuses, policies and console access; roles' policies; instances' states by
-    name; snapshots per volume; trails' logging."""
+    keys' statuses, policies and console access; roles' policies; Lambda functions;
+    instances' states by name; snapshots; trails' logging."""
     iam, ec2, trail = (_client(stack, s) for s in ("iam", "ec2", "cloudtrail"))
     state: dict[str, Any] = {}
+    for function in _client(stack, "lambda").list_functions()["Functions"]:
+        state[f"function {function['FunctionName']}"] = True
     for user in iam.list_users()["Users"]:
         name = user["UserName"]
         keys = iam.list_access_keys(UserName=name)["AccessKeyMetadata"]
@@ -325,6 +329,7 @@ async def run_case(
                     " ".join([a.title, *a.steps, a.outcome or ""]) for a in pending
                 ]
                 run.names_call = any(operation in text for text in texts)
+                run.timeline_names_call = any(operation in e.what for e in status.timeline)
         state = await asyncio.to_thread(aws_state, stack)
         run.duplicates = await asyncio.to_thread(duplicates, stack)
         calls = calls_made(stack)
@@ -348,7 +353,7 @@ HEADER = (
 
 
 def row(run: Run) -> str:
-    named = "yes" if run.names_call else "no"
+    named = "yes" if run.names_call else "timeline only" if run.timeline_names_call else "no"
     if run.operation == "(none)":
         named = "-"
     diffs = "same" if not run.differences else f"{len(run.differences)} differ"
