@@ -451,7 +451,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the undisturbed run (needs --operations; AWS is then not compared)",
     )
-    parser.add_argument("--timeout", type=float, default=300, help="seconds a case may take")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600,
+        help="seconds a case may take (a throttled step retries for about 5 minutes)",
+    )
     parser.add_argument("--output", type=Path, default=Path("fault-matrix.md"))
     args = parser.parse_args(argv)
     for scenario in args.scenario:
