@@ -178,6 +178,10 @@ async def drive_case(
         status = await handle.query(CaseWorkflow.status)
         now = time.monotonic()
         if status.phase is Phase.CLOSED:
+            # The result, not this status: notifications still being delivered at close
+            # are on the result's timeline.
+            async with asyncio.timeout(300):
+                status = await handle.result()
             return case.case_id, status, "closed", now - start
         pending = status.pending_actions()
         to_approve = [a for a in pending if a.kind not in WAITING_KINDS and a.id not in approved]
