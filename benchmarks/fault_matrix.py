@@ -75,6 +75,8 @@ class Run:
     names_call: bool = False
     # A step the case goes on without (a notification) is named on the timeline only.
     timeline_names_call: bool = False
+    # What the open items and the pending decisions say, for a finding to quote.
+    said: list[str] = field(default_factory=list)
     calls_made: int = 0
     differences: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
@@ -92,6 +94,12 @@ class Run:
             found.append("wedged: neither closed nor waiting on a named decision")
         if self.duplicates:
             found.append("duplicates in AWS: " + "; ".join(self.duplicates))
+        asks = self.open_items or self.waiting_on
+        if self.operation != "(none)" and asks and not self.names_call:
+            found.append(
+                f"what the case asks of a person does not name {self.operation}: "
+                + " / ".join(self.said)
+            )
         if self.ended == "closed" and not self.open_items and self.differences:
             found.append(
                 "closed with no open item while AWS differs from the undisturbed run: "
@@ -333,6 +341,7 @@ async def run_case(
                     " ".join([a.title, *a.steps, a.outcome or ""]) for a in pending
                 ]
                 run.names_call = any(operation in text for text in texts)
+                run.said = texts
                 run.timeline_names_call = any(operation in e.what for e in status.timeline)
         state = await asyncio.to_thread(aws_state, stack)
         run.duplicates = await asyncio.to_thread(duplicates, stack)
