@@ -102,3 +102,10 @@ benchmark: install
 .PHONY: benchmark-scan
 benchmark-scan: install
 	$(BIN)/python -m benchmarks.cloudtrail_scan $(ARGS)
+
+# The fault matrix (benchmarks/fault_matrix.py): each AWS call of a lab case failed with each
+# of the lab's faults, on a fresh stack each, and whether the case still ends honestly.
+# About 80 s a run; a subset with e.g. ARGS='--scenario ec2-role --faults access_denied'.
+.PHONY: fault-matrix
+fault-matrix: install
+	$(BIN)/python -m benchmarks.fault_matrix $(ARGS)

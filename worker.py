@@ -25,6 +25,7 @@ from activities.faults import FaultInjector
 from activities.iam import IamActivities
 from activities.investigation import InvestigationActivities
 from activities.notify import Notifier
+from activities.permissions import calls_log
 from activities.recovery import RecoveryActivities
 from activities.ssm import SsmActivities
 from config.settings import Settings
@@ -113,7 +114,10 @@ def build_activities(
 
 
 def aws_clients(settings: Settings) -> AwsClients:
-    """The worker's AWS clients; in the lab, with QUENCH_LAB_FAULTS's faults injected."""
+    """The worker's AWS clients; in the lab, with QUENCH_LAB_FAULTS's faults injected and,
+    with QUENCH_LAB_LOG_CALLS, a log line for each call."""
+    if settings.lab_log_calls:
+        calls_log.setLevel(logging.DEBUG)
     faults = None
     if settings.lab_faults:
         faults = FaultInjector(settings.lab_faults)

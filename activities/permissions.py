@@ -2,6 +2,7 @@
 call that fails for good is reported with the action it needed, and the worker's policy
 (docs/worker-iam-policy.json) is checked against the same table."""
 
+import logging
 import threading
 from typing import Any
 
@@ -69,6 +70,7 @@ def actions_of(service: str, operation: str) -> frozenset[str] | None:
 
 
 _current = threading.local()
+calls_log = logging.getLogger("quench.aws.calls")
 
 
 def track_calls(client: Any) -> None:
@@ -78,6 +80,9 @@ def track_calls(client: Any) -> None:
 
     def remember(model: Any, **_: Any) -> None:
         _current.call = (service, model.name)
+        # One line per call the code makes (botocore's own retries are not calls here):
+        # the lab's QUENCH_LAB_LOG_CALLS turns it on, and the fault matrix counts it.
+        calls_log.debug("aws call %s:%s", service, model.name)
 
     client.meta.events.register("before-parameter-build", remember)
 

@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     # "times": 3}}); read here rather than by pydantic-settings, so a bad entry is named.
     lab_faults: Annotated[FaultPlan, NoDecode] = Field(default_factory=dict)
 
+    # Log every AWS call the worker makes (`aws call iam:DeleteUser`), in the lab only:
+    # the fault matrix (benchmarks/fault_matrix.py) finds the calls a case makes from it.
+    lab_log_calls: bool = False
+
     @field_validator("lab_faults", mode="before")
     @classmethod
     def _read_lab_faults(cls, value: Any) -> FaultPlan:
@@ -164,6 +168,8 @@ class Settings(BaseSettings):
                 "QUENCH_LAB_FAULTS makes the worker's own AWS calls fail; "
                 "it is for the lab only (QUENCH_LAB=true)"
             )
+        if self.lab_log_calls and not self.lab:
+            raise ValueError("QUENCH_LAB_LOG_CALLS is for the lab only (QUENCH_LAB=true)")
         return self
 
     def case_policy(self) -> CasePolicy:

@@ -68,3 +68,22 @@ def test_without_faults_the_worker_calls_aws_as_it_is(
         identity = aws_clients(Settings(lab=True)).client("sts").get_caller_identity()
     assert identity["Account"] == "123456789012"
     assert "QUENCH_LAB_FAULTS" not in caplog.text
+
+
+def test_the_lab_worker_logs_each_call_it_makes_when_asked(
+    fake_aws: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls_log = logging.getLogger("quench.aws.calls")
+    try:
+        with mock_aws():
+            aws_clients(Settings(lab=True)).client("sts").get_caller_identity()
+            assert "aws call" not in caplog.text
+            aws_clients(Settings(lab=True, lab_log_calls=True)).client("iam").list_users()
+        assert "aws call iam:ListUsers" in caplog.text
+    finally:
+        calls_log.setLevel(logging.NOTSET)
+
+
+def test_logging_each_call_is_refused_outside_the_lab() -> None:
+    with pytest.raises(ValueError, match="QUENCH_LAB_LOG_CALLS is for the lab only"):
+        Settings(lab_log_calls=True)
