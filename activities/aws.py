@@ -157,7 +157,9 @@ def aws_errors(doing: str) -> Iterator[None]:
     except ResponseParserError as exc:
         # The query and EC2 protocols cannot read an endpoint's HTML page at all.
         if _is_web_page(exc):
-            raise not_implemented(doing, "this operation") from exc
+            # botocore's parser error does not say which call; this thread's last does.
+            call = failed_call()
+            raise not_implemented(doing, describe_call(*call) if call else "the call") from exc
         raise ApplicationError(f"{doing}: {exc}", type=ERROR_OTHER) from exc
     except EndpointConnectionError as exc:
         raise ApplicationError(f"{doing}: {exc}", type=ERROR_UNAVAILABLE) from exc

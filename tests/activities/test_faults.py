@@ -718,7 +718,7 @@ def test_an_activity_meeting_an_endpoint_without_the_api_says_so(
     assert error.type == ERROR_INVALID_REQUEST
     assert error.non_retryable is True
     assert error.message == (
-        f"deactivate {key_id}: the endpoint does not implement this operation: "
+        f"deactivate {key_id}: the endpoint does not implement iam:UpdateAccessKey: "
         "it answered with a web page, not an AWS response"
     )
     assert iam.list_access_keys(UserName=mallory)["AccessKeyMetadata"][0]["Status"] == "Active"
