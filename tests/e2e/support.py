@@ -18,6 +18,8 @@ from lab import world as lab_world
 from lab.scenario import Scenario, run_scenario
 from models.case import CaseStatus, Phase
 from stack import binaries
+from stack.embedded import StackConfig
+from stack.processes import free_port
 from workflows.case import CaseWorkflow
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,24 @@ async def run_starter(stack, *args: str, expect_status: int = 0) -> str:
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == expect_status, (out + err).decode()
     return (out if expect_status == 0 else err).decode()
+
+
+def lab_stack_config(state_dir: Path) -> StackConfig:
+    """The real stack on free ports with the lab, and a short containment watch so a case
+    closes within a test (long enough for the attacker's second try to land in it)."""
+    return StackConfig(
+        state_dir=state_dir,
+        temporal_port=free_port(),
+        ui_port=free_port(),
+        lab_aws_port=free_port(),
+        webhook_port=free_port(),
+        lab=True,
+        extra_env={
+            "QUENCH_WATCH_SECONDS": "12",
+            "QUENCH_CHECK_EVERY_SECONDS": "3",
+            "QUENCH_DELIVERY_LAG_SECONDS": "0",
+        },
+    )
 
 
 async def temporal_cli(stack, *args: str) -> str:

@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +21,8 @@ from lab import attack as lab_attack
 from lab import world as lab_world
 from lab.aws_server import RECORDING_NAME
 from lab.calls import Caller
-from stack.embedded import LAB_READY_FILE, EmbeddedStack, StackConfig
-from stack.processes import free_port
-from tests.e2e.support import approve_until_closed, open_lab_case, session
+from stack.embedded import LAB_READY_FILE, EmbeddedStack
+from tests.e2e.support import approve_until_closed, lab_stack_config, open_lab_case, session
 from workflows.case import CaseWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -103,27 +101,11 @@ def _evidence_bucket(stack: EmbeddedStack) -> dict[str, tuple[str, str]]:
     return objects
 
 
-def _config(state_dir: Path) -> StackConfig:
-    return StackConfig(
-        state_dir=state_dir,
-        temporal_port=free_port(),
-        ui_port=free_port(),
-        lab_aws_port=free_port(),
-        webhook_port=free_port(),
-        lab=True,
-        extra_env={
-            "QUENCH_WATCH_SECONDS": "12",
-            "QUENCH_CHECK_EVERY_SECONDS": "3",
-            "QUENCH_DELIVERY_LAG_SECONDS": "0",
-        },
-    )
-
-
 @pytest_asyncio.fixture(scope="module")
 async def resumed(tmp_path_factory):
     """A closed ec2-role case, and the stack started again on its state directory: the
     stack, the lab case, the evidence bucket before the restart, and the attack's secrets."""
-    config = _config(tmp_path_factory.mktemp("quench-resume"))
+    config = lab_stack_config(tmp_path_factory.mktemp("quench-resume"))
     with pytest.MonkeyPatch.context() as monkeypatch:
         secrets = _capture_story_secrets(monkeypatch)
         stack = EmbeddedStack(config)
