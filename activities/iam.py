@@ -1,7 +1,6 @@
 """IAM: who a credential belongs to, what that principal may do, and revoking role sessions."""
 
 import json
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -37,9 +36,9 @@ from models.activities import (
 )
 from models.case import EvidenceRecord
 from models.principal import Credential, CredentialKind, Principal, PrincipalType
+from playbook.principal import IAM_NAME, session_name
 
 TOKEN_ISSUE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
 
 
 def inline_policies(iam: Any, kind: Literal["user", "role"], name: str) -> list[dict[str, Any]]:
@@ -146,7 +145,7 @@ def _in_account(principal: str, account_id: str) -> bool:
 
 
 def validate_role_name(role_name: str) -> str:
-    if not _ROLE_NAME.fullmatch(role_name):
+    if not IAM_NAME.fullmatch(role_name):
         raise ApplicationError(
             f"not an IAM role name: {role_name!r}", type=ERROR_INVALID_REQUEST, non_retryable=True
         )
@@ -175,9 +174,7 @@ class IamActivities:
             role_name = validate_role_name(keys.user_name or "")
             with aws_errors(f"get role {role_name}"):
                 role = self._iam.get_role(RoleName=role_name)["Role"]
-            session = None
-            if keys.principal_id and ":" in keys.principal_id:
-                session = keys.principal_id.split(":", 1)[1]
+            session = session_name(keys.principal_id)
             instance_id = finding.instance_id or (
                 session if session and session.startswith("i-") else None
             )

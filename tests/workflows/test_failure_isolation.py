@@ -11,7 +11,8 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from models.case import ActionStatus, CaseInput, CasePolicy, CaseStatus, Phase
+from models.case import ActionKind, ActionStatus, CaseInput, CasePolicy, CaseStatus, Phase
+from models.principal import CredentialKind
 from tests.playbook.test_classify import _attack_records, _recorder
 from tests.support import STOLEN_KEY, finding
 from tests.workflows.test_case_workflow import (
@@ -53,6 +54,11 @@ async def _run_until_only_the_retry_waits(env, handle: WorkflowHandle) -> CaseSt
     case closed, when none was offered)."""
     waiting = await _wait_for(handle, _pending("contain-"))
     await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+    return await _approve_the_rest(env, handle)
+
+
+async def _approve_the_rest(env, handle: WorkflowHandle) -> CaseStatus:
+    """Approve every round and the recovery once contained; leave retries waiting."""
 
     def decided_or_waiting(s: CaseStatus) -> bool:
         return (
@@ -206,3 +212,100 @@ async def test_a_rejected_containment_closes_with_the_credential_open_and_said_i
     (markdown,) = fake.report_markdown
     assert "**Containment:** not contained." in markdown
     assert "Open items for humans\n\nNone." not in markdown
+
+
+def _denied(call: str, what: str) -> ApplicationError:
+    return ApplicationError(
+        f"{what}: AccessDenied: denied by an SCP (call {call})",
+        type="AwsAccessDenied",
+        non_retryable=True,
+    )
+
+
+async def test_a_principal_iam_cannot_confirm_is_contained_as_the_finding_names_it(
+    time_skipping_env,
+):
+    """GetRole denied: the case does not wait on a human to retry the lookup. It revokes
+    the sessions of the role the finding names and leaves the instance, whose role it
+    could not check, alone; the lookup's failure is an open item to the end."""
+    fake = FakeAws()
+    fake.fail_next["resolve_principal"] = _denied("iam:GetRole", "get role web-app-role")
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start_waiting_long(time_skipping_env, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        (containment,) = waiting.pending_actions()
+        assert containment.kind is ActionKind.CONTAIN_ROLE_SESSION
+        assert waiting.credential is not None
+        assert waiting.credential.principal.role_name == finding().access_key.user_name
+        assert waiting.credential.principal.instance_id is None
+        await _run_until_only_the_retry_waits(time_skipping_env, handle)
+        result = await _result(handle)
+        await _record(handle, "principal_not_confirmed_contained_as_named")
+
+    assert "revoke_role_sessions" in fake.names()
+    assert "stop_instance" not in fake.names()
+    (revoked,) = [call for name, call in fake.calls if name == "revoke_role_sessions"]
+    assert revoked.role_name == finding().access_key.user_name
+    assert any(
+        item.startswith("principal not confirmed: resolving it failed: get role web-app-role")
+        and "(call iam:GetRole)" in item
+        for item in result.open_items
+    )
+    assert result.outcome is not None and result.outcome.startswith("contained")
+
+
+@pytest.mark.parametrize("retry", ["approved", "rejected"])
+async def test_containment_goes_ahead_without_evidence_that_could_not_be_kept(
+    time_skipping_env, retry
+):
+    """The user's capture denied: containment is proposed at once, telling its approver
+    what evidence it goes ahead without; the capture's retry is decided beside the case,
+    and the open item stays only while the evidence is missing."""
+    fake = FakeAws(kind=CredentialKind.IAM_USER_KEY)
+    fake.fail_next["capture_user_state"] = _denied("iam:ListAccessKeys", "list keys of alice")
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start_waiting_long(time_skipping_env, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        containment = next(a for a in waiting.pending_actions() if a.id.startswith("contain-"))
+        (offer,) = [a for a in waiting.pending_actions() if a.id.startswith("retry-")]
+        assert offer.title == "Retry: capture the user's IAM state"
+        assert "(call iam:ListAccessKeys)" in offer.steps[0]
+        assert containment.steps[0].startswith(
+            "Evidence not kept (capture the user's IAM state: list keys of alice"
+        )
+        item = next(i for i in waiting.open_items if i.startswith("evidence not kept"))
+        assert "(call iam:ListAccessKeys)" in item
+        # Nothing changed in AWS yet; containment waits on its approver only.
+        assert "deactivate_access_key" not in fake.names()
+        await handle.signal(CaseWorkflow.approve, _approval(containment.id))
+        # Whether alice has a password is unknown: removing it is proposed, said so.
+        console = await _wait_for(handle, _pending("remove-console"))
+        (removal,) = [a for a in console.pending_actions() if a.id.startswith("remove-console")]
+        assert "unknown" in removal.steps[0]
+        assert "deactivate_access_key" in fake.names()
+        if retry == "approved":
+            await handle.signal(CaseWorkflow.approve, _approval(offer.id))
+        else:
+            await handle.signal(
+                CaseWorkflow.reject, _approval(offer.id).model_copy(update={"reason": "later"})
+            )
+        await _wait_for(handle, _decided(offer.id))
+        await handle.signal(CaseWorkflow.approve, _approval(removal.id))
+        await _wait_for(handle, _decided(removal.id))
+        await _approve_the_rest(time_skipping_env, handle)
+        result = await _result(handle)
+        if retry == "approved":
+            await _record(handle, "contained_without_evidence_kept_on_retry")
+
+    captures = [name for name in fake.names() if name == "capture_user_state"]
+    decided = next(a for a in result.actions if a.id == offer.id)
+    if retry == "approved":
+        assert len(captures) == 2 and decided.status is ActionStatus.DONE
+        assert not any(i.startswith("evidence not kept") for i in result.open_items)
+        assert "iam-user-alice" in [e.name for e in result.evidence]
+    else:
+        assert len(captures) == 1 and decided.status is ActionStatus.REJECTED
+        assert item in result.open_items
+    assert result.outcome is not None and result.outcome.startswith("contained")

@@ -3,6 +3,7 @@ its kind needs: an instance role's sessions revoked and the instance's credentia
 rotated and verified, a role session revoked, a user's key deactivated and its older
 tokens denied; anything else handed to a human with a checklist."""
 
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -21,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         ProbeInstanceCredentialsInput,
         RevokeRoleSessionsInput,
         RoleTrustInput,
+        RoleTrustResult,
         StartTrailsLoggingInput,
         UserInput,
     )
@@ -28,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from models.principal import Credential, CredentialKind
     from workflows.case.approvals import Approvals, CaseAbandoned
     from workflows.case.evidence import CollectedEvidence
-    from workflows.case.patches import LOGGING_PATCH, ROLE_SESSION_PATCH
+    from workflows.case.patches import CONTAINMENT_FIRST_PATCH, LOGGING_PATCH, ROLE_SESSION_PATCH
     from workflows.case.record import CaseRecord
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT, PROBE_RETRY
 
@@ -38,13 +40,17 @@ class Containment:
         self._record = record
         self._approvals = approvals
         self._ledger = approvals.ledger
+        # Evidence that could not be kept before the first containment: its approver is
+        # told what the change may cost.
+        self._missing: list[str] = []
 
     async def contain(self, credential: Credential, evidence: CollectedEvidence) -> str | None:
         """Propose containment, wait for its decision and carry it out; the outcome, or
         None when it was rejected (the case is then closed)."""
+        self._missing = evidence.missing
         if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
             return await self._contain_instance_role(credential, evidence.instance_running)
-        if evidence.user is not None:
+        if evidence.user_key:
             return await self._contain_user_key(credential, evidence.user)
         if credential.kind is CredentialKind.ROLE_SESSION and workflow.patched(ROLE_SESSION_PATCH):
             return await self._contain_role_session(credential)
@@ -56,7 +62,7 @@ class Containment:
         """Containment once more, after the watch saw the credential still work."""
         if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
             await self._apply_instance_role(action, credential, evidence.instance_running)
-        elif evidence.user is not None:
+        elif evidence.user_key:
             await self._apply_user_key(action, credential)
         elif credential.kind is CredentialKind.ROLE_SESSION:
             await self._apply_role_session(action, credential)
@@ -71,6 +77,14 @@ class Containment:
             "and the containment watch reads its files"
             for trail in self._stopped_trails()
         ] + steps
+
+    def _first_steps(self, steps: list[str], logging: bool = True) -> list[str]:
+        """The first containment's steps, after what evidence it goes ahead without (and,
+        when Quench carries it out, starting logging on trails found stopped)."""
+        return [
+            f"Evidence not kept ({missing}): containing now changes what it would show"
+            for missing in self._missing
+        ] + (self.with_logging_steps(steps) if logging else steps)
 
     async def revoke_role_sessions(
         self, role_name: str, cutoff: datetime, record_cutoff: bool = True
@@ -146,7 +160,7 @@ class Containment:
     # -- an EC2 instance role --------------------------------------------------------------
 
     async def _contain_instance_role(
-        self, credential: Credential, instance_running: bool
+        self, credential: Credential, instance_running: bool | None
     ) -> str | None:
         """Playbook 2.2 for an instance role: revoke older sessions, stop+start, verify."""
         principal = credential.principal
@@ -159,13 +173,18 @@ class Containment:
             f"Verify through SSM and the instance metadata that the key is no longer "
             f"{credential.access_key_id}",
         ]
-        if not instance_running:
+        if instance_running is None:
+            steps[1] = (
+                f"Stop instance {instance_id} and start it again so it receives new "
+                "credentials (its state could not be read: the finding saw it in use)"
+            )
+        elif not instance_running:
             steps[1] = f"Instance {instance_id} is not running: it gets new credentials at start"
         action = self._approvals.propose(
             ActionKind.CONTAIN_INSTANCE_ROLE,
             f"Contain {credential.access_key_id}: revoke sessions of {role_name}, "
             f"rotate {instance_id}",
-            self.with_logging_steps(steps),
+            self._first_steps(steps),
         )
         if not await self._approved(action):
             return None
@@ -173,7 +192,7 @@ class Containment:
         return "contained"
 
     async def _apply_instance_role(
-        self, action: Action, credential: Credential, instance_running: bool
+        self, action: Action, credential: Credential, instance_running: bool | None
     ) -> None:
         record = self._record
         principal = credential.principal
@@ -181,7 +200,7 @@ class Containment:
         instance_id = principal.instance_id or ""
         await self.revoke_role_sessions(role_name, self._ledger.start(action))
         while True:
-            if not instance_running:
+            if instance_running is False:
                 record.note(f"instance {instance_id} was not running; no stop+start needed")
                 self._ledger.finish(action, ActionStatus.DONE, "sessions revoked")
                 record.set_phase(Phase.CONTAINED, "role sessions revoked")
@@ -263,20 +282,38 @@ class Containment:
         record = self._record
         role_name = credential.principal.role_name or ""
         account_id = record.status.account_id
-        trust = await self._approvals.attempt(
-            "read the role's trust policy",
-            lambda: workflow.execute_activity_method(
+
+        def read_trust() -> Awaitable[RoleTrustResult]:
+            return workflow.execute_activity_method(
                 IamActivities.list_role_trust,
                 RoleTrustInput(role_name=role_name, account_id=account_id),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Who may assume {role_name}",
-            ),
-        )
-        trusted = [f"{p.kind} {p.value}" for p in trust.principals]
-        flagged = [f"{p.kind} {p.value}" for p in trust.principals if p.outside_account]
-        record.note(f"{role_name} may be assumed by: {', '.join(trusted) or 'nobody'}")
+            )
+
+        flagged: list[str] = []
+        unread: list[str] = []
+        if workflow.patched(CONTAINMENT_FIRST_PATCH):
+            trust, failure = await self._approvals.attempt_or_fail(
+                "read the role's trust policy", read_trust
+            )
+        else:
+            trust = await self._approvals.attempt("read the role's trust policy", read_trust)
+            failure = None
+        if trust is not None:
+            trusted = [f"{p.kind} {p.value}" for p in trust.principals]
+            flagged = [f"{p.kind} {p.value}" for p in trust.principals if p.outside_account]
+            record.note(f"{role_name} may be assumed by: {', '.join(trusted) or 'nobody'}")
+        else:
+            record.needs_human(
+                f"who may assume {role_name} is unknown: reading its trust policy failed: "
+                f"{failure}: review it by hand, it may let the attacker back in"
+            )
+            unread.append(
+                f"Review {role_name}'s trust policy by hand: it could not be read ({failure})"
+            )
         steps = [
             f"Deny all sessions of role {role_name} issued before the approval (inline policy "
             f"{names.REVOKE_SESSIONS_POLICY_NAME}); its legitimate users must assume it again",
@@ -290,7 +327,7 @@ class Containment:
         action = self._approvals.propose(
             ActionKind.CONTAIN_ROLE_SESSION,
             f"Contain {credential.access_key_id}: revoke sessions of {role_name}",
-            self.with_logging_steps(steps),
+            self._first_steps(steps + unread),
         )
         if not await self._approved(action):
             return None
@@ -306,7 +343,7 @@ class Containment:
     # -- a long-term user key --------------------------------------------------------------
 
     async def _contain_user_key(
-        self, credential: Credential, user: CaptureUserResult
+        self, credential: Credential, user: CaptureUserResult | None
     ) -> str | None:
         """Playbook 2.1: deactivate the key (never delete it: it is evidence), deny the
         user's tokens issued before the approval, then, approved separately, remove
@@ -315,7 +352,7 @@ class Containment:
         action = self._approvals.propose(
             ActionKind.CONTAIN_USER_KEY,
             f"Contain {credential.access_key_id}: deactivate it, deny {user_name}'s older tokens",
-            self.with_logging_steps(
+            self._first_steps(
                 [
                     f"Deactivate access key {credential.access_key_id} of {user_name} (kept as "
                     "evidence, not deleted)",
@@ -328,15 +365,19 @@ class Containment:
         if not await self._approved(action):
             return None
         await self._apply_user_key(action, credential)
-        if user.has_login_profile:
-            await self._remove_console_access(user_name)
+        if user is None or user.has_login_profile:
+            await self._remove_console_access(user_name, known=user is not None)
         return "contained"
 
-    async def _remove_console_access(self, user_name: str) -> None:
+    async def _remove_console_access(self, user_name: str, known: bool = True) -> None:
+        step = f"Delete the login profile of {user_name}: its password may be known too"
+        if not known:
+            step = (
+                f"Delete the login profile of {user_name}, if it has one (whether it does is "
+                "unknown: the user's capture failed): its password may be known too"
+            )
         console = self._approvals.propose(
-            ActionKind.REMOVE_CONSOLE_ACCESS,
-            f"Remove console access of {user_name}",
-            [f"Delete the login profile of {user_name}: its password may be known too"],
+            ActionKind.REMOVE_CONSOLE_ACCESS, f"Remove console access of {user_name}", [step]
         )
         decision = await self._approvals.decision(console)
         if decision.decision is Decision.APPROVED:
@@ -402,13 +443,17 @@ class Containment:
         action = self._approvals.propose(
             ActionKind.MANUAL_CONTAINMENT,
             f"Contain {credential.access_key_id} ({principal.type.value}) by hand, then approve",
-            [
-                "Review the evidence stored with this case",
-                f"Disable {credential.access_key_id} (update-access-key --status Inactive) or "
-                "revoke the sessions of the role behind it",
-                "Check CloudTrail for activity after containment",
-                "Approve this action when done, or reject it to close the case as not contained",
-            ],
+            self._first_steps(
+                [
+                    "Review the evidence stored with this case",
+                    f"Disable {credential.access_key_id} (update-access-key --status Inactive) "
+                    "or revoke the sessions of the role behind it",
+                    "Check CloudTrail for activity after containment",
+                    "Approve this action when done, or reject it to close the case as not "
+                    "contained",
+                ],
+                logging=False,
+            ),
         )
         approval = await self._approvals.decision(action)
         if approval.decision is Decision.APPROVED:

@@ -23,3 +23,6 @@ INVESTIGATION_CHILD_PATCH = "investigation-child-workflow"
 # A step that fails for good is recorded as failed and the rest goes on; its retry is
 # offered beside the case instead of holding it up.
 ISOLATED_FAILURES_PATCH = "isolated-step-failures"
+# Resolving the principal or keeping evidence that fails for good no longer holds up
+# containment: the case acts on what it knows, and the failed step is an open item.
+CONTAINMENT_FIRST_PATCH = "containment-first"
