@@ -145,7 +145,7 @@ class EvidenceActivities:
                 build_report(input.status, input.written_at, investigation).model_dump(mode="json")
             )
         )
-        case_id = input.status.case_id
+        case_id = input.status.folder
         document = self._store.put_json(case_id, REPORT_NAME, report.model_dump(mode="json"))
         markdown = self._store.put_bytes(
             case_id,

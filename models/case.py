@@ -411,6 +411,16 @@ class CaseStatus(BaseModel):
     logging_gaps: list[LoggingGap] = Field(default_factory=list)
     report: CaseReportRef | None = None
     investigation: InvestigationRef | None = None
+    # Where the case keeps its evidence, under cases/: its id, then when and in which run
+    # it opened, so a case opened again under the same id (its finding delivered after it
+    # closed) never reads or overwrites an earlier case's evidence, snapshots or report.
+    # Cases recorded before kept theirs under the case id alone.
+    evidence_folder: str | None = None
+
+    @property
+    def folder(self) -> str:
+        """The case's evidence folder under cases/."""
+        return self.evidence_folder or self.case_id
 
     def pending_actions(self) -> list[Action]:
         return [a for a in self.actions if a.status is ActionStatus.PENDING_APPROVAL]

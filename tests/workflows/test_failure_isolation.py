@@ -309,3 +309,35 @@ async def test_containment_goes_ahead_without_evidence_that_could_not_be_kept(
         assert len(captures) == 1 and decided.status is ActionStatus.REJECTED
         assert item in result.open_items
     assert result.outcome is not None and result.outcome.startswith("contained")
+
+
+async def test_a_case_opened_again_under_its_id_keeps_its_evidence_apart(time_skipping_env):
+    """A finding delivered after its case closed opens a new case under the same id: it
+    keeps its evidence in a folder of its own, never the earlier case's objects."""
+    fake = FakeAws()
+    queue = f"q-{uuid.uuid4()}"
+    folders: list[str] = []
+    async with _worker(time_skipping_env, fake, queue):
+        first = await _start_waiting_long(time_skipping_env, queue)
+        case_id = first.id
+        for handle in (first, None):
+            if handle is None:
+                handle = await time_skipping_env.client.start_workflow(
+                    CaseWorkflow.run,
+                    CaseInput(case_id=case_id, finding=finding(), policy=CasePolicy()),
+                    id=case_id,
+                    task_queue=queue,
+                )
+            waiting = await _wait_for(handle, _pending("contain-"))
+            await handle.signal(
+                CaseWorkflow.reject,
+                _approval(waiting.pending_actions()[0].id).model_copy(update={"reason": "test"}),
+            )
+            result = await _result(handle)
+            folders.append(result.folder)
+
+    assert len(set(folders)) == 2 and all(f.startswith(f"{case_id}/") for f in folders)
+    stored = [call.case_id for name, call in fake.calls if name == "store_evidence"]
+    assert sorted(set(stored)) == sorted(folders)
+    reports = [call.status.folder for name, call in fake.calls if name == "write_report"]
+    assert reports == folders

@@ -129,7 +129,7 @@ class Eradication:
             f"{compromise_time.isoformat()}",
         )
         request = ClassifyActivityInput(
-            case_id=record.status.case_id,
+            case_id=record.status.folder,
             account_id=record.status.account_id,
             access_key_ids=access_key_ids,
             start=compromise_time,
@@ -297,7 +297,7 @@ class Eradication:
                 failed.append(step)
                 continue
             request = RemoveResourceInput(
-                case_id=record.status.case_id,
+                case_id=record.status.folder,
                 operation=step.operation,
                 name=step.resource.name,
                 owner=step.resource.owner,
@@ -361,7 +361,7 @@ class Eradication:
         removal takes any part of it away. Returns, by resource, why a capture failed:
         such a resource is not removed."""
         record = self._record
-        case_id = record.status.case_id
+        case_id = record.status.folder
         failures: dict[ResourceKey, str] = {}
         for step in steps:
             name = step.resource.name

@@ -101,7 +101,7 @@ class Evidence:
         """Evidence before any change. A capture that fails for good is an open item with
         a retry of its own, and containment goes ahead without it."""
         record = self._record
-        case_id = record.status.case_id
+        case_id = record.status.folder
         finding = record.finding
         principal = credential.principal
         collected = CollectedEvidence()
@@ -268,7 +268,7 @@ class Evidence:
         """The instance's state and a snapshot of its volumes; whether it was running."""
         record = self._record
         run = self._call_in
-        case_id = record.status.case_id
+        case_id = record.status.folder
         instance = await run(
             "capture the instance",
             lambda: workflow.execute_activity_method(
@@ -303,7 +303,7 @@ class Evidence:
         """Every trail's settings and status: what recovery restores, and which trails
         were found not logging."""
         record = self._record
-        case_id = record.status.case_id
+        case_id = record.status.folder
         trails = await self._call_in(
             "capture the account's trails",
             lambda: workflow.execute_activity_method(

@@ -29,7 +29,7 @@ class Investigation:
         status = record.status
         earlier = status.investigation
         request = InvestigationInput(
-            case_id=status.case_id,
+            case_id=status.folder,
             account_id=status.account_id,
             credentials=keys,
             findings=status.findings,
@@ -82,7 +82,8 @@ class Investigation:
         return await workflow.execute_child_workflow(
             InvestigationWorkflow.run,
             request,
-            id=f"{request.case_id}/{request.name}",
+            # Found beside its case in the Web UI; its evidence goes to the case's folder.
+            id=f"{self._record.status.case_id}/{request.name}",
             static_summary=f"{request.name} of {', '.join(request.credentials)}",
         )
 

@@ -26,3 +26,6 @@ ISOLATED_FAILURES_PATCH = "isolated-step-failures"
 # Resolving the principal or keeping evidence that fails for good no longer holds up
 # containment: the case acts on what it knows, and the failed step is an open item.
 CONTAINMENT_FIRST_PATCH = "containment-first"
+# Each case keeps its evidence in a folder of its own, apart from an earlier case's
+# under the same id.
+EVIDENCE_FOLDER_PATCH = "evidence-folder-per-case"

@@ -53,7 +53,7 @@ class Recovery:
             return
         record.set_phase(Phase.RECOVERY, f"planning how to undo {len(changes)} changes")
         request = PlanRecoveryInput(
-            case_id=status.case_id,
+            case_id=status.folder,
             account_id=status.account_id,
             changes=changes,
             trail_evidence=next(
@@ -153,7 +153,7 @@ class Recovery:
         record.set_phase(Phase.RECOVERY, f"restore approved by {decision.approver}")
         ledger.start(action)
         for step in steps:
-            request = RestoreChangeInput(case_id=record.status.case_id, step=step)
+            request = RestoreChangeInput(case_id=record.status.folder, step=step)
             result, failure = await self._approvals.attempt_or_fail(
                 step.description,
                 lambda request=request: workflow.execute_activity_method(  # type: ignore[misc]

@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.minted import MintedCredentials
     from workflows.case.notifications import Notifications
     from workflows.case.patches import (
+        EVIDENCE_FOLDER_PATCH,
         INVESTIGATION_PATCH,
         PLAN_PATCH,
         RECOVERY_PATCH,
@@ -320,4 +321,9 @@ def _opened(input: CaseInput) -> CaseStatus:
         approvals=[],
         evidence=[],
         timeline=[TimelineEntry(at=now, what=f"case opened from finding {finding.id}")],
+        evidence_folder=(
+            f"{input.case_id}/{now:%Y-%m-%dT%H-%M-%S}Z-{workflow.info().run_id[:8]}"
+            if workflow.patched(EVIDENCE_FOLDER_PATCH)
+            else None
+        ),
     )
