@@ -1132,17 +1132,24 @@ async def test_recovery_restores_after_approval_and_the_report_says_what_was_don
     }
     fake.trails_not_logging = ["management-events", "data-events"]
     handle, result = await _approve_everything(time_skipping_env, fake)
-    # The attacker's StopLogging and trust-policy rewrite are undone after one approval;
-    # nothing is restored before it.
+    # The attacker's trust-policy rewrite is undone after approval; nothing is restored
+    # before it. The trail it stopped was started again by containment (below), so
+    # recovery neither asks about it nor starts it again.
     recover = next(a for a in result.actions if a.id.startswith("recover-"))
     assert recover.status is ActionStatus.DONE and recover.approval is not None
+    assert len(recover.steps) == 1 and "trust policy" in recover.steps[0]
     restored = [v.step.change.kind for n, v in fake.calls if n == "restore_change"]
-    assert restored == [ChangeKind.TRUST_POLICY, ChangeKind.LOGGING_STOPPED]
+    assert restored == [ChangeKind.TRUST_POLICY]
     first_restore = fake.names().index("restore_change")
     assert fake.names().index("plan_recovery") < first_restore
     assert recover.started_at is not None
     assert recover.approval.decided_at <= recover.started_at
-    assert [s.outcome for s in result.recovery] == ["restored", "restored"]
+    assert [(s.change.kind, s.outcome) for s in result.recovery] == [
+        (ChangeKind.TRUST_POLICY, "restored"),
+        (ChangeKind.LOGGING_STOPPED, "already_restored"),
+    ]
+    assert result.recovery[1].detail is not None
+    assert result.recovery[1].detail.startswith("containment started logging on it again at")
     # Both trails found stopped were started again first thing in containment, one of its
     # approved steps, so the watch read complete files.
     contain = result.actions[0]
@@ -1185,13 +1192,14 @@ async def test_recovery_restores_after_approval_and_the_report_says_what_was_don
     for action in result.actions:
         assert f"| {action.id} |" in markdown
     assert "| alice |" in markdown
-    assert "Start logging on trail management-events: **restored**" in markdown
+    assert "- Start logging on trail management-events: **" in markdown
+    assert "**pending**" not in markdown
     assert "Logging gap on trail management-events" in markdown
     assert "delete_user backup-svc" in markdown
     for record in result.evidence:
         if record.name != "post-incident-report":
             assert record.sha256 in markdown
-    await _record(handle, "logging_started_before_watch")
+    await _record(handle, "trail_restarted_by_containment_not_restored_again")
 
 
 async def test_a_declined_recovery_leaves_each_change_to_a_human(time_skipping_env):

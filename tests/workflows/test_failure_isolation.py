@@ -132,8 +132,9 @@ async def test_a_failed_removal_is_an_open_item_and_the_rounds_go_on(time_skippi
         )
 
 
-async def test_a_restore_that_fails_for_good_is_left_to_a_human_and_the_rest_restored(
-    time_skipping_env,
+@pytest.mark.parametrize("retry", ["approved", "rejected"])
+async def test_a_restore_that_fails_for_good_is_offered_again_and_the_rest_restored(
+    time_skipping_env, retry
 ):
     fake = FakeAws()
     fake.attacker_records = {STOLEN_KEY: _attack_records()}
@@ -145,18 +146,37 @@ async def test_a_restore_that_fails_for_good_is_left_to_a_human_and_the_rest_res
     queue = f"q-{uuid.uuid4()}"
     async with _worker(time_skipping_env, fake, queue):
         handle = await _start_waiting_long(time_skipping_env, queue)
-        await _run_until_only_the_retry_waits(time_skipping_env, handle)
-        result = await _result(handle)
+        waiting = await _run_until_only_the_retry_waits(time_skipping_env, handle)
 
-    assert [s.outcome for s in result.recovery].count("failed") == 1
-    failed = next(s for s in result.recovery if s.outcome == "failed")
-    assert all(s.outcome != "failed" for s in result.recovery if s is not failed)
-    assert len([n for n, _ in fake.calls if n == "restore_change"]) == len(result.recovery)
-    assert any(
-        item.startswith(f"restore by hand: {failed.description} (it failed:")
-        and "iam:UpdateAssumeRolePolicy" in item
-        for item in result.open_items
-    )
+        # The rest restored; the failed one is open and offered again beside the case.
+        failed = next(s for s in waiting.recovery if s.outcome == "failed")
+        assert all(s.outcome != "failed" for s in waiting.recovery if s is not failed)
+        restores = len(waiting.recovery)
+        assert len([n for n, _ in fake.calls if n == "restore_change"]) == restores
+        item = next(i for i in waiting.open_items if i.startswith("restore by hand: "))
+        assert failed.description in item and "iam:UpdateAssumeRolePolicy" in item
+        (offer,) = waiting.pending_actions()
+        assert offer.id.startswith("retry-") and offer.title == "Retry 1 failed restore"
+        assert "iam:UpdateAssumeRolePolicy" in offer.steps[0]
+        if retry == "approved":
+            await handle.signal(CaseWorkflow.approve, _approval(offer.id))
+        else:
+            await handle.signal(
+                CaseWorkflow.reject, _approval(offer.id).model_copy(update={"reason": "by hand"})
+            )
+        await _wait_for(handle, _decided(offer.id))
+        result = await _result(handle)
+        if retry == "approved":
+            await _record(handle, "failed_restore_retried_beside_the_case")
+
+    again = next(s for s in result.recovery if s.description == failed.description)
+    calls = len([n for n, _ in fake.calls if n == "restore_change"])
+    if retry == "approved":
+        assert calls == restores + 1 and again.outcome != "failed"
+        assert not any(i.startswith("restore by hand: ") for i in result.open_items)
+    else:
+        assert calls == restores and again.outcome == "failed"
+        assert item in result.open_items
     assert result.phase is Phase.CLOSED and result.report is not None
 
 

@@ -29,3 +29,6 @@ CONTAINMENT_FIRST_PATCH = "containment-first"
 # Each case keeps its evidence in a folder of its own, apart from an earlier case's
 # under the same id.
 EVIDENCE_FOLDER_PATCH = "evidence-folder-per-case"
+# Recovery asks nothing for a trail containment already started, and a restore that fails
+# for good is offered for a retry beside the case.
+RECOVERY_RETRY_PATCH = "recovery-retry-beside"

@@ -10,11 +10,20 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.recovery import TRAILS_EVIDENCE_NAME, RecoveryActivities, trail_name
     from models.activities import PlanRecoveryInput, RestoreChangeInput
-    from models.case import ActionKind, ActionStatus, Decision, LoggingGap, Phase, RecoveryStep
+    from models.case import (
+        Action,
+        ActionKind,
+        ActionStatus,
+        Approval,
+        Decision,
+        LoggingGap,
+        Phase,
+        RecoveryStep,
+    )
     from playbook.classify import AttackerChange, ChangeKind, ResourceKind
     from workflows.case.approvals import Approvals
     from workflows.case.eradication import attacker_keys, attacker_made, owner_kind
-    from workflows.case.patches import PERMISSIONS_PATCH
+    from workflows.case.patches import PERMISSIONS_PATCH, RECOVERY_RETRY_PATCH
     from workflows.case.record import CaseRecord
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
@@ -79,12 +88,27 @@ class Recovery:
             if step.manual:
                 record.needs_human(step.manual)
         automatic = [s for s in steps if s.operation is not None]
+        if workflow.patched(RECOVERY_RETRY_PATCH):
+            automatic = [s for s in automatic if not self._done_by_containment(s)]
         if automatic:
             await self._restore(automatic)
         for step in steps:
             if step.change.kind is ChangeKind.LOGGING_STOPPED:
                 self._record_logging_gap(step.change, step)
         record.refresh()
+
+    def _done_by_containment(self, step: RecoveryStep) -> bool:
+        """A trail the attacker stopped that containment started again needs no restore,
+        nor anyone's approval for one."""
+        if step.change.kind is not ChangeKind.LOGGING_STOPPED:
+            return False
+        restarted = self._record.status.trails_restarted.get(trail_name(step.change.target))
+        if restarted is None:
+            return False
+        step.outcome, step.done_at = "already_restored", restarted
+        step.detail = f"containment started logging on it again at {restarted.isoformat()}"
+        self._record.note(f"{step.description}: {step.detail}")
+        return True
 
     def _explain_stopped_trails(self, changes: list[AttackerChange]) -> None:
         """A trail found stopped that no change of the attacker's explains: who stopped it
@@ -152,6 +176,19 @@ class Recovery:
             return
         record.set_phase(Phase.RECOVERY, f"restore approved by {decision.approver}")
         ledger.start(action)
+        failed = await self._carry_out(steps)
+        outcomes = Counter(step.outcome for step in steps)
+        ledger.finish(
+            action, ActionStatus.DONE, ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+        )
+        if failed and workflow.patched(RECOVERY_RETRY_PATCH):
+            self._offer_retry(failed)
+
+    async def _carry_out(self, steps: list[RecoveryStep]) -> list[RecoveryStep]:
+        """Each restore in turn; one that fails for good is left to a human and the rest
+        go on. Returns the failed ones."""
+        record = self._record
+        failed = []
         for step in steps:
             request = RestoreChangeInput(case_id=record.status.folder, step=step)
             result, failure = await self._approvals.attempt_or_fail(
@@ -168,7 +205,8 @@ class Recovery:
             if result is None:
                 # The rest of the recovery goes on; this change is left to a human.
                 step.outcome, step.detail = "failed", failure
-                record.needs_human(f"restore by hand: {step.description} (it failed: {failure})")
+                record.needs_human(_undone(step))
+                failed.append(step)
                 record.refresh()
                 continue
             step.outcome, step.detail, step.done_at = result.outcome, result.detail, workflow.now()
@@ -176,9 +214,33 @@ class Recovery:
                 record.record_evidence(result.evidence)
             record.note(f"{step.description}: {result.detail}")
             record.refresh()
-        outcomes = Counter(step.outcome for step in steps)
-        ledger.finish(
-            action, ActionStatus.DONE, ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+        return failed
+
+    def _offer_retry(self, failed: list[RecoveryStep]) -> None:
+        """The failed restores offered again, decided while the case goes on."""
+
+        async def then(action: Action, decision: Approval) -> None:
+            ledger = self._approvals.ledger
+            if decision.decision is Decision.REJECTED:
+                ledger.finish(action, ActionStatus.REJECTED, decision.reason)
+                return
+            ledger.start(action)
+            for step in failed:
+                self._record.status.open_items.remove(_undone(step))
+            still = await self._carry_out(failed)
+            ledger.finish(
+                action,
+                ActionStatus.FAILED if still else ActionStatus.DONE,
+                f"{len(failed) - len(still)} restored, {len(still)} failed again",
+            )
+            if still:
+                self._offer_retry(still)
+
+        self._approvals.offer_beside(
+            ActionKind.RETRY,
+            f"Retry {len(failed)} failed " + ("restore" if len(failed) == 1 else "restores"),
+            [f"{step.description}: {step.detail}" for step in failed],
+            then,
         )
 
     def _record_logging_gap(self, change: AttackerChange, step: RecoveryStep) -> None:
@@ -198,3 +260,8 @@ class Recovery:
             f"{restarted.isoformat() if restarted else 'now (not restarted)'}: no CloudTrail "
             "record of that time exists"
         )
+
+
+def _undone(step: RecoveryStep) -> str:
+    """The open item of a restore that failed for good."""
+    return f"restore by hand: {step.description} (it failed: {step.detail})"
