@@ -361,3 +361,34 @@ async def test_a_case_opened_again_under_its_id_keeps_its_evidence_apart(time_sk
     assert sorted(set(stored)) == sorted(folders)
     reports = [call.status.folder for name, call in fake.calls if name == "write_report"]
     assert reports == folders
+
+
+async def test_a_denied_deactivation_still_denies_the_users_older_tokens(time_skipping_env):
+    """UpdateAccessKey denied: the user's older tokens are denied at once, and the key's
+    deactivation waits on a human's retry, named with its call."""
+    fake = FakeAws(kind=CredentialKind.IAM_USER_KEY)
+    fake.has_login_profile = False
+    fake.fail_next["deactivate_access_key"] = _denied(
+        "iam:UpdateAccessKey", f"deactivate {STOLEN_KEY}"
+    )
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start_waiting_long(time_skipping_env, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        waiting = await _wait_for(handle, _pending("retry-"))
+        (retry,) = waiting.pending_actions()
+        assert retry.title == "Retry: deactivate the access key"
+        assert "(call iam:UpdateAccessKey)" in retry.steps[0]
+        assert fake.names().count("deny_user_tokens_before") == 1
+        assert waiting.containment_cutoff is not None
+        assert waiting.phase is Phase.NEEDS_HUMAN
+        await handle.signal(CaseWorkflow.approve, _approval(retry.id))
+        await _wait_for(handle, _decided(retry.id))
+        await _approve_the_rest(time_skipping_env, handle)
+        result = await _result(handle)
+
+    assert fake.names().count("deactivate_access_key") == 2
+    deactivations = [i for i, n in enumerate(fake.names()) if n == "deactivate_access_key"]
+    assert deactivations[0] < fake.names().index("deny_user_tokens_before") < deactivations[1]
+    assert result.outcome is not None and result.outcome.startswith("contained")

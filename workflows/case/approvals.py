@@ -147,7 +147,7 @@ class Approvals:
             return await call()
         except ActivityError as err:
             detail = failure_detail(err)
-        return await self._until_retried(doing, detail, call)
+        return await self.retry(doing, detail, call)
 
     async def attempt_or_fail(
         self, doing: str, call: Callable[[], Awaitable[T]]
@@ -160,9 +160,11 @@ class Approvals:
             detail = failure_detail(err)
         if workflow.patched(ISOLATED_FAILURES_PATCH):
             return None, detail
-        return await self._until_retried(doing, detail, call), None
+        return await self.retry(doing, detail, call), None
 
-    async def _until_retried(self, doing: str, detail: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def retry(self, doing: str, detail: str, call: Callable[[], Awaitable[T]]) -> T:
+        """A step that failed for good (`detail` says how), run again each time a human
+        approves a retry; a rejection gives the case up."""
         record = self._record
         while True:
             previous = record.status.phase

@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from config import names
     from models.activities import (
         AccessKeyInput,
+        AccessKeyResult,
         CaptureUserResult,
         DenyUserTokensInput,
         InstanceInput,
@@ -401,17 +402,26 @@ class Containment:
     async def _apply_user_key(self, action: Action, credential: Credential) -> None:
         user_name = credential.principal.user_name or ""
         cutoff = self._ledger.start(action)
-        key = await self._approvals.attempt(
-            "deactivate the access key",
-            lambda: workflow.execute_activity_method(
+
+        def deactivate() -> Awaitable[AccessKeyResult]:
+            return workflow.execute_activity_method(
                 IamActivities.deactivate_access_key,
                 AccessKeyInput(user_name=user_name, access_key_id=credential.access_key_id),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Deactivate {credential.access_key_id}",
-            ),
-        )
+            )
+
+        failure = None
+        if workflow.patched(CONTAINMENT_FIRST_PATCH):
+            # The older tokens are denied even while the key's deactivation waits on a
+            # human's retry: one denied call must not leave both working.
+            key, failure = await self._approvals.attempt_or_fail(
+                "deactivate the access key", deactivate
+            )
+        else:
+            key = await self._approvals.attempt("deactivate the access key", deactivate)
         denied = await self._approvals.attempt(
             "deny the user's older tokens",
             lambda: workflow.execute_activity_method(
@@ -424,6 +434,14 @@ class Containment:
             ),
         )
         self._record.status.containment_cutoff = denied.cutoff_in_effect
+        if key is None:
+            self._record.note(
+                f"{user_name}'s tokens issued before {denied.cutoff_in_effect.isoformat()} are "
+                f"denied; {credential.access_key_id} is still active"
+            )
+            key = await self._approvals.retry(
+                "deactivate the access key", failure or "it failed", deactivate
+            )
         self._record.note(
             f"{credential.access_key_id} is {key.status}"
             + ("" if key.changed else " (it already was)")
