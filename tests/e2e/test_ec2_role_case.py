@@ -243,9 +243,12 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     )
     assert probe.access_key_id == result.verified_access_key_id
 
-    # Evidence: snapshots tagged with the case, objects whose bytes hash to the record.
+    # Evidence: snapshots tagged with the case's evidence folder (its id, then when and in
+    # which run it opened), objects whose bytes hash to the record.
+    assert result.folder.startswith(f"{case.case_id}/")
     snapshots = ec2.describe_snapshots(
-        OwnerIds=["self"], Filters=[{"Name": f"tag:{names.CASE_TAG_KEY}", "Values": [case.case_id]}]
+        OwnerIds=["self"],
+        Filters=[{"Name": f"tag:{names.CASE_TAG_KEY}", "Values": [result.folder]}],
     )["Snapshots"]
     volume_ids = {m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"] if "Ebs" in m}
     assert {s["VolumeId"] for s in snapshots} == volume_ids and volume_ids
