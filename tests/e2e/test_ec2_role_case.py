@@ -145,7 +145,9 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     assert [(a.action_id, a.approver, a.decision) for a in result.approvals] == [
         (action_id, "e2e@example.com", Decision.APPROVED) for action_id in [action.id, *approved]
     ]
-    assert [a.split("-")[0] for a in approved] == ["eradicate", "eradicate", "recover"]
+    # Nothing to approve for recovery: the one change to undo, the trail the attacker
+    # stopped, was started again by containment (below).
+    assert [a.split("-")[0] for a in approved] == ["eradicate", "eradicate"]
     assert result.actions[0].status is ActionStatus.DONE
     assert [(n.author, n.text) for n in result.notes] == [
         ("responder@example.com", "paged the orders team")
