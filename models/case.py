@@ -227,6 +227,9 @@ class EradicationPlan(BaseModel):
     changes: list[AttackerChange]  # to restore in recovery, not to remove
     new_credentials: list[NewCredential]  # to investigate like the first one
     evidence_key: str
+    # The minted keys deactivated before anything was removed: contained even when their
+    # removal fails.
+    deactivated: list[str] = Field(default_factory=list)
 
 
 class RecoveryOperation(StrEnum):

@@ -1323,13 +1323,23 @@ async def test_minted_credentials_are_watched_and_contained_again_when_they_stil
     recontain = next(a for a in result.actions if a.id.startswith("recontain-"))
     assert recontain.status is ActionStatus.DONE
     assert f"Deactivate {BACKDOOR_KEY} of user backup-svc" in recontain.steps
+    # Each minted key was deactivated first thing in the round that found it, and the one
+    # that still worked (its deactivation undone by the attacker) once more on its own.
     deactivated = [v for n, v in fake.calls if n == "deactivate_access_key"]
-    assert [(d.user_name, d.access_key_id) for d in deactivated] == [("backup-svc", BACKDOOR_KEY)]
+    assert [(d.user_name, d.access_key_id) for d in deactivated] == [
+        ("backup-svc", BACKDOOR_KEY),
+        ("svc-monitor", THIRD_KEY),
+        ("backup-svc", BACKDOOR_KEY),
+    ]
+    assert [p.deactivated for p in result.eradication] == [[BACKDOOR_KEY], [THIRD_KEY], [], []]
     # The working key is investigated again in a fourth round, after its containment.
     assert [p.access_key_ids for p in result.eradication][-1] == [BACKDOOR_KEY]
     assert len(result.eradication) == 4
     assert Phase.CONTAINMENT_FAILED in [p.phase for p in result.phases]
-    assert fake.names().index("deactivate_access_key") < max(
+    assert fake.names().index("deactivate_access_key") < fake.names().index("remove_resource")
+    # Contained again before the fourth round investigates it.
+    again_deactivated = [i for i, n in enumerate(fake.names()) if n == "deactivate_access_key"][-1]
+    assert again_deactivated < max(
         i for i, n in enumerate(fake.names()) if n == "classify_credential_activity"
     )
     # The watch looks from the containment on, not from when it started.

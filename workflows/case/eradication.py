@@ -37,7 +37,12 @@ with workflow.unsafe.imports_passed_through():
     from playbook.plan import RemovalStep, removal_plan
     from workflows.case.approvals import Approvals
     from workflows.case.minted import MintedCredentials
-    from workflows.case.patches import ERADICATE_PATCH, PERMISSIONS_PATCH, ROUNDS_PATCH
+    from workflows.case.patches import (
+        ERADICATE_PATCH,
+        MINTED_FIRST_PATCH,
+        PERMISSIONS_PATCH,
+        ROUNDS_PATCH,
+    )
     from workflows.case.record import CaseRecord
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
@@ -250,10 +255,12 @@ class Eradication:
         to_remove = [step for step in plan.steps if step.outcome != "kept"]
         if not to_remove:
             return
+        minted_first = workflow.patched(MINTED_FIRST_PATCH)
         action = self._approvals.propose(
             ActionKind.ERADICATE,
             f"Round {plan.round}: remove {_count(len(to_remove), 'resource')} the attacker made",
-            [step.describe() for step in plan.steps],
+            (self._minted.first_steps(plan) if minted_first else [])
+            + [step.describe() for step in plan.steps],
         )
         decision = await self._approvals.decision(action)
         if decision.decision is Decision.REJECTED:
@@ -267,6 +274,8 @@ class Eradication:
             return
         record.set_phase(Phase.ERADICATION, f"removal approved by {decision.approver}")
         ledger.start(action)
+        if minted_first:
+            await self._minted.deactivate_first(plan)
         uncaptured = await self._capture_before_removal(
             [s for s in plan.steps if not s.skipped_reason]
         )

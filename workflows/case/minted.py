@@ -40,6 +40,55 @@ class MintedCredentials:
         self._containment = containment
         self._watch = watch
 
+    def first_steps(self, plan: EradicationPlan) -> list[str]:
+        """A round's first steps: the keys the attacker minted, deactivated before anything
+        is removed, so a removal that fails cannot leave one working."""
+        return [
+            f"Deactivate {c.access_key_id} of {c.principal} first: the attacker minted it"
+            for c in self._minted_keys(plan)
+        ]
+
+    async def deactivate_first(self, plan: EradicationPlan) -> None:
+        """Each key the attacker minted this round deactivated, once the round is approved
+        and before its removals; one that cannot be is noted and the rest go on."""
+        record = self._record
+        for credential in self._minted_keys(plan):
+            key, user = credential.access_key_id, credential.principal
+            request = AccessKeyInput(user_name=user, access_key_id=key)
+            summary = f"Deactivate {key} of {user} before the round's removals"
+            result, failure = await self._approvals.attempt_or_fail(
+                f"deactivate {key}",
+                lambda request=request, summary=summary: workflow.execute_activity_method(  # type: ignore[misc]
+                    IamActivities.deactivate_access_key,
+                    request,
+                    start_to_close_timeout=timedelta(minutes=2),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=AWS_RETRY,
+                    summary=summary,
+                ),
+            )
+            if result is None:
+                record.note(f"{key} of {user} could not be deactivated first: {failure}")
+                continue
+            plan.deactivated.append(key)
+            record.note(f"{key} of {user} deactivated before the round's removals")
+        record.refresh()
+
+    def _minted_keys(self, plan: EradicationPlan) -> list[NewCredential]:
+        """The access keys the attacker minted found this round, on users Quench may act
+        on, that no earlier round deactivated."""
+        protected = set(self._record.policy.protected_names)
+        earlier = {
+            k for p in self._record.status.eradication if p is not plan for k in p.deactivated
+        }
+        return [
+            c
+            for c in plan.new_credentials
+            if c.kind == "access_key"
+            and c.principal not in protected
+            and c.access_key_id not in earlier
+        ]
+
     async def contain(self, plan: EradicationPlan, minted: list[NewCredential]) -> list[str]:
         """Each credential the attacker minted is contained before it is investigated: a
         key or session dies with the user or role this round removed; a federation token
@@ -79,6 +128,13 @@ class MintedCredentials:
                 record.note(
                     f"{credential.access_key_id} was deleted with its user "
                     f"{credential.principal}; its activity is investigated next"
+                )
+                contained.append(credential.access_key_id)
+                continue
+            if credential.access_key_id in plan.deactivated:
+                record.note(
+                    f"{credential.access_key_id} was deactivated before the round's removals; "
+                    "its activity is investigated next"
                 )
                 contained.append(credential.access_key_id)
                 continue

@@ -32,3 +32,6 @@ EVIDENCE_FOLDER_PATCH = "evidence-folder-per-case"
 # Recovery asks nothing for a trail containment already started, and a restore that fails
 # for good is offered for a retry beside the case.
 RECOVERY_RETRY_PATCH = "recovery-retry-beside"
+# The keys the attacker minted are deactivated, the round's first step, before anything is
+# removed: a removal that fails leaves them contained.
+MINTED_FIRST_PATCH = "minted-keys-deactivated-first"
