@@ -21,6 +21,8 @@ from models.activities import (
     AccessKeyInput,
     AccessKeyResult,
     CaptureInstanceInput,
+    CaptureLaunchedInput,
+    CaptureLaunchedResult,
     CaptureInstanceResult,
     CaptureRoleInput,
     CaptureTrailsInput,
@@ -42,6 +44,8 @@ from models.activities import (
     InstanceInput,
     InstanceStateResult,
     InvestigateInput,
+    ListCaseSnapshotsInput,
+    ListCaseSnapshotsResult,
     NotifyInput,
     NotifyResult,
     PlanReadsInput,
@@ -78,6 +82,7 @@ from models.activities import (
 from models.case import (
     ActionStatus,
     ApprovalInput,
+    CaseSnapshot,
     CaseInput,
     CasePolicy,
     CaseStatus,
@@ -221,6 +226,22 @@ class FakeAws:
             fake._record("snapshot_volumes", input)
             return SnapshotVolumesResult(
                 snapshot_ids={"vol-1": "snap-1"}, evidence=_evidence("ebs-snapshots")
+            )
+
+        @activity.defn(name="list_case_snapshots")
+        async def list_case_snapshots(input: ListCaseSnapshotsInput) -> ListCaseSnapshotsResult:
+            fake._record("list_case_snapshots", input)
+            return ListCaseSnapshotsResult(
+                snapshots=[
+                    CaseSnapshot(snapshot_id="snap-1", volume_id="vol-1", instance_id=INSTANCE)
+                ]
+            )
+
+        @activity.defn(name="capture_launched_resource")
+        async def capture_launched_resource(input: CaptureLaunchedInput) -> CaptureLaunchedResult:
+            fake._record("capture_launched_resource", input)
+            return CaptureLaunchedResult(
+                evidence=_evidence(f"launched-{input.kind}-{input.name}"), detail="kept"
             )
 
         @activity.defn(name="capture_cloudtrail_slice")
@@ -471,6 +492,8 @@ class FakeAws:
             return NotifyResult(channel="chat", sent=True, detail="HTTP 200")
 
         return [
+            list_case_snapshots,
+            capture_launched_resource,
             plan_reads,
             count_baseline,
             read_scope,

@@ -9,7 +9,27 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from config import names
-    from models.case import Action, ActionStatus, CaseStatus, EvidenceRecord
+    from models.case import Action, ActionKind, ActionStatus, CaseStatus, EvidenceRecord
+
+
+# What a decision's reason could say, by kind of action, for the commands people are
+# shown: a retry is not approved because something is malicious, nor declined because it
+# is a false positive.
+_SUGGESTED_REASONS: dict[ActionKind, tuple[str, str]] = {
+    ActionKind.RETRY: ("the cause of the failure is fixed", "it will be done by hand"),
+    ActionKind.ERADICATE: (
+        "every resource on the plan is the attacker's",
+        "a resource on the plan is legitimate",
+    ),
+    ActionKind.RECOVER: ("restore what the attacker changed", "it will be restored by hand"),
+    ActionKind.MANUAL_CONTAINMENT: ("contained by hand as the checklist says", "not contained yet"),
+}
+DEFAULT_REASONS = ("confirmed malicious", "false positive")
+
+
+def suggested_reasons(kind: ActionKind) -> tuple[str, str]:
+    """A reason to approve and one to reject an action of this kind, as examples."""
+    return _SUGGESTED_REASONS.get(kind, DEFAULT_REASONS)
 
 
 def approve_update_command(case_id: str, action_id: str) -> str:
@@ -40,10 +60,12 @@ def approval_request(
             "the case proceeds on its own" if proceeds_at_deadline else "the case escalates again"
         )
         lines.append(f"Decide before {utc(action.deadline)}; then {then}.")
+    approve, reject = suggested_reasons(action.kind)
     lines += [
         "",
         f"Approve: quench approve {case_id} {action.id} --by <you> --reason <why>",
         f"     or: {approve_update_command(case_id, action.id)}",
+        f"(a reason could be '{approve}'; to decline: quench reject ... --reason '{reject}')",
     ]
     return "\n".join(lines)
 

@@ -23,3 +23,8 @@ INVESTIGATION_CHILD_PATCH = "investigation-child-workflow"
 # A step that fails for good is recorded as failed and the rest goes on; its retry is
 # offered beside the case instead of holding it up.
 ISOLATED_FAILURES_PATCH = "isolated-step-failures"
+# An instance or Lambda function the attacker launched is captured as evidence before its
+# removal, as users and roles are.
+LAUNCHED_EVIDENCE_PATCH = "launched-resource-evidence"
+# The report names the EBS snapshots tagged with the case, looked up before it is written.
+REPORT_SNAPSHOTS_PATCH = "report-snapshots"
