@@ -1192,7 +1192,7 @@ def capture(
 ) -> CaptureLaunchedResult:
     result = env.run(
         eradication.capture_launched_resource,
-        CaptureLaunchedInput(case_id=CASE, kind=kind, name=name),  # type: ignore[arg-type]
+        CaptureLaunchedInput(case_id=CASE, kind=kind, name=name),
     )
     assert isinstance(result, CaptureLaunchedResult)
     return result
