@@ -3,7 +3,9 @@ as Markdown for people. Pure: no AWS, no clock (the time it is written is given)
 
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -165,6 +167,9 @@ class CaseReport(BaseModel):
     # Evidence kept of what eradication removed, before it went.
     removed_evidence: list[str] = Field(default_factory=list)
 
+
+# What the rounds count, added up over them.
+Counted = TypeVar("Counted", FailedCall, DataRead)
 
 # Outcomes as people say them.
 _OUTCOME_WORDS = {
@@ -480,29 +485,27 @@ def _attacker_keys(status: CaseStatus) -> set[str]:
     return keys | {c.access_key_id for plan in status.eradication for c in plan.new_credentials}
 
 
+def _summed(items: Iterable[Counted], key: Callable[[Counted], tuple[str, str]]) -> list[Counted]:
+    """Items of every round, one per key, their calls added up, in the order first seen."""
+    merged: dict[tuple[str, str], Counted] = {}
+    for item in items:
+        if key(item) in merged:
+            merged[key(item)].calls += item.calls
+        else:
+            merged[key(item)] = item.model_copy()
+    return list(merged.values())
+
+
 def _failures(status: CaseStatus) -> list[FailedCall]:
     """The attacker's failed calls by API and error, over every round."""
-    merged: dict[tuple[str, str], FailedCall] = {}
-    for plan in status.eradication:
-        for failure in plan.failures:
-            key = (failure.api, failure.error_code)
-            if key in merged:
-                merged[key].calls += failure.calls
-            else:
-                merged[key] = failure.model_copy()
-    return sorted(merged.values(), key=lambda f: (f.first_at, f.api))
+    failures = [f for plan in status.eradication for f in plan.failures]
+    merged = _summed(failures, lambda f: (f.api, f.error_code))
+    return sorted(merged, key=lambda f: (f.first_at, f.api))
 
 
 def _data_reads(status: CaseStatus) -> list[DataRead]:
-    merged: dict[tuple[str, str], DataRead] = {}
-    for plan in status.eradication:
-        for read in plan.data_reads:
-            key = (read.api, read.target)
-            if key in merged:
-                merged[key].calls += read.calls
-            else:
-                merged[key] = read.model_copy()
-    return list(merged.values())
+    reads = [r for plan in status.eradication for r in plan.data_reads]
+    return _summed(reads, lambda r: (r.api, r.target))
 
 
 def _others_changes(status: CaseStatus) -> list[OtherChange]:

@@ -270,15 +270,12 @@ def test_list_case_snapshots_names_the_case_s_snapshots_and_no_other(
     activity_env: ActivityEnvironment,
 ) -> None:
     volume_ids = volume_ids_of(ec2, instance_id)
-    taken = activity_env.run(
-        ec2_activities.snapshot_volumes,
-        SnapshotVolumesInput(case_id=CASE, instance_id=instance_id, volume_ids=volume_ids),
-    )
-    activity_env.run(
-        ec2_activities.snapshot_volumes,
-        SnapshotVolumesInput(
-            case_id="another-case", instance_id=instance_id, volume_ids=volume_ids
-        ),
+    taken, _ = (
+        activity_env.run(
+            ec2_activities.snapshot_volumes,
+            SnapshotVolumesInput(case_id=case, instance_id=instance_id, volume_ids=volume_ids),
+        )
+        for case in (CASE, "another-case")
     )
     ec2.create_snapshot(VolumeId=volume_ids[0], Description="someone else's backup")
 

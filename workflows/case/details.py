@@ -10,6 +10,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from config import names
     from models.case import Action, ActionKind, ActionStatus, CaseStatus, EvidenceRecord
+    from playbook.report import in_words
 
 
 # What a decision's reason could say, by kind of action, for the commands people are
@@ -184,7 +185,8 @@ def render_details(status: CaseStatus) -> str:
         ]
         lines += ["", f"#### Removal plan ({len(plan.steps)} steps)"]
         lines += [
-            f"{step.order}. {step.describe()}" + (f" — {step.outcome}" if step.outcome else "")
+            f"{step.order}. {step.describe()}"
+            + (f" — {in_words(step.outcome)}" if step.outcome else "")
             for step in plan.steps
         ]
         lines += [f"- restore: {c.kind.value} of {c.target}" for c in plan.changes]
@@ -194,7 +196,7 @@ def render_details(status: CaseStatus) -> str:
         ]
     if status.recovery:
         lines += ["", "### Recovery"]
-        lines += [f"- {r.description}: {r.outcome or 'pending'}" for r in status.recovery]
+        lines += [f"- {r.description}: {in_words(r.outcome)}" for r in status.recovery]
         lines += [
             f"- logging gap on {g.trail} from {g.stopped_at.isoformat()} to "
             f"{g.restarted_at.isoformat() if g.restarted_at else 'not restarted'}"
