@@ -506,6 +506,7 @@ class CloudTrailActivities:
         report = classify(records)
         changes = changes_by_others(others, frozenset(input.access_key_ids))
         report.others_changes = changes[:OTHERS_KEPT_IN_RESULT]
+        report.others_read = True
         return ClassifyActivityResult(report=report, evidence=evidence)
 
     @activity.defn

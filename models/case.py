@@ -242,6 +242,7 @@ class EradicationPlan(BaseModel):
     failures: list[FailedCall] = Field(default_factory=list)
     data_reads: list[DataRead] = Field(default_factory=list)
     others_changes: list[OtherChange] = Field(default_factory=list)
+    others_read: bool = False  # False: the round did not look (recorded before it could)
 
 
 class RecoveryOperation(StrEnum):

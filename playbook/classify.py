@@ -220,6 +220,7 @@ class ActivityReport(BaseModel):
     failures: list[FailedCall] = Field(default_factory=list)
     data_reads: list[DataRead] = Field(default_factory=list)
     others_changes: list[OtherChange] = Field(default_factory=list)
+    others_read: bool = False  # whether others' changes were looked for at all
 
 
 def _get(record: dict[str, Any], *path: str) -> Any:

@@ -164,6 +164,7 @@ class CaseReport(BaseModel):
     failures: list[FailedCall] = Field(default_factory=list)  # the calls that failed, by error
     data_reads: list[DataRead] = Field(default_factory=list)
     others_changes: list[OtherChange] = Field(default_factory=list)
+    others_read: bool = False  # whether any round looked for them
     # Evidence kept of what eradication removed, before it went.
     removed_evidence: list[str] = Field(default_factory=list)
 
@@ -427,6 +428,7 @@ def build_report(
         failures=_failures(status),
         data_reads=_data_reads(status),
         others_changes=_others_changes(status),
+        others_read=any(plan.others_read for plan in status.eradication),
         removed_evidence=[
             e.name for e in status.evidence if e.name.startswith(("launched-", "removed-"))
         ],
@@ -672,9 +674,12 @@ def _containment_section(report: CaseReport) -> list[str]:
             f"- Cut-off: sessions and tokens issued before {facts.cutoff.isoformat()} are denied"
         )
     if facts.instance_id:
-        stops = ", ".join(t.isoformat() for t in facts.stopped_at) or "not stopped"
-        starts = ", ".join(t.isoformat() for t in facts.started_at) or "not started"
-        lines.append(f"- Instance `{facts.instance_id}`: stopped {stops}; started {starts}")
+        if facts.stopped_at or facts.started_at:
+            stops = ", ".join(t.isoformat() for t in facts.stopped_at) or "-"
+            starts = ", ".join(t.isoformat() for t in facts.started_at) or "-"
+            lines.append(f"- Instance `{facts.instance_id}`: stopped {stops}; started {starts}")
+        else:
+            lines.append(f"- Instance `{facts.instance_id}`: not stopped or started by the case")
     if facts.new_access_key_id:
         lines.append(f"- New key on the instance after its restart: `{facts.new_access_key_id}`")
     lines += [
@@ -720,7 +725,7 @@ def _failures_and_reads(report: CaseReport) -> list[str]:
 
 
 def _others_section(report: CaseReport) -> list[str]:
-    if not report.eradication_ran:
+    if not report.others_read:
         return []
     lines = [
         "",

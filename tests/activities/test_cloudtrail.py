@@ -446,6 +446,7 @@ def test_classification_names_other_principals_changes_in_the_window(
     )
 
     assert [r.name for r in result.report.resources] == ["backup"]
+    assert result.report.others_read
     assert [
         (c.event_id, c.event_name, c.target, c.access_key_id, c.source_ip)
         for c in result.report.others_changes

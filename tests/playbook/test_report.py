@@ -359,6 +359,7 @@ def test_failures_reads_and_others_changes_are_shown_once_over_the_rounds():
     status.eradication[0].failures = [denied]
     status.eradication[0].data_reads = [read]
     status.eradication[0].others_changes = [other("e-1", "AKIAALICE"), other("e-2", "AKIABACKDOOR")]
+    status.eradication[0].others_read = True
     status.eradication[1].failures = [denied]
     status.eradication[1].others_changes = [other("e-1", "AKIAALICE")]
     report = build_report(status, written_at=_at(96))
@@ -374,6 +375,16 @@ def test_failures_reads_and_others_changes_are_shown_once_over_the_rounds():
     assert "AKIABACKDOOR` | CreateUser" not in markdown
 
 
-def test_a_round_with_no_change_by_others_says_so():
-    markdown = render_markdown(build_report(_status(), written_at=_at(96)))
+def test_a_round_with_no_change_by_others_says_so_and_one_that_did_not_look_says_nothing():
+    status = _status()
+    markdown = render_markdown(build_report(status, written_at=_at(96)))
+    # Recorded before rounds looked for others' changes: no claim that there were none.
+    assert "Changes by others" not in markdown
+    status.eradication[0].others_read = True
+    markdown = render_markdown(build_report(status, written_at=_at(96)))
     assert "CloudTrail shows no change by anyone else in the window." in markdown
+
+
+def test_an_instance_containment_did_not_restart_says_so():
+    markdown = render_markdown(build_report(_status(), written_at=_at(96)))
+    assert f"- Instance `{INSTANCE}`: not stopped or started by the case" in markdown

@@ -169,6 +169,7 @@ class Eradication:
             failures=report.failures,
             data_reads=report.data_reads,
             others_changes=report.others_changes,
+            others_read=report.others_read,
         )
         record.status.eradication.append(plan)
         record.note(
