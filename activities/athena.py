@@ -263,7 +263,12 @@ def trail_query_sql(
     match. It narrows by the partitions (regions, and the days whose files can hold the
     window's records), the window, and who or what the query asks for; `after` resumes past
     a row already read."""
-    if query.resource_name is None and not query.access_key_ids and not query.principal_arn:
+    if (
+        query.resource_name is None
+        and not query.access_key_ids
+        and not query.principal_arn
+        and not query.by_event_name()
+    ):
         return None
     if not regions:
         return None
@@ -277,7 +282,10 @@ def trail_query_sql(
         # CloudTrail writes whole seconds; the window's own fractions are left to matches().
         f"eventtime BETWEEN '{start:%Y-%m-%dT%H:%M:%SZ}' AND '{end:%Y-%m-%dT%H:%M:%SZ}'",
     ]
-    if query.resource_name is None:
+    if query.by_event_name():
+        events = literals(query.event_names, EVENT_NAME, "event name")
+        conditions.append(f"eventname IN ({events})")
+    elif query.resource_name is None:
         who = []
         if query.access_key_ids:
             keys = literals(query.access_key_ids, ACCESS_KEY_ID, "access key id")

@@ -44,7 +44,7 @@ from models.activities import (
     CloudTrailSliceResult,
     TrailEvent,
 )
-from playbook.classify import classify
+from playbook.classify import CHANGE_EVENTS, changes_by_others, classify
 from playbook.investigation import by_principal
 
 # CloudTrail delivers a file about every 5 minutes, usually within 15 minutes of the calls
@@ -68,6 +68,8 @@ DENIED_ERROR_CODES = frozenset(
     }
 )
 EVENTS_KEPT_IN_RESULT = 100
+# Other principals' changes a round hands the workflow at most (all are in its evidence).
+OTHERS_KEPT_IN_RESULT = 200
 _STAMP = re.compile(r"_(\d{8}T\d{4})Z_")
 
 
@@ -79,7 +81,8 @@ _RESOURCE_PARAMETERS = ("roleName", "userName", "name", "trailName", "functionNa
 class TrailQuery:
     """The records of some credentials in a window, and with `principal_arn` every call of
     that user or of any session of that role; or, with `resource_name`, the calls (of
-    `event_names`, by anyone) that acted on one resource."""
+    `event_names`, by anyone) that acted on one resource; or, with `event_names` alone,
+    every call of those names by anyone."""
 
     account_id: str
     access_key_ids: frozenset[str]
@@ -102,6 +105,8 @@ class TrailQuery:
     def matches(self, record: dict[str, Any]) -> bool:
         if not self.start <= record_time(record) <= self.end:
             return False
+        if self.by_event_name():
+            return record.get("eventName") in self.event_names
         if self.resource_name is None:
             made = mentions_credential if self.mentions else by_credential
             return made(record, self.access_key_ids) or bool(
@@ -112,9 +117,20 @@ class TrailQuery:
         request = record.get("requestParameters") or {}
         return any(request.get(p) == self.resource_name for p in _RESOURCE_PARAMETERS)
 
+    def by_event_name(self) -> bool:
+        """Every call of `event_names`, by anyone: no credential, principal or resource."""
+        return bool(
+            self.event_names
+            and self.resource_name is None
+            and not self.access_key_ids
+            and not self.principal_arn
+        )
+
     def needles(self) -> frozenset[str]:
         """Strings every matching record holds as a whole JSON string value: a log file
         without one of them has no match (activities/trailscan.py)."""
+        if self.by_event_name():
+            return self.event_names
         if self.resource_name is not None:
             return frozenset({self.resource_name})
         if self.principal_arn:
@@ -141,6 +157,8 @@ class TrailQuery:
 
     def lookup_attributes(self) -> list[tuple[str, str]]:
         """What LookupEvents can filter on (one attribute a lookup)."""
+        if self.by_event_name():
+            return [("EventName", name) for name in sorted(self.event_names)]
         if self.resource_name is not None:
             return [("ResourceName", self.resource_name)]
         attributes = [("AccessKeyId", key) for key in sorted(self.access_key_ids)]
@@ -463,6 +481,16 @@ class CloudTrailActivities:
             input.account_id, frozenset(input.access_key_ids), input.start, input.end
         )
         records = scan(self._source, query)
+        # Changes by anyone else in the same window: not the attacker's by the case's
+        # judgement (no key of its own made them), so a human can confirm them.
+        others_query = TrailQuery(
+            input.account_id, frozenset(), input.start, input.end, event_names=CHANGE_EVENTS
+        )
+        others = [
+            r
+            for r in scan(self._source, others_query)
+            if not by_credential(r, frozenset(input.access_key_ids))
+        ]
         name = "activity-" + "-".join(sorted(k.lower() for k in input.access_key_ids))[:100]
         evidence = self._evidence.put_json(
             input.case_id,
@@ -472,9 +500,14 @@ class CloudTrailActivities:
                 "window": {"start": input.start.isoformat(), "end": input.end.isoformat()},
                 "source": self._source.description,
                 "records": records,
+                "changes_by_others": others,
             },
         )
-        return ClassifyActivityResult(report=classify(records), evidence=evidence)
+        report = classify(records)
+        changes = changes_by_others(others, frozenset(input.access_key_ids))
+        report.others_changes = changes[:OTHERS_KEPT_IN_RESULT]
+        report.others_read = True
+        return ClassifyActivityResult(report=report, evidence=evidence)
 
     @activity.defn
     @heartbeating

@@ -16,9 +16,12 @@ from models.activities import (
     CaptureInstanceResult,
     InstanceInput,
     InstanceStateResult,
+    ListCaseSnapshotsInput,
+    ListCaseSnapshotsResult,
     SnapshotVolumesInput,
     SnapshotVolumesResult,
 )
+from models.case import CaseSnapshot
 
 
 class Ec2Activities:
@@ -121,6 +124,31 @@ class Ec2Activities:
             {"instance_id": input.instance_id, "snapshots": described},
         )
         return SnapshotVolumesResult(snapshot_ids=snapshots, evidence=evidence)
+
+    @activity.defn
+    @heartbeating
+    def list_case_snapshots(self, input: ListCaseSnapshotsInput) -> ListCaseSnapshotsResult:
+        """The EBS snapshots tagged with the case, oldest first: the report names them."""
+        with aws_errors(f"list the EBS snapshots of {input.case_id}"):
+            pages = self._ec2.get_paginator("describe_snapshots").paginate(
+                OwnerIds=["self"],
+                Filters=[{"Name": f"tag:{CASE_TAG_KEY}", "Values": [input.case_id]}],
+            )
+            found = [snapshot for page in pages for snapshot in page["Snapshots"]]
+        snapshots = [
+            CaseSnapshot(
+                snapshot_id=s["SnapshotId"],
+                volume_id=s.get("VolumeId", ""),
+                instance_id=next(
+                    (t["Value"] for t in s.get("Tags", []) if t["Key"] == "quench:instance-id"),
+                    None,
+                ),
+                started_at=s.get("StartTime"),
+            )
+            for s in found
+        ]
+        snapshots.sort(key=lambda s: (s.started_at is None, s.started_at, s.snapshot_id))
+        return ListCaseSnapshotsResult(snapshots=snapshots)
 
     def _wait_for(self, instance_id: str, wanted: str) -> str:
         while True:

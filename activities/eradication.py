@@ -2,9 +2,12 @@
 
 Every removal checks first: a resource already gone is done (NoSuchEntity means done), and
 a protected one, by name or by the quench:protected tag, is never touched. A user or role
-is written to evidence before it is deleted, and deleted with every part it still has.
+is written to evidence before it is deleted, and deleted with every part it still has; an
+instance or function the attacker launched is captured before its removal too.
 """
 
+import hashlib
+import json
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -17,8 +20,14 @@ from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_
 from activities.evidence import EvidenceStore
 from activities.iam import inline_policies
 from activities.liveness import heartbeating
+from activities.redaction import REDACTED
 from config.names import PROTECTED_TAG_KEY
-from models.activities import RemoveResourceInput, RemoveResourceResult
+from models.activities import (
+    CaptureLaunchedInput,
+    CaptureLaunchedResult,
+    RemoveResourceInput,
+    RemoveResourceResult,
+)
 from models.case import EvidenceRecord
 
 _GONE = {"NoSuchEntity", "ResourceNotFoundException", "InvalidInstanceID.NotFound"}
@@ -89,6 +98,70 @@ class EradicationActivities:
         return RemoveResourceResult(
             outcome="removed", detail=detail, evidence=self._snapshot(input)
         )
+
+    @activity.defn
+    @heartbeating
+    def capture_launched_resource(self, input: CaptureLaunchedInput) -> CaptureLaunchedResult:
+        """Evidence of an instance or function the attacker launched, before its removal:
+        the instance's description (its user data by hash only: it may hold secrets), or
+        the function's configuration (environment values redacted: they may hold secrets)
+        and resource policy. Written once: a retry returns what the first attempt kept."""
+        name = f"launched-{input.kind}-{_slug(input.name)}"
+        found = self._evidence.existing(self._evidence.key_for(input.case_id, name))
+        if found is not None:
+            return CaptureLaunchedResult(evidence=found, detail="kept already")
+        capture = self._describe_instance if input.kind == "instance" else self._describe_function
+        with aws_errors(f"capture {input.kind} {input.name} before its removal"):
+            try:
+                document = capture(input.name)
+            except ClientError as exc:
+                if error_code(exc) not in _GONE:
+                    raise
+                return CaptureLaunchedResult(
+                    evidence=None, detail=f"already gone ({error_code(exc)}): nothing to keep"
+                )
+        if document is None:
+            return CaptureLaunchedResult(evidence=None, detail="already gone: nothing to keep")
+        evidence = self._evidence.put_json(input.case_id, name, document)
+        return CaptureLaunchedResult(evidence=evidence, detail=f"{input.kind} kept as evidence")
+
+    def _describe_instance(self, instance_id: str) -> dict[str, Any] | None:
+        ec2 = self._clients.client("ec2")
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        instances = [i for r in reservations for i in r["Instances"]]
+        if not instances:
+            return None
+        user_data = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        encoded = (user_data.get("UserData") or {}).get("Value") or ""
+        return {
+            "instance": instances[0],
+            "user_data": {
+                "sha256_of_base64": hashlib.sha256(encoded.encode()).hexdigest()
+                if encoded
+                else None,
+                "base64_length": len(encoded),
+            },
+        }
+
+    def _describe_function(self, function: str) -> dict[str, Any]:
+        lam = self._clients.client("lambda")
+        described = lam.get_function(FunctionName=function)
+        described.pop("ResponseMetadata", None)
+        configuration = described.get("Configuration") or {}
+        variables = (configuration.get("Environment") or {}).get("Variables")
+        if variables:
+            configuration["Environment"]["Variables"] = {k: REDACTED for k in variables}
+        code = described.get("Code") or {}
+        if code.get("Location"):
+            # A presigned URL to the code: it carries a signature, and it expires.
+            code["Location"] = REDACTED
+        try:
+            policy = json.loads(lam.get_policy(FunctionName=function)["Policy"])
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            policy = None  # a function with no resource policy answers NotFound
+        return {**described, "resource_policy": policy}
 
     def _snapshot(self, input: RemoveResourceInput) -> EvidenceRecord | None:
         """The evidence a deletion wrote first: a user or role whole, an inline policy's

@@ -13,11 +13,11 @@ from config import names
 from config.settings import Settings
 from models.case import Action, CaseStatus
 from stack.binaries import MissingBinaryError, temporal_cli
+from workflows.case.details import suggested_reasons
 
-# What a pending approval's commands are shown with: the person and reasons to replace.
+# What a pending approval's commands are shown with: the person to replace (and reasons
+# that fit the kind of action, from workflows/case/details.py).
 APPROVER_PLACEHOLDER = "you@example.com"
-APPROVE_REASON_PLACEHOLDER = "confirmed malicious"
-REJECT_REASON_PLACEHOLDER = "false positive"
 
 
 class CaseLine(BaseModel):
@@ -267,17 +267,15 @@ def _pending(case_id: str, action: Action, invocation: str, settings: Settings) 
         escalated = f", escalated {action.escalations}x" if action.escalations else ""
         deadline = action.deadline.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         lines.append(f"  decide before {deadline}{escalated}")
-    for verb, reason in (
-        ("approve", APPROVE_REASON_PLACEHOLDER),
-        ("reject", REJECT_REASON_PLACEHOLDER),
-    ):
+    approve, reject = suggested_reasons(action.kind)
+    for verb, reason in (("approve", approve), ("reject", reject)):
         words = [verb, case_id, action.id, "--by", APPROVER_PLACEHOLDER, "--reason", reason]
         lines.append(f"  {verb + ':':<8} {invocation} {shlex.join(words)}")
     raw = update_command(
         settings,
         case_id,
         names.UPDATE_APPROVE,
-        decision_input(action.id, APPROVER_PLACEHOLDER, APPROVE_REASON_PLACEHOLDER),
+        decision_input(action.id, APPROVER_PLACEHOLDER, approve),
     )
     lines.append(f"  or:      {raw}")
     return "\n".join(lines)

@@ -5,7 +5,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from models.case import CaseStatus, EvidenceRecord, NotificationKind, RecoveryStep
+from models.case import (
+    CaseSnapshot,
+    CaseStatus,
+    EvidenceRecord,
+    NotificationKind,
+    RecoveryStep,
+)
 from models.finding import Finding
 from models.principal import Credential
 from playbook.classify import ActivityReport, AttackerChange, AttackerResource
@@ -119,6 +125,28 @@ class RemoveResourceInput(BaseModel):
     name: str
     owner: str | None = None
     protected_names: list[str] = Field(default_factory=list)
+
+
+class CaptureLaunchedInput(BaseModel):
+    """A resource the attacker launched (an instance, a Lambda function), to keep as
+    evidence before its removal."""
+
+    case_id: str
+    kind: Literal["instance", "function"]
+    name: str  # the instance id, or the function's name
+
+
+class CaptureLaunchedResult(BaseModel):
+    evidence: EvidenceRecord | None  # None: it was already gone, nothing to keep
+    detail: str
+
+
+class ListCaseSnapshotsInput(BaseModel):
+    case_id: str
+
+
+class ListCaseSnapshotsResult(BaseModel):
+    snapshots: list[CaseSnapshot]
 
 
 class RemoveResourceResult(BaseModel):

@@ -8,7 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from models.finding import Finding
 from models.principal import Credential
-from playbook.classify import AttackerChange, Group, NewCredential
+from playbook.classify import (
+    AttackerChange,
+    DataRead,
+    FailedCall,
+    Group,
+    NewCredential,
+    OtherChange,
+)
 from playbook.plan import RemovalStep
 
 
@@ -212,6 +219,9 @@ class WatchStatus(BaseModel):
     verdict: str | None = None  # clean, or failed
     # Trails found not logging at a check: what the watch reads misses calls made then.
     blind_trails: list[str] = Field(default_factory=list)
+    # Where the denied attempts came from (their source addresses), and which calls.
+    attempt_sources: list[str] = Field(default_factory=list)
+    attempt_calls: dict[str, int] = Field(default_factory=dict)  # "iam:ListUsers AccessDenied"
 
 
 class EradicationPlan(BaseModel):
@@ -230,6 +240,12 @@ class EradicationPlan(BaseModel):
     # The minted keys deactivated before anything was removed: contained even when their
     # removal fails.
     deactivated: list[str] = Field(default_factory=list)
+    # What the calls that failed were, with their errors; what the data-access calls read;
+    # and changes others made in the same window, judged not the attacker's.
+    failures: list[FailedCall] = Field(default_factory=list)
+    data_reads: list[DataRead] = Field(default_factory=list)
+    others_changes: list[OtherChange] = Field(default_factory=list)
+    others_read: bool = False  # False: the round did not look (recorded before it could)
 
 
 class RecoveryOperation(StrEnum):
@@ -265,6 +281,15 @@ class LoggingGap(BaseModel):
     stopped_at: datetime
     stopped_by: str
     restarted_at: datetime | None = None
+
+
+class CaseSnapshot(BaseModel):
+    """An EBS snapshot taken as the case's evidence (tagged with the case)."""
+
+    snapshot_id: str
+    volume_id: str
+    instance_id: str | None = None
+    started_at: datetime | None = None
 
 
 class CaseReportRef(BaseModel):
@@ -424,6 +449,9 @@ class CaseStatus(BaseModel):
     def folder(self) -> str:
         """The case's evidence folder under cases/."""
         return self.evidence_folder or self.case_id
+
+    # The EBS snapshots tagged with the case, looked up before the report.
+    snapshots: list[CaseSnapshot] = Field(default_factory=list)
 
     def pending_actions(self) -> list[Action]:
         return [a for a in self.actions if a.status is ActionStatus.PENDING_APPROVAL]

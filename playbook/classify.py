@@ -5,7 +5,7 @@ from collections import Counter
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Group(StrEnum):
@@ -175,6 +175,38 @@ class NewCredential(BaseModel):
     event_time: str = ""
 
 
+class FailedCall(BaseModel):
+    """Calls of one API that failed with one error: what the attacker tried and could not
+    do (AccessDenied and its kin), or tried on something that was not there."""
+
+    api: str  # "secretsmanager.amazonaws.com:GetSecretValue"
+    error_code: str
+    calls: int
+    first_at: str
+
+
+class DataRead(BaseModel):
+    """What a data-access call that worked read: the parameter, secret, object or key it
+    named, not only the API."""
+
+    api: str  # "ssm.amazonaws.com:GetParameter"
+    target: str  # /orders/db-host, s3://bucket/key, a secret's id, a KMS key
+    calls: int
+
+
+class OtherChange(BaseModel):
+    """A change in the case's window made with a credential the case did not find to be
+    the attacker's: judged legitimate, shown so that a human can confirm it."""
+
+    event_name: str
+    target: str
+    who: str  # the caller's ARN (or its identity type)
+    access_key_id: str
+    source_ip: str
+    event_time: str
+    event_id: str
+
+
 class ActivityReport(BaseModel):
     """Everything the classified records say, for the plan and the report."""
 
@@ -184,6 +216,11 @@ class ActivityReport(BaseModel):
     resources: list[AttackerResource]
     changes: list[AttackerChange]
     new_credentials: list[NewCredential]
+    # Added later: reports recorded before them decode with none.
+    failures: list[FailedCall] = Field(default_factory=list)
+    data_reads: list[DataRead] = Field(default_factory=list)
+    others_changes: list[OtherChange] = Field(default_factory=list)
+    others_read: bool = False  # whether others' changes were looked for at all
 
 
 def _get(record: dict[str, Any], *path: str) -> Any:
@@ -203,6 +240,8 @@ def classify(records: list[dict[str, Any]]) -> ActivityReport:
     changes: list[AttackerChange] = []
     minted: dict[str, NewCredential] = {}
     failed = 0
+    failures: dict[tuple[str, str], FailedCall] = {}
+    reads: dict[tuple[str, str], DataRead] = {}
     for record in sorted(records, key=lambda r: (r.get("eventTime", ""), r.get("eventID", ""))):
         name = str(record.get("eventName", ""))
         group = group_of(name)
@@ -210,9 +249,23 @@ def classify(records: list[dict[str, Any]]) -> ActivityReport:
         bucket = examples.setdefault(group, [])
         if name not in bucket and len(bucket) < 5:
             bucket.append(name)
-        if record.get("errorCode"):
+        api = f"{record.get('eventSource', '')}:{name}"
+        error = record.get("errorCode")
+        if error:
             failed += 1
+            seen = failures.setdefault(
+                (api, str(error)),
+                FailedCall(
+                    api=api, error_code=str(error), calls=0, first_at=str(record.get("eventTime"))
+                ),
+            )
+            seen.calls += 1
             continue
+        if group is Group.DATA_ACCESS:
+            for target in data_targets(record):
+                reads.setdefault(
+                    (api, target), DataRead(api=api, target=target, calls=0)
+                ).calls += 1
         found, change, credential = _made_by(record)
         for resource in found:
             resources.setdefault(resource.key, resource)
@@ -227,7 +280,81 @@ def classify(records: list[dict[str, Any]]) -> ActivityReport:
         resources=list(resources.values()),
         changes=changes,
         new_credentials=list(minted.values()),
+        failures=list(failures.values()),
+        data_reads=list(reads.values()),
     )
+
+
+def data_targets(record: dict[str, Any]) -> list[str]:
+    """What a data-access call named: parameters, a secret, an object, a KMS key. A KMS
+    Decrypt names its key only in the ciphertext: CloudTrail lists it among the record's
+    resources."""
+    request = record.get("requestParameters") or {}
+    name = str(record.get("eventName", ""))
+    if name == "GetObject" and request.get("bucketName"):
+        return [f"s3://{request['bucketName']}/{request.get('key', '')}"]
+    if name == "GetParameters":
+        return [str(n) for n in request.get("names") or []]
+    for field in ("name", "secretId", "keyId"):
+        if request.get(field):
+            return [str(request[field])]
+    arns = [str(r["ARN"]) for r in record.get("resources") or [] if r.get("ARN")]
+    return arns or ["(not named in the record)"]
+
+
+# Calls that change an account: the playbook's lists, and what else the classifier knows
+# to make or change something. Another principal's calls of these in the case's window are
+# shown for a human to confirm; its reads are not.
+CHANGE_EVENTS = (
+    (IDENTITY_AND_PERSISTENCE - {"GetFederationToken"})
+    | RESOURCE_CREATION
+    | COVERING_TRACKS
+    | {"StartLogging", "DeleteUser", "DeleteRole"}
+)
+
+# Request parameters that name what a change acted on, in the order they are looked for.
+_TARGET_PARAMETERS = (
+    "userName",
+    "roleName",
+    "groupName",
+    "instanceProfileName",
+    "functionName",
+    "policyArn",
+    "name",
+    "trailName",
+    "bucketName",
+    "detectorId",
+)
+
+
+def changes_by_others(
+    records: list[dict[str, Any]], attacker_keys: frozenset[str]
+) -> list[OtherChange]:
+    """The changes that worked, made with none of the attacker's keys, in time order."""
+    found = []
+    for record in sorted(records, key=lambda r: (r.get("eventTime", ""), r.get("eventID", ""))):
+        name = str(record.get("eventName", ""))
+        identity = record.get("userIdentity") or {}
+        key = str(identity.get("accessKeyId") or "")
+        if name not in CHANGE_EVENTS or record.get("errorCode") or key in attacker_keys:
+            continue
+        request = record.get("requestParameters") or {}
+        target = next((str(request[p]) for p in _TARGET_PARAMETERS if request.get(p)), "")
+        if name == "RunInstances":
+            items = _get(record, "responseElements", "instancesSet", "items") or []
+            target = ", ".join(str(i.get("instanceId")) for i in items) or target
+        found.append(
+            OtherChange(
+                event_name=name,
+                target=target,
+                who=str(identity.get("arn") or identity.get("type") or "unknown"),
+                access_key_id=key,
+                source_ip=str(record.get("sourceIPAddress", "")),
+                event_time=str(record.get("eventTime", "")),
+                event_id=str(record.get("eventID", "")),
+            )
+        )
+    return found
 
 
 def _made_by(

@@ -35,6 +35,9 @@ class RemovalStep(BaseModel):
     skipped_reason: str | None = None  # set when the resource is protected
     outcome: str | None = None  # removed, already_gone, skipped: once carried out
     detail: str | None = None
+    # Carried out again by this retry action after failing: the failure it had first.
+    retried_in: str | None = None
+    failed_before: str | None = None
 
     def describe(self) -> str:
         where = f" of {self.resource.owner}" if self.resource.owner else ""

@@ -1,14 +1,18 @@
 """The post-incident report (playbook 5): built from the case alone, as a model for JSON and
 as Markdown for people. Pure: no AWS, no clock (the time it is written is given)."""
 
+import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from pydantic import BaseModel, Field
 
 from models.case import (
     ActionKind,
     ActionStatus,
+    CaseSnapshot,
     CaseStatus,
     EvidenceRecord,
     LoggingGap,
@@ -17,7 +21,7 @@ from models.case import (
 )
 from models.investigation import Investigation
 from models.principal import CredentialKind
-from playbook.classify import Group
+from playbook.classify import DataRead, FailedCall, Group, OtherChange
 from playbook.investigation import markdown_section
 from playbook.undone import NOT_CONTAINED, containment_verdict
 
@@ -31,7 +35,9 @@ class Milestones(BaseModel):
     contained: datetime | None = None
     watch_result: str | None = None  # clean or failed, and when
     minted_watch_results: list[str] = Field(default_factory=list)  # the minted credentials'
-    eradicated: datetime | None = None
+    eradicated: datetime | None = None  # only once every removal is done
+    # "partly: ..." while a removal failed, was declined or never ran; None when complete.
+    eradication_partly: str | None = None
     recovered: datetime | None = None
     closed: datetime | None = None
     time_to_contain: timedelta | None = None  # from the response start
@@ -79,6 +85,35 @@ class RemovedResource(BaseModel):
     what: str
     made_by: str
     outcome: str | None
+    # Done only on this retry, after failing first with `failed_before`.
+    retried_in: str | None = None
+    failed_before: str | None = None
+
+    def outcome_text(self) -> str:
+        text = in_words(self.outcome) if self.outcome else "not carried out"
+        if self.retried_in:
+            text += f" on its retry ({self.retried_in}); it first failed: {self.failed_before}"
+        return text
+
+
+class ContainmentFacts(BaseModel):
+    """What containment did, with the times and ids a reviewer checks."""
+
+    cutoff: datetime | None = None  # sessions or tokens issued before it are denied
+    instance_id: str | None = None
+    stopped_at: list[datetime] = Field(default_factory=list)
+    started_at: list[datetime] = Field(default_factory=list)
+    new_access_key_id: str | None = None  # what the instance holds after its restart
+    snapshots: list[CaseSnapshot] = Field(default_factory=list)
+
+
+class WatchAttempts(BaseModel):
+    """The denied attempts a containment watch saw: how many, from where, which calls."""
+
+    access_key_ids: list[str]
+    attempts: int
+    sources: list[str]
+    calls: dict[str, int] = Field(default_factory=dict)
 
 
 class RecoveryLine(BaseModel):
@@ -124,6 +159,38 @@ class CaseReport(BaseModel):
     # The investigation from CloudTrail, and its chart's file beside the report.
     investigation: Investigation | None = None
     investigation_chart: str | None = None
+    containment_facts: ContainmentFacts = Field(default_factory=ContainmentFacts)
+    watch_attempts: list[WatchAttempts] = Field(default_factory=list)
+    failures: list[FailedCall] = Field(default_factory=list)  # the calls that failed, by error
+    data_reads: list[DataRead] = Field(default_factory=list)
+    others_changes: list[OtherChange] = Field(default_factory=list)
+    others_read: bool = False  # whether any round looked for them
+    # Evidence kept of what eradication removed, before it went.
+    removed_evidence: list[str] = Field(default_factory=list)
+
+
+# What the rounds count, added up over them.
+Counted = TypeVar("Counted", FailedCall, DataRead)
+
+# Outcomes as people say them.
+_OUTCOME_WORDS = {
+    "already_gone": "already gone",
+    "already_restored": "already restored",
+    "not_needed": "nothing to restore",
+    "manual": "left to a human",
+    "skipped": "skipped (protected)",
+}
+# A removal that is done: gone, or rightly left alone.
+_REMOVAL_DONE = frozenset({"removed", "already_gone", "skipped", "kept"})
+# Timeline notes of containment's stop and start of the instance.
+_ROTATION_NOTE = re.compile(r"^instance (\S+) (stopped|started)$")
+
+
+def in_words(outcome: str | None) -> str:
+    """An outcome (`already_restored`) as words (`already restored`)."""
+    if outcome is None:
+        return "pending"
+    return _OUTCOME_WORDS.get(outcome, outcome.replace("_", " "))
 
 
 def _first_phase(status: CaseStatus, phase: Phase) -> datetime | None:
@@ -239,12 +306,7 @@ def build_report(
     first_seen = min(f.first_seen for f in status.findings)
     response_started = status.phases[0].at
     contained = _first_phase(status, Phase.CONTAINED)
-    eradicate_actions = [
-        a
-        for a in status.actions
-        if a.kind is ActionKind.ERADICATE and a.status is ActionStatus.DONE
-    ]
-    eradicated = max((a.finished_at for a in eradicate_actions if a.finished_at), default=None)
+    eradicated, partly = _eradication(status)
     recover_actions = [a for a in status.actions if a.kind is ActionKind.RECOVER and a.finished_at]
     recovered = max((a.finished_at for a in recover_actions if a.finished_at), default=None)
     watch = status.watch
@@ -266,6 +328,7 @@ def build_report(
             else None
         ),
         eradicated=eradicated,
+        eradication_partly=partly,
         recovered=recovered,
         closed=_last_phase(status, Phase.CLOSED),
         time_to_contain=_duration(response_started, contained),
@@ -315,6 +378,8 @@ def build_report(
                 what=step.describe(),
                 made_by=step.resource.made_by,
                 outcome=step.outcome,
+                retried_in=step.retried_in,
+                failed_before=step.failed_before,
             )
             for plan in status.eradication
             for step in plan.steps
@@ -349,7 +414,113 @@ def build_report(
         open_items=status.open_items,
         notes=[f"{n.at.isoformat()} {n.author}: {n.text}" for n in status.notes],
         lessons=_lessons(status),
+        containment_facts=_containment_facts(status),
+        watch_attempts=[
+            WatchAttempts(
+                access_key_ids=w.access_key_ids,
+                attempts=w.denied_attempts,
+                sources=w.attempt_sources,
+                calls=w.attempt_calls,
+            )
+            for w in [status.watch, *status.minted_watches]
+            if w is not None and w.checks
+        ],
+        failures=_failures(status),
+        data_reads=_data_reads(status),
+        others_changes=_others_changes(status),
+        others_read=any(plan.others_read for plan in status.eradication),
+        removed_evidence=[
+            e.name for e in status.evidence if e.name.startswith(("launched-", "removed-"))
+        ],
     )
+
+
+def _eradication(status: CaseStatus) -> tuple[datetime | None, str | None]:
+    """When eradication was done, or why it is only partly done: done means every removal
+    of every round is done (removed, already gone, protected or rightly kept), and its time
+    is when the last eradication or retry that carried one out finished."""
+    steps = [step for plan in status.eradication for step in plan.steps]
+    undone = [step for step in steps if step.outcome not in _REMOVAL_DONE]
+    if undone:
+        done = len(steps) - len(undone)
+        return None, (
+            f"partly: {done} of {len(steps)} removals done; "
+            + "; ".join(
+                f"{step.describe()} {in_words(step.outcome) if step.outcome else 'not carried out'}"
+                for step in undone
+            )
+        )
+    retries = {step.retried_in for step in steps if step.retried_in}
+    finished = [
+        a.finished_at
+        for a in status.actions
+        if a.finished_at
+        and a.status is ActionStatus.DONE
+        and (a.kind is ActionKind.ERADICATE or a.id in retries)
+    ]
+    return max(finished, default=None), None
+
+
+def _containment_facts(status: CaseStatus) -> ContainmentFacts:
+    """The cut-off, the instance's stop and start (from the case's timeline), its new key,
+    and the EBS snapshots kept of it."""
+    credential = status.credential
+    instance_id = credential.principal.instance_id if credential else None
+    stopped: list[datetime] = []
+    started: list[datetime] = []
+    for entry in status.timeline:
+        match = _ROTATION_NOTE.match(entry.what)
+        if match and match.group(1) == instance_id:
+            (stopped if match.group(2) == "stopped" else started).append(entry.at)
+    return ContainmentFacts(
+        cutoff=status.containment_cutoff,
+        instance_id=instance_id,
+        stopped_at=stopped,
+        started_at=started,
+        new_access_key_id=status.verified_access_key_id,
+        snapshots=status.snapshots,
+    )
+
+
+def _attacker_keys(status: CaseStatus) -> set[str]:
+    keys = {k for plan in status.eradication for k in plan.access_key_ids}
+    return keys | {c.access_key_id for plan in status.eradication for c in plan.new_credentials}
+
+
+def _summed(items: Iterable[Counted], key: Callable[[Counted], tuple[str, str]]) -> list[Counted]:
+    """Items of every round, one per key, their calls added up, in the order first seen."""
+    merged: dict[tuple[str, str], Counted] = {}
+    for item in items:
+        if key(item) in merged:
+            merged[key(item)].calls += item.calls
+        else:
+            merged[key(item)] = item.model_copy()
+    return list(merged.values())
+
+
+def _failures(status: CaseStatus) -> list[FailedCall]:
+    """The attacker's failed calls by API and error, over every round."""
+    failures = [f for plan in status.eradication for f in plan.failures]
+    merged = _summed(failures, lambda f: (f.api, f.error_code))
+    return sorted(merged, key=lambda f: (f.first_at, f.api))
+
+
+def _data_reads(status: CaseStatus) -> list[DataRead]:
+    reads = [r for plan in status.eradication for r in plan.data_reads]
+    return _summed(reads, lambda r: (r.api, r.target))
+
+
+def _others_changes(status: CaseStatus) -> list[OtherChange]:
+    """Changes others made in the rounds' windows, each once, none made with a key the
+    case found the attacker's (a round sees the keys a later round investigates as
+    others)."""
+    attacker = _attacker_keys(status)
+    seen: dict[str, OtherChange] = {}
+    for plan in status.eradication:
+        for change in plan.others_changes:
+            if change.access_key_id not in attacker:
+                seen.setdefault(change.event_id or repr(change), change)
+    return sorted(seen.values(), key=lambda c: (c.event_time, c.event_id))
 
 
 def _when(value: datetime | None) -> str:
@@ -398,13 +569,15 @@ def render_markdown(report: CaseReport) -> str:
         f"| Contained | {_when(m.contained)} |",
         f"| Containment watch | {_cell(m.watch_result)} |",
         *(f"| Watch of minted credentials | {_cell(r)} |" for r in m.minted_watch_results),
-        f"| Eradicated | {_when(m.eradicated)} |",
+        f"| Eradicated | {_cell(m.eradication_partly or _when(m.eradicated))} |",
         f"| Recovered | {_when(m.recovered)} |",
         f"| Closed | {_when(m.closed)} |",
         "",
         f"Time to contain: **{_took(m.time_to_contain)}** (exposure since first seen: "
-        f"{_took(m.exposure)}). Time to eradicate: **{_took(m.time_to_eradicate)}**.",
+        f"{_took(m.exposure)}). Time to eradicate: **{_took(m.time_to_eradicate)}**"
+        + (" (eradication is only partly done)." if m.eradication_partly else "."),
         "",
+        *_containment_section(report),
         "## Impact",
         "",
     ]
@@ -422,14 +595,22 @@ def render_markdown(report: CaseReport) -> str:
         )
     else:
         lines.append("No activity was classified (the case closed before eradication).")
+    lines += _failures_and_reads(report)
+    lines += _others_section(report)
     lines += ["", "## What was removed", ""]
     if report.removed:
         lines += ["| Round | Removal | Made by | Outcome |", "|---|---|---|---|"]
         lines += [
-            f"| {r.round} | {_cell(r.what)} | `{r.made_by}` | "
-            f"{_cell(r.outcome or 'not carried out')} |"
+            f"| {r.round} | {_cell(r.what)} | `{r.made_by}` | {_cell(r.outcome_text())} |"
             for r in report.removed
         ]
+        if report.removed_evidence:
+            lines += [
+                "",
+                "Kept as evidence before removal: "
+                + ", ".join(f"`{name}`" for name in report.removed_evidence)
+                + ".",
+            ]
     elif report.eradication_ran:
         lines.append("Nothing the attacker made was found to remove.")
     else:
@@ -437,7 +618,7 @@ def render_markdown(report: CaseReport) -> str:
     lines += ["", "## Recovery", ""]
     if report.recovery:
         lines += [
-            f"- {_cell(r.what)}: **{r.outcome or 'pending'}**"
+            f"- {_cell(r.what)}: **{in_words(r.outcome)}**"
             + (f" (from {r.source})" if r.source else "")
             for r in report.recovery
         ]
@@ -459,7 +640,8 @@ def render_markdown(report: CaseReport) -> str:
     ]
     lines += [
         f"| {a.id} | {_cell(a.title)} | {_cell(a.decision_text())} | "
-        f"{_cell(a.approvers_text())} | {_cell(a.reason)} | {_cell(a.outcome)} |"
+        f"{_cell(a.approvers_text())} | {_cell(a.reason)} | "
+        f"{_cell(in_words(a.outcome) if a.outcome else None)} |"
         for a in report.actions
     ]
     if report.refused_signals:
@@ -481,3 +663,84 @@ def render_markdown(report: CaseReport) -> str:
         for item in report.lessons
     ]
     return "\n".join(lines) + "\n"
+
+
+def _containment_section(report: CaseReport) -> list[str]:
+    """What containment did, with its times and ids, and what the watches saw."""
+    facts = report.containment_facts
+    lines = []
+    if facts.cutoff:
+        lines.append(
+            f"- Cut-off: sessions and tokens issued before {facts.cutoff.isoformat()} are denied"
+        )
+    if facts.instance_id:
+        if facts.stopped_at or facts.started_at:
+            stops = ", ".join(t.isoformat() for t in facts.stopped_at) or "-"
+            starts = ", ".join(t.isoformat() for t in facts.started_at) or "-"
+            lines.append(f"- Instance `{facts.instance_id}`: stopped {stops}; started {starts}")
+        else:
+            lines.append(f"- Instance `{facts.instance_id}`: not stopped or started by the case")
+    if facts.new_access_key_id:
+        lines.append(f"- New key on the instance after its restart: `{facts.new_access_key_id}`")
+    lines += [
+        f"- EBS snapshot `{snap.snapshot_id}` of volume `{snap.volume_id}`"
+        + (f" ({snap.instance_id})" if snap.instance_id else "")
+        + (f", started {snap.started_at.isoformat()}" if snap.started_at else "")
+        for snap in facts.snapshots
+    ]
+    for watch in report.watch_attempts:
+        keys = ", ".join(f"`{k}`" for k in watch.access_key_ids)
+        if not watch.attempts:
+            lines.append(f"- Watch of {keys}: no attempt seen")
+            continue
+        where = ", ".join(watch.sources) or "addresses not recorded"
+        calls = ", ".join(f"{call} x{n}" for call, n in watch.calls.items())
+        lines.append(
+            f"- Watch of {keys}: {watch.attempts} denied "
+            + ("attempt" if watch.attempts == 1 else "attempts")
+            + f" from {where}"
+            + (f" ({calls})" if calls else "")
+        )
+    if not lines:
+        return []
+    return ["## Containment", "", *lines, ""]
+
+
+def _failures_and_reads(report: CaseReport) -> list[str]:
+    lines = []
+    if report.failures:
+        lines += ["", "Calls that failed, with their error:", ""]
+        lines += ["| API | Error | Calls | First |", "|---|---|---|---|"]
+        lines += [
+            f"| {_cell(f.api)} | {_cell(f.error_code)} | {f.calls} | {_cell(f.first_at)} |"
+            for f in report.failures
+        ]
+    if report.data_reads:
+        lines += ["", "What the data-access calls read:", ""]
+        lines += ["| API | Read | Calls |", "|---|---|---|"]
+        lines += [
+            f"| {_cell(r.api)} | `{_cell(r.target)}` | {r.calls} |" for r in report.data_reads
+        ]
+    return lines
+
+
+def _others_section(report: CaseReport) -> list[str]:
+    if not report.others_read:
+        return []
+    lines = [
+        "",
+        "## Changes by others in the same window",
+        "",
+        "Made with credentials the case did not find to be the attacker's, so judged "
+        "legitimate and left alone: confirm each.",
+        "",
+    ]
+    if not report.others_changes:
+        return [*lines, "CloudTrail shows no change by anyone else in the window."]
+    lines += ["| When | Who | Key | Change | On | From |", "|---|---|---|---|---|---|"]
+    lines += [
+        f"| {_cell(c.event_time)} | `{_cell(c.who)}` | `{_cell(c.access_key_id or '-')}` | "
+        f"{_cell(c.event_name)} | {_cell(c.target or '-')} | {_cell(c.source_ip)} |"
+        for c in report.others_changes
+    ]
+    return lines

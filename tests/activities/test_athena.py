@@ -464,6 +464,17 @@ def test_the_sql_for_a_resource_reads_the_request_parameters_that_matches_reads(
     assert "accesskeyid" not in sql.partition("WHERE")[2]
 
 
+def test_the_sql_for_event_names_alone_reads_every_caller_of_them(clients: AwsClients):
+    query = key_query(
+        access_key_ids=frozenset(), event_names=frozenset({"CreateUser", "RunInstances"})
+    )
+    sql = make_source(clients).query_sql(query)
+    assert sql is not None
+    where = sql.partition("WHERE")[2]
+    assert "eventname IN ('CreateUser', 'RunInstances')" in where
+    assert "accesskeyid" not in where and "json_extract_scalar" not in where
+
+
 def test_a_query_for_nothing_runs_no_sql(clients: AwsClients):
     assert make_source(clients).query_sql(key_query(access_key_ids=frozenset())) is None
 
@@ -481,6 +492,7 @@ def test_a_query_for_nothing_runs_no_sql(clients: AwsClients):
             "resource_name": "backdoor",
             "event_names": frozenset({"CreateUser' --"}),
         },
+        {"access_key_ids": frozenset(), "event_names": frozenset({"CreateUser') OR (1=1"})},
     ],
 )
 def test_the_sql_refuses_values_that_are_not_ids_arns_or_names(

@@ -1,4 +1,5 @@
-"""The CloudTrail slice: a credential's records in a window, read from gzip log files in S3."""
+"""The CloudTrail slice: a credential's records in a window, read from gzip log files in S3;
+and the classification of them, with the changes others made in the same window."""
 
 import dataclasses
 import gzip
@@ -14,9 +15,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.aws import AwsClients
-from activities.cloudtrail import CloudTrailActivities, CloudTrailS3Source, LookupEventsSource
+from activities.cloudtrail import (
+    CloudTrailActivities,
+    CloudTrailS3Source,
+    LookupEventsSource,
+    TrailQuery,
+)
 from activities.evidence import EvidenceStore
-from models.activities import CheckActivityInput, CloudTrailSliceInput
+from models.activities import CheckActivityInput, ClassifyActivityInput, CloudTrailSliceInput
 from tests.support import ACCOUNT, REGION, STOLEN_KEY
 
 TRAIL_BUCKET = "quench-trail-test"
@@ -406,3 +412,55 @@ def test_the_watch_check_names_the_stopped_trails_whose_files_it_reads(
     assert result.not_logging == ["management-events"]
     # Event history does not depend on a trail: that source is never blind.
     assert LookupEventsSource(clients, [REGION]).not_logging() == []
+
+
+def _change(event_id: str, at: str, key: str, name: str, user: str) -> dict[str, Any]:
+    return {
+        **record(event_id, at, key),
+        "eventName": name,
+        "sourceIPAddress": "203.0.113.10" if key == OTHER_KEY else "198.51.100.23",
+        "requestParameters": {"userName": user},
+    }
+
+
+def test_classification_names_other_principals_changes_in_the_window(
+    s3: Any, cloudtrail: CloudTrailActivities, activity_env: ActivityEnvironment
+) -> None:
+    s3.create_bucket(Bucket=TRAIL_BUCKET)
+    put_log(
+        s3,
+        log_key("20261122T0710"),
+        [
+            _change("attacker-user", "2026-11-22T07:02:00Z", STOLEN_KEY, "CreateUser", "backup"),
+            _change("admin-user", "2026-11-22T07:03:00Z", OTHER_KEY, "CreateUser", "new-hire"),
+            _change("admin-read", "2026-11-22T07:04:00Z", OTHER_KEY, "GetUser", "new-hire"),
+            _change("admin-late", "2026-11-22T07:45:00Z", OTHER_KEY, "DeleteUser", "old"),
+        ],
+    )
+
+    result = activity_env.run(
+        cloudtrail.classify_credential_activity,
+        ClassifyActivityInput(
+            case_id="case-1", account_id=ACCOUNT, access_key_ids=[STOLEN_KEY], start=START, end=END
+        ),
+    )
+
+    assert [r.name for r in result.report.resources] == ["backup"]
+    assert result.report.others_read
+    assert [
+        (c.event_id, c.event_name, c.target, c.access_key_id, c.source_ip)
+        for c in result.report.others_changes
+    ] == [("admin-user", "CreateUser", "new-hire", OTHER_KEY, "203.0.113.10")]
+    document = stored_document(s3, result.evidence.bucket, result.evidence.key)
+    assert [r["eventID"] for r in document["changes_by_others"]] == ["admin-user"]
+
+
+def test_a_query_by_event_name_reads_every_caller_of_those_names() -> None:
+    query = TrailQuery(ACCOUNT, frozenset(), START, END, event_names=frozenset({"CreateUser"}))
+    assert query.by_event_name() and query.needles() == {"CreateUser"}
+    assert query.lookup_attributes() == [("EventName", "CreateUser")]
+    assert query.matches(_change("x", "2026-11-22T07:03:00Z", OTHER_KEY, "CreateUser", "u"))
+    assert not query.matches(_change("y", "2026-11-22T07:03:00Z", OTHER_KEY, "GetUser", "u"))
+    # A resource query with event names is still a resource query.
+    named = dataclasses.replace(query, resource_name="u")
+    assert not named.by_event_name() and named.needles() == {"u"}

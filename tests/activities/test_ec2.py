@@ -1,4 +1,5 @@
-"""EC2 activities against moto: instance evidence, volume snapshots, stop and start."""
+"""EC2 activities against moto: instance evidence, volume snapshots and the list of them,
+stop and start."""
 
 import json
 from collections.abc import Callable
@@ -12,7 +13,12 @@ from activities.aws import ERROR_INVALID_REQUEST, ERROR_NOT_FOUND, AwsClients
 from activities.ec2 import Ec2Activities
 from activities.evidence import EvidenceStore
 from config.names import CASE_TAG_KEY
-from models.activities import CaptureInstanceInput, InstanceInput, SnapshotVolumesInput
+from models.activities import (
+    CaptureInstanceInput,
+    InstanceInput,
+    ListCaseSnapshotsInput,
+    SnapshotVolumesInput,
+)
 
 CASE = "case-123456789012-ASIAXCSEC6TNGZ6EZUUO"
 
@@ -252,3 +258,41 @@ def test_a_terminated_instance_is_a_non_retryable_error(
     assert raised.value.non_retryable is True
     assert "terminated" in raised.value.message
     assert instance_state(ec2, instance_id) == "terminated"
+
+
+# list_case_snapshots
+
+
+def test_list_case_snapshots_names_the_case_s_snapshots_and_no_other(
+    ec2: Any,
+    instance_id: str,
+    ec2_activities: Ec2Activities,
+    activity_env: ActivityEnvironment,
+) -> None:
+    volume_ids = volume_ids_of(ec2, instance_id)
+    taken, _ = (
+        activity_env.run(
+            ec2_activities.snapshot_volumes,
+            SnapshotVolumesInput(case_id=case, instance_id=instance_id, volume_ids=volume_ids),
+        )
+        for case in (CASE, "another-case")
+    )
+    ec2.create_snapshot(VolumeId=volume_ids[0], Description="someone else's backup")
+
+    result = activity_env.run(
+        ec2_activities.list_case_snapshots, ListCaseSnapshotsInput(case_id=CASE)
+    )
+
+    assert {(s.volume_id, s.snapshot_id) for s in result.snapshots} == set(
+        taken.snapshot_ids.items()
+    )
+    assert all(s.instance_id == instance_id and s.started_at for s in result.snapshots)
+
+
+def test_list_case_snapshots_of_a_case_without_any_is_empty(
+    ec2_activities: Ec2Activities, activity_env: ActivityEnvironment
+) -> None:
+    result = activity_env.run(
+        ec2_activities.list_case_snapshots, ListCaseSnapshotsInput(case_id=CASE)
+    )
+    assert result.snapshots == []

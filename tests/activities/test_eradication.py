@@ -22,9 +22,15 @@ from activities.aws import ERROR_INVALID_REQUEST, AwsClients
 from activities.eradication import EradicationActivities
 from activities.evidence import EvidenceStore
 from config.names import PROTECTED_TAG_KEY
-from models.activities import RemoveResourceInput, RemoveResourceResult
+from models.activities import (
+    CaptureLaunchedInput,
+    CaptureLaunchedResult,
+    RemoveResourceInput,
+    RemoveResourceResult,
+)
 from playbook.classify import AttackerResource, ResourceKind
 from playbook.plan import removal_plan
+from tests.activities.conftest import EVIDENCE_BUCKET
 from tests.support import ACCOUNT
 
 CASE = f"case-{ACCOUNT}-AKIAEXAMPLEMALLORY01"
@@ -1176,3 +1182,101 @@ def test_delete_user_deletes_its_service_specific_credentials_first(
     (credential,) = kept["service_specific_credentials"]
     assert credential["ServiceSpecificCredentialId"] == made["ServiceSpecificCredentialId"]
     assert made["ServicePassword"] not in json.dumps(kept)
+
+
+# -- launched resources: kept as evidence before their removal ---------------------------
+
+
+def capture(
+    env: ActivityEnvironment, eradication: EradicationActivities, kind: str, name: str
+) -> CaptureLaunchedResult:
+    result = env.run(
+        eradication.capture_launched_resource,
+        CaptureLaunchedInput(case_id=CASE, kind=kind, name=name),
+    )
+    assert isinstance(result, CaptureLaunchedResult)
+    return result
+
+
+def stored(s3: Any, key: str) -> tuple[bytes, dict[str, str]]:
+    body = s3.get_object(Bucket=EVIDENCE_BUCKET, Key=key)
+    return body["Body"].read(), body["Metadata"]
+
+
+def test_a_launched_function_is_kept_with_its_policy_and_its_environment_values_redacted(
+    activity_env: ActivityEnvironment, eradication: EradicationActivities, aws: Aws, s3: Any
+) -> None:
+    create_function(aws, FUNCTION)
+    aws.lam.update_function_configuration(
+        FunctionName=FUNCTION,
+        Environment={"Variables": {"DB_PASSWORD": "s3cr3t-value", "STAGE": "prod-like"}},
+    )
+    add_permission(aws, FUNCTION, "attacker-invoke")
+
+    result = capture(activity_env, eradication, "function", FUNCTION)
+
+    assert result.evidence is not None
+    assert result.evidence.key == f"cases/{CASE}/evidence/launched-function-{FUNCTION}.json"
+    body, metadata = stored(s3, result.evidence.key)
+    assert hashlib.sha256(body).hexdigest() == result.evidence.sha256 == metadata["sha256"]
+    document = json.loads(body)
+    assert document["Configuration"]["FunctionName"] == FUNCTION
+    assert document["Configuration"]["Environment"]["Variables"] == {
+        "DB_PASSWORD": "REDACTED",
+        "STAGE": "REDACTED",
+    }
+    assert b"s3cr3t-value" not in body and b"prod-like" not in body
+    assert document["Code"].get("Location") in {None, "REDACTED"}
+    assert [s["Sid"] for s in document["resource_policy"]["Statement"]] == ["attacker-invoke"]
+    # Nothing was removed by keeping it.
+    assert function_exists(aws.lam, FUNCTION)
+
+
+def test_a_launched_instance_is_kept_with_its_user_data_by_hash_only(
+    activity_env: ActivityEnvironment, eradication: EradicationActivities, aws: Aws, s3: Any
+) -> None:
+    aws.services.add("ec2")
+    user_data = "#!/bin/sh\nexport TOKEN=miner-secret\n./xmrig\n"
+    instance_id = aws.ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, UserData=user_data
+    )["Instances"][0]["InstanceId"]
+
+    result = capture(activity_env, eradication, "instance", instance_id)
+
+    assert result.evidence is not None
+    body, _ = stored(s3, result.evidence.key)
+    document = json.loads(body)
+    assert document["instance"]["InstanceId"] == instance_id
+    assert document["user_data"]["base64_length"] > 0
+    assert len(document["user_data"]["sha256_of_base64"]) == 64
+    assert b"miner-secret" not in body
+    assert instance_state(aws.ec2, instance_id) == "running"
+
+
+def test_capturing_twice_keeps_the_first_capture(
+    activity_env: ActivityEnvironment, eradication: EradicationActivities, aws: Aws, s3: Any
+) -> None:
+    create_function(aws, FUNCTION)
+    first = capture(activity_env, eradication, "function", FUNCTION)
+    aws.lam.update_function_configuration(FunctionName=FUNCTION, Description="changed since")
+    second = capture(activity_env, eradication, "function", FUNCTION)
+    assert first.evidence is not None and second.evidence == first.evidence
+    assert second.detail == "kept already"
+    body, _ = stored(s3, first.evidence.key)
+    assert b"changed since" not in body
+
+
+@pytest.mark.parametrize("kind", ["function", "instance"])
+def test_a_launched_resource_already_gone_keeps_nothing(
+    activity_env: ActivityEnvironment,
+    eradication: EradicationActivities,
+    aws: Aws,
+    s3: Any,
+    kind: str,
+) -> None:
+    aws.services.add("lambda" if kind == "function" else "ec2")
+    name = "no-such-function" if kind == "function" else "i-0123456789abcdef0"
+    result = capture(activity_env, eradication, kind, name)
+    assert result.evidence is None and result.detail.startswith("already gone")
+    listed = s3.list_objects_v2(Bucket=EVIDENCE_BUCKET).get("Contents", [])
+    assert listed == []

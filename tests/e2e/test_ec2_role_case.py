@@ -18,7 +18,7 @@ from activities.aws import AwsClients
 from activities.ssm import SsmActivities
 from config import names
 from lab import world as lab_world
-from lab.attack import THREAT_IP
+from lab.attack import CORPORATE_IP, THREAT_IP
 from lab.aws_server import RECORDING_NAME, SCRUBBED
 from lab.scenario import attacker_returns_to
 from models.activities import ProbeInstanceCredentialsInput
@@ -261,6 +261,31 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
     assert f"delete_user {attack.backdoor_user}" in report
     assert f"Start logging on trail {world.trail_name}" in report
     assert "Logging gap on trail" in report and "IMDSv2" in report
+    # The whole story a reviewer signs: the denied call with its error, the administrator's
+    # changes in the same window (judged not the attacker's), the watch's attempts, the
+    # cut-off, the new key, the snapshots, and the backdoor function kept before removal.
+    assert "| secretsmanager.amazonaws.com:ListSecrets | AccessDenied | 1 |" in report
+    assert f"| CreateUser | {attack.legitimate_user_created} | {CORPORATE_IP} |" in report
+    assert f"`arn:aws:iam::{world.account_id}:user/alice-admin`" in report
+    assert f"- Watch of `{attack.stolen_access_key_id}`: 3 denied attempts from {THREAT_IP}" in (
+        report
+    )
+    cutoff_line = (
+        f"- Cut-off: sessions and tokens issued before {result.containment_cutoff.isoformat()}"
+    )
+    assert cutoff_line in report
+    assert f"- New key on the instance after its restart: `{result.verified_access_key_id}`" in (
+        report
+    )
+    assert f"- Instance `{world.instance_id}`: stopped 20" in report
+    assert {s.snapshot_id for s in result.snapshots} == {s["SnapshotId"] for s in snapshots}
+    for snapshot in snapshots:
+        assert f"- EBS snapshot `{snapshot['SnapshotId']}` of volume" in report
+    function_kept = f"launched-function-{attack.backdoor_function}"
+    assert f"`{function_kept}`" in report
+    kept_function = next(r for r in result.evidence if r.name == function_kept)
+    assert attack.backdoor_function in s3_text(stack, kept_function)
+    assert "already_" not in report
     # The investigation, from the lab's trail: the stolen key's session, the role's call
     # volume against its baseline, the attacker's address as new; its chart is evidence.
     assert result.investigation is not None

@@ -11,6 +11,8 @@ import pytest
 
 from activities.recovery import normalized_policy
 from config import names
+from lab.attack import CORPORATE_IP
+from lab.user_key_attack import CI_IP
 from models.case import ActionStatus, Phase
 from tests.e2e.support import (
     approve_until_closed,
@@ -146,6 +148,16 @@ async def test_leaked_user_key_is_contained_and_three_generations_eradicated(lab
     assert f"delete_user {attack.third_generation_user}" in report
     assert f"Restore the trust policy of role {attack.trust_changed_role}" in report
     assert "long-term access key" in report and attack.tor_exit_ip in report
+    # Others' changes in the same window, judged not the attacker's, for a human to
+    # confirm: the administrator's new user and the CI deployer's function update.
+    assert f"| CreateUser | {attack.legitimate_user_created} | {CORPORATE_IP} |" in report
+    assert f"| UpdateFunctionCode20150331v2 | {attack.legitimate_function_updated} | {CI_IP} |" in (
+        report
+    )
+    assert "| secretsmanager.amazonaws.com:ListSecrets | AccessDenied |" in report
+    # The attacker's instance is kept as evidence before its termination.
+    launched = [e for e in result.evidence if e.name.startswith("launched-instance-")]
+    assert [e.name for e in launched] == [f"launched-instance-{attack.attacker_instance_id}"]
     assert result.report is not None
     assert hashlib.sha256(report.encode()).hexdigest() == result.report.markdown_report.sha256
     # The same report through Quench's command line, checked against the case's hash.

@@ -4,8 +4,8 @@ written by the lab's CloudTrail writer with known answers."""
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lab.cloudtrail import Actor, TrailRecorder, assumed_role_identity
-from playbook.classify import ChangeKind, Group, ResourceKind, classify, group_of
+from lab.cloudtrail import Actor, TrailRecorder, assumed_role_identity, iam_user_identity
+from playbook.classify import ChangeKind, Group, ResourceKind, changes_by_others, classify, group_of
 from playbook.plan import removal_plan
 
 ACCOUNT = "123456789012"
@@ -224,3 +224,93 @@ def test_policy_changes_to_what_the_attacker_did_not_make_are_changes_to_restore
         (ResourceKind.MANAGED_POLICY, f"arn:aws:iam::{ACCOUNT}:policy/escalate")
     ]
     assert report.counts[Group.IDENTITY_AND_PERSISTENCE] == 5
+
+
+def test_failed_calls_are_named_with_their_error_and_counted():
+    recorder, call = _recorder()
+    call("secretsmanager", "GetSecretValue", {"SecretId": "db"}, error="AccessDenied")
+    call("secretsmanager", "GetSecretValue", {"SecretId": "api"}, error="AccessDenied")
+    call("iam", "DeleteUser", {"UserName": "ghost"}, error="NoSuchEntity")
+    report = classify(recorder.records)
+    assert [(f.api, f.error_code, f.calls) for f in report.failures] == [
+        ("secretsmanager.amazonaws.com:GetSecretValue", "AccessDenied", 2),
+        ("iam.amazonaws.com:DeleteUser", "NoSuchEntity", 1),
+    ]
+    assert report.failures[0].first_at == recorder.records[0]["eventTime"]
+    assert report.failed_calls == 3 and report.data_reads == []
+
+
+def test_data_access_names_what_was_read_not_only_the_api():
+    recorder, call = _recorder()
+    call("ssm", "GetParameter", {"Name": "/orders/db-host", "WithDecryption": True})
+    call("ssm", "GetParameter", {"Name": "/orders/db-host"})
+    call("ssm", "GetParameters", {"Names": ["/a", "/b"]})
+    call("secretsmanager", "GetSecretValue", {"SecretId": "prod/db"})
+    call("s3", "GetObject", {"BucketName": "acme", "Key": "orders.csv"})
+    call("kms", "GenerateDataKey", {"KeyId": "alias/app"})
+    report = classify(recorder.records)
+    reads = [(r.api.split(":")[1], r.target, r.calls) for r in report.data_reads]
+    assert reads == [
+        ("GetParameter", "/orders/db-host", 2),
+        ("GetParameters", "/a", 1),
+        ("GetParameters", "/b", 1),
+        ("GetSecretValue", "prod/db", 1),
+        ("GetObject", "s3://acme/orders.csv", 1),
+        ("GenerateDataKey", "alias/app", 1),
+    ]
+
+
+def test_a_decrypt_names_its_key_from_the_records_resources():
+    record = {
+        "eventTime": "2026-11-22T07:00:00Z",
+        "eventSource": "kms.amazonaws.com",
+        "eventName": "Decrypt",
+        "requestParameters": {"encryptionAlgorithm": "SYMMETRIC_DEFAULT"},
+        "resources": [{"ARN": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/k-1", "type": "AWS::KMS::Key"}],
+        "userIdentity": {"accessKeyId": STOLEN},
+    }
+    assert [r.target for r in classify([record]).data_reads] == [
+        f"arn:aws:kms:us-east-1:{ACCOUNT}:key/k-1"
+    ]
+
+
+def test_changes_by_others_are_those_no_attacker_key_made():
+    recorder, call = _recorder()
+    admin = Actor(
+        iam_user_identity(
+            account_id=ACCOUNT,
+            user_name="alice-admin",
+            user_id="AIDAALICE",
+            access_key_id="AKIAALICE",
+        ),
+        "203.0.113.10",
+        "console",
+    )
+    call("iam", "CreateUser", {"UserName": "new-hire"}, {"User": {}}, who=admin)
+    call("iam", "ListUsers", response={"Users": []}, who=admin)  # a read: not a change
+    call("iam", "DeleteUser", {"UserName": "x"}, error="AccessDenied", who=admin)  # failed
+    call("iam", "CreateUser", {"UserName": "backup-svc"}, {"User": {}})  # the attacker's
+    call(
+        "ec2",
+        "RunInstances",
+        {"ImageId": "ami-1"},
+        {"Instances": [{"InstanceId": "i-0build"}]},
+        who=admin,
+    )
+    others = changes_by_others(recorder.records, frozenset({STOLEN}))
+    assert [(c.event_name, c.target, c.who, c.access_key_id, c.source_ip) for c in others] == [
+        (
+            "CreateUser",
+            "new-hire",
+            f"arn:aws:iam::{ACCOUNT}:user/alice-admin",
+            "AKIAALICE",
+            "203.0.113.10",
+        ),
+        (
+            "RunInstances",
+            "i-0build",
+            f"arn:aws:iam::{ACCOUNT}:user/alice-admin",
+            "AKIAALICE",
+            "203.0.113.10",
+        ),
+    ]

@@ -9,6 +9,7 @@ from models.case import (
     ActionKind,
     ActionStatus,
     Approval,
+    CaseSnapshot,
     CaseStatus,
     Decision,
     EradicationPlan,
@@ -18,9 +19,20 @@ from models.case import (
     PhaseChange,
     RecoveryOperation,
     RecoveryStep,
+    TimelineEntry,
+    WatchStatus,
 )
 from models.principal import Credential, CredentialKind, Principal, PrincipalType
-from playbook.classify import AttackerChange, AttackerResource, ChangeKind, Group, ResourceKind
+from playbook.classify import (
+    AttackerChange,
+    AttackerResource,
+    ChangeKind,
+    DataRead,
+    FailedCall,
+    Group,
+    OtherChange,
+    ResourceKind,
+)
 from playbook.plan import removal_plan
 from playbook.report import build_report, render_markdown
 from tests.support import ACCOUNT, INSTANCE, ROLE, STOLEN_KEY, finding
@@ -226,3 +238,153 @@ def test_a_case_closed_before_containment_still_reports():
     markdown = render_markdown(report)
     assert "Time to contain: **-**" in markdown
     assert "No activity was classified" in markdown
+
+
+def _with_failed_removal(status: CaseStatus) -> CaseStatus:
+    step = status.eradication[1].steps[0]
+    step.outcome = "failed"
+    step.detail = "AccessDenied: denied by an SCP (call iam:DeleteUser)"
+    return status
+
+
+def test_eradication_is_done_only_when_every_removal_is():
+    status = _with_failed_removal(_status())
+    report = build_report(status, written_at=_at(96))
+    m = report.milestones
+    assert m.eradicated is None and m.time_to_eradicate is None
+    assert m.eradication_partly == ("partly: 1 of 2 removals done; delete_user svc-monitor failed")
+    markdown = render_markdown(report)
+    assert "| Eradicated | partly: 1 of 2 removals done; delete_user svc-monitor failed |" in (
+        markdown
+    )
+    assert "Time to eradicate: **-** (eradication is only partly done)." in markdown
+
+
+def test_a_removal_done_on_its_retry_says_so_and_ends_eradication_then():
+    status = _status()
+    step = status.eradication[1].steps[0]
+    step.retried_in, step.failed_before = "retry-5", "AccessDenied: denied by an SCP"
+    retry = _action(ActionKind.RETRY, 5, "dave", 93)
+    status.actions.append(retry)
+    report = build_report(status, written_at=_at(96))
+    assert report.milestones.eradicated == _at(93)
+    assert report.milestones.time_to_eradicate == timedelta(minutes=93)
+    markdown = render_markdown(report)
+    assert (
+        "| 2 | delete_user svc-monitor | `AKIABACKDOOR` | removed on its retry (retry-5); it "
+        "first failed: AccessDenied: denied by an SCP |"
+    ) in markdown
+    assert f"| 1 | delete_user backup-svc | `{STOLEN_KEY}` | removed |" in markdown
+
+
+def test_outcomes_are_words_not_raw_names():
+    status = _status()
+    status.recovery[0].outcome = "already_restored"
+    status.eradication[0].steps[0].outcome = "already_gone"
+    status.actions[1].outcome = "1 already_gone"
+    markdown = render_markdown(build_report(status, written_at=_at(96)))
+    assert "**already restored**" in markdown
+    assert f"| `{STOLEN_KEY}` | already gone |" in markdown
+    assert "| 1 already gone |" in markdown
+    assert "already_" not in markdown
+
+
+def test_containment_names_its_cutoff_stop_start_new_key_snapshots_and_attempts():
+    status = _status()
+    status.containment_cutoff = _at(6)
+    status.verified_access_key_id = "ASIANEWKEYAFTERSTART"
+    status.timeline = [
+        TimelineEntry(at=_at(5), what=f"instance {INSTANCE} stopped"),
+        TimelineEntry(at=_at(6), what=f"instance {INSTANCE} started"),
+        TimelineEntry(at=_at(6), what="instance i-other stopped"),
+    ]
+    status.snapshots = [
+        CaseSnapshot(
+            snapshot_id="snap-0abc", volume_id="vol-1", instance_id=INSTANCE, started_at=_at(1)
+        )
+    ]
+    status.watch = WatchStatus(
+        access_key_ids=[STOLEN_KEY],
+        start=_at(7),
+        clean_at=_at(52),
+        checks=10,
+        denied_attempts=3,
+        verdict="clean",
+        attempt_sources=["198.51.100.23"],
+        attempt_calls={"iam:ListUsers AccessDenied": 2, "s3:ListBuckets AccessDenied": 1},
+    )
+    report = build_report(status, written_at=_at(96))
+    facts = report.containment_facts
+    assert (facts.stopped_at, facts.started_at) == ([_at(5)], [_at(6)])
+    markdown = render_markdown(report)
+    assert f"- Cut-off: sessions and tokens issued before {_at(6).isoformat()} are denied" in (
+        markdown
+    )
+    assert (
+        f"- Instance `{INSTANCE}`: stopped {_at(5).isoformat()}; started {_at(6).isoformat()}"
+    ) in markdown
+    assert "- New key on the instance after its restart: `ASIANEWKEYAFTERSTART`" in markdown
+    assert (
+        f"- EBS snapshot `snap-0abc` of volume `vol-1` ({INSTANCE}), started {_at(1).isoformat()}"
+    ) in markdown
+    assert (
+        f"- Watch of `{STOLEN_KEY}`: 3 denied attempts from 198.51.100.23 "
+        "(iam:ListUsers AccessDenied x2, s3:ListBuckets AccessDenied x1)"
+    ) in markdown
+
+
+def test_failures_reads_and_others_changes_are_shown_once_over_the_rounds():
+    status = _status()
+    denied = FailedCall(
+        api="secretsmanager.amazonaws.com:GetSecretValue",
+        error_code="AccessDenied",
+        calls=1,
+        first_at="2026-11-22T07:05:00Z",
+    )
+    read = DataRead(api="ssm.amazonaws.com:GetParameter", target="/orders/db-host", calls=2)
+
+    def other(event_id: str, key: str) -> OtherChange:
+        return OtherChange(
+            event_name="CreateUser",
+            target="new-hire",
+            who=f"arn:aws:iam::{ACCOUNT}:user/alice-admin",
+            access_key_id=key,
+            source_ip="203.0.113.10",
+            event_time="2026-11-22T07:10:00Z",
+            event_id=event_id,
+        )
+
+    # Each round reads the window from the compromise: the same change is seen twice, and
+    # round 1 sees the key round 2 investigates as someone else's.
+    status.eradication[0].failures = [denied]
+    status.eradication[0].data_reads = [read]
+    status.eradication[0].others_changes = [other("e-1", "AKIAALICE"), other("e-2", "AKIABACKDOOR")]
+    status.eradication[0].others_read = True
+    status.eradication[1].failures = [denied]
+    status.eradication[1].others_changes = [other("e-1", "AKIAALICE")]
+    report = build_report(status, written_at=_at(96))
+    assert [(f.api, f.calls) for f in report.failures] == [(denied.api, 2)]
+    assert [c.event_id for c in report.others_changes] == ["e-1"]
+    markdown = render_markdown(report)
+    assert "| secretsmanager.amazonaws.com:GetSecretValue | AccessDenied | 2 |" in markdown
+    assert "| ssm.amazonaws.com:GetParameter | `/orders/db-host` | 2 |" in markdown
+    assert (
+        f"| 2026-11-22T07:10:00Z | `arn:aws:iam::{ACCOUNT}:user/alice-admin` | `AKIAALICE` | "
+        "CreateUser | new-hire | 203.0.113.10 |"
+    ) in markdown
+    assert "AKIABACKDOOR` | CreateUser" not in markdown
+
+
+def test_a_round_with_no_change_by_others_says_so_and_one_that_did_not_look_says_nothing():
+    status = _status()
+    markdown = render_markdown(build_report(status, written_at=_at(96)))
+    # Recorded before rounds looked for others' changes: no claim that there were none.
+    assert "Changes by others" not in markdown
+    status.eradication[0].others_read = True
+    markdown = render_markdown(build_report(status, written_at=_at(96)))
+    assert "CloudTrail shows no change by anyone else in the window." in markdown
+
+
+def test_an_instance_containment_did_not_restart_says_so():
+    markdown = render_markdown(build_report(_status(), written_at=_at(96)))
+    assert f"- Instance `{INSTANCE}`: not stopped or started by the case" in markdown

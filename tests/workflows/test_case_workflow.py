@@ -22,6 +22,8 @@ from models.activities import (
     AccessKeyResult,
     CaptureInstanceInput,
     CaptureInstanceResult,
+    CaptureLaunchedInput,
+    CaptureLaunchedResult,
     CaptureRoleInput,
     CaptureTrailsInput,
     CaptureTrailsResult,
@@ -42,6 +44,8 @@ from models.activities import (
     InstanceInput,
     InstanceStateResult,
     InvestigateInput,
+    ListCaseSnapshotsInput,
+    ListCaseSnapshotsResult,
     NotifyInput,
     NotifyResult,
     PlanReadsInput,
@@ -80,6 +84,7 @@ from models.case import (
     ApprovalInput,
     CaseInput,
     CasePolicy,
+    CaseSnapshot,
     CaseStatus,
     Decision,
     EvidenceRecord,
@@ -221,6 +226,22 @@ class FakeAws:
             fake._record("snapshot_volumes", input)
             return SnapshotVolumesResult(
                 snapshot_ids={"vol-1": "snap-1"}, evidence=_evidence("ebs-snapshots")
+            )
+
+        @activity.defn(name="list_case_snapshots")
+        async def list_case_snapshots(input: ListCaseSnapshotsInput) -> ListCaseSnapshotsResult:
+            fake._record("list_case_snapshots", input)
+            return ListCaseSnapshotsResult(
+                snapshots=[
+                    CaseSnapshot(snapshot_id="snap-1", volume_id="vol-1", instance_id=INSTANCE)
+                ]
+            )
+
+        @activity.defn(name="capture_launched_resource")
+        async def capture_launched_resource(input: CaptureLaunchedInput) -> CaptureLaunchedResult:
+            fake._record("capture_launched_resource", input)
+            return CaptureLaunchedResult(
+                evidence=_evidence(f"launched-{input.kind}-{input.name}"), detail="kept"
             )
 
         @activity.defn(name="capture_cloudtrail_slice")
@@ -471,6 +492,8 @@ class FakeAws:
             return NotifyResult(channel="chat", sent=True, detail="HTTP 200")
 
         return [
+            list_case_snapshots,
+            capture_launched_resource,
             plan_reads,
             count_baseline,
             read_scope,
@@ -1045,6 +1068,47 @@ async def test_eradication_runs_in_rounds_until_nothing_new_is_found(time_skippi
         "classify_credential_activity"
     )
     await _record(handle, "eradicated")
+
+
+async def test_launched_resources_are_kept_before_removal_and_the_report_tells_the_story(
+    time_skipping_env,
+):
+    fake = FakeAws()
+    fake.attacker_records = {STOLEN_KEY: _attack_records()}
+    attempt = CheckActivityResult(events=[_event("d1", True)], denied_count=1, effective_count=0)
+    fake.checks = [attempt] * 20
+    handle, result = await _approve_everything(time_skipping_env, fake)
+
+    # The instances and the function the attacker launched are kept, each before the first
+    # removal of its round, and kept as the case's evidence.
+    names = fake.names()
+    captured = [v.name for n, v in fake.calls if n == "capture_launched_resource"]
+    assert captured == ["log-rotate", "i-0miner1", "i-0miner2"]
+    last_capture = max(i for i, n in enumerate(names) if n == "capture_launched_resource")
+    assert last_capture < names.index("remove_resource")
+    kept = {e.name for e in result.evidence}
+    assert {"launched-function-log-rotate", "launched-instance-i-0miner1"} <= kept
+    # The snapshots are looked up for the report, and it names them.
+    assert names.index("list_case_snapshots") < names.index("write_report")
+    assert [s.snapshot_id for s in result.snapshots] == ["snap-1"]
+    (markdown,) = fake.report_markdown
+    assert f"- EBS snapshot `snap-1` of volume `vol-1` ({INSTANCE})" in markdown
+    assert f"- New key on the instance after its restart: `{NEW_KEY}`" in markdown
+    assert f"- Instance `{INSTANCE}`: stopped 20" in markdown
+    assert result.containment_cutoff is not None
+    assert (
+        f"- Cut-off: sessions and tokens issued before {result.containment_cutoff.isoformat()}"
+        in (markdown)
+    )
+    # The watch's attempts: how many, from where, which calls.
+    assert result.watch is not None and result.watch.attempt_sources == ["198.51.100.23"]
+    assert f"- Watch of `{STOLEN_KEY}`: 1 denied attempt from 198.51.100.23 " in markdown
+    assert "(s3:ListBuckets AccessDenied x1)" in markdown
+    # The denied call with its error, and what the data access read.
+    assert "| secretsmanager.amazonaws.com:GetSecretValue | AccessDenied | 1 |" in markdown
+    assert "| s3.amazonaws.com:GetObject | `s3://acme/orders.csv` | 1 |" in markdown
+    assert "`launched-function-log-rotate`" in markdown
+    await _record(handle, "launched_resources_kept_and_snapshots_reported")
 
 
 async def test_the_round_cap_stops_eradication_and_says_what_is_left(time_skipping_env):

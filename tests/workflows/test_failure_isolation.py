@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from models.case import ActionKind, ActionStatus, CaseInput, CasePolicy, CaseStatus, Phase
 from models.principal import CredentialKind
+from tests.playbook.test_classify import STOLEN as RECORDED_STOLEN_KEY
 from tests.playbook.test_classify import _attack_records, _recorder
 from tests.support import STOLEN_KEY, finding
 from tests.workflows.test_case_workflow import (
@@ -29,7 +30,10 @@ from tests.workflows.test_case_workflow import (
 from workflows.case import CaseWorkflow
 
 MINTED = "AKIAMINTEDONALICE001"
-DENIED = "delete_access_key AKIABACKDOORKEY00001 of svc-backup: AccessDenied: denied by an SCP"
+# The first removal of the plan, which the fake AWS fails.
+REMOVAL = "remove_function_permission public of log-rotate"
+# The activity's message starts with the removal it was making, as aws_errors writes it.
+DENIED = f"{REMOVAL}: AccessDeniedException: denied by an SCP"
 
 
 async def _start_waiting_long(env, queue: str) -> WorkflowHandle:
@@ -87,7 +91,7 @@ async def test_a_failed_removal_is_an_open_item_and_the_rounds_go_on(time_skippi
         "AKIABACKDOORKEY00001": _second_generation_records(),
     }
     fake.fail_next["remove_resource"] = ApplicationError(
-        f"{DENIED} (call iam:DeleteAccessKey)", type="AwsAccessDenied", non_retryable=True
+        f"{DENIED} (call lambda:RemovePermission)", type="AwsAccessDenied", non_retryable=True
     )
     queue = f"q-{uuid.uuid4()}"
     async with _worker(time_skipping_env, fake, queue):
@@ -98,13 +102,18 @@ async def test_a_failed_removal_is_an_open_item_and_the_rounds_go_on(time_skippi
         steps = [s for p in waiting.eradication for s in p.steps]
         failed = [s for s in steps if s.outcome == "failed"]
         assert len(failed) == 1 and failed[0].detail is not None
-        assert "(call iam:DeleteAccessKey)" in failed[0].detail
+        assert "(call lambda:RemovePermission)" in failed[0].detail
         assert all(s.outcome == "removed" for s in steps if s is not failed[0])
         assert any("failed" in item and "still in AWS" in item for item in waiting.open_items)
         # The rounds went on past it, to the credentials the attacker minted.
         assert len(waiting.eradication) == 3
         (offer,) = waiting.pending_actions()
         assert offer.id.startswith("retry-") and failed[0].describe() in offer.steps[0]
+        # The removal is named once, not again inside its own failure.
+        why = "AccessDeniedException: denied by an SCP (call lambda:RemovePermission)"
+        assert offer.steps == [f"{REMOVAL}: it failed: {why}"]
+        assert f"{REMOVAL} failed: {why}; it is still in AWS" in waiting.open_items
+        assert all(item.count(REMOVAL) <= 1 for item in waiting.open_items)
 
         if retry == "approved":
             await handle.signal(CaseWorkflow.approve, _approval(offer.id))
@@ -120,16 +129,27 @@ async def test_a_failed_removal_is_an_open_item_and_the_rounds_go_on(time_skippi
     assert result.phase is Phase.CLOSED
     retried = next(a for a in result.actions if a.id == offer.id)
     again = [s for p in result.eradication for s in p.steps if s.describe() == failed[0].describe()]
+    (markdown,) = fake.report_markdown
     if retry == "approved":
         assert retried.status is ActionStatus.DONE
         assert again[0].outcome == "removed"
         assert not any("still in AWS" in item for item in result.open_items)
+        # The report says the removal worked only on its retry, and eradication ended then.
+        assert (
+            f"| {REMOVAL} | `{RECORDED_STOLEN_KEY}` | removed on its retry ({offer.id}); it "
+            "first failed: AccessDeniedException: denied by an SCP (call "
+            "lambda:RemovePermission) |"
+        ) in markdown
+        assert retried.finished_at is not None
+        assert f"| Eradicated | {retried.finished_at.isoformat()} |" in markdown
     else:
         assert retried.status is ActionStatus.REJECTED
         assert again[0].outcome == "failed"
         assert any(
             failed[0].describe() in item and "still in AWS" in item for item in result.open_items
         )
+        assert f"| Eradicated | partly: 12 of 13 removals done; {REMOVAL} failed |" in markdown
+        assert "(eradication is only partly done)" in markdown
 
 
 @pytest.mark.parametrize("retry", ["approved", "rejected"])

@@ -9,7 +9,28 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from config import names
-    from models.case import Action, ActionStatus, CaseStatus, EvidenceRecord
+    from models.case import Action, ActionKind, ActionStatus, CaseStatus, EvidenceRecord
+    from playbook.report import in_words
+
+
+# What a decision's reason could say, by kind of action, for the commands people are
+# shown: a retry is not approved because something is malicious, nor declined because it
+# is a false positive.
+_SUGGESTED_REASONS: dict[ActionKind, tuple[str, str]] = {
+    ActionKind.RETRY: ("the cause of the failure is fixed", "it will be done by hand"),
+    ActionKind.ERADICATE: (
+        "every resource on the plan is the attacker's",
+        "a resource on the plan is legitimate",
+    ),
+    ActionKind.RECOVER: ("restore what the attacker changed", "it will be restored by hand"),
+    ActionKind.MANUAL_CONTAINMENT: ("contained by hand as the checklist says", "not contained yet"),
+}
+DEFAULT_REASONS = ("confirmed malicious", "false positive")
+
+
+def suggested_reasons(kind: ActionKind) -> tuple[str, str]:
+    """A reason to approve and one to reject an action of this kind, as examples."""
+    return _SUGGESTED_REASONS.get(kind, DEFAULT_REASONS)
 
 
 def approve_update_command(case_id: str, action_id: str) -> str:
@@ -40,10 +61,12 @@ def approval_request(
             "the case proceeds on its own" if proceeds_at_deadline else "the case escalates again"
         )
         lines.append(f"Decide before {utc(action.deadline)}; then {then}.")
+    approve, reject = suggested_reasons(action.kind)
     lines += [
         "",
         f"Approve: quench approve {case_id} {action.id} --by <you> --reason <why>",
         f"     or: {approve_update_command(case_id, action.id)}",
+        f"(a reason could be '{approve}'; to decline: quench reject ... --reason '{reject}')",
     ]
     return "\n".join(lines)
 
@@ -162,7 +185,8 @@ def render_details(status: CaseStatus) -> str:
         ]
         lines += ["", f"#### Removal plan ({len(plan.steps)} steps)"]
         lines += [
-            f"{step.order}. {step.describe()}" + (f" — {step.outcome}" if step.outcome else "")
+            f"{step.order}. {step.describe()}"
+            + (f" — {in_words(step.outcome)}" if step.outcome else "")
             for step in plan.steps
         ]
         lines += [f"- restore: {c.kind.value} of {c.target}" for c in plan.changes]
@@ -172,7 +196,7 @@ def render_details(status: CaseStatus) -> str:
         ]
     if status.recovery:
         lines += ["", "### Recovery"]
-        lines += [f"- {r.description}: {r.outcome or 'pending'}" for r in status.recovery]
+        lines += [f"- {r.description}: {in_words(r.outcome)}" for r in status.recovery]
         lines += [
             f"- logging gap on {g.trail} from {g.stopped_at.isoformat()} to "
             f"{g.restarted_at.isoformat() if g.restarted_at else 'not restarted'}"

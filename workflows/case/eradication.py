@@ -15,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.iam import IamActivities
     from activities.recovery import RecoveryActivities
     from models.activities import (
+        CaptureLaunchedInput,
         CaptureRoleInput,
         CaptureUserInput,
         ClassifyActivityInput,
@@ -35,10 +36,12 @@ with workflow.unsafe.imports_passed_through():
     from models.principal import Credential
     from playbook.classify import POLICY_PARTS, REPLACED_POLICY_CHANGE, AttackerChange, ResourceKind
     from playbook.plan import RemovalStep, removal_plan
+    from playbook.report import in_words
     from workflows.case.approvals import Approvals
     from workflows.case.minted import MintedCredentials
     from workflows.case.patches import (
         ERADICATE_PATCH,
+        LAUNCHED_EVIDENCE_PATCH,
         MINTED_FIRST_PATCH,
         PERMISSIONS_PATCH,
         ROUNDS_PATCH,
@@ -164,6 +167,10 @@ class Eradication:
             changes=report.changes,
             new_credentials=report.new_credentials,
             evidence_key=classified.evidence.key,
+            failures=report.failures,
+            data_reads=report.data_reads,
+            others_changes=report.others_changes,
+            others_read=report.others_read,
         )
         record.status.eradication.append(plan)
         record.note(
@@ -282,7 +289,9 @@ class Eradication:
         failed = await self._carry_out(to_remove, uncaptured)
         outcomes = Counter(step.outcome for step in plan.steps)
         ledger.finish(
-            action, ActionStatus.DONE, ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+            action,
+            ActionStatus.DONE,
+            ", ".join(f"{n} {in_words(o)}" for o, n in sorted(outcomes.items())),
         )
         if failed:
             self._offer_retry(plan.round, failed)
@@ -346,8 +355,12 @@ class Eradication:
                 ledger.finish(action, ActionStatus.REJECTED, decision.reason)
                 return
             ledger.start(action)
+            open_items = self._record.status.open_items
             for step in failed:
-                self._record.status.open_items.remove(_undone(step))
+                if _undone(step) in open_items:
+                    open_items.remove(_undone(step))
+                # Said in the report: this removal was done, if at all, only on its retry.
+                step.retried_in, step.failed_before = action.id, _failure(step)
             still = await self._carry_out(failed, await self._capture_before_removal(failed))
             ledger.finish(
                 action,
@@ -361,14 +374,14 @@ class Eradication:
             ActionKind.RETRY,
             f"Round {round_number}: retry {len(failed)} failed "
             + ("removal" if len(failed) == 1 else "removals"),
-            [f"{step.describe()}: it failed: {step.detail}" for step in failed],
+            [f"{step.describe()}: it failed: {_failure(step)}" for step in failed],
             then,
         )
 
     async def _capture_before_removal(self, steps: list[RemovalStep]) -> dict[ResourceKey, str]:
-        """Evidence of every user and role the plan deletes, whole, before the first
-        removal takes any part of it away. Returns, by resource, why a capture failed:
-        such a resource is not removed."""
+        """Evidence of every user, role, instance and function the plan deletes, whole,
+        before the first removal takes any part of it away. Returns, by resource, why a
+        capture failed: such a resource is not removed."""
         record = self._record
         case_id = record.status.folder
         failures: dict[ResourceKey, str] = {}
@@ -402,11 +415,37 @@ class Eradication:
                 )
                 if role is not None:
                     record.record_evidence(role)
+            elif step.resource.kind in _LAUNCHED and workflow.patched(LAUNCHED_EVIDENCE_PATCH):
+                kind = _LAUNCHED[step.resource.kind]
+                launched, failure = await self._approvals.attempt_or_fail(
+                    f"capture {kind} {name} before its removal",
+                    lambda kind=kind, name=name: workflow.execute_activity_method(  # type: ignore[misc]
+                        EradicationActivities.capture_launched_resource,
+                        CaptureLaunchedInput(case_id=case_id, kind=kind, name=name),
+                        start_to_close_timeout=timedelta(minutes=5),
+                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                        retry_policy=AWS_RETRY,
+                        summary=f"Capture {kind} {name} before its removal",
+                    ),
+                )
+                if launched is not None and launched.evidence is not None:
+                    record.record_evidence(launched.evidence)
             else:
                 continue
             if failure is not None:
                 failures[step.resource.key] = failure
         return failures
+
+
+# What a launched resource is called in its capture: the instance or function to keep.
+_LAUNCHED = {ResourceKind.INSTANCE: "instance", ResourceKind.FUNCTION: "function"}
+
+
+def _failure(step: RemovalStep) -> str:
+    """Why a removal failed, without the removal's own name again: the activity's message
+    already starts with it."""
+    detail = step.detail or "no detail"
+    return detail.removeprefix(f"{step.describe()}: ")
 
 
 def _count(n: int, thing: str) -> str:
@@ -415,7 +454,7 @@ def _count(n: int, thing: str) -> str:
 
 def _undone(step: RemovalStep) -> str:
     """The open item of a removal that failed for good."""
-    return f"{step.describe()} failed: {step.detail}; it is still in AWS"
+    return f"{step.describe()} failed: {_failure(step)}; it is still in AWS"
 
 
 def attacker_made(status: CaseStatus) -> set[tuple[ResourceKind, str | None]]:

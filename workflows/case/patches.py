@@ -35,3 +35,8 @@ RECOVERY_RETRY_PATCH = "recovery-retry-beside"
 # The keys the attacker minted are deactivated, the round's first step, before anything is
 # removed: a removal that fails leaves them contained.
 MINTED_FIRST_PATCH = "minted-keys-deactivated-first"
+# An instance or Lambda function the attacker launched is captured as evidence before its
+# removal, as users and roles are.
+LAUNCHED_EVIDENCE_PATCH = "launched-resource-evidence"
+# The report names the EBS snapshots tagged with the case, looked up before it is written.
+REPORT_SNAPSHOTS_PATCH = "report-snapshots"

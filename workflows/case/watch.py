@@ -115,7 +115,18 @@ class ContainmentWatch:
             record.refresh()
 
     def _take_in(self, watch: WatchStatus, result: CheckActivityResult) -> None:
-        """Note new denied attempts, and trails found not logging."""
+        """Note new denied attempts (and keep where they came from, for the report), and
+        trails found not logging."""
+        attempts = [e for e in result.events if not e.worked]
+        watch.attempt_sources = sorted({*watch.attempt_sources, *(e.source_ip for e in attempts)})
+        # Each check reads the whole window again: its counts replace the last check's.
+        calls = Counter(
+            f"{e.event_source.split('.')[0]}:{e.event_name} "
+            + (e.error_code or "answered (needs no permission)")
+            for e in attempts
+        )
+        if calls:
+            watch.attempt_calls = dict(sorted(calls.items()))
         if result.denied_count > watch.denied_attempts:
             sources = sorted({e.source_ip for e in result.events if e.denied})
             self._record.note(

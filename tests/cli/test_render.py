@@ -1,0 +1,60 @@
+"""What `show` prints for a pending action: the commands to decide it, with reasons that
+fit its kind (a retry is not "confirmed malicious", nor declined as a "false positive")."""
+
+from datetime import UTC, datetime
+
+from cli.render import render_case
+from config.settings import Settings
+from models.case import Action, ActionKind, ActionStatus, CaseStatus, Phase, PhaseChange
+from tests.support import ACCOUNT, finding
+
+AT = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+def _waiting_on(*kinds: ActionKind) -> CaseStatus:
+    return CaseStatus(
+        case_id="case-1",
+        phase=Phase.NEEDS_HUMAN,
+        account_id=ACCOUNT,
+        findings=[finding()],
+        phases=[PhaseChange(phase=Phase.NEEDS_HUMAN, at=AT)],
+        actions=[
+            Action(
+                id=f"{kind.value}-{n}",
+                kind=kind,
+                title=f"{kind.value} things",
+                steps=["delete_user backup-svc: it failed: AccessDenied"],
+                status=ActionStatus.PENDING_APPROVAL,
+                requested_at=AT,
+            )
+            for n, kind in enumerate(kinds, 1)
+        ],
+        approvals=[],
+        evidence=[],
+    )
+
+
+def _commands(text: str, action_id: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if f" {action_id} --by " in line]
+
+
+def test_a_retry_is_decided_with_reasons_that_fit_a_retry():
+    text = render_case(
+        _waiting_on(ActionKind.CONTAIN_INSTANCE_ROLE, ActionKind.RETRY),
+        "running",
+        "quench",
+        Settings(),
+    )
+    retry = _commands(text, "retry-2")
+    assert retry == [
+        "approve: quench approve case-1 retry-2 --by you@example.com --reason "
+        "'the cause of the failure is fixed'",
+        "reject:  quench reject case-1 retry-2 --by you@example.com --reason "
+        "'it will be done by hand'",
+    ]
+    assert "malicious" not in text.partition("retry-2:")[2]
+    assert "false positive" not in text.partition("retry-2:")[2]
+    # Containment keeps the reasons that fit a containment.
+    contain = _commands(text, "contain-1")
+    assert contain[0].endswith("--reason 'confirmed malicious'")
+    assert contain[1].endswith("--reason 'false positive'")
