@@ -16,7 +16,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
 from temporalio.client import (
@@ -45,9 +50,10 @@ from cli.render import (
 from cli.stack_options import add_stack_options, stack_config
 from cli.tables import render_table
 from config import names
-from config.settings import Settings
+from config.settings import Settings, settings_problem
 from config.temporal import connect
-from models.case import ApprovalInput, CaseStatus, NoteInput, Phase
+from lab import world as lab_world
+from models.case import ApprovalInput, CaseStatus, EvidenceRecord, NoteInput, Phase
 from models.intake import FindingOutcome, IngestResult
 from models.principal import PrincipalType
 from stack.binaries import MissingBinaryError
@@ -274,12 +280,38 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     try:
         store = EvidenceStore(AwsClients.from_settings(settings), record.bucket)
         body = await asyncio.to_thread(store.read_verified, record)
-    except ApplicationError as exc:
-        raise CommandError(str(exc)) from None
-    except (BotoCoreError, ClientError) as exc:
-        raise CommandError(f"cannot read the report: {exc}") from None
+    except (ApplicationError, BotoCoreError, ClientError) as exc:
+        raise CommandError(
+            _report_unreadable(exc, record, settings, f"{args.invocation} report {args.case_id}")
+        ) from None
     out(body.decode().rstrip("\n"))
     return 0
+
+
+def _report_unreadable(
+    exc: Exception, record: EvidenceRecord, settings: Settings, command: str
+) -> str:
+    """Why the report could not be read, and what to do about it: botocore's own words
+    ("Unable to locate credentials") say neither what was being read nor how to fix it."""
+    cause = exc.__cause__ if isinstance(exc, ApplicationError) else exc
+    lab_case = record.bucket == lab_world.EVIDENCE_BUCKET and settings.aws_endpoint_url is None
+    lab_hint = (
+        f"this case ran in the lab (its evidence is in the lab's bucket): read it from the "
+        f"lab's AWS with `{command} --lab` (and the --state-dir and ports given to `up`, "
+        "if any)"
+    )
+    if isinstance(cause, NoCredentialsError | PartialCredentialsError):
+        missing = f"no AWS credentials to read the report from {record.uri}"
+        if lab_case:
+            return f"{missing}; {lab_hint}"
+        return (
+            f"{missing}: give credentials as for the AWS CLI (AWS_PROFILE, AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, or an instance role) that may "
+            f"s3:GetObject in {record.bucket}"
+        )
+    reason = str(cause) if isinstance(cause, BotoCoreError | ClientError) else str(exc)
+    message = f"cannot read the report {record.uri}: {reason}"
+    return f"{message}; {lab_hint}" if lab_case else message
 
 
 # -- talking to Temporal -----------------------------------------------------------------
@@ -496,7 +528,7 @@ def run_case_command(args: argparse.Namespace, invocation: str) -> int:
         try:
             settings = Settings()
         except (ValidationError, SettingsError) as exc:
-            raise CommandError(f"settings: {exc}", EXIT_USAGE) from None
+            raise CommandError(settings_problem(exc), EXIT_USAGE) from None
         return asyncio.run(handler(args, settings))
     except CommandError as exc:
         err(f"error: {exc}" if not str(exc).startswith("refused:") else str(exc))
