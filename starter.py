@@ -88,7 +88,12 @@ async def wait_for_case(client: Client, case_id: str) -> CaseStatus:
 
 def cmd_up(args: argparse.Namespace) -> int:
     config = stack_config(args, lab=not args.no_lab)
-    stack = EmbeddedStack(config)
+    try:
+        stack = EmbeddedStack(config)
+        stack.check_settings()
+    except (StackError, MissingBinaryError) as exc:
+        say(f"error: {exc}")
+        return 2 if isinstance(exc, StackError) else 1
     say(f"Starting Quench's embedded stack (state in {stack.state_dir})")
     stopping = False
 
@@ -172,9 +177,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
     config = stack_config(args, lab=True)
     try:
         stack = EmbeddedStack(config)
-    except MissingBinaryError as exc:
+        stack.check_settings()
+    except (StackError, MissingBinaryError) as exc:
         say(f"error: {exc}")
-        return 1
+        return 2 if isinstance(exc, StackError) else 1
     down = [
         name
         for name, port in (
