@@ -213,7 +213,7 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
                 settings, "query", "--workflow-id", args.case_id, "--name", names.QUERY_STATUS
             )
         )
-    status, temporal_status = await _case_status(handle, args.case_id)
+    status, temporal_status = await case_status(handle, args.case_id)
     if args.json:
         out(status.model_dump_json(indent=2))
     else:
@@ -273,7 +273,7 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     """The report from the evidence bucket, checked against the SHA-256 the case holds."""
     client = await _connect(settings)
     handle = client.get_workflow_handle_for(CaseWorkflow.run, args.case_id)
-    status, _ = await _case_status(handle, args.case_id)
+    status, _ = await case_status(handle, args.case_id)
     if status.report is None:
         raise CommandError(f"{status.case_id} has no report yet (phase {status.phase.value})")
     record = status.report.json_report if args.json else status.report.markdown_report
@@ -328,7 +328,7 @@ async def _connect(settings: Settings) -> Client:
         ) from None
 
 
-async def _case_status(
+async def case_status(
     handle: WorkflowHandle[Any, CaseStatus], case_id: str
 ) -> tuple[CaseStatus, str]:
     """The case's status and Temporal's word for its run. A completed case is read from

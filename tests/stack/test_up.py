@@ -221,6 +221,20 @@ def test_an_up_killed_with_minus_9_does_not_block_the_next(tmp_path):
     second = start_up(state_dir, options, webhook_port, temporal_port)
     try:
         assert "in use by another" not in second.output()
+        # It resumes: nothing run again, the lab told as its AWS is now, and every case
+        # with where it stands.
+        case = LabCase[AttackReport].model_validate_json((state_dir / CASE_FILE).read_text())
+        attack, printed = case.attack, second.output()
+        assert "Lab: resumed; no scenario is run again" in printed
+        assert "CloudTrail records delivered" not in printed  # the attack's report, dated
+        assert (
+            f"    now: stolen key {attack.stolen_access_key_id}: sessions of web-app-role not "
+            f"revoked yet; what the attacker made: user {attack.backdoor_user}, "
+        ) in printed
+        assert "Cases on this stack: 1\n" in printed
+        assert f"Case {case.case_id}: phase awaiting_approval; 0 open items\n" in printed
+        assert "  waiting for approval of contain-1: " in printed
+        assert f"QUENCH_TEMPORAL_ADDRESS=127.0.0.1:{temporal_port} " in printed
         assert second.process.poll() is None
         # The first stack's processes went with it; the second runs its own.
         assert not any(alive(pid) for pid in first_pids.values())
