@@ -175,6 +175,8 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         query = build_query(case_filter)
     except QueryValueError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
+    if args.json and args.ids:
+        raise CommandError("--json or --ids: one of them", EXIT_USAGE)
     if args.show_query or args.verbose:
         # On standard error, so that `--json` output stays one document.
         err(temporal_command(settings, "list", "--query", query))
@@ -199,6 +201,9 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         raise
     if args.json:
         out(_json([line.model_dump(mode="json") for line in lines]))
+    elif args.ids:
+        if lines:
+            out("\n".join(line.case_id for line in lines))
     else:
         out(render_case_lines(lines))
     return 0
@@ -479,6 +484,12 @@ def add_case_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     listing.add_argument("--limit", type=_positive_int, default=DEFAULT_LIST_LIMIT)
     listing.add_argument(
         "--show-query", action="store_true", help="print the query (on standard error)"
+    )
+    listing.add_argument(
+        "--ids",
+        action="store_true",
+        help="only the case ids, one a line (for scripts: CASE=$(quench list --open --ids "
+        "--limit 1))",
     )
     listing.set_defaults(handler=cmd_list)
 
