@@ -32,7 +32,7 @@ from temporalio.service import RPCError
 from cli.commands import CommandError, add_case_commands, case_status, run_case_command
 from cli.queries import CaseFilter, build_query
 from cli.render import program_path, update_command
-from cli.stack_options import add_stack_options, stack_config
+from cli.stack_options import add_stack_options, record_ports, stack_config
 from config import names
 from config.settings import Settings
 from config.temporal import connect
@@ -95,7 +95,7 @@ async def wait_for_case(client: Client, case_id: str) -> CaseStatus:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    config = stack_config(args, lab=not args.no_lab)
+    config = stack_config(args, lab=not args.no_lab, recorded=False)
     try:
         stack = EmbeddedStack(config)
         stack.check_settings()
@@ -112,6 +112,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         stack.start(report=lambda line: say(f"  {line}"))
+        record_ports(config)
         say(f"Temporal Web UI: {stack.ui_url}")
         say(f"Webhook:         {stack.webhook_url}/v1/events/eventbridge")
         if config.lab:

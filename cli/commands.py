@@ -302,8 +302,7 @@ def _report_unreadable(
     lab_case = record.bucket == lab_world.EVIDENCE_BUCKET and settings.aws_endpoint_url is None
     lab_hint = (
         f"this case ran in the lab (its evidence is in the lab's bucket): read it from the "
-        f"lab's AWS with `{command} --lab` (and the --state-dir and ports given to `up`, "
-        "if any)"
+        f"lab's AWS with `{command} --lab` (and `up`'s --state-dir, if it was given one)"
     )
     if isinstance(cause, NoCredentialsError | PartialCredentialsError):
         missing = f"no AWS credentials to read the report from {record.uri}"
