@@ -325,10 +325,13 @@ async def _connect(settings: Settings) -> Client:
     try:
         return await connect(settings)
     except RuntimeError as exc:
-        # How the client reports a Temporal it cannot reach.
+        # How the client reports a Temporal it cannot reach; its transport's words for a
+        # refused connection say nothing a person needs.
+        reason = "nothing listens there" if "Connection refused" in str(exc) else str(exc)
         raise CommandError(
-            f"cannot connect to Temporal at {settings.temporal_address} "
-            f"(QUENCH_TEMPORAL_ADDRESS): {exc}"
+            f"cannot connect to Temporal at {settings.temporal_address}: {reason}. Is the "
+            "stack up? `make demo` runs Temporal at 127.0.0.1:7233; a stack on other ports "
+            "prints its address: set QUENCH_TEMPORAL_ADDRESS to it"
         ) from None
 
 
