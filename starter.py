@@ -176,15 +176,20 @@ def say_resumed(stack: EmbeddedStack) -> None:
     say("Lab: resumed; no scenario is run again (`lab SCENARIO` runs one not run yet)")
     for case in cases_run(stack.state_dir):
         say(f"  {TITLES[case.attack.scenario]} (case {case.case_id})")
-        say(f"    now: {standing(stack.aws_url, case)}")
-    cases = asyncio.run(_every_case(stack))
+        try:
+            say(f"    now: {standing(stack.aws_url, case)}")
+        except (BotoCoreError, ClientError) as exc:
+            say(f"    now: cannot tell, the lab's AWS did not answer: {exc}")
+    shown, more = asyncio.run(_every_case(stack))
     say("")
-    say(f"Cases on this stack: {len(cases)}")
-    for case_id, status, state in cases:
+    say(f"Cases on this stack: {len(shown) + more}")
+    for case_id, status, state in shown:
         if status is None:
             say(f"Case {case_id}: {state}")
         else:
             say_case(stack, status, state)
+    if more:
+        say(f"... and {more} more: `quench list` lists them all")
 
 
 def say_case(stack: EmbeddedStack, status: CaseStatus, state: str = "running") -> None:
@@ -261,24 +266,31 @@ async def _case_status(stack: EmbeddedStack, case_id: str) -> CaseStatus:
     return await wait_for_case(client, case_id)
 
 
-async def _every_case(stack: EmbeddedStack) -> list[tuple[str, CaseStatus | None, str]]:
-    """Every case on the stack, newest first, as it stands: its status (None when it cannot
-    be read, with the reason), and Temporal's word for its run."""
+# How many cases a resumed `up` shows with their status (each one a query to a worker).
+CASES_SHOWN = 20
+
+
+async def _every_case(
+    stack: EmbeddedStack,
+) -> tuple[list[tuple[str, CaseStatus | None, str]], int]:
+    """The stack's cases, running ones first, as they stand (the first CASES_SHOWN): each
+    with its status (None when it cannot be read, with the reason instead) and Temporal's
+    word for its run; and how many more there are."""
     client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))
-    cases: list[tuple[str, CaseStatus | None, str]] = []
-    seen: set[str] = set()
-    async for execution in client.list_workflows(build_query(CaseFilter())):
-        if execution.id in seen:  # a case continued as new: its newest run stands for it
-            continue
-        seen.add(execution.id)
-        handle = client.get_workflow_handle_for(CaseWorkflow.run, execution.id)
+    # A case continued as new has a run per part; the newest (listed first) stands for it.
+    case_ids = list(
+        dict.fromkeys([e.id async for e in client.list_workflows(build_query(CaseFilter()))])
+    )
+    shown: list[tuple[str, CaseStatus | None, str]] = []
+    for case_id in case_ids[:CASES_SHOWN]:
+        handle = client.get_workflow_handle_for(CaseWorkflow.run, case_id)
         try:
-            status, state = await case_status(handle, execution.id)
+            status, state = await case_status(handle, case_id)
         except CommandError as exc:
-            cases.append((execution.id, None, str(exc)))
+            shown.append((case_id, None, str(exc)))
         else:
-            cases.append((execution.id, status, state))
-    return cases
+            shown.append((case_id, status, state))
+    return shown, len(case_ids) - len(shown)
 
 
 def parser(prog: str = "starter.py") -> argparse.ArgumentParser:
