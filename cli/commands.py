@@ -539,7 +539,9 @@ def run_case_command(args: argparse.Namespace, invocation: str) -> int:
             # The lab's AWS and Temporal, as `up` runs them with the same options.
             os.environ.update(EmbeddedStack(stack_config(args, lab=True)).child_env())
         try:
-            settings = Settings()
+            # The lab's faults and call log are the worker's: a shell that exported them to
+            # run `up` can still run the case commands, which never use them.
+            settings = Settings(lab_faults={}, lab_log_calls=False)
         except (ValidationError, SettingsError) as exc:
             raise CommandError(settings_problem(exc), EXIT_USAGE) from None
         return asyncio.run(handler(args, settings))

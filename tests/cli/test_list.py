@@ -356,3 +356,14 @@ async def test_the_readmes_case_lookups_find_the_lab_cases_kind(cases, run):
         ]
         (found,) = ran.out.splitlines()
         assert found in {cases.ids[label] for label in kind}
+
+
+async def test_the_case_commands_run_in_a_shell_that_exported_the_labs_worker_settings(
+    run, monkeypatch
+):
+    """QUENCH_LAB_FAULTS and QUENCH_LAB_LOG_CALLS are refused outside the lab for the
+    worker's sake; the case commands do not use them, so they do not refuse to run."""
+    monkeypatch.setenv("QUENCH_LAB_FAULTS", '{"iam:DeleteUser": "access_denied"}')
+    monkeypatch.setenv("QUENCH_LAB_LOG_CALLS", "true")
+    ran = await run("list", "--account", "000000000000", "--ids")
+    assert (ran.code, ran.out, ran.err) == (0, "", "")
