@@ -29,9 +29,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from cli.commands import add_case_commands, run_case_command
+from cli.commands import CommandError, add_case_commands, case_status, run_case_command
+from cli.queries import CaseFilter, build_query
 from cli.render import program_path, update_command
-from cli.stack_options import add_stack_options, stack_config
+from cli.stack_options import add_stack_options, record_ports, stack_config
 from config import names
 from config.settings import Settings
 from config.temporal import connect
@@ -41,9 +42,12 @@ from lab.scenario import (
     TITLES,
     Scenario,
     attacker_returns_to,
+    cases_run,
+    has_run,
     run_scenario,
     summary,
 )
+from lab.standing import standing
 from models.case import CaseStatus, Phase
 from stack.binaries import MissingBinaryError
 from stack.embedded import EmbeddedStack
@@ -71,6 +75,10 @@ def approve_commands(stack: EmbeddedStack, case_id: str, action_id: str) -> list
         else f"{shlex.quote(sys.executable)} starter.py"
     )
     by = f"--by you@example.com --reason {shlex.quote(REASON)}"
+    # Quench's command finds Temporal by QUENCH_TEMPORAL_ADDRESS: a stack on other ports
+    # than the default is named, so that the command works pasted as printed.
+    if stack.temporal_address != Settings.model_fields["temporal_address"].default:
+        quench = f"QUENCH_TEMPORAL_ADDRESS={shlex.quote(stack.temporal_address)} {quench}"
     return [update, f"{quench} approve {case_id} {action_id} {by}"]
 
 
@@ -87,8 +95,13 @@ async def wait_for_case(client: Client, case_id: str) -> CaseStatus:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    config = stack_config(args, lab=not args.no_lab)
-    stack = EmbeddedStack(config)
+    config = stack_config(args, lab=not args.no_lab, recorded=False)
+    try:
+        stack = EmbeddedStack(config)
+        stack.check_settings()
+    except (StackError, MissingBinaryError) as exc:
+        say(f"error: {exc}")
+        return 2 if isinstance(exc, StackError) else 1
     say(f"Starting Quench's embedded stack (state in {stack.state_dir})")
     stopping = False
 
@@ -99,11 +112,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         stack.start(report=lambda line: say(f"  {line}"))
+        record_ports(config)
         say(f"Temporal Web UI: {stack.ui_url}")
         say(f"Webhook:         {stack.webhook_url}/v1/events/eventbridge")
         if config.lab:
             say(f"Lab AWS (moto):  {stack.aws_url}")
-            run_lab_scenario(stack, args.scenario)
+            if has_run(stack.state_dir, args.scenario):
+                say_resumed(stack)
+            else:
+                run_lab_scenario(stack, args.scenario)
         say("")
         say("The stack is up. Press Ctrl-C to stop it (cases persist; `up` resumes them).")
         # The stack restarts a worker or webhook that dies, and has said why when it fails.
@@ -131,7 +148,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def run_lab_scenario(stack: EmbeddedStack, scenario: Scenario) -> None:
     """Run (or resume) a lab scenario on the stack, and say where its case stands."""
-    say(f"Lab scenario: {TITLES[scenario]} (resumed if already run)")
+    ran_before = has_run(stack.state_dir, scenario)
+    say(
+        f"Lab scenario: {TITLES[scenario]}" + (" (run before: not run again)" if ran_before else "")
+    )
     # The token the stack's webhook takes: a configured one, or else the lab's own.
     webhook = Settings(lab=True)
     case = run_scenario(
@@ -142,14 +162,50 @@ def run_lab_scenario(stack: EmbeddedStack, scenario: Scenario) -> None:
         stack.state_dir,
         scenario,
     )
-    say(f"  {summary(case)}")
+    # A scenario run before is told as its lab's AWS has it now, not as its attack left it.
+    say(f"  now: {standing(stack.aws_url, case)}" if ran_before else f"  {summary(case)}")
     status = asyncio.run(_case_status(stack, case.case_id))
     say("")
-    say(f"Case {case.case_id}: phase {status.phase.value}")
-    say(f"  follow it: {stack.case_url(case.case_id)}")
+    say_case(stack, status)
+
+
+def say_resumed(stack: EmbeddedStack) -> None:
+    """What `up` says when its scenario ran before on this state directory: nothing is run
+    again, so it says what of each attack still stands in the lab's AWS (the attack's own
+    report is as old as the attack) and where every case of the stack stands now."""
+    say("Lab: resumed; no scenario is run again (`lab SCENARIO` runs one not run yet)")
+    for case in cases_run(stack.state_dir):
+        say(f"  {TITLES[case.attack.scenario]} (case {case.case_id})")
+        try:
+            say(f"    now: {standing(stack.aws_url, case)}")
+        except (BotoCoreError, ClientError) as exc:
+            say(f"    now: cannot tell, the lab's AWS did not answer: {exc}")
+    shown, more = asyncio.run(_every_case(stack))
+    say("")
+    say(f"Cases on this stack: {len(shown) + more}")
+    for case_id, status, state in shown:
+        if status is None:
+            say(f"Case {case_id}: {state}")
+        else:
+            say_case(stack, status, state)
+    if more:
+        say(f"... and {more} more: `quench list` lists them all")
+
+
+def say_case(stack: EmbeddedStack, status: CaseStatus, state: str = "running") -> None:
+    """One case: its phase and outcome, its open items, and how to approve what waits."""
+    where = f"phase {status.phase.value}"
+    if status.outcome:
+        where += f", outcome {status.outcome}"
+    if state not in {"running", "completed"}:
+        where += f" ({state})"  # ended without closing: terminated, failed...
+    items = len(status.open_items)
+    where += f"; {items} open item{'' if items == 1 else 's'}"
+    say(f"Case {status.case_id}: {where}")
+    say(f"  follow it: {stack.case_url(status.case_id)}")
     for action in status.pending_actions():
         say(f"  waiting for approval of {action.id}: {action.title}")
-        update, own = approve_commands(stack, case.case_id, action.id)
+        update, own = approve_commands(stack, status.case_id, action.id)
         say("  approve it from another terminal:")
         say(f"    {update}")
         say(f"  or: {own}")
@@ -172,9 +228,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
     config = stack_config(args, lab=True)
     try:
         stack = EmbeddedStack(config)
-    except MissingBinaryError as exc:
+        stack.check_settings()
+    except (StackError, MissingBinaryError) as exc:
         say(f"error: {exc}")
-        return 1
+        return 2 if isinstance(exc, StackError) else 1
     down = [
         name
         for name, port in (
@@ -207,6 +264,33 @@ async def _case_status(stack: EmbeddedStack, case_id: str) -> CaseStatus:
     settings = Settings(lab=True, temporal_address=stack.temporal_address)
     client = await connect(settings)
     return await wait_for_case(client, case_id)
+
+
+# How many cases a resumed `up` shows with their status (each one a query to a worker).
+CASES_SHOWN = 20
+
+
+async def _every_case(
+    stack: EmbeddedStack,
+) -> tuple[list[tuple[str, CaseStatus | None, str]], int]:
+    """The stack's cases, running ones first, as they stand (the first CASES_SHOWN): each
+    with its status (None when it cannot be read, with the reason instead) and Temporal's
+    word for its run; and how many more there are."""
+    client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))
+    # A case continued as new has a run per part; the newest (listed first) stands for it.
+    case_ids = list(
+        dict.fromkeys([e.id async for e in client.list_workflows(build_query(CaseFilter()))])
+    )
+    shown: list[tuple[str, CaseStatus | None, str]] = []
+    for case_id in case_ids[:CASES_SHOWN]:
+        handle = client.get_workflow_handle_for(CaseWorkflow.run, case_id)
+        try:
+            status, state = await case_status(handle, case_id)
+        except CommandError as exc:
+            shown.append((case_id, None, str(exc)))
+        else:
+            shown.append((case_id, status, state))
+    return shown, len(case_ids) - len(shown)
 
 
 def parser(prog: str = "starter.py") -> argparse.ArgumentParser:

@@ -27,6 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field
 logger = logging.getLogger(__name__)
 
 SETTING = "QUENCH_LAB_FAULTS"
+# What the setting takes, for the errors that refuse it.
+ACCEPTED = (
+    'a JSON object of service:Operation to a fault, e.g. {"iam:DeleteUser": "access_denied", '
+    '"ec2:StopInstances": {"fault": "throttling", "times": 3}}'
+)
 
 Fault = Literal["access_denied", "throttling", "internal_error", "not_implemented"]
 FAULTS: tuple[str, ...] = get_args(Fault)
@@ -69,11 +74,9 @@ def parse_fault_plan(value: Any) -> FaultPlan:
         try:
             value = json.loads(value)
         except ValueError as exc:
-            raise ValueError(f"{SETTING} is not JSON: {exc}") from exc
+            raise ValueError(f"{SETTING} is not JSON ({exc}); it takes {ACCEPTED}") from exc
     if not isinstance(value, Mapping):
-        raise ValueError(
-            f'{SETTING} must be a JSON object, e.g. {{"iam:DeleteUser": "access_denied"}}'
-        )
+        raise ValueError(f"{SETTING} must be {ACCEPTED}")
     plan: FaultPlan = {}
     for key, spec in value.items():
         _check_operation(key)
@@ -125,6 +128,7 @@ def _check_operation(key: Any) -> None:
         guess = named.get(operation) or named.get(operation.lower())
         hint = f"; did you mean {service}:{guess}?" if guess else ""
         hint = hint or _did_you_mean(operation, model.operation_names, prefix=f"{service}:")
+        hint = hint or "; operations are named as in the service's API reference"
         raise ValueError(f"{where}: {service} has no operation {operation!r}{hint}")
     if model.resolved_protocol not in PROTOCOLS:
         raise ValueError(

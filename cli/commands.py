@@ -16,7 +16,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
 from temporalio.client import (
@@ -45,9 +50,10 @@ from cli.render import (
 from cli.stack_options import add_stack_options, stack_config
 from cli.tables import render_table
 from config import names
-from config.settings import Settings
+from config.settings import Settings, settings_problem
 from config.temporal import connect
-from models.case import ApprovalInput, CaseStatus, NoteInput, Phase
+from lab import world as lab_world
+from models.case import ApprovalInput, CaseStatus, EvidenceRecord, NoteInput, Phase
 from models.intake import FindingOutcome, IngestResult
 from models.principal import PrincipalType
 from stack.binaries import MissingBinaryError
@@ -169,6 +175,8 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         query = build_query(case_filter)
     except QueryValueError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
+    if args.json and args.ids:
+        raise CommandError("--json or --ids: one of them", EXIT_USAGE)
     if args.show_query or args.verbose:
         # On standard error, so that `--json` output stays one document.
         err(temporal_command(settings, "list", "--query", query))
@@ -193,6 +201,9 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         raise
     if args.json:
         out(_json([line.model_dump(mode="json") for line in lines]))
+    elif args.ids:
+        if lines:
+            out("\n".join(line.case_id for line in lines))
     else:
         out(render_case_lines(lines))
     return 0
@@ -207,7 +218,7 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
                 settings, "query", "--workflow-id", args.case_id, "--name", names.QUERY_STATUS
             )
         )
-    status, temporal_status = await _case_status(handle, args.case_id)
+    status, temporal_status = await case_status(handle, args.case_id)
     if args.json:
         out(status.model_dump_json(indent=2))
     else:
@@ -267,19 +278,44 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     """The report from the evidence bucket, checked against the SHA-256 the case holds."""
     client = await _connect(settings)
     handle = client.get_workflow_handle_for(CaseWorkflow.run, args.case_id)
-    status, _ = await _case_status(handle, args.case_id)
+    status, _ = await case_status(handle, args.case_id)
     if status.report is None:
         raise CommandError(f"{status.case_id} has no report yet (phase {status.phase.value})")
     record = status.report.json_report if args.json else status.report.markdown_report
     try:
         store = EvidenceStore(AwsClients.from_settings(settings), record.bucket)
         body = await asyncio.to_thread(store.read_verified, record)
-    except ApplicationError as exc:
-        raise CommandError(str(exc)) from None
-    except (BotoCoreError, ClientError) as exc:
-        raise CommandError(f"cannot read the report: {exc}") from None
+    except (ApplicationError, BotoCoreError, ClientError) as exc:
+        raise CommandError(
+            _report_unreadable(exc, record, settings, f"{args.invocation} report {args.case_id}")
+        ) from None
     out(body.decode().rstrip("\n"))
     return 0
+
+
+def _report_unreadable(
+    exc: Exception, record: EvidenceRecord, settings: Settings, command: str
+) -> str:
+    """Why the report could not be read, and what to do about it: botocore's own words
+    ("Unable to locate credentials") say neither what was being read nor how to fix it."""
+    cause = exc.__cause__ if isinstance(exc, ApplicationError) else exc
+    lab_case = record.bucket == lab_world.EVIDENCE_BUCKET and settings.aws_endpoint_url is None
+    lab_hint = (
+        f"this case ran in the lab (its evidence is in the lab's bucket): read it from the "
+        f"lab's AWS with `{command} --lab` (and `up`'s --state-dir, if it was given one)"
+    )
+    if isinstance(cause, NoCredentialsError | PartialCredentialsError):
+        missing = f"no AWS credentials to read the report from {record.uri}"
+        if lab_case:
+            return f"{missing}; {lab_hint}"
+        return (
+            f"{missing}: give credentials as for the AWS CLI (AWS_PROFILE, AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, or an instance role) that may "
+            f"s3:GetObject in {record.bucket}"
+        )
+    reason = str(cause) if isinstance(cause, BotoCoreError | ClientError) else str(exc)
+    message = f"cannot read the report {record.uri}: {reason}"
+    return f"{message}; {lab_hint}" if lab_case else message
 
 
 # -- talking to Temporal -----------------------------------------------------------------
@@ -289,14 +325,17 @@ async def _connect(settings: Settings) -> Client:
     try:
         return await connect(settings)
     except RuntimeError as exc:
-        # How the client reports a Temporal it cannot reach.
+        # How the client reports a Temporal it cannot reach; its transport's words for a
+        # refused connection say nothing a person needs.
+        reason = "nothing listens there" if "Connection refused" in str(exc) else str(exc)
         raise CommandError(
-            f"cannot connect to Temporal at {settings.temporal_address} "
-            f"(QUENCH_TEMPORAL_ADDRESS): {exc}"
+            f"cannot connect to Temporal at {settings.temporal_address}: {reason}. Is the "
+            "stack up? `make demo` runs Temporal at 127.0.0.1:7233; a stack on other ports "
+            "prints its address: set QUENCH_TEMPORAL_ADDRESS to it"
         ) from None
 
 
-async def _case_status(
+async def case_status(
     handle: WorkflowHandle[Any, CaseStatus], case_id: str
 ) -> tuple[CaseStatus, str]:
     """The case's status and Temporal's word for its run. A completed case is read from
@@ -448,6 +487,12 @@ def add_case_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     listing.add_argument(
         "--show-query", action="store_true", help="print the query (on standard error)"
     )
+    listing.add_argument(
+        "--ids",
+        action="store_true",
+        help="only the case ids, one a line (for scripts: CASE=$(quench list --open --ids "
+        "--limit 1))",
+    )
     listing.set_defaults(handler=cmd_list)
 
     show = commands.add_parser(
@@ -494,9 +539,11 @@ def run_case_command(args: argparse.Namespace, invocation: str) -> int:
             # The lab's AWS and Temporal, as `up` runs them with the same options.
             os.environ.update(EmbeddedStack(stack_config(args, lab=True)).child_env())
         try:
-            settings = Settings()
+            # The lab's faults and call log are the worker's: a shell that exported them to
+            # run `up` can still run the case commands, which never use them.
+            settings = Settings(lab_faults={}, lab_log_calls=False)
         except (ValidationError, SettingsError) as exc:
-            raise CommandError(f"settings: {exc}", EXIT_USAGE) from None
+            raise CommandError(settings_problem(exc), EXIT_USAGE) from None
         return asyncio.run(handler(args, settings))
     except CommandError as exc:
         err(f"error: {exc}" if not str(exc).startswith("refused:") else str(exc))

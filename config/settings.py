@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from activities.faults import FaultPlan, parse_fault_plan
 from config.names import TASK_QUEUE
@@ -230,3 +230,20 @@ def _check_webhook_url(url: str) -> None:
         raise ValueError(
             "QUENCH_NOTIFY_WEBHOOK_URL must be an https:// URL (http:// only to localhost)"
         )
+
+
+def settings_problem(exc: ValidationError | SettingsError) -> str:
+    """What is wrong with the settings, on one line naming each variable at fault (never
+    its value: some are secrets), for a person to read instead of pydantic's report."""
+    if isinstance(exc, SettingsError):
+        # pydantic-settings could not decode a value (a JSON list that is not JSON).
+        return str(exc)
+    problems = []
+    for error in exc.errors():
+        message = str(error["ctx"]["error"]) if "error" in error.get("ctx", {}) else error["msg"]
+        loc = error["loc"]
+        variable = f"QUENCH_{str(loc[0]).upper()}" if loc else ""
+        if variable and not message.startswith(variable):
+            message = f"{variable}: {message}"
+        problems.append(message)
+    return "; ".join(problems)

@@ -201,6 +201,22 @@ def _run(
     return case
 
 
+def has_run(state_dir: Path, scenario: Scenario) -> bool:
+    """Whether the scenario has run to its case on this state directory."""
+    stages = _USER_KEY if scenario == "user-key" else _EC2_ROLE
+    return (state_dir / stages.case_file).exists()
+
+
+def cases_run(state_dir: Path) -> list[LabCase[AttackReport] | LabCase[UserKeyAttackReport]]:
+    """The lab case of each scenario that has run on this state directory."""
+    cases: list[LabCase[AttackReport] | LabCase[UserKeyAttackReport]] = []
+    for stages in (_EC2_ROLE, _USER_KEY):
+        path = state_dir / stages.case_file
+        if path.exists():
+            cases.append(stages.case.model_validate_json(path.read_text()))
+    return cases
+
+
 def summary(case: LabCase[AttackReport] | LabCase[UserKeyAttackReport]) -> str:
     """One line on what the scenario's attacker did, for the operator."""
     world, attack = case.world, case.attack

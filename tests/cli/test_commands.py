@@ -210,7 +210,8 @@ async def test_missing_file_and_no_temporal_are_errors(cli, tmp_path, monkeypatc
     monkeypatch.setenv("QUENCH_TEMPORAL_ADDRESS", "127.0.0.1:9")
     ran = await run("show", "case-anything")
     assert ran.code == 1
-    assert "cannot connect to Temporal at 127.0.0.1:9" in ran.err
+    assert ran.err.startswith("error: cannot connect to Temporal at 127.0.0.1:9: nothing listens ")
+    assert "set QUENCH_TEMPORAL_ADDRESS" in ran.err and "tonic" not in ran.err
 
 
 async def test_a_file_over_the_size_limit_is_refused(cli, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ the search attributes the cases set as they run; and what it prints."""
 
 import asyncio
 import json
+import re
 import shlex
 import uuid
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from lab.guardduty import TOR_FINDING, user_key_finding
 from models.case import ApprovalInput
 from models.finding import finding_from_guardduty
 from tests.cli.conftest import Run, case_worker, command_line, wait_for
-from tests.support import finding
+from tests.support import PROJECT_ROOT, finding
 from webhook.intake import submit_finding
 from workflows.case import CaseWorkflow
 
@@ -300,3 +301,69 @@ async def test_arguments_out_of_range_are_usage_errors(run, argv):
     ran = await run("list", *argv)
     assert ran.code == 2
     assert "error: argument" in ran.err
+
+
+async def test_ids_prints_only_the_case_ids_for_a_script(cases, run):
+    ran = await run("list", "--account", cases.accounts[0], "--ids")
+    assert (ran.code, ran.out) == (0, f"{cases.ids['web']}\n{cases.ids['ci']}\n")
+    ran = await run("list", "--account", cases.accounts[0], "--ids", "--limit", "1")
+    assert ran.out == f"{cases.ids['web']}\n"
+    ran = await run("list", "--account", "000000000000", "--ids")
+    assert (ran.code, ran.out) == (0, "")
+    ran = await run("list", "--ids", "--json")
+    assert (ran.code, ran.out) == (2, "")
+    assert "--json or --ids" in ran.err
+
+
+README = PROJECT_ROOT / "README.md"
+CASE_ID = re.compile(r"case-\d{12}-A[SK]IA[A-Z0-9]{16}")
+
+
+def _readme_shell_lines() -> list[str]:
+    """Every line of the README's ```bash blocks: what a reader pastes."""
+    return [
+        line
+        for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
+        for line in block.splitlines()
+    ]
+
+
+def test_the_readme_pastes_no_case_id_of_another_clone():
+    """The lab makes its keys anew on each clone, so a case id in a command to paste would
+    be someone else's: the commands take the case from `$CASE`, which they look up."""
+    lines = _readme_shell_lines()
+    assert [line for line in lines if CASE_ID.search(line)] == []
+    uses = [line for line in lines if '"$CASE"' in line]
+    assert uses, "the README's case commands use $CASE"
+
+
+async def test_the_readmes_case_lookups_find_the_lab_cases_kind(cases, run):
+    """`CASE=$(.venv/bin/quench list ...)` as the README writes it, kept to this test's
+    cases: one id, of the kind of case the line says."""
+    lookups = {
+        line.split("#")[0].strip()
+        for line in _readme_shell_lines()
+        if line.startswith("CASE=$(.venv/bin/quench list ")
+    }
+    assert lookups
+    for lookup in lookups:
+        argv = shlex.split(lookup.removeprefix("CASE=$(").removesuffix(")"))
+        assert argv[0] == ".venv/bin/quench"
+        ran = await run(*argv[1:], *cases.scope())
+        assert ran.code == 0, ran.err
+        kind = {"AssumedRole": {"web", "db"}, "IAMUser": {"ci"}}[
+            argv[argv.index("--principal-type") + 1]
+        ]
+        (found,) = ran.out.splitlines()
+        assert found in {cases.ids[label] for label in kind}
+
+
+async def test_the_case_commands_run_in_a_shell_that_exported_the_labs_worker_settings(
+    run, monkeypatch
+):
+    """QUENCH_LAB_FAULTS and QUENCH_LAB_LOG_CALLS are refused outside the lab for the
+    worker's sake; the case commands do not use them, so they do not refuse to run."""
+    monkeypatch.setenv("QUENCH_LAB_FAULTS", '{"iam:DeleteUser": "access_denied"}')
+    monkeypatch.setenv("QUENCH_LAB_LOG_CALLS", "true")
+    ran = await run("list", "--account", "000000000000", "--ids")
+    assert (ran.code, ran.out, ran.err) == (0, "", "")

@@ -29,6 +29,7 @@ from lab.scenario import (
     attacker_returns_to,
     run_scenario,
 )
+from lab.standing import standing
 from lab.user_key_attack import CI_IP, TOR_EXIT_IP, UserKeyAttackReport
 from lab.world import BUILD_BOT_POLICY, BUILD_BOT_POLICY_NAME, LabWorld, client
 from models.finding import GuardDutyEvent, finding_from_guardduty
@@ -406,6 +407,47 @@ def test_both_scenarios_share_the_world_and_resume_without_repeating(run):
     assert run.client("iam").list_users()["Users"] == users_before
 
 
+def test_what_still_stands_is_read_from_aws_not_from_the_attack_report(run):
+    """What `up` says of a scenario run before: each fact as the lab's AWS has it now."""
+    ec2, attack = run.ec2_case.attack, run.attack
+
+    assert standing(run.url, run.ec2_case) == (
+        f"stolen key {ec2.stolen_access_key_id}: sessions of web-app-role not revoked yet; "
+        f"what the attacker made: user {ec2.backdoor_user}, user {ec2.second_generation_user}, "
+        f"role {ec2.backdoor_role}, function {ec2.backdoor_function} still there; "
+        "trail management-events not logging"
+    )
+    assert standing(run.url, run.case) == (
+        f"leaked key {attack.leaked_access_key_id} of build-bot active; what the attacker "
+        f"made: user {attack.second_generation_user}, user {attack.third_generation_user} "
+        f"still there; {attack.trust_changed_role} still trusts {OUTSIDE_ACCOUNT}"
+    )
+
+    # What a case does, done by hand: then the same facts read otherwise.
+    # (The last test of this file cuts the role's sessions off and starts the trail.)
+    iam = run.client("iam")
+    run.client("lambda").delete_function(FunctionName=ec2.backdoor_function)
+    iam.update_access_key(
+        UserName="build-bot", AccessKeyId=attack.leaked_access_key_id, Status="Inactive"
+    )
+    iam.update_assume_role_policy(
+        RoleName=attack.trust_changed_role, PolicyDocument=json.dumps(attack.prior_trust_policy)
+    )
+
+    assert standing(run.url, run.ec2_case) == (
+        f"stolen key {ec2.stolen_access_key_id}: sessions of web-app-role not revoked yet; "
+        f"what the attacker made: user {ec2.backdoor_user}, user {ec2.second_generation_user}, "
+        f"role {ec2.backdoor_role} still there; function {ec2.backdoor_function} removed; "
+        "trail management-events not logging"
+    )
+    assert standing(run.url, run.case).startswith(
+        f"leaked key {attack.leaked_access_key_id} of build-bot inactive; "
+    )
+    assert standing(run.url, run.case).endswith(
+        f"; {attack.trust_changed_role} no longer trusts {OUTSIDE_ACCOUNT}"
+    )
+
+
 def test_a_world_saved_before_build_bot_still_loads():
     saved = {
         "instance_id": "i-0abc",
@@ -468,3 +510,7 @@ def test_the_ec2_attacker_returns_seen_only_while_logging_and_denied_only_once_c
     assert {r["userIdentity"]["accessKeyId"] for r in records} == {stolen}
     assert {r["sourceIPAddress"] for r in records} == {lab.attack.THREAT_IP}
     assert all(r["eventTime"] > cutoff for r in records)
+    # What `up` says of the scenario now, read from the same AWS.
+    now = standing(run.url, run.ec2_case)
+    assert f"sessions of {world.role_name} revoked; " in now
+    assert now.endswith(f"; trail {world.trail_name} logging")

@@ -192,6 +192,30 @@ async def test_a_killed_webhook_is_restarted_and_takes_a_new_finding(up):
     assert up.process.poll() is None
 
 
+def test_report_and_lab_find_the_stack_by_its_state_dir_alone(up):
+    """`up` ran on ports of its own: `report --lab` and `lab` given only --state-dir reach
+    it (its case has no report yet, and its scenario ran already)."""
+    case = LabCase[AttackReport].model_validate_json((up.state_dir / CASE_FILE).read_text())
+
+    def starter(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "starter.py", *args, "--state-dir", str(up.state_dir)],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    report = starter("report", case.case_id, "--lab")
+    assert report.returncode == 1, report.stdout + report.stderr
+    assert report.stderr.startswith(f"error: {case.case_id} has no report yet (phase ")
+    lab = starter("lab", "ec2-role")
+    assert lab.returncode == 0, lab.stdout + lab.stderr
+    assert "(run before: not run again)" in lab.stdout
+    assert f"Case {case.case_id}: phase " in lab.stdout
+
+
 def test_a_second_up_on_the_same_state_dir_is_refused_and_harms_nothing(up):
     pids = {name: up.pid(name) for name in PROCESSES}
     printed = up.output()
@@ -221,6 +245,20 @@ def test_an_up_killed_with_minus_9_does_not_block_the_next(tmp_path):
     second = start_up(state_dir, options, webhook_port, temporal_port)
     try:
         assert "in use by another" not in second.output()
+        # It resumes: nothing run again, the lab told as its AWS is now, and every case
+        # with where it stands.
+        case = LabCase[AttackReport].model_validate_json((state_dir / CASE_FILE).read_text())
+        attack, printed = case.attack, second.output()
+        assert "Lab: resumed; no scenario is run again" in printed
+        assert "CloudTrail records delivered" not in printed  # the attack's report, dated
+        assert (
+            f"    now: stolen key {attack.stolen_access_key_id}: sessions of web-app-role not "
+            f"revoked yet; what the attacker made: user {attack.backdoor_user}, "
+        ) in printed
+        assert "Cases on this stack: 1\n" in printed
+        assert f"Case {case.case_id}: phase awaiting_approval; 0 open items\n" in printed
+        assert "  waiting for approval of contain-1: " in printed
+        assert f"QUENCH_TEMPORAL_ADDRESS=127.0.0.1:{temporal_port} " in printed
         assert second.process.poll() is None
         # The first stack's processes went with it; the second runs its own.
         assert not any(alive(pid) for pid in first_pids.values())
