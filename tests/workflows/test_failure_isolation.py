@@ -451,3 +451,37 @@ async def test_a_minted_key_is_deactivated_before_removals_so_a_failed_removal_l
     assert not any("nothing the case did contains it" in item for item in result.open_items)
     assert any(MINTED in item and "still in AWS" in item for item in result.open_items)
     assert result.outcome == "contained"
+
+
+async def test_a_rejected_containment_still_waits_for_the_evidence_retry_before_closing(
+    time_skipping_env,
+):
+    fake = FakeAws()
+    fake.fail_next["capture_instance_state"] = _denied(
+        "ec2:DescribeInstances", "describe instance i-0a1b2c3d4e5f60718"
+    )
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start_waiting_long(time_skipping_env, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        containment = next(a for a in waiting.pending_actions() if a.id.startswith("contain-"))
+        (offer,) = [a for a in waiting.pending_actions() if a.id.startswith("retry-")]
+        # Its state unknown, the instance is stopped and started: the approver is told.
+        assert "its state could not be read" in " ".join(containment.steps)
+        await handle.signal(
+            CaseWorkflow.reject,
+            _approval(containment.id).model_copy(update={"reason": "a test instance"}),
+        )
+        status = await _wait_for(handle, _decided(containment.id))
+        status = await _wait_for(handle, lambda s: s.phase is Phase.NEEDS_HUMAN)
+        assert f"waiting for a decision on {offer.id} before closing" in status.phases[-1].note
+        await handle.signal(
+            CaseWorkflow.reject, _approval(offer.id).model_copy(update={"reason": "not needed"})
+        )
+        result = await _result(handle)
+
+    assert result.phase is Phase.CLOSED
+    assert result.outcome == "containment rejected by alice: a test instance"
+    assert next(a for a in result.actions if a.id == offer.id).status is ActionStatus.REJECTED
+    assert not result.pending_actions()
+    assert "snapshot_volumes" not in fake.names()

@@ -118,6 +118,8 @@ class Containment:
         approval = await self._approvals.decision(action)
         if approval.decision is Decision.REJECTED:
             self._ledger.finish(action, ActionStatus.REJECTED, approval.reason)
+            # A retry offered beside the case (evidence not kept) is still decided first.
+            await self._approvals.offers_decided("closing")
             self._record.close(f"containment rejected by {approval.approver}: {approval.reason}")
             return False
         self._record.set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
@@ -479,5 +481,6 @@ class Containment:
             record.set_phase(Phase.CONTAINED, f"{approval.approver}: {approval.reason}")
             return "contained by a human"
         self._ledger.finish(action, ActionStatus.REJECTED, approval.reason)
+        await self._approvals.offers_decided("closing")
         record.close(f"not contained: {approval.approver}: {approval.reason}")
         return None
