@@ -485,3 +485,45 @@ async def test_a_rejected_containment_still_waits_for_the_evidence_retry_before_
     assert next(a for a in result.actions if a.id == offer.id).status is ActionStatus.REJECTED
     assert not result.pending_actions()
     assert "snapshot_volumes" not in fake.names()
+
+
+@pytest.mark.parametrize(
+    ("activity", "call", "item"),
+    [
+        ("stop_instance", "ec2:StopInstances", "was not stopped and started"),
+        ("start_instance", "ec2:StartInstances", "is stopped: starting it failed"),
+        ("probe_instance_credentials", "ssm:SendCommand", "is not verified"),
+        ("start_trails_logging", "cloudtrail:StartLogging", "could not be started"),
+    ],
+)
+async def test_once_the_sessions_are_revoked_a_failed_step_of_containment_holds_nothing_up(
+    time_skipping_env, activity, call, item
+):
+    """The role's sessions revoked, the stolen key is denied: a stop, start, check or
+    trail restart that fails for good is an open item naming its call, and the watch,
+    the rounds and the recovery go on."""
+    fake = FakeAws()
+    fake.trails_not_logging = ["management-events"]
+    fake.attacker_records = {STOLEN_KEY: _attack_records()}
+    fake.fail_next[activity] = _denied(call, activity.replace("_", " "))
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start_waiting_long(time_skipping_env, queue)
+        await _run_until_only_the_retry_waits(time_skipping_env, handle)
+        result = await _result(handle)
+        if activity == "stop_instance":
+            await _record(handle, "instance_not_rotated_the_case_goes_on")
+
+    assert "revoke_role_sessions" in fake.names()
+    (opened,) = [i for i in result.open_items if item in i]
+    assert f"(call {call})" in opened
+    containment = result.actions[0]
+    assert containment.status is ActionStatus.DONE
+    # Nothing waited on a retry of the failed step; the rounds ran and the case closed.
+    assert not any(a.kind is ActionKind.RETRY for a in result.actions)
+    assert "remove_resource" in fake.names()
+    # Contained: only the federation token the rounds found is not (a human's to contain).
+    assert result.phase is Phase.CLOSED
+    assert result.outcome == "partly contained: contained, but not ASIAFEDERATED0000001"
+    if activity == "stop_instance":
+        assert "start_instance" not in fake.names()

@@ -3,8 +3,9 @@ its kind needs: an instance role's sessions revoked and the instance's credentia
 rotated and verified, a role session revoked, a user's key deactivated and its older
 tokens denied; anything else handed to a human with a checklist."""
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 
@@ -34,6 +35,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.patches import CONTAINMENT_FIRST_PATCH, LOGGING_PATCH, ROLE_SESSION_PATCH
     from workflows.case.record import CaseRecord
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT, PROBE_RETRY
+
+T = TypeVar("T")
 
 
 class Containment:
@@ -140,7 +143,7 @@ class Containment:
         """Logging on again before the credential is contained, so the watch that follows
         reads complete files from its first second."""
         record = self._record
-        result = await self._approvals.attempt(
+        result, failure = await self._step(
             "start logging on the trails found stopped",
             lambda: workflow.execute_activity_method(
                 RecoveryActivities.start_trails_logging,
@@ -151,6 +154,13 @@ class Containment:
                 summary=f"Start logging on {', '.join(trails)} before the watch",
             ),
         )
+        if result is None:
+            # Containment goes on: the watch then says it is blind on these trails.
+            record.needs_human(
+                f"logging on {', '.join(trails)} could not be started: {failure}: start it by "
+                "hand; until then the containment watch cannot see calls those trails log"
+            )
+            return
         now = workflow.now()
         for name in result.started:
             record.status.trails_restarted[name] = now
@@ -208,9 +218,16 @@ class Containment:
                 self._ledger.finish(action, ActionStatus.DONE, "sessions revoked")
                 record.set_phase(Phase.CONTAINED, "role sessions revoked")
                 return
-            await self._rotate_instance(instance_id)
+            unrotated = await self._rotate_instance(instance_id)
+            if unrotated is not None:
+                # The sessions are revoked, so the stolen key is denied: the case goes on,
+                # and the instance is left to a human.
+                record.needs_human(unrotated)
+                self._ledger.finish(action, ActionStatus.DONE, "sessions revoked, not rotated")
+                record.set_phase(Phase.CONTAINED, "role sessions revoked; instance not rotated")
+                return
             record.set_phase(Phase.VERIFICATION, "reading the instance's credentials over SSM")
-            probe = await self._approvals.attempt(
+            probe, failure = await self._step(
                 "verify the instance's new credentials",
                 lambda: workflow.execute_activity_method(
                     SsmActivities.probe_instance_credentials,
@@ -221,6 +238,14 @@ class Containment:
                     summary=f"Read {role_name}'s credentials from {instance_id}'s metadata",
                 ),
             )
+            if probe is None:
+                record.needs_human(
+                    f"the rotation of {instance_id} is not verified: {failure}: check that "
+                    f"its metadata no longer serves {credential.access_key_id}"
+                )
+                self._ledger.finish(action, ActionStatus.DONE, "sessions revoked, not verified")
+                record.set_phase(Phase.CONTAINED, "role sessions revoked; rotation not verified")
+                return
             if probe.access_key_id != credential.access_key_id:
                 record.status.verified_access_key_id = probe.access_key_id
                 record.note(
@@ -249,10 +274,21 @@ class Containment:
             self._ledger.finish(retry, ActionStatus.DONE, "retrying")
             record.set_phase(Phase.CONTAINMENT, f"retry approved by {decision.approver}")
 
-    async def _rotate_instance(self, instance_id: str) -> None:
-        """A reboot does not rotate instance credentials; a stop and a start do."""
+    async def _step(
+        self, doing: str, call: Callable[[], Awaitable[T]]
+    ) -> tuple[T | None, str | None]:
+        """A containment step that need not hold up the case once the credential is cut
+        off: its result, or why it failed for good (cases recorded before asked a human
+        to retry it, and waited)."""
+        if workflow.patched(CONTAINMENT_FIRST_PATCH):
+            return await self._approvals.attempt_or_fail(doing, call)
+        return await self._approvals.attempt(doing, call), None
+
+    async def _rotate_instance(self, instance_id: str) -> str | None:
+        """A reboot does not rotate instance credentials; a stop and a start do. Returns
+        the open item when one of them failed for good."""
         request = InstanceInput(instance_id=instance_id)
-        await self._approvals.attempt(
+        stopped, failure = await self._step(
             "stop the instance",
             lambda: workflow.execute_activity_method(
                 Ec2Activities.stop_instance,
@@ -263,8 +299,14 @@ class Containment:
                 summary=f"Stop {instance_id} (a reboot would keep the old credentials)",
             ),
         )
+        if stopped is None:
+            return (
+                f"instance {instance_id} was not stopped and started: {failure}: its role's "
+                "sessions are revoked, so the stolen key is denied, but so is the instance's "
+                "own work until it gets new credentials: stop and start it by hand"
+            )
         self._record.note(f"instance {instance_id} stopped")
-        await self._approvals.attempt(
+        started, failure = await self._step(
             "start the instance",
             lambda: workflow.execute_activity_method(
                 Ec2Activities.start_instance,
@@ -275,7 +317,13 @@ class Containment:
                 summary=f"Start {instance_id} so it receives new role credentials",
             ),
         )
+        if started is None:
+            return (
+                f"instance {instance_id} is stopped: starting it failed: {failure}: start it "
+                "by hand"
+            )
         self._record.note(f"instance {instance_id} started")
+        return None
 
     # -- a role session not from an instance -----------------------------------------------
 
