@@ -4,9 +4,11 @@ Run as `python -m lab.aws_server --port 5055 --state-dir .quench`. Everything Qu
 against it goes through the real AWS APIs; only the server side is the lab's.
 
 moto keeps its state in memory. To survive a restart of the stack, the server records
-every request (moto's recorder) and replays the recording at the next start, with moto's
-random ids seeded so the replayed world gets the same ids. The recording keeps no secret,
-and keeps S3 objects byte for byte, so evidence reads back with the hash its case recorded.
+every request (moto's recorder) and replays the recording at the next start; each recorded
+request draws moto's random ids from its own seeded stream (`lab/id_streams.py`), so the
+replayed world gets the same ids whatever else was called, and how concurrently. The
+recording keeps no secret, and keeps S3 objects byte for byte, so evidence reads back with
+the hash its case recorded.
 """
 
 import argparse
@@ -19,13 +21,18 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlparse
+
+import requests
 
 from activities.redaction import REDACTED, is_secret_field
+from lab import id_streams
 from lab.instances import InstanceCredentials, InstanceWorld
 
 LAB_SEED = 20241717
 RECORDING_NAME = "lab-aws.recording.jsonl"
+# A replayed request carries its place in the recording, so it draws from its own stream.
+REPLAY_SEQUENCE_HEADER = "X-Quench-Lab-Replay-Sequence"
 log = logging.getLogger("quench.lab.aws")
 
 
@@ -39,14 +46,18 @@ def _install_instance_world() -> InstanceWorld:
 
     def mint(instance_id: str, role_arn: str) -> InstanceCredentials:
         account_id = role_arn.split(":")[4]
-        assumed = sts_backends[account_id]["aws"].assume_role(
-            region_name="us-east-1",
-            role_session_name=instance_id,
-            role_arn=role_arn,
-            policy="",
-            duration=21600,
-            external_id="",
-        )
+        # The key is minted by whichever SSM call reads the metadata first: it is named
+        # after the instance's boot, not after that call.
+        boot = world.generations.get(instance_id, 0)
+        with id_streams.named(f"instance-credentials/{instance_id}/{boot}"):
+            assumed = sts_backends[account_id]["aws"].assume_role(
+                region_name="us-east-1",
+                role_session_name=instance_id,
+                role_arn=role_arn,
+                policy="",
+                duration=21600,
+                external_id="",
+            )
         return InstanceCredentials(
             access_key_id=assumed.access_key_id,
             secret_access_key=assumed.secret_access_key,
@@ -250,39 +261,86 @@ def scrub_entry(entry: dict[str, Any]) -> dict[str, Any]:
     return {**entry, "headers": headers, "body": body}
 
 
-def _record_without_secrets(recording: Path) -> None:
-    """moto's recorder writes each request to a scratch file; it moves to the recording
-    scrubbed, so no secret of the lab's story is ever on disk."""
-    from moto.moto_api import recorder
+class _Recording:
+    """moto's recorder, made to keep no secret and to give each request its own ids.
 
-    scratch = recording.with_name(recording.name + ".pending")
-    lock = threading.Lock()
-    record = recorder._record_request
+    moto's recorder writes each request to a scratch file; it moves to the recording
+    scrubbed, so no secret of the lab's story is ever on disk. Each recorded request gets
+    the next sequence number, kept in its entry, and draws its ids from that number's
+    stream; a replayed request carries its number in a header."""
 
-    def scrubbing(request: Any, body: bytes | None = None) -> None:
-        with lock:
-            recorder._location = str(scratch)
-            try:
-                record(request, body)
-            finally:
-                recorder._location = str(recording)
-            if not scratch.exists():
+    def __init__(self, recording: Path) -> None:
+        self.path = recording
+        self.replaying = False
+        self._lock = threading.Lock()
+        self._next = _entries_in(recording)
+
+    def install(self) -> None:
+        from moto.moto_api import recorder
+
+        scratch = self.path.with_name(self.path.name + ".pending")
+        record = recorder._record_request
+
+        def recording(request: Any, body: bytes | None = None) -> None:
+            if self.replaying:
+                sequence = request.headers.get(REPLAY_SEQUENCE_HEADER)
+                id_streams.enter_call(int(sequence) if sequence is not None else None)
                 return
-            lines = scratch.read_text().splitlines()
-            scratch.unlink()
-            with recording.open("a") as out:
+            with self._lock:
+                recorder._location = str(scratch)
+                try:
+                    record(request, body)
+                finally:
+                    recorder._location = str(self.path)
+                if not scratch.exists():
+                    id_streams.enter_call(None)
+                    return
+                lines = scratch.read_text().splitlines()
+                scratch.unlink()
+                with self.path.open("a") as out:
+                    for line in lines:
+                        entry = {**scrub_entry(json.loads(line)), "sequence": self._next}
+                        out.write(json.dumps(entry) + "\n")
+                        id_streams.enter_call(self._next)
+                        self._next += 1
+
+        recorder._record_request = recording  # type: ignore[method-assign]
+
+    def replay(self, url: str) -> None:
+        """Send every recorded request again, in order, each with its sequence number.
+        Requests recorded before they had one replay as they were recorded, from moto's
+        one seeded generator."""
+        log.info("replaying %s to restore the lab's AWS state", self.path)
+        self.replaying = True
+        target = urlparse(url)
+        try:
+            with requests.Session() as http, self.path.open() as lines:
                 for line in lines:
-                    out.write(json.dumps(scrub_entry(json.loads(line))) + "\n")
+                    entry = json.loads(line)
+                    body = entry.get("body") or ""
+                    data = base64.b64decode(body) if entry.get("body_encoded") else body
+                    headers = dict(entry.get("headers") or {})
+                    if headers.get("Transfer-Encoding", "") == "chunked":
+                        del headers["Transfer-Encoding"]
+                    recorded = urlparse(entry["url"])
+                    sent = recorded._replace(scheme=target.scheme, netloc=target.netloc)
+                    sequence = entry.get("sequence")
+                    if sequence is None:
+                        with id_streams.legacy_replay():
+                            http.request(entry["method"], sent.geturl(), headers=headers, data=data)
+                        continue
+                    headers[REPLAY_SEQUENCE_HEADER] = str(sequence)
+                    http.request(entry["method"], sent.geturl(), headers=headers, data=data)
+        finally:
+            self.replaying = False
+        log.info("lab AWS state restored")
 
-    recorder._record_request = scrubbing  # type: ignore[method-assign]
 
-
-def _replay_when_up(recording: Path, url: str) -> None:
-    from moto.moto_api import recorder
-
-    log.info("replaying %s to restore the lab's AWS state", recording)
-    recorder.replay_recording(target_host=url)
-    log.info("lab AWS state restored")
+def _entries_in(recording: Path) -> int:
+    if not recording.exists():
+        return 0
+    with recording.open() as lines:
+        return sum(1 for _ in lines)
 
 
 def serve(host: str, port: int, state_dir: Path) -> None:
@@ -295,7 +353,6 @@ def serve(host: str, port: int, state_dir: Path) -> None:
     # and moto reads it when its IAM backend first loads.
     os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
-    from moto.moto_api._internal import mock_random
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from moto.server import MotoRequestHandler
     from werkzeug.serving import make_server
@@ -304,19 +361,16 @@ def serve(host: str, port: int, state_dir: Path) -> None:
 
     moto_gaps.install()
     _install_instance_world()
-    _record_without_secrets(recording)
-    mock_random.seed(LAB_SEED)
+    recorder = _Recording(recording)
+    recorder.install()
+    id_streams.install(LAB_SEED)
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     if recording.exists() and recording.stat().st_size > 0:
         # Replay before anyone else can talk to the server, so ids come out the same.
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
-        from moto.moto_api import recorder
-
-        recorder.stop_recording()
-        _replay_when_up(recording, f"http://{host}:{port}")
-        recorder.start_recording()
+        recorder.replay(f"http://{host}:{port}")
         (state_dir / "lab-aws.ready").write_text("replayed")
         thread.join()
     else:

@@ -3,7 +3,6 @@ service-specific credentials (for CodeCommit, Keyspaces and the like). AWS refus
 delete a user who still has one, so eradication must delete them first; with these, the
 lab and the tests hold the same rule."""
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +10,7 @@ from moto.core.responses import ActionResult, EmptyResult
 from moto.iam.exceptions import DeleteConflictException, NotFoundException
 from moto.iam.models import IAMBackend
 from moto.iam.responses import IamResponse
+from moto.moto_api._internal import mock_random
 
 _STORE = "_quench_service_specific_credentials"
 
@@ -27,9 +27,9 @@ def _create(self: IamResponse) -> ActionResult:
     credential = {
         "CreateDate": datetime.now(UTC),
         "ServiceName": service,
-        "ServiceUserName": f"{user}-at-{uuid.uuid4().hex[:4]}",
-        "ServicePassword": uuid.uuid4().hex,
-        "ServiceSpecificCredentialId": "ACCA" + uuid.uuid4().hex[:16].upper(),
+        "ServiceUserName": f"{user}-at-{mock_random.uuid4().hex[:4]}",
+        "ServicePassword": mock_random.uuid4().hex,
+        "ServiceSpecificCredentialId": "ACCA" + mock_random.uuid4().hex[:16].upper(),
         "UserName": user,
         "Status": "Active",
     }

@@ -1,7 +1,9 @@
 """Issue 14: a lab case's evidence after `quench up` resumes. The real stack runs the
-ec2-role scenario to a closed case, stops, and starts again on the same state directory,
-so the lab's AWS is rebuilt from its recording; then every evidence object must read back
-with the SHA-256 its case recorded, and no secret of the attack may be on disk."""
+ec2-role scenario to a closed case, then the user-key scenario to its first approval,
+stops, and starts again on the same state directory, so the lab's AWS is rebuilt from its
+recording; then every evidence object must read back with the SHA-256 its case recorded,
+the lab's AWS must hold the ids the scenarios saved (build-bot's key above all), and no
+secret of the attacks may be on disk."""
 
 import asyncio
 import base64
@@ -21,6 +23,8 @@ from lab import attack as lab_attack
 from lab import world as lab_world
 from lab.aws_server import RECORDING_NAME
 from lab.calls import Caller
+from lab.scenario import cases_run
+from lab.user_key_attack import UserKeyAttackReport
 from stack.embedded import LAB_READY_FILE, EmbeddedStack
 from tests.e2e.support import approve_until_closed, lab_stack_config, open_lab_case, session
 from workflows.case import CaseWorkflow
@@ -103,8 +107,9 @@ def _evidence_bucket(stack: EmbeddedStack) -> dict[str, tuple[str, str]]:
 
 @pytest_asyncio.fixture(scope="module")
 async def resumed(tmp_path_factory):
-    """A closed ec2-role case, and the stack started again on its state directory: the
-    stack, the lab case, the evidence bucket before the restart, and the attack's secrets."""
+    """A closed ec2-role case, an open user-key case, and the stack started again on their
+    state directory: the stack, the ec2-role lab case, the evidence bucket before the
+    restart, and the attacks' secrets."""
     config = lab_stack_config(tmp_path_factory.mktemp("quench-resume"))
     with pytest.MonkeyPatch.context() as monkeypatch:
         secrets = _capture_story_secrets(monkeypatch)
@@ -118,6 +123,9 @@ async def resumed(tmp_path_factory):
             async with asyncio.timeout(120):
                 await handle.result()
             before = await asyncio.to_thread(_evidence_bucket, stack)
+            # The user-key scenario after a whole case: the worker's many calls (reads,
+            # snapshots, stop and start, SSM commands, deletes) came before its ids.
+            await open_lab_case(stack, "user-key")
         finally:
             await asyncio.to_thread(stack.stop)
     # `quench up` again: the same state directory, so the lab's AWS replays its recording.
@@ -152,6 +160,31 @@ async def test_every_evidence_object_keeps_its_recorded_hash_after_the_lab_resum
     assert len(before) > len(records)
     assert sorted(k for k in before if after.get(k) != before[k]) == []
     assert sorted(k for k, (read, written) in after.items() if read != written) == []
+
+
+def test_the_lab_aws_has_the_ids_the_scenarios_saved_after_the_lab_resumes(resumed):
+    stack, _, _, _ = resumed
+    (ec2_role, user_key) = cases_run(stack.state_dir)
+    assert isinstance(user_key.attack, UserKeyAttackReport)
+    iam = session().client("iam", endpoint_url=stack.aws_url)
+    attack = user_key.attack
+    keys = {
+        attack.user_name: attack.leaked_access_key_id,
+        attack.second_generation_user: attack.second_generation_access_key_id,
+        attack.third_generation_user: attack.third_generation_access_key_id,
+    }
+    held = {
+        user: [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
+        for user in keys
+    }
+    assert held == {user: [key] for user, key in keys.items()}
+    assert iam.get_user(UserName=attack.user_name)["User"]["UserId"] == attack.user_id
+    assert iam.get_role(RoleName=lab_world.APP_ROLE)["Role"]["RoleId"] == ec2_role.world.role_id
+    ec2 = session().client("ec2", endpoint_url=stack.aws_url)
+    instances = [
+        i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+    ]
+    assert ec2_role.world.instance_id in instances
 
 
 def test_no_secret_of_the_attack_is_on_disk(resumed):
