@@ -33,6 +33,7 @@ import time
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,8 @@ class Kill:
     ready_at: float | None = None  # the new worker polling, or the server serving again
     progress_at: float | None = None  # a worker took work again
     rerun_at: float | None = None  # the interrupted activity started again
+    # Killed once every workflow had closed: there was no work left to resume.
+    after_end: bool = False
 
     @property
     def stall(self) -> float | None:
@@ -105,17 +108,18 @@ class Kill:
 
     @property
     def resume(self) -> float | None:
-        """Seconds from the worker (or server) being back to the work going on."""
+        """Seconds from the worker (or server) being back to the work going on. A worker
+        polls a moment before it logs that it does, so work it takes at once counts 0."""
         if self.progress_at is None or self.ready_at is None:
             return None
-        return self.progress_at - self.ready_at
+        return max(0.0, self.progress_at - self.ready_at)
 
     @property
     def rerun(self) -> float | None:
         """Seconds from the worker being back to the interrupted activity running again."""
         if self.rerun_at is None or self.ready_at is None:
             return None
-        return self.rerun_at - self.ready_at
+        return max(0.0, self.rerun_at - self.ready_at)
 
 
 def attach_times(
@@ -123,13 +127,18 @@ def attach_times(
     ready_times: Iterable[float],
     progress: Iterable[float],
     journal: Sequence[dict[str, Any]],
+    ended_at: float | None = None,
 ) -> None:
     """Fill in each kill's ready, progress and rerun times: the first of each after it.
 
-    A server kill keeps the ready time it was given (the server's, not a worker's)."""
+    A server kill keeps the ready time it was given (the server's, not a worker's). A kill
+    at or after `ended_at` (when the last workflow closed) is marked after the end."""
     ready = sorted(ready_times)
     moments = sorted([*progress, *(r["at"] for r in journal if r.get("event") == "started")])
     for kill in kills:
+        if ended_at is not None and kill.at >= ended_at:
+            kill.after_end = True
+            continue
         if kill.ready_at is None:
             kill.ready_at = _first_after(ready, kill.at)
         kill.progress_at = _first_after(moments, kill.at)
@@ -170,7 +179,7 @@ def worker_kills_from_journal(journal: Iterable[dict[str, Any]]) -> list[Kill]:
 
 class WorkerKeeper:
     """Runs the chaos worker outside the stack's supervisor (which gives up after seven
-    quick deaths) and starts it again the moment it dies, noting when each one polls."""
+    quick deaths) and starts it again the moment it dies."""
 
     def __init__(
         self, stack: EmbeddedStack, journal: Path, kinds: Sequence[str], starts_per_type: int
@@ -190,9 +199,11 @@ class WorkerKeeper:
             env=env,
             ready_timeout=120,
         )
-        self.ready_times: list[float] = []
         self.exits: list[int] = []
         self.ready = threading.Event()
+        # Held while a process is killed and reaped, so that its "polling" line is not
+        # read as a new worker's in between.
+        self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chaos-worker", daemon=True)
 
@@ -205,13 +216,21 @@ class WorkerKeeper:
 
     def kill(self) -> float | None:
         """SIGKILL the worker if it is up and polling; when, or None if it was not."""
-        pid = self.process.pid
-        if not self.ready.is_set() or pid is None:
-            return None
-        at = time.time()
-        os.kill(pid, signal.SIGKILL)
-        self.ready.clear()
-        return at
+        with self._lock:
+            pid = self.process.pid
+            if not self.ready.is_set() or pid is None or self.process.exit_code() is not None:
+                return None
+            at = time.time()
+            os.kill(pid, signal.SIGKILL)
+            while self.process.exit_code() is None:
+                time.sleep(0.01)
+            self.ready.clear()
+            return at
+
+    def ready_times(self) -> list[float]:
+        """When each worker logged that it polls (the log's own times: a worker can take
+        a task and die before anything watching it from outside sees the line)."""
+        return worker_ready_times(self.process.log_path.read_text(errors="replace"))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -221,15 +240,25 @@ class WorkerKeeper:
     def _run(self) -> None:
         self.process.spawn()
         while not self._stopping.is_set():
-            code = self.process.exit_code()
-            if code is not None:
-                self.ready.clear()
-                self.exits.append(code)
-                self.process.spawn(banner=f"restarting after exit code {code}")
-            elif not self.ready.is_set() and self.process.ready():
-                self.ready_times.append(time.time())
-                self.ready.set()
+            with self._lock:
+                code = self.process.exit_code()
+                if code is not None:
+                    self.ready.clear()
+                    self.exits.append(code)
+                    self.process.spawn(banner=f"restarting after exit code {code}")
+                elif not self.ready.is_set() and self.process.ready():
+                    self.ready.set()
             time.sleep(0.05)
+
+
+def worker_ready_times(log: str) -> list[float]:
+    """The times of the worker log's "worker polling" lines (logging's local time)."""
+    times = []
+    for line in log.splitlines():
+        if WORKER_READY_LINE.decode() in line:
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            times.append(stamp.timestamp())
+    return times
 
 
 # -- the Temporal server, killed once ---------------------------------------------------
@@ -316,17 +345,20 @@ async def watch_case(
                 )
 
 
-async def worker_progress(client: Client) -> list[float]:
+async def worker_progress(client: Client) -> tuple[list[float], float | None]:
     """When a worker took work, from every workflow's history (the case's runs and its
-    investigations)."""
+    investigations); and when the last of them closed, if all have."""
     moments = []
+    closed: list[float | None] = []
     async for execution in client.list_workflows(""):
+        closed.append(execution.close_time.timestamp() if execution.close_time else None)
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
         history = await handle.fetch_history()
         for event in history.events:
             if event.event_type in WORKER_EVENTS:
                 moments.append(event.event_time.seconds + event.event_time.nanos / 1e9)
-    return moments
+    closed_at = [moment for moment in closed if moment is not None]
+    return moments, max(closed_at) if closed_at and len(closed_at) == len(closed) else None
 
 
 # -- one scenario -----------------------------------------------------------------------
@@ -351,7 +383,8 @@ class ScenarioRun:
 
     @property
     def worker_kills(self) -> list[Kill]:
-        return [k for k in self.kills if k.kind != "server"]
+        """The worker's kills while there was work to resume."""
+        return [k for k in self.kills if k.kind != "server" and not k.after_end]
 
     @property
     def findings(self) -> list[str]:
@@ -408,7 +441,8 @@ async def run_scenario_pair(scenario: Scenario, args: argparse.Namespace) -> Sce
             traceback.print_exc()
         records = read_journal(journal)
         run.kills = sorted(worker_kills_from_journal(records) + watch.kills, key=lambda k: k.at)
-        attach_times(run.kills, keeper.ready_times, await worker_progress(client), records)
+        moments, ended_at = await worker_progress(client)
+        attach_times(run.kills, keeper.ready_times(), moments, records, ended_at)
         state = await asyncio.to_thread(aws_state, stack)
         run.duplicates = await asyncio.to_thread(duplicates, stack)
         if baseline:
@@ -491,7 +525,10 @@ SUMMARY_HEADER = (
 
 
 def summary_row(run: ScenarioRun) -> str:
-    counts = [sum(k.kind == kind for k in run.kills) for kind in (*KILL_KINDS, "after", "server")]
+    counts = [
+        sum(k.kind == kind and not k.after_end for k in run.kills)
+        for kind in (*KILL_KINDS, "after", "server")
+    ]
     case = f"closed, {run.outcome}" if run.ended == "closed" else run.ended
     if run.error:
         case += f" (error: {run.error})"
@@ -518,6 +555,14 @@ def kill_rows(run: ScenarioRun) -> list[str]:
     rows = []
     for number, kill in enumerate(run.kills, 1):
         workflow = "case" if kill.workflow_id == run.case_id else kill.workflow_id
+        workflow = workflow.replace(f"{run.case_id}/", "case's ")
+        if kill.after_end:
+            rows.append(
+                f"| {number} | {kill.kind} | {kill.activity} | {workflow} | "
+                f"{kill.activity_id} | {kill.at:.1f} | after every workflow had closed; "
+                "nothing to resume | | | |"
+            )
+            continue
         rows.append(
             f"| {number} | {kill.kind} | {kill.activity} | {workflow} | {kill.activity_id} | "
             f"{kill.at:.1f} | {_seconds(kill.back)} | {_seconds(kill.resume)} | "

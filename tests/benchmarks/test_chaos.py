@@ -1,7 +1,17 @@
 """The chaos run's own logic, without a stack: which boundaries the worker dies at, what
 each kill is measured against, and the table a finding lands in."""
 
-from benchmarks.chaos import Kill, ScenarioRun, attach_times, markdown, spread, summary_row
+from datetime import datetime
+
+from benchmarks.chaos import (
+    Kill,
+    ScenarioRun,
+    attach_times,
+    markdown,
+    spread,
+    summary_row,
+    worker_ready_times,
+)
 from benchmarks.chaos_worker import KillPlan, read_journal
 from benchmarks.lab_case import differences
 
@@ -90,7 +100,8 @@ def test_each_kill_is_measured_to_the_first_ready_progress_and_rerun_after_it() 
     assert start_kill.rerun == 10.5
     # An activity already done when the worker died is not waited for again.
     assert after_kill.rerun_at is None and after_kill.progress_at == 41.0
-    assert after_kill.resume is not None and after_kill.resume < 0
+    # Work the new worker took as it came up, before its "polling" line, counts as 0.
+    assert after_kill.ready_at == 41.5 and after_kill.resume == 0.0
     # The server's own ready time stands.
     assert (server.ready_at, server.progress_at, server.resume) == (66.0, 70.0, 4.0)
 
@@ -101,6 +112,30 @@ def test_a_kill_nothing_followed_has_no_stall_and_is_a_finding() -> None:
     assert kill.progress_at is None and kill.stall is None and kill.resume is None
     run = ScenarioRun("ec2-role", baseline_ended="closed", ended="closed", kills=[kill])
     assert any("did not go on within 15 s" in found for found in run.findings)
+
+
+def test_a_kill_after_every_workflow_closed_is_not_measured_nor_a_finding() -> None:
+    last = Kill("after", "notify_sns", "44", "case-1", "r1", at=90.0)
+    kill = Kill("start", "stop_instance", "5", "case-1", "r1", at=10.0)
+    attach_times([kill, last], ready_times=[12.0], progress=[20.0], journal=[], ended_at=80.0)
+    assert last.after_end and last.ready_at is None and last.stall is None
+    assert not kill.after_end and kill.stall == 10.0
+    run = ScenarioRun("ec2-role", baseline_ended="closed", ended="closed", kills=[kill, last])
+    assert run.findings == [] and run.worker_kills == [kill]
+    assert "| 1 / 0 / 0 / 0 |" in summary_row(run)
+    assert "after every workflow had closed" in markdown([run], "python -m benchmarks.chaos")
+
+
+def test_worker_ready_times_are_read_from_its_log_lines() -> None:
+    log = (
+        "==== 2026-12-07T05:52:12+0000 restarting after exit code -9 worker\n"
+        "2026-12-07 05:52:14,184 INFO root worker polling quench-cases on 127.0.0.1:27882\n"
+        "2026-12-07 05:52:26,443 INFO botocore.credentials Found credentials\n"
+        "2026-12-07 05:52:29,000 INFO root worker polling quench-cases on 127.0.0.1:27882\n"
+    )
+    first, second = worker_ready_times(log)
+    assert round(second - first, 3) == 14.816
+    assert datetime.fromtimestamp(first).strftime("%H:%M:%S.%f") == "05:52:14.184000"
 
 
 def test_spread_is_median_and_max_of_what_is_known() -> None:
