@@ -76,6 +76,9 @@ WORKER_EVENTS = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
     EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
 }
+# A worker polls a moment before it logs that it does (well under this), and its
+# restart takes a second or more, so this tells the new worker's work from the old one's.
+POLL_BEFORE_LOG = 0.5
 # The goal of issue 14: work resumes within this many seconds of a worker being back.
 RESUME_GOAL_SECONDS = 15.0
 
@@ -131,17 +134,25 @@ def attach_times(
 ) -> None:
     """Fill in each kill's ready, progress and rerun times: the first of each after it.
 
-    A server kill keeps the ready time it was given (the server's, not a worker's). A kill
-    at or after `ended_at` (when the last workflow closed) is marked after the end."""
+    After a worker's kill only the new worker can take work: what the dying one still
+    wrote in its last milliseconds (another thread's activity starting) does not count,
+    nor anything before the new worker's first poll, allowing POLL_BEFORE_LOG for the
+    poll that comes a moment before its log line. A server kill keeps the ready time it
+    was given (the server's; the worker lived on). A kill at or after `ended_at` (when the
+    last workflow closed) is marked after the end."""
     ready = sorted(ready_times)
     moments = sorted([*progress, *(r["at"] for r in journal if r.get("event") == "started")])
     for kill in kills:
         if ended_at is not None and kill.at >= ended_at:
             kill.after_end = True
             continue
+        since = kill.at
         if kill.ready_at is None:
             kill.ready_at = _first_after(ready, kill.at)
-        kill.progress_at = _first_after(moments, kill.at)
+            if kill.ready_at is None:
+                continue
+            since = max(kill.at, kill.ready_at - POLL_BEFORE_LOG)
+        kill.progress_at = _first_after(moments, since)
         if kill.kind in ("start", "done"):
             same = sorted(
                 r["at"]
@@ -150,7 +161,7 @@ def attach_times(
                 and (r["workflow_id"], r["run_id"], r["activity_id"])
                 == (kill.workflow_id, kill.run_id, kill.activity_id)
             )
-            kill.rerun_at = _first_after(same, kill.at)
+            kill.rerun_at = _first_after(same, since)
 
 
 def _first_after(times: Sequence[float], moment: float) -> float | None:

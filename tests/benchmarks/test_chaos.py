@@ -86,7 +86,7 @@ def test_each_kill_is_measured_to_the_first_ready_progress_and_rerun_after_it() 
         {"event": "started", "at": 9.9, **_activity("4")},
         {"event": "kill", "kind": "start", "at": 10.0, **_activity("4")},
         {"event": "started", "at": 22.5, **_activity("4")},
-        {"event": "started", "at": 41.0, **_activity("7")},
+        {"event": "started", "at": 41.2, **_activity("7")},
     ]
     attach_times(
         [start_kill, after_kill, server],
@@ -99,11 +99,26 @@ def test_each_kill_is_measured_to_the_first_ready_progress_and_rerun_after_it() 
     assert (start_kill.back, start_kill.resume, start_kill.stall) == (2.0, 9.0, 11.0)
     assert start_kill.rerun == 10.5
     # An activity already done when the worker died is not waited for again.
-    assert after_kill.rerun_at is None and after_kill.progress_at == 41.0
+    assert after_kill.rerun_at is None and after_kill.progress_at == 41.2
     # Work the new worker took as it came up, before its "polling" line, counts as 0.
     assert after_kill.ready_at == 41.5 and after_kill.resume == 0.0
     # The server's own ready time stands.
     assert (server.ready_at, server.progress_at, server.resume) == (66.0, 70.0, 4.0)
+
+
+def test_what_the_dying_worker_wrote_after_its_kill_is_not_progress() -> None:
+    kill = Kill("start", "notify_sns", "8", "case-1", "r1", at=10.0)
+    journal = [
+        {"event": "kill", "kind": "start", "at": 10.0, **_activity("8", "notify_sns")},
+        # Another thread of the same worker started an activity as the kill landed.
+        {"event": "started", "at": 10.002, **_activity("9", "notify_chat")},
+        {"event": "started", "at": 21.0, **_activity("8", "notify_sns")},
+    ]
+    attach_times([kill], ready_times=[12.0], progress=[10.001, 11.8], journal=journal)
+    # The new worker's first poll, a moment before its log line, counts; 10.00x do not.
+    assert kill.progress_at == 11.8 and kill.resume == 0.0
+    assert kill.stall is not None and round(kill.stall, 3) == 1.8
+    assert kill.rerun_at == 21.0
 
 
 def test_a_kill_nothing_followed_has_no_stall_and_is_a_finding() -> None:
