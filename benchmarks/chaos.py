@@ -582,17 +582,21 @@ def kill_rows(run: ScenarioRun) -> list[str]:
     return rows
 
 
-def markdown(runs: Sequence[ScenarioRun], command: str) -> str:
+def markdown(
+    runs: Sequence[ScenarioRun], command: str, starts_per_type: int = 0, after_every: int = 5
+) -> str:
+    starts = f", at most {starts_per_type} of one type in a workflow run" if starts_per_type else ""
     lines = [
         "# The chaos run",
         "",
         f"`{command}` on {machine()}. Other work was loading the machine while it ran, so the "
         "times are an upper bound for an idle one.",
         "",
-        "Kinds of kill: **start**, the worker SIGKILLs itself as an activity starts (every "
-        "activity, once); **done**, as the first activity of each type has done its work and "
-        "before its result reaches Temporal (the retry does the work again); **after**, this "
-        "script SIGKILLs it just after an activity's completion is in the case's history; "
+        "Kinds of kill: **start**, the worker SIGKILLs itself as an activity starts (each "
+        f"activity once{starts}); **done**, as the first activity of each type has done its "
+        "work and before its result reaches Temporal (the retry does the work again); "
+        "**after**, this script SIGKILLs it just after every "
+        f"{_ordinal(after_every)} activity completion is in the case's history; "
         "**server**, the Temporal dev server SIGKILLed in the containment watch and started "
         "again on its database. *Back*: the new worker polling (the server serving). *Work "
         "resumed*: the first workflow task or activity a worker took after the kill. *Stall*: "
@@ -632,6 +636,11 @@ def markdown(runs: Sequence[ScenarioRun], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ordinal(number: int) -> str:
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(number % 10 if number % 100 not in (11, 12, 13) else 0)
+    return f"{number}{suffix or 'th'}"
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_choices_option(parser, "--scenario", SCENARIOS, "scenario")
@@ -666,7 +675,9 @@ async def chaos(args: argparse.Namespace, command: str) -> list[ScenarioRun]:
         print(SUMMARY_HEADER + "\n" + summary_row(run), flush=True)
         for found in run.findings:
             print(f"  FINDING: {found}", flush=True)
-        await asyncio.to_thread(args.output.write_text, markdown(runs, command))
+        await asyncio.to_thread(
+            args.output.write_text, markdown(runs, command, args.starts_per_type, args.after_every)
+        )
     return runs
 
 
