@@ -109,3 +109,10 @@ benchmark-scan: install
 .PHONY: fault-matrix
 fault-matrix: install
 	$(BIN)/python -m benchmarks.fault_matrix $(ARGS)
+
+# The chaos run (benchmarks/chaos.py): the worker SIGKILLed at every activity boundary of a
+# lab case and the Temporal server once mid-case, against an undisturbed run; writes
+# chaos.md. A few minutes a scenario; one with e.g. ARGS='--scenario ec2-role'.
+.PHONY: chaos
+chaos: install
+	$(BIN)/python -m benchmarks.chaos $(ARGS)

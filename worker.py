@@ -3,12 +3,12 @@
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from activities.athena import AthenaSource
 from activities.aws import AwsClients
@@ -128,7 +128,11 @@ def aws_clients(settings: Settings) -> AwsClients:
 
 
 def build_worker(
-    client: Client, settings: Settings, clients: AwsClients, poll_seconds: float = 5.0
+    client: Client,
+    settings: Settings,
+    clients: AwsClients,
+    poll_seconds: float = 5.0,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
     return Worker(
         client,
@@ -136,15 +140,17 @@ def build_worker(
         workflows=WORKFLOWS,
         activities=build_activities(settings, clients, poll_seconds),
         activity_executor=ThreadPoolExecutor(max_workers=16),
+        interceptors=interceptors,
     )
 
 
-async def main() -> None:
+async def main(interceptors: Sequence[Interceptor] = ()) -> None:
+    """Run the worker until SIGINT or SIGTERM; `interceptors` are the chaos run's."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings()
     setup_tracing("quench-worker")
     client = await connect(settings)
-    worker = build_worker(client, settings, aws_clients(settings))
+    worker = build_worker(client, settings, aws_clients(settings), interceptors=interceptors)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -55,6 +55,9 @@ class StackConfig:
     lab: bool = True
     # More QUENCH_* settings for the worker and webhook (tests shorten the watch).
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The chaos run kills and restarts pieces itself, and does not want them restarted
+    # (or their death called the stack's end) behind its back.
+    supervise: bool = True
 
 
 class EmbeddedStack:
@@ -264,6 +267,8 @@ class EmbeddedStack:
                 self._started.append(process)
                 if report:
                     report(f"{process.name} ready (log: {process.log_path})")
+            if not self.config.supervise:
+                return
             self._supervisor = Supervisor(
                 restarted=[p for p in self.processes if p.name in RESTARTED],
                 foundation=[p for p in self.processes if p.name not in RESTARTED],

@@ -9,9 +9,11 @@ with workflow.unsafe.imports_passed_through():
     from activities.aws import NON_RETRYABLE_ERRORS
     from activities.notify import ERROR_CHAT_REFUSED
 
-# Every AWS step: throttling and outages are retried, a denial or a bad request is not.
+# Every AWS step: throttling and outages are retried, a denial or a bad request is not. A
+# step lost with a dead worker counts as an attempt too: starting at 1 s keeps the third
+# such loss in a row (10 s heartbeat timeout, then 4 s) within 15 s of the kill.
 AWS_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
+    initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=8,
