@@ -28,6 +28,18 @@ def _exists(read: Callable[[], Any]) -> bool:
     return True
 
 
+def _instance(ec2: Any, instance_id: str) -> tuple[str, bool]:
+    """An instance counts as there until it is terminated (a stopped one can start)."""
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "InvalidInstanceID.NotFound":
+            return f"instance {instance_id}", False
+        raise
+    states = [i["State"]["Name"] for r in reservations for i in r["Instances"]]
+    return f"instance {instance_id}", any(s not in {"terminated", "shutting-down"} for s in states)
+
+
 def _made(things: list[tuple[str, bool]]) -> str:
     """`users a, b still there; role c removed`, from (name, still there) pairs."""
     there = [name for name, exists in things if exists]
@@ -68,7 +80,13 @@ def standing(aws_url: str, case: LabCase[AttackReport] | LabCase[UserKeyAttackRe
         credential = f"leaked key {attack.leaked_access_key_id} of {attack.user_name} {state}" + (
             f", {attack.user_name}'s older tokens denied" if tokens else ""
         )
-        made = _made([user(attack.second_generation_user), user(attack.third_generation_user)])
+        made = _made(
+            [
+                user(attack.second_generation_user),
+                user(attack.third_generation_user),
+                _instance(client(session, "ec2", aws_url), attack.attacker_instance_id),
+            ]
+        )
         return (
             f"{credential}; {made}; {attack.trust_changed_role} {trusts} {attack.outside_account}"
         )

@@ -196,7 +196,8 @@ class DataRead(BaseModel):
 
 class OtherChange(BaseModel):
     """A change in the case's window made with a credential the case did not find to be
-    the attacker's: judged legitimate, shown so that a human can confirm it."""
+    the attacker's: left alone, shown so that a human can confirm it (it may be another
+    case's attacker)."""
 
     event_name: str
     target: str

@@ -731,8 +731,8 @@ def _others_section(report: CaseReport) -> list[str]:
         "",
         "## Changes by others in the same window",
         "",
-        "Made with credentials the case did not find to be the attacker's, so judged "
-        "legitimate and left alone: confirm each.",
+        "Made with credentials the case did not find to be this case's attacker's, so left "
+        "alone: confirm each (a key listed here may be another case's).",
         "",
     ]
     if not report.others_changes:

@@ -37,8 +37,12 @@ def own_credential_contained(status: CaseStatus) -> tuple[bool, str]:
     last = tried[-1]
     if last.status is ActionStatus.DONE:
         return True, ""
-    decided = f" by {last.approval.approver}: {last.approval.reason}" if last.approval else ""
-    return False, f"{last.id} is {last.status.value}{decided}"
+    if last.approval is None:
+        return False, f"{last.id} is {last.status.value}"
+    who = f"{last.approval.approver}: {last.approval.reason}"
+    if last.status is ActionStatus.REJECTED:
+        return False, f"{last.id} was rejected by {who}"
+    return False, f"{last.id} is {last.status.value} (approved by {who})"
 
 
 def containment_verdict(status: CaseStatus) -> str:

@@ -419,8 +419,9 @@ def test_what_still_stands_is_read_from_aws_not_from_the_attack_report(run):
     )
     assert standing(run.url, run.case) == (
         f"leaked key {attack.leaked_access_key_id} of build-bot active; what the attacker "
-        f"made: user {attack.second_generation_user}, user {attack.third_generation_user} "
-        f"still there; {attack.trust_changed_role} still trusts {OUTSIDE_ACCOUNT}"
+        f"made: user {attack.second_generation_user}, user {attack.third_generation_user}, "
+        f"instance {attack.attacker_instance_id} still there; {attack.trust_changed_role} "
+        f"still trusts {OUTSIDE_ACCOUNT}"
     )
 
     # What a case does, done by hand: then the same facts read otherwise.
@@ -433,6 +434,7 @@ def test_what_still_stands_is_read_from_aws_not_from_the_attack_report(run):
     iam.update_assume_role_policy(
         RoleName=attack.trust_changed_role, PolicyDocument=json.dumps(attack.prior_trust_policy)
     )
+    run.client("ec2").terminate_instances(InstanceIds=[attack.attacker_instance_id])
 
     assert standing(run.url, run.ec2_case) == (
         f"stolen key {ec2.stolen_access_key_id}: sessions of web-app-role not revoked yet; "
@@ -444,7 +446,8 @@ def test_what_still_stands_is_read_from_aws_not_from_the_attack_report(run):
         f"leaked key {attack.leaked_access_key_id} of build-bot inactive; "
     )
     assert standing(run.url, run.case).endswith(
-        f"; {attack.trust_changed_role} no longer trusts {OUTSIDE_ACCOUNT}"
+        f"still there; instance {attack.attacker_instance_id} removed; "
+        f"{attack.trust_changed_role} no longer trusts {OUTSIDE_ACCOUNT}"
     )
 
 

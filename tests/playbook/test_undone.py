@@ -38,7 +38,7 @@ def test_a_rejected_containment_is_not_contained_and_says_who_decided():
     )
     assert containment_verdict(status) == "not contained"
     assert undone(status)[0] == (
-        f"{STOLEN_KEY} is not contained (contain-1 is rejected by bob: false positive): "
+        f"{STOLEN_KEY} is not contained (contain-1 was rejected by bob: false positive): "
         "contain it by hand"
     )
 

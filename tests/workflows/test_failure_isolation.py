@@ -246,7 +246,7 @@ async def test_a_rejected_containment_closes_with_the_credential_open_and_said_i
         result = await _result(handle)
 
     assert result.phase is Phase.CLOSED
-    assert f"{STOLEN_KEY} is not contained (contain-1 is rejected by alice: benign): " in (
+    assert f"{STOLEN_KEY} is not contained (contain-1 was rejected by alice: benign): " in (
         " ".join(result.open_items)
     )
     (markdown,) = fake.report_markdown
@@ -403,6 +403,8 @@ async def test_a_denied_deactivation_still_denies_the_users_older_tokens(time_sk
         assert fake.names().count("deny_user_tokens_before") == 1
         assert waiting.containment_cutoff is not None
         assert waiting.phase is Phase.NEEDS_HUMAN
+        (active,) = [i for i in waiting.open_items if i.startswith(f"{STOLEN_KEY} is still active")]
+        assert "(call iam:UpdateAccessKey)" in active
         await handle.signal(CaseWorkflow.approve, _approval(retry.id))
         await _wait_for(handle, _decided(retry.id))
         await _approve_the_rest(time_skipping_env, handle)
@@ -412,6 +414,47 @@ async def test_a_denied_deactivation_still_denies_the_users_older_tokens(time_sk
     deactivations = [i for i, n in enumerate(fake.names()) if n == "deactivate_access_key"]
     assert deactivations[0] < fake.names().index("deny_user_tokens_before") < deactivations[1]
     assert result.outcome is not None and result.outcome.startswith("contained")
+    assert active not in result.open_items
+
+
+async def test_a_key_left_active_when_the_case_is_given_up_is_said_and_its_action_failed(
+    time_skipping_env,
+):
+    """UpdateAccessKey and PutUserPolicy both denied, the tokens' retry rejected: the case
+    closes not contained, naming the active key and both calls; no action reads running."""
+    fake = FakeAws(kind=CredentialKind.IAM_USER_KEY)
+    fake.has_login_profile = False
+    fake.fail_next["deactivate_access_key"] = _denied(
+        "iam:UpdateAccessKey", f"deactivate {STOLEN_KEY}"
+    )
+    fake.fail_next["deny_user_tokens_before"] = _denied("iam:PutUserPolicy", "deny tokens of alice")
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start_waiting_long(time_skipping_env, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        waiting = await _wait_for(handle, _pending("retry-"))
+        (retry,) = waiting.pending_actions()
+        assert "(call iam:PutUserPolicy)" in retry.steps[0]
+        await handle.signal(
+            CaseWorkflow.reject, _approval(retry.id).model_copy(update={"reason": "by hand"})
+        )
+        result = await _result(handle)
+
+    assert result.phase is Phase.CLOSED
+    items = " ".join(result.open_items)
+    assert f"{STOLEN_KEY} is still active: deactivating it failed" in items
+    assert "(call iam:UpdateAccessKey)" in items
+    assert "not done: deny the user's older tokens: " in items
+    assert "(call iam:PutUserPolicy)" in items
+    assert f"{STOLEN_KEY} is not contained (contain-key-1 is failed (approved by " in items
+    assert not any(a.status is ActionStatus.RUNNING for a in result.actions)
+    containment = result.actions[0]
+    assert containment.status is ActionStatus.FAILED
+    assert containment.outcome is not None
+    assert "gave up after failing to deny the user's older tokens" in containment.outcome
+    (markdown,) = fake.report_markdown
+    assert "**Containment:** not contained." in markdown
 
 
 async def test_a_minted_key_is_deactivated_before_removals_so_a_failed_removal_leaves_it_contained(

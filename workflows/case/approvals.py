@@ -173,6 +173,7 @@ class Approvals:
             decision = await self.decision(retry)
             if decision.decision is Decision.REJECTED:
                 self.ledger.finish(retry, ActionStatus.REJECTED, decision.reason)
+                record.needs_human(f"not done: {doing}: {detail}")
                 raise CaseAbandoned(f"gave up after failing to {doing}: {decision.reason}")
             self.ledger.finish(retry, ActionStatus.DONE, "retrying")
             record.set_phase(previous, f"retry approved by {decision.approver}")

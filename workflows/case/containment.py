@@ -464,12 +464,19 @@ class Containment:
             )
 
         failure = None
+        still_active = ""
         if workflow.patched(CONTAINMENT_FIRST_PATCH):
             # The older tokens are denied even while the key's deactivation waits on a
             # human's retry: one denied call must not leave both working.
             key, failure = await self._approvals.attempt_or_fail(
                 "deactivate the access key", deactivate
             )
+            if key is None:
+                # Said at once: if the case stops before the retry, it must still say so.
+                still_active = (
+                    f"{credential.access_key_id} is still active: deactivating it failed: {failure}"
+                )
+                self._record.needs_human(still_active)
         else:
             key = await self._approvals.attempt("deactivate the access key", deactivate)
         denied = await self._approvals.attempt(
@@ -492,6 +499,8 @@ class Containment:
             key = await self._approvals.retry(
                 "deactivate the access key", failure or "it failed", deactivate
             )
+            if still_active in self._record.status.open_items:
+                self._record.status.open_items.remove(still_active)
         self._record.note(
             f"{credential.access_key_id} is {key.status}"
             + ("" if key.changed else " (it already was)")

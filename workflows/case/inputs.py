@@ -45,6 +45,16 @@ def _what_is_wrong(invalid: ValidationError) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+def payload_as_sent(data: bytes) -> Any:
+    """A raw payload as its sender wrote it: the JSON value, or its text when it is not
+    JSON (so it is kept once, not encoded again as a string)."""
+    text = data.decode(errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def sent_as_text(value: Any) -> str:
     """A payload as its sender wrote it, cut short."""
     try:

@@ -234,6 +234,13 @@ class ApprovalLedger:
         action.started_at = self._now()
         return (action.started_at + timedelta(seconds=1)).replace(microsecond=0)
 
+    def fail_unfinished(self, why: str) -> None:
+        """Every action still running when the case gives up is failed, saying why: none
+        is left reading as under way in a closed case."""
+        for action in self._status.actions:
+            if action.status is ActionStatus.RUNNING:
+                self.finish(action, ActionStatus.FAILED, f"not finished: {why}")
+
     def finish(self, action: Action, status: ActionStatus, outcome: str) -> None:
         action.status = status
         action.outcome = outcome

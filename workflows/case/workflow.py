@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.eradication import Eradication
     from workflows.case.evidence import Evidence
     from workflows.case.findings import FindingIntake
-    from workflows.case.inputs import InvalidInput, read_input, sent_as_text
+    from workflows.case.inputs import InvalidInput, payload_as_sent, read_input, sent_as_text
     from workflows.case.investigation import Investigation
     from workflows.case.ledger import ApprovalLedger
     from workflows.case.minted import MintedCredentials
@@ -104,6 +104,7 @@ class CaseWorkflow:
             else:
                 await self._respond(input.finding)
         except CaseAbandoned as abandoned:
+            self._approvals.ledger.fail_unfinished(str(abandoned))
             await self._approvals.offers_decided("closing")
             record.close(str(abandoned))
         await record.background_done()
@@ -213,7 +214,7 @@ class CaseWorkflow:
             None,
             "unknown sender",
             f"no such signal: {name[:100]}; the case takes {', '.join(_SIGNALS)}",
-            sent=sent_as_text([raw.payload.data.decode(errors="replace") for raw in args]),
+            sent=sent_as_text([payload_as_sent(raw.payload.data) for raw in args]),
         )
 
     # The decisions and notes again as updates, for callers that want the answer: a
