@@ -19,12 +19,13 @@ AWS_RETRY = RetryPolicy(
     maximum_attempts=8,
     non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
 )
-# The SSM agent needs a while after a start before it takes commands again.
+# The SSM agent needs a while after a start before it takes commands again: the attempts
+# spread over about seven minutes, the first soon (one lost with a dead worker costs 11 s).
 PROBE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=5),
+    initial_interval=timedelta(seconds=1),
     backoff_coefficient=1.5,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=20,
+    maximum_attempts=22,
     non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
 )
 # A notification is worth a few tries, never a stuck case: after these it is noted as failed.
