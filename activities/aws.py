@@ -105,16 +105,17 @@ def to_application_error(exc: ClientError, doing: str) -> ApplicationError:
     """The taxonomy's error, naming the AWS call that failed and, when it was denied, the
     IAM action it needed, so a human knows what to grant."""
     code = error_code(exc)
+    call = failed_call()
+    named = describe_call(*call) if call is not None and call[1] == exc.operation_name else None
     if _endpoint_lacks_operation(exc):
-        return not_implemented(doing, exc.operation_name, code)
+        return not_implemented(doing, named or exc.operation_name, code)
     kind = classify(code)
     message = str(exc.response.get("Error", {}).get("Message", ""))
     details: dict[str, str] = {"aws_error_code": code, "doing": doing}
     text = f"{doing}: {code}: {message}"
-    call = failed_call()
-    if call is not None and call[1] == exc.operation_name:
-        details["call"] = describe_call(*call)
-        text += f" (call {details['call']})"
+    if named is not None:
+        details["call"] = named
+        text += f" (call {named})"
     return ApplicationError(text, details, type=kind, non_retryable=kind in NON_RETRYABLE_ERRORS)
 
 

@@ -16,7 +16,13 @@ from botocore.exceptions import ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
+from activities.aws import (
+    ERROR_INVALID_REQUEST,
+    AwsClients,
+    aws_errors,
+    error_code,
+    to_application_error,
+)
 from activities.evidence import EvidenceStore
 from activities.iam import inline_policies
 from activities.liveness import heartbeating
@@ -122,8 +128,14 @@ class EradicationActivities:
                 )
         if document is None:
             return CaptureLaunchedResult(evidence=None, detail="already gone: nothing to keep")
+        missing = document.get("not_read") or {}
         evidence = self._evidence.put_json(input.case_id, name, document)
-        return CaptureLaunchedResult(evidence=evidence, detail=f"{input.kind} kept as evidence")
+        if not missing:
+            return CaptureLaunchedResult(evidence=evidence, detail=f"{input.kind} kept as evidence")
+        said = "; ".join(f"its {part} was not read: {why}" for part, why in missing.items())
+        return CaptureLaunchedResult(
+            evidence=evidence, detail=f"{input.kind} kept as evidence, but {said}", missing=said
+        )
 
     def _describe_instance(self, instance_id: str) -> dict[str, Any] | None:
         ec2 = self._clients.client("ec2")
@@ -131,9 +143,18 @@ class EradicationActivities:
         instances = [i for r in reservations for i in r["Instances"]]
         if not instances:
             return None
-        user_data = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        # What one read cannot give is said in the evidence; the rest is still kept, so a
+        # denied read never keeps an attacker's instance running.
+        not_read: dict[str, str] = {}
+        try:
+            user_data = ec2.describe_instance_attribute(
+                InstanceId=instance_id, Attribute="userData"
+            )
+        except ClientError as exc:
+            not_read["user data"] = _unread(exc)
+            user_data = {}
         encoded = (user_data.get("UserData") or {}).get("Value") or ""
-        return {
+        document: dict[str, Any] = {
             "instance": instances[0],
             "user_data": {
                 "sha256_of_base64": hashlib.sha256(encoded.encode()).hexdigest()
@@ -142,6 +163,7 @@ class EradicationActivities:
                 "base64_length": len(encoded),
             },
         }
+        return {**document, "not_read": not_read} if not_read else document
 
     def _describe_function(self, function: str) -> dict[str, Any]:
         lam = self._clients.client("lambda")
@@ -158,9 +180,10 @@ class EradicationActivities:
         try:
             policy = json.loads(lam.get_policy(FunctionName=function)["Policy"])
         except ClientError as exc:
-            if error_code(exc) != "ResourceNotFoundException":
-                raise
             policy = None  # a function with no resource policy answers NotFound
+            if error_code(exc) != "ResourceNotFoundException":
+                unread = {"resource policy": _unread(exc)}
+                return {**described, "resource_policy": None, "not_read": unread}
         return {**described, "resource_policy": policy}
 
     def _snapshot(self, input: RemoveResourceInput) -> EvidenceRecord | None:
@@ -444,6 +467,15 @@ def _ignore_gone(call: Callable[[], object]) -> None:
     except ClientError as exc:
         if error_code(exc) not in _GONE:
             raise
+
+
+def _unread(exc: ClientError) -> str:
+    """Why a read for evidence failed for good, naming its call; a failure that a retry
+    may cure (throttling, an outage) is raised for Temporal to retry instead."""
+    error = to_application_error(exc, "read")
+    if not error.non_retryable:
+        raise error from exc
+    return error.message.removeprefix("read: ")
 
 
 def _slug(value: str) -> str:

@@ -139,6 +139,7 @@ class CaptureLaunchedInput(BaseModel):
 class CaptureLaunchedResult(BaseModel):
     evidence: EvidenceRecord | None  # None: it was already gone, nothing to keep
     detail: str
+    missing: str | None = None  # what a denied read left out of the evidence
 
 
 class ListCaseSnapshotsInput(BaseModel):

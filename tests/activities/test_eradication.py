@@ -21,6 +21,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients
 from activities.eradication import EradicationActivities
 from activities.evidence import EvidenceStore
+from activities.faults import FaultInjector, parse_fault_plan
 from config.names import PROTECTED_TAG_KEY
 from models.activities import (
     CaptureLaunchedInput,
@@ -31,7 +32,7 @@ from models.activities import (
 from playbook.classify import AttackerResource, ResourceKind
 from playbook.plan import removal_plan
 from tests.activities.conftest import EVIDENCE_BUCKET
-from tests.support import ACCOUNT
+from tests.support import ACCOUNT, REGION
 
 CASE = f"case-{ACCOUNT}-AKIAEXAMPLEMALLORY01"
 ATTACKER = "mallory"  # the user the attacker made
@@ -1251,6 +1252,48 @@ def test_a_launched_instance_is_kept_with_its_user_data_by_hash_only(
     assert len(document["user_data"]["sha256_of_base64"]) == 64
     assert b"miner-secret" not in body
     assert instance_state(aws.ec2, instance_id) == "running"
+
+
+@pytest.mark.parametrize(
+    ("kind", "denied", "part", "code"),
+    [
+        ("function", "lambda:GetPolicy", "resource policy", "AccessDeniedException"),
+        ("instance", "ec2:DescribeInstanceAttribute", "user data", "UnauthorizedOperation"),
+    ],
+)
+def test_a_denied_read_leaves_the_rest_of_a_launched_resource_kept_and_names_the_call(
+    activity_env: ActivityEnvironment,
+    aws: Aws,
+    s3: Any,
+    boto3_session: Any,
+    evidence: EvidenceStore,
+    kind: str,
+    denied: str,
+    part: str,
+    code: str,
+) -> None:
+    """A read the worker may not make never keeps an attacker's resource running: the rest
+    is kept, and what is missing names the call that was denied."""
+    if kind == "function":
+        create_function(aws, FUNCTION)
+        name = FUNCTION
+    else:
+        aws.services.add("ec2")
+        name = aws.ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][
+            0
+        ]["InstanceId"]
+    faults = FaultInjector(parse_fault_plan({denied: "access_denied"}))
+    faulty = EradicationActivities(AwsClients(boto3_session, REGION, faults=faults), evidence)
+
+    result = capture(activity_env, faulty, kind, name)
+
+    assert result.evidence is not None
+    assert result.missing is not None
+    assert result.missing.startswith(f"its {part} was not read: {code}: ")
+    assert f"(call {denied})" in result.missing
+    assert result.missing in result.detail
+    document = json.loads(stored(s3, result.evidence.key)[0])
+    assert document["not_read"] == {part: result.missing.removeprefix(f"its {part} was not read: ")}
 
 
 def test_capturing_twice_keeps_the_first_capture(

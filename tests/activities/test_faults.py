@@ -258,7 +258,7 @@ def test_each_fault_parses_as_aws_sends_it_and_maps_to_its_error_type(
     assert error.non_retryable is (expected.kind in {DENIED, LACKING})
     assert error.message.startswith(f"call {key}: ")
     if fault == "not_implemented":
-        assert "the endpoint does not implement" in error.message
+        assert f"the endpoint does not implement {key}" in error.message
         assert "<" not in error.message  # no page in the message
     elif expected.code is not None and not expected.code.isdigit():
         assert error.message.startswith(f"call {key}: {expected.code}: ")

@@ -430,6 +430,10 @@ class Eradication:
                 )
                 if launched is not None and launched.evidence is not None:
                     record.record_evidence(launched.evidence)
+                if launched is not None and launched.missing:
+                    record.needs_human(
+                        f"the evidence of {kind} {name} is partial: {launched.missing}"
+                    )
             else:
                 continue
             if failure is not None:
