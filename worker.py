@@ -91,6 +91,7 @@ def build_activities(
         iam.capture_user_state,
         iam.deactivate_access_key,
         iam.deny_user_tokens_before,
+        iam.deny_user_everything,
         iam.remove_login_profile,
         ec2.capture_instance_state,
         ec2.snapshot_volumes,

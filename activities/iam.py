@@ -14,6 +14,7 @@ from activities.evidence import EvidenceStore
 from activities.liveness import heartbeating
 from config.names import (
     AWS_QUARANTINE_POLICY_PREFIX,
+    DENY_ALL_POLICY_NAME,
     REVOKE_SESSIONS_POLICY_NAME,
     REVOKE_USER_TOKENS_POLICY_NAME,
 )
@@ -53,6 +54,12 @@ def inline_policies(iam: Any, kind: Literal["user", "role"], name: str) -> list[
         for page in iam.get_paginator(f"list_{kind}_policies").paginate(**{f"{noun}Name": name})
         for policy_name in page["PolicyNames"]
     ]
+
+
+DENY_ALL_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Deny", "Action": ["*"], "Resource": ["*"]}],
+}
 
 
 def revoke_sessions_policy(cutoff: datetime) -> dict[str, Any]:
@@ -446,6 +453,20 @@ class IamActivities:
                 UserName=input.user_name, AccessKeyId=input.access_key_id, Status="Inactive"
             )
         return AccessKeyResult(access_key_id=input.access_key_id, status="Inactive", changed=True)
+
+    @activity.defn
+    @heartbeating
+    def deny_user_everything(self, input: UserInput) -> ChangeResult:
+        """Deny the user every action (an inline policy, like AWS's AWSDenyAll): its key
+        then does nothing even while it cannot be deactivated. Putting it again is a no-op."""
+        with aws_errors(f"deny {input.user_name} everything"):
+            self._iam.put_user_policy(
+                UserName=input.user_name,
+                PolicyName=DENY_ALL_POLICY_NAME,
+                PolicyDocument=_dumps(DENY_ALL_POLICY),
+            )
+        activity.logger.info("denied %s everything", input.user_name)
+        return ChangeResult(changed=True, detail=f"{DENY_ALL_POLICY_NAME} put on {input.user_name}")
 
     @activity.defn
     @heartbeating

@@ -91,6 +91,9 @@ REVOKE_SESSIONS_POLICY_NAME = "AWSRevokeOlderSessions"
 # The same deny on a user: sessions from GetSessionToken or GetFederationToken outlive the
 # deactivation of the key that made them.
 REVOKE_USER_TOKENS_POLICY_NAME = "QuenchRevokeOlderTokens"
+# A user whose stolen key could not be deactivated is denied everything by this inline
+# policy instead (AWS's playbook attaches AWSDenyAll): the key stays active but can do nothing.
+DENY_ALL_POLICY_NAME = "QuenchDenyAll"
 # A resource tagged quench:protected=true is never removed by eradication.
 PROTECTED_TAG_KEY = "quench:protected"
 # AWS attaches these to a key it finds exposed; they stay where AWS put them.

@@ -17,7 +17,11 @@ from temporalio.testing import ActivityEnvironment
 from activities.aws import ERROR_ACCESS_DENIED, ERROR_INVALID_REQUEST, ERROR_NOT_FOUND, AwsClients
 from activities.evidence import EvidenceStore
 from activities.iam import IamActivities
-from config.names import AWS_QUARANTINE_POLICY_PREFIX, REVOKE_USER_TOKENS_POLICY_NAME
+from config.names import (
+    AWS_QUARANTINE_POLICY_PREFIX,
+    DENY_ALL_POLICY_NAME,
+    REVOKE_USER_TOKENS_POLICY_NAME,
+)
 from models.activities import (
     AccessKeyInput,
     CaptureUserInput,
@@ -407,6 +411,30 @@ def test_deactivate_access_key_refuses_a_key_that_does_not_exist(
     assert raised.value.type == ERROR_INVALID_REQUEST
     assert raised.value.non_retryable is True
     assert key_statuses(iam) == {alices: "Active"}
+
+
+# deny_user_everything
+
+
+def test_deny_user_everything_puts_a_deny_all_beside_the_users_own_policies_and_again_is_a_no_op(
+    iam: Any, iam_activities: IamActivities, activity_env: ActivityEnvironment
+) -> None:
+    create_user(iam)
+    iam.put_user_policy(
+        UserName=USER, PolicyName="read-objects", PolicyDocument=json.dumps(INLINE_POLICY)
+    )
+
+    first = activity_env.run(iam_activities.deny_user_everything, UserInput(user_name=USER))
+    again = activity_env.run(iam_activities.deny_user_everything, UserInput(user_name=USER))
+
+    assert first.changed is True and DENY_ALL_POLICY_NAME in first.detail
+    assert again.detail == first.detail
+    kept = iam.get_user_policy(UserName=USER, PolicyName=DENY_ALL_POLICY_NAME)["PolicyDocument"]
+    assert kept["Statement"] == [{"Effect": "Deny", "Action": ["*"], "Resource": ["*"]}]
+    assert "Condition" not in json.dumps(kept)  # unlike the tokens' deny: long-term keys too
+    assert sorted(iam.list_user_policies(UserName=USER)["PolicyNames"]) == sorted(
+        [DENY_ALL_POLICY_NAME, "read-objects"]
+    )
 
 
 # deny_user_tokens_before

@@ -354,6 +354,11 @@ class FakeAws:
                 ],
             )
 
+        @activity.defn(name="deny_user_everything")
+        async def deny_user_everything(input: UserInput) -> ChangeResult:
+            fake._record("deny_user_everything", input)
+            return ChangeResult(changed=True, detail=f"QuenchDenyAll put on {input.user_name}")
+
         @activity.defn(name="remove_login_profile")
         async def remove_login_profile(input: UserInput) -> ChangeResult:
             fake._record("remove_login_profile", input)
@@ -513,6 +518,7 @@ class FakeAws:
             capture_user_state,
             deactivate_access_key,
             deny_user_tokens_before,
+            deny_user_everything,
             remove_login_profile,
             resolve_principal,
             store_evidence,

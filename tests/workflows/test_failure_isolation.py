@@ -383,9 +383,12 @@ async def test_a_case_opened_again_under_its_id_keeps_its_evidence_apart(time_sk
     assert reports == folders
 
 
-async def test_a_denied_deactivation_still_denies_the_users_older_tokens(time_skipping_env):
-    """UpdateAccessKey denied: the user's older tokens are denied at once, and the key's
-    deactivation waits on a human's retry, named with its call."""
+async def test_a_denied_deactivation_denies_the_user_everything_and_the_case_goes_on(
+    time_skipping_env,
+):
+    """UpdateAccessKey denied: the user's older tokens are denied, then the user is denied
+    everything, so the key is useless while it stays active; the case goes on and the
+    deactivation is offered for a retry beside it, named with its call."""
     fake = FakeAws(kind=CredentialKind.IAM_USER_KEY)
     fake.has_login_profile = False
     fake.fail_next["deactivate_access_key"] = _denied(
@@ -397,24 +400,63 @@ async def test_a_denied_deactivation_still_denies_the_users_older_tokens(time_sk
         waiting = await _wait_for(handle, _pending("contain-"))
         await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
         waiting = await _wait_for(handle, _pending("retry-"))
-        (retry,) = waiting.pending_actions()
-        assert retry.title == "Retry: deactivate the access key"
+        (retry,) = [a for a in waiting.pending_actions() if a.id.startswith("retry-")]
+        assert retry.title == f"Retry: deactivate {STOLEN_KEY}"
         assert "(call iam:UpdateAccessKey)" in retry.steps[0]
-        assert fake.names().count("deny_user_tokens_before") == 1
-        assert waiting.containment_cutoff is not None
-        assert waiting.phase is Phase.NEEDS_HUMAN
+        assert waiting.phase is not Phase.NEEDS_HUMAN
+        containment = waiting.actions[0]
+        assert containment.status is ActionStatus.DONE
+        assert containment.outcome is not None and "denied everything" in containment.outcome
         (active,) = [i for i in waiting.open_items if i.startswith(f"{STOLEN_KEY} is still active")]
         assert "(call iam:UpdateAccessKey)" in active
+        assert "denied everything by QuenchDenyAll meanwhile" in active
+        await handle.signal(CaseWorkflow.approve, _approval(retry.id))
+        await _wait_for(handle, _decided(retry.id))
+        await _approve_the_rest(time_skipping_env, handle)
+        result = await _result(handle)
+        await _record(handle, "user_denied_everything_while_its_key_is_retried")
+
+    names_ = fake.names()
+    assert names_.count("deactivate_access_key") == 2
+    first, second = [i for i, n in enumerate(names_) if n == "deactivate_access_key"]
+    assert first < names_.index("deny_user_tokens_before") < names_.index("deny_user_everything")
+    assert names_.index("deny_user_everything") < second
+    assert result.outcome is not None and result.outcome.startswith("contained")
+    assert active not in result.open_items
+    assert f"{STOLEN_KEY} is Inactive now: remove QuenchDenyAll from alice" in " ".join(
+        result.open_items
+    )
+
+
+async def test_a_key_neither_deactivated_nor_denied_everything_waits_on_its_retry(
+    time_skipping_env,
+):
+    """UpdateAccessKey and the deny-everything policy both denied: nothing makes the key
+    useless, so the case waits on the deactivation's retry before it removes anything."""
+    fake = FakeAws(kind=CredentialKind.IAM_USER_KEY)
+    fake.has_login_profile = False
+    fake.fail_next["deactivate_access_key"] = _denied(
+        "iam:UpdateAccessKey", f"deactivate {STOLEN_KEY}"
+    )
+    fake.fail_next["deny_user_everything"] = _denied("iam:PutUserPolicy", "deny alice everything")
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start_waiting_long(time_skipping_env, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        waiting = await _wait_for(handle, _pending("retry-"))
+        (retry,) = waiting.pending_actions()
+        assert retry.title == "Retry: deactivate the access key"
+        assert waiting.phase is Phase.NEEDS_HUMAN
+        assert any("denying alice everything failed too" in t.what for t in waiting.timeline)
         await handle.signal(CaseWorkflow.approve, _approval(retry.id))
         await _wait_for(handle, _decided(retry.id))
         await _approve_the_rest(time_skipping_env, handle)
         result = await _result(handle)
 
     assert fake.names().count("deactivate_access_key") == 2
-    deactivations = [i for i, n in enumerate(fake.names()) if n == "deactivate_access_key"]
-    assert deactivations[0] < fake.names().index("deny_user_tokens_before") < deactivations[1]
     assert result.outcome is not None and result.outcome.startswith("contained")
-    assert active not in result.open_items
+    assert not any(i.startswith(f"{STOLEN_KEY} is still active") for i in result.open_items)
 
 
 async def test_a_key_left_active_when_the_case_is_given_up_is_said_and_its_action_failed(

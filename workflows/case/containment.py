@@ -28,11 +28,16 @@ with workflow.unsafe.imports_passed_through():
         StartTrailsLoggingInput,
         UserInput,
     )
-    from models.case import Action, ActionKind, ActionStatus, Decision, Phase
+    from models.case import Action, ActionKind, ActionStatus, Approval, Decision, Phase
     from models.principal import Credential, CredentialKind
     from workflows.case.approvals import Approvals, CaseAbandoned
     from workflows.case.evidence import CollectedEvidence
-    from workflows.case.patches import CONTAINMENT_FIRST_PATCH, LOGGING_PATCH, ROLE_SESSION_PATCH
+    from workflows.case.patches import (
+        CONTAINMENT_FIRST_PATCH,
+        LOGGING_PATCH,
+        ROLE_SESSION_PATCH,
+        USER_DENIED_ALL_PATCH,
+    )
     from workflows.case.record import CaseRecord
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT, PROBE_RETRY
 
@@ -496,6 +501,10 @@ class Containment:
                 f"{user_name}'s tokens issued before {denied.cutoff_in_effect.isoformat()} are "
                 f"denied; {credential.access_key_id} is still active"
             )
+            if workflow.patched(USER_DENIED_ALL_PATCH) and await self._deny_everything(
+                action, credential, (still_active, failure or "it failed"), deactivate
+            ):
+                return
             key = await self._approvals.retry(
                 "deactivate the access key", failure or "it failed", deactivate
             )
@@ -509,6 +518,93 @@ class Containment:
         )
         self._ledger.finish(action, ActionStatus.DONE, "key deactivated, older tokens denied")
         self._record.set_phase(Phase.CONTAINED, "key deactivated")
+
+    async def _deny_everything(
+        self,
+        action: Action,
+        credential: Credential,
+        failed: tuple[str, str],
+        deactivate: Callable[[], Awaitable[AccessKeyResult]],
+    ) -> bool:
+        """A key that cannot be deactivated is made useless instead: its user is denied
+        everything, the case goes on, and the deactivation is offered for a retry beside it.
+        False when that was denied too (the case then waits on the deactivation's retry).
+        `failed`: the open item saying the key is still active, and why."""
+        still_active, why = failed
+        user_name = credential.principal.user_name or ""
+        key_id = credential.access_key_id
+        done, failure = await self._approvals.attempt_or_fail(
+            f"deny {user_name} everything",
+            lambda: workflow.execute_activity_method(
+                IamActivities.deny_user_everything,
+                UserInput(user_name=user_name),
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=AWS_RETRY,
+                summary=f"Deny {user_name} everything ({names.DENY_ALL_POLICY_NAME})",
+            ),
+        )
+        if done is None:
+            self._record.note(f"denying {user_name} everything failed too: {failure}")
+            return False
+        record = self._record
+        if still_active in record.status.open_items:
+            record.status.open_items.remove(still_active)
+        meanwhile = (
+            f"{still_active}; {user_name} is denied everything by "
+            f"{names.DENY_ALL_POLICY_NAME} meanwhile: deactivate the key, then remove "
+            f"{names.DENY_ALL_POLICY_NAME} when {user_name} may work again"
+        )
+        record.needs_human(meanwhile)
+
+        self._offer_deactivation(credential, why, meanwhile, deactivate)
+        self._ledger.finish(
+            action,
+            ActionStatus.DONE,
+            f"{user_name} denied everything ({names.DENY_ALL_POLICY_NAME}), older tokens "
+            f"denied; {key_id} is still active",
+        )
+        record.set_phase(Phase.CONTAINED, f"{user_name} denied everything")
+        return True
+
+    def _offer_deactivation(
+        self,
+        credential: Credential,
+        failed: str,
+        meanwhile: str,
+        deactivate: Callable[[], Awaitable[AccessKeyResult]],
+    ) -> None:
+        """The key's deactivation, offered for a retry beside the case (and again each time
+        it fails); `meanwhile` is the open item it settles."""
+        user_name = credential.principal.user_name or ""
+        key_id = credential.access_key_id
+        record = self._record
+
+        async def then(retry: Action, decision: Approval) -> None:
+            if decision.decision is Decision.REJECTED:
+                self._ledger.finish(retry, ActionStatus.REJECTED, decision.reason)
+                return
+            self._ledger.start(retry)
+            key, failure = await self._approvals.attempt_or_fail(
+                "deactivate the access key", deactivate
+            )
+            if key is None:
+                self._ledger.finish(retry, ActionStatus.FAILED, f"failed again: {failure}")
+                self._offer_deactivation(credential, failure or "it failed", meanwhile, deactivate)
+                return
+            self._ledger.finish(retry, ActionStatus.DONE, f"{key_id} is {key.status}")
+            record.status.open_items.remove(meanwhile)
+            record.needs_human(
+                f"{key_id} is {key.status} now: remove {names.DENY_ALL_POLICY_NAME} from "
+                f"{user_name} when {user_name} may work again"
+            )
+
+        self._approvals.offer_beside(
+            ActionKind.RETRY,
+            f"Retry: deactivate {key_id}",
+            [f"It failed: {failed}", f"{user_name} is denied everything meanwhile"],
+            then,
+        )
 
     # -- by a human ------------------------------------------------------------------------
 

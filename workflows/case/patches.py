@@ -40,3 +40,6 @@ MINTED_FIRST_PATCH = "minted-keys-deactivated-first"
 LAUNCHED_EVIDENCE_PATCH = "launched-resource-evidence"
 # The report names the EBS snapshots tagged with the case, looked up before it is written.
 REPORT_SNAPSHOTS_PATCH = "report-snapshots"
+# A stolen user key that cannot be deactivated: the user is denied everything instead, the
+# case goes on, and the deactivation is offered for a retry beside it.
+USER_DENIED_ALL_PATCH = "user-denied-everything"
