@@ -9,7 +9,15 @@ from botocore.exceptions import ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
+from activities.aws import (
+    ERROR_ACCESS_DENIED,
+    ERROR_INVALID_REQUEST,
+    AwsClients,
+    aws_errors,
+    classify,
+    error_code,
+    to_application_error,
+)
 from activities.evidence import EvidenceStore
 from activities.liveness import heartbeating
 from config.names import (
@@ -358,15 +366,23 @@ class IamActivities:
         put: Callable[[str], object],
     ) -> RevokeRoleSessionsResult:
         """A policy already in place with the same or a later cut-off is left as it is: a
-        later revocation by someone else is never weakened."""
+        later revocation by someone else is never weakened. If it cannot be read (a denied
+        read), the deny is written anyway and the result says so: denying the attacker's
+        tokens matters more than keeping a later cut-off."""
         cutoff = cutoff.astimezone(UTC).replace(microsecond=0)
-        with aws_errors(f"deny tokens of {whose} issued before {cutoff.isoformat()}"):
+        doing = f"deny tokens of {whose} issued before {cutoff.isoformat()}"
+        unread = ""
+        with aws_errors(doing):
             try:
                 current = policy_cutoff(get()["PolicyDocument"])
             except ClientError as exc:
-                if error_code(exc) != "NoSuchEntity":
+                if error_code(exc) == "NoSuchEntity":
+                    current = None
+                elif classify(error_code(exc)) == ERROR_ACCESS_DENIED:
+                    current = None
+                    unread = to_application_error(exc, f"read {policy_name}").message
+                else:
                     raise
-                current = None
             if current is not None and current >= cutoff:
                 return RevokeRoleSessionsResult(
                     policy_name=policy_name, cutoff_in_effect=current, changed=False
@@ -374,7 +390,7 @@ class IamActivities:
             put(_dumps(revoke_sessions_policy(cutoff)))
         activity.logger.info("denied tokens of %s issued before %s", whose, cutoff)
         return RevokeRoleSessionsResult(
-            policy_name=policy_name, cutoff_in_effect=cutoff, changed=True
+            policy_name=policy_name, cutoff_in_effect=cutoff, changed=True, unread=unread
         )
 
     @activity.defn

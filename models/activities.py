@@ -230,6 +230,9 @@ class RevokeRoleSessionsResult(BaseModel):
     policy_name: str
     cutoff_in_effect: datetime
     changed: bool
+    # Why the policy in place could not be read first (so a later cut-off someone else
+    # set may have been replaced); empty when it was read.
+    unread: str = ""
 
 
 class InstanceInput(BaseModel):

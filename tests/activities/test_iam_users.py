@@ -567,22 +567,32 @@ def test_deny_user_tokens_before_of_a_missing_user_is_not_found(
     assert iam.list_users()["Users"] == []
 
 
-def test_deny_user_tokens_before_writes_nothing_when_it_cannot_read_the_policy(
+def test_deny_user_tokens_before_writes_the_deny_when_it_cannot_read_the_policy_and_says_so(
     iam: Any, evidence: EvidenceStore, activity_env: ActivityEnvironment
 ) -> None:
-    """A policy it cannot read may hold a later cut-off, which a blind write would weaken."""
+    """Denying the attacker's tokens matters more than a later cut-off the unread policy
+    may hold: the deny is written, and the result names the read that was denied."""
     create_user(iam)
     responder = activities_allowed_only(iam, evidence, ["iam:PutUserPolicy"])
 
-    with enable_iam_authentication(), pytest.raises(ApplicationError) as raised:
-        activity_env.run(
+    with enable_iam_authentication():
+        result = activity_env.run(
             responder.deny_user_tokens_before, DenyUserTokensInput(user_name=USER, cutoff=CUTOFF)
         )
 
-    assert raised.value.type == ERROR_ACCESS_DENIED, raised.value.message
-    assert raised.value.details[0]["aws_error_code"] == "AccessDenied"
-    assert raised.value.non_retryable is True
-    assert iam.list_user_policies(UserName=USER)["PolicyNames"] == []
+    assert result.changed is True
+    assert "AccessDenied" in result.unread and "(call iam:GetUserPolicy)" in result.unread
+    assert tokens_cutoff(iam) == "2026-11-22T07:15:30Z"
+
+
+def test_deny_user_tokens_before_reads_the_policy_in_place_without_saying_so(
+    iam: Any, iam_activities: IamActivities, activity_env: ActivityEnvironment
+) -> None:
+    create_user(iam)
+    result = activity_env.run(
+        iam_activities.deny_user_tokens_before, DenyUserTokensInput(user_name=USER, cutoff=CUTOFF)
+    )
+    assert result.unread == ""
 
 
 # remove_login_profile

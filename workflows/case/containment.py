@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         InstanceInput,
         ProbeInstanceCredentialsInput,
         RevokeRoleSessionsInput,
+        RevokeRoleSessionsResult,
         RoleTrustInput,
         RoleTrustResult,
         StartTrailsLoggingInput,
@@ -117,6 +118,16 @@ class Containment:
             f"sessions of {role_name} issued before {revoked.cutoff_in_effect.isoformat()} "
             f"are denied" + ("" if revoked.changed else " (policy was already in place)")
         )
+        self._written_unread(f"role {role_name}", revoked)
+
+    def _written_unread(self, whose: str, written: RevokeRoleSessionsResult) -> None:
+        """A deny written without reading the policy in place first is said: a later
+        cut-off someone else set may have been replaced by the case's earlier one."""
+        if written.unread:
+            self._record.needs_human(
+                f"{written.policy_name} on {whose} was written without reading the one in "
+                f"place ({written.unread}): check that no later cut-off was replaced"
+            )
 
     # -- approval, and logging back on first -----------------------------------------------
 
@@ -496,6 +507,7 @@ class Containment:
             ),
         )
         self._record.status.containment_cutoff = denied.cutoff_in_effect
+        self._written_unread(f"user {user_name}", denied)
         if key is None:
             self._record.note(
                 f"{user_name}'s tokens issued before {denied.cutoff_in_effect.isoformat()} are "
