@@ -462,7 +462,8 @@ async def test_a_key_neither_deactivated_nor_denied_everything_waits_on_its_retr
 async def test_a_key_left_active_when_the_case_is_given_up_is_said_and_its_action_failed(
     time_skipping_env,
 ):
-    """UpdateAccessKey and PutUserPolicy both denied, the tokens' retry rejected: the case
+    """UpdateAccessKey and PutUserPolicy both denied (so neither the tokens' deny nor the
+    deny-everything policy can be written), the deactivation's retry rejected: the case
     closes not contained, naming the active key and both calls; no action reads running."""
     fake = FakeAws(kind=CredentialKind.IAM_USER_KEY)
     fake.has_login_profile = False
@@ -470,6 +471,7 @@ async def test_a_key_left_active_when_the_case_is_given_up_is_said_and_its_actio
         "iam:UpdateAccessKey", f"deactivate {STOLEN_KEY}"
     )
     fake.fail_next["deny_user_tokens_before"] = _denied("iam:PutUserPolicy", "deny tokens of alice")
+    fake.fail_next["deny_user_everything"] = _denied("iam:PutUserPolicy", "deny alice everything")
     queue = f"q-{uuid.uuid4()}"
     async with _worker(time_skipping_env, fake, queue):
         handle = await _start_waiting_long(time_skipping_env, queue)
@@ -477,7 +479,8 @@ async def test_a_key_left_active_when_the_case_is_given_up_is_said_and_its_actio
         await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
         waiting = await _wait_for(handle, _pending("retry-"))
         (retry,) = waiting.pending_actions()
-        assert "(call iam:PutUserPolicy)" in retry.steps[0]
+        assert retry.title == "Retry: deactivate the access key"
+        assert "(call iam:UpdateAccessKey)" in retry.steps[0]
         await handle.signal(
             CaseWorkflow.reject, _approval(retry.id).model_copy(update={"reason": "by hand"})
         )
@@ -487,16 +490,50 @@ async def test_a_key_left_active_when_the_case_is_given_up_is_said_and_its_actio
     items = " ".join(result.open_items)
     assert f"{STOLEN_KEY} is still active: deactivating it failed" in items
     assert "(call iam:UpdateAccessKey)" in items
-    assert "not done: deny the user's older tokens: " in items
+    assert "alice's tokens issued before " in items and " are not denied: " in items
     assert "(call iam:PutUserPolicy)" in items
+    assert "not done: deactivate the access key: " in items
     assert f"{STOLEN_KEY} is not contained (contain-key-1 is failed (approved by " in items
     assert not any(a.status is ActionStatus.RUNNING for a in result.actions)
     containment = result.actions[0]
     assert containment.status is ActionStatus.FAILED
     assert containment.outcome is not None
-    assert "gave up after failing to deny the user's older tokens" in containment.outcome
+    assert "gave up after failing to deactivate the access key" in containment.outcome
     (markdown,) = fake.report_markdown
     assert "**Containment:** not contained." in markdown
+
+
+async def test_older_tokens_not_denied_are_an_open_item_and_retried_beside_the_case(
+    time_skipping_env,
+):
+    """PutUserPolicy denied once: the key is deactivated, the case goes on, the tokens'
+    deny is an open item naming the call and offered for a retry beside the case."""
+    fake = FakeAws(kind=CredentialKind.IAM_USER_KEY)
+    fake.has_login_profile = False
+    fake.fail_next["deny_user_tokens_before"] = _denied("iam:PutUserPolicy", "deny tokens of alice")
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start_waiting_long(time_skipping_env, queue)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        waiting = await _wait_for(handle, _pending("retry-"))
+        (retry,) = [a for a in waiting.pending_actions() if a.id.startswith("retry-")]
+        assert retry.title == "Retry: deny the user's older tokens"
+        assert waiting.phase is not Phase.NEEDS_HUMAN
+        assert waiting.actions[0].status is ActionStatus.DONE
+        (tokens,) = [i for i in waiting.open_items if " are not denied: " in i]
+        assert "(call iam:PutUserPolicy)" in tokens
+        assert "deny_user_everything" not in fake.names()
+        await handle.signal(CaseWorkflow.approve, _approval(retry.id))
+        await _wait_for(handle, _decided(retry.id))
+        await _approve_the_rest(time_skipping_env, handle)
+        result = await _result(handle)
+        await _record(handle, "older_tokens_denied_on_a_retry_beside_the_case")
+
+    assert fake.names().count("deny_user_tokens_before") == 2
+    assert fake.names().count("deactivate_access_key") == 1
+    assert result.outcome is not None and result.outcome.startswith("contained")
+    assert tokens not in result.open_items
 
 
 async def test_a_minted_key_is_deactivated_before_removals_so_a_failed_removal_leaves_it_contained(

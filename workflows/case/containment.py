@@ -495,33 +495,61 @@ class Containment:
                 self._record.needs_human(still_active)
         else:
             key = await self._approvals.attempt("deactivate the access key", deactivate)
-        denied = await self._approvals.attempt(
-            "deny the user's older tokens",
-            lambda: workflow.execute_activity_method(
+
+        def deny_tokens() -> Awaitable[RevokeRoleSessionsResult]:
+            return workflow.execute_activity_method(
                 IamActivities.deny_user_tokens_before,
                 DenyUserTokensInput(user_name=user_name, cutoff=cutoff),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
                 summary=f"Deny {user_name}'s tokens issued before {cutoff.isoformat()}",
-            ),
-        )
-        self._record.status.containment_cutoff = denied.cutoff_in_effect
-        self._written_unread(f"user {user_name}", denied)
+            )
+
+        isolated = workflow.patched(USER_DENIED_ALL_PATCH)
+        tokens_open = ""
+        if isolated:
+            # A denied tokens' deny holds up nothing either: it is an open item at once.
+            denied, tokens_failure = await self._approvals.attempt_or_fail(
+                "deny the user's older tokens", deny_tokens
+            )
+            if denied is None:
+                tokens_open = (
+                    f"{user_name}'s tokens issued before {cutoff.isoformat()} are not denied: "
+                    f"{tokens_failure}: sessions made with {credential.access_key_id} before "
+                    "its deactivation may still work"
+                )
+                self._record.needs_human(tokens_open)
+        else:
+            denied = await self._approvals.attempt("deny the user's older tokens", deny_tokens)
+        self._record.status.containment_cutoff = denied.cutoff_in_effect if denied else cutoff
+        if denied is not None:
+            self._written_unread(f"user {user_name}", denied)
         if key is None:
             self._record.note(
-                f"{user_name}'s tokens issued before {denied.cutoff_in_effect.isoformat()} are "
-                f"denied; {credential.access_key_id} is still active"
+                f"{credential.access_key_id} is still active"
+                + ("" if denied is None else f"; {user_name}'s older tokens are denied")
             )
-            if workflow.patched(USER_DENIED_ALL_PATCH) and await self._deny_everything(
+            if isolated and await self._deny_everything(
                 action, credential, (still_active, failure or "it failed"), deactivate
             ):
+                if tokens_open:
+                    # Denied everything, its older tokens are denied too.
+                    self._record.status.open_items.remove(tokens_open)
                 return
             key = await self._approvals.retry(
                 "deactivate the access key", failure or "it failed", deactivate
             )
             if still_active in self._record.status.open_items:
                 self._record.status.open_items.remove(still_active)
+        if denied is None:
+            self._record.note(f"{credential.access_key_id} is {key.status}")
+            self._offer_tokens_deny(tokens_open, deny_tokens)
+            self._ledger.finish(
+                action, ActionStatus.DONE, "key deactivated; its older tokens are NOT denied"
+            )
+            self._record.set_phase(Phase.CONTAINED, "key deactivated")
+            return
         self._record.note(
             f"{credential.access_key_id} is {key.status}"
             + ("" if key.changed else " (it already was)")
@@ -530,6 +558,33 @@ class Containment:
         )
         self._ledger.finish(action, ActionStatus.DONE, "key deactivated, older tokens denied")
         self._record.set_phase(Phase.CONTAINED, "key deactivated")
+
+    def _offer_tokens_deny(
+        self, tokens_open: str, deny_tokens: Callable[[], Awaitable[RevokeRoleSessionsResult]]
+    ) -> None:
+        """The older tokens' deny, offered for a retry beside the case (and again each time
+        it fails); `tokens_open` is the open item it settles."""
+        record = self._record
+
+        async def then(retry: Action, decision: Approval) -> None:
+            if decision.decision is Decision.REJECTED:
+                self._ledger.finish(retry, ActionStatus.REJECTED, decision.reason)
+                return
+            self._ledger.start(retry)
+            denied, failure = await self._approvals.attempt_or_fail(
+                "deny the user's older tokens", deny_tokens
+            )
+            if denied is None:
+                self._ledger.finish(retry, ActionStatus.FAILED, f"failed again: {failure}")
+                self._offer_tokens_deny(tokens_open, deny_tokens)
+                return
+            self._ledger.finish(retry, ActionStatus.DONE, "older tokens denied")
+            record.status.open_items.remove(tokens_open)
+            record.note(f"tokens issued before {denied.cutoff_in_effect.isoformat()} are denied")
+
+        self._approvals.offer_beside(
+            ActionKind.RETRY, "Retry: deny the user's older tokens", [tokens_open], then
+        )
 
     async def _deny_everything(
         self,
