@@ -521,9 +521,19 @@ class CloudTrailActivities:
         effective = [e for e in events if e.worked]
         # The calls that worked come first: they are what a human must see.
         kept = (effective + [e for e in events if e not in effective])[:EVENTS_KEPT_IN_RESULT]
+        not_logging: list[str] = []
+        logging_unknown = ""
+        try:
+            not_logging = self._source.not_logging()
+        except ApplicationError as err:
+            # A denied status read must not blind the watch to the calls it can read.
+            if not err.non_retryable:
+                raise
+            logging_unknown = err.message
         return CheckActivityResult(
             events=kept,
             denied_count=len(events) - len(effective),
             effective_count=len(effective),
-            not_logging=self._source.not_logging(),
+            not_logging=not_logging,
+            logging_unknown=logging_unknown,
         )

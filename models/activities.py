@@ -163,6 +163,9 @@ class CheckActivityResult(BaseModel):
     # Trails whose files the source reads that were not logging at the check: calls made
     # while one is off are in no file, and the watch cannot see them.
     not_logging: list[str] = Field(default_factory=list)
+    # Why whether the trails were logging could not be read (a denied GetTrailStatus):
+    # the calls were still read, but the watch cannot say it saw them all.
+    logging_unknown: str = ""
 
 
 class RoleTrustInput(BaseModel):

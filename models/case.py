@@ -219,6 +219,8 @@ class WatchStatus(BaseModel):
     verdict: str | None = None  # clean, or failed
     # Trails found not logging at a check: what the watch reads misses calls made then.
     blind_trails: list[str] = Field(default_factory=list)
+    # Why the trails' logging status could not be read at a check, if it could not.
+    logging_unknown: str = ""
     # Where the denied attempts came from (their source addresses), and which calls.
     attempt_sources: list[str] = Field(default_factory=list)
     attempt_calls: dict[str, int] = Field(default_factory=dict)  # "iam:ListUsers AccessDenied"

@@ -22,6 +22,7 @@ from activities.cloudtrail import (
     TrailQuery,
 )
 from activities.evidence import EvidenceStore
+from activities.faults import FaultInjector, parse_fault_plan
 from models.activities import CheckActivityInput, ClassifyActivityInput, CloudTrailSliceInput
 from tests.support import ACCOUNT, REGION, STOLEN_KEY
 
@@ -412,6 +413,33 @@ def test_the_watch_check_names_the_stopped_trails_whose_files_it_reads(
     assert result.not_logging == ["management-events"]
     # Event history does not depend on a trail: that source is never blind.
     assert LookupEventsSource(clients, [REGION]).not_logging() == []
+
+
+def test_a_denied_trail_status_still_reads_the_calls_and_says_it_could_not_tell(
+    s3: Any, boto3_session: Any, evidence: EvidenceStore
+) -> None:
+    """GetTrailStatus denied: the watch still sees the key's calls, and says that whether
+    the trails were logging is unknown, naming the call."""
+    write_trail(s3)
+    faults = FaultInjector(parse_fault_plan({"cloudtrail:GetTrailStatus": "access_denied"}))
+    clients = AwsClients(boto3_session, REGION, faults=faults)
+    clients.client("cloudtrail").create_trail(Name="management-events", S3BucketName=TRAIL_BUCKET)
+    cloudtrail = CloudTrailActivities(
+        CloudTrailS3Source(clients, TRAIL_BUCKET, "", [REGION]), evidence
+    )
+    check = CheckActivityInput(
+        account_id=ACCOUNT,
+        access_key_ids=[STOLEN_KEY],
+        start=datetime(2026, 11, 22, 7, 0, tzinfo=UTC),
+        end=datetime(2026, 11, 22, 7, 30, tzinfo=UTC),
+    )
+
+    result = ActivityEnvironment().run(cloudtrail.check_credential_activity, check)
+
+    assert result.denied_count + result.effective_count > 0
+    assert result.not_logging == []
+    assert "AccessDenied" in result.logging_unknown
+    assert "(call cloudtrail:GetTrailStatus)" in result.logging_unknown
 
 
 def _change(event_id: str, at: str, key: str, name: str, user: str) -> dict[str, Any]:

@@ -848,6 +848,24 @@ async def test_a_watch_that_reads_a_stopped_trail_says_it_was_blind(time_skippin
     assert "(blind while trail management-events was not logging)" in report
 
 
+async def test_a_watch_that_cannot_read_the_trails_status_still_watches_and_says_so(
+    time_skipping_env,
+):
+    fake = FakeAws()
+    why = "read the logging status: AccessDenied: no (call cloudtrail:GetTrailStatus)"
+    unknown = CheckActivityResult(events=[], denied_count=0, effective_count=0, logging_unknown=why)
+    fake.checks = [unknown] * 9
+    result = await _approved_to_the_end(time_skipping_env, fake)
+    watch = result.watch
+    assert watch is not None and watch.checks == 9
+    assert (watch.verdict, watch.logging_unknown) == ("clean", why)
+    noted = [t.what for t in result.timeline if "whether the trails are logging" in t.what]
+    assert len(noted) == 1 and why in noted[0]
+    (item,) = result.open_items
+    assert item.startswith(f"the containment watch of {STOLEN_KEY} could not read whether")
+    assert "(call cloudtrail:GetTrailStatus)" in item
+
+
 async def test_calls_that_work_after_containment_fail_it_and_it_is_contained_again(
     time_skipping_env,
 ):

@@ -135,6 +135,11 @@ class ContainmentWatch:
                 + " since containment, from "
                 f"{', '.join(sources)}: the attacker is still trying, and no call worked"
             )
+        if result.logging_unknown and not watch.logging_unknown:
+            watch.logging_unknown = result.logging_unknown
+            self._record.note(
+                f"whether the trails are logging could not be read: {result.logging_unknown}"
+            )
         for trail in result.not_logging:
             if trail not in watch.blind_trails:
                 watch.blind_trails.append(trail)
@@ -151,6 +156,13 @@ class ContainmentWatch:
             f"no call of {keys} worked from {watch.start.isoformat()} "
             f"to {window_end.isoformat()}: containment holds"
         )
+        if watch.logging_unknown:
+            record.status.open_items.append(
+                f"the containment watch of {keys} could not read whether the trails were "
+                f"logging ({watch.logging_unknown}): a call made while one was off is in "
+                "none of its files. Check the trails' status and CloudTrail event history "
+                f"(LookupEvents) for their calls since {watch.start.isoformat()}"
+            )
         if watch.blind_trails:
             record.status.open_items.append(
                 f"the containment watch of {keys} read CloudTrail "
