@@ -387,6 +387,10 @@ class IamActivities:
                 return RevokeRoleSessionsResult(
                     policy_name=policy_name, cutoff_in_effect=current, changed=False
                 )
+            if unread:
+                # Unread, the policy may hold a later cut-off (a console "Revoke active
+                # sessions" since the approval): now is at least as late as any.
+                cutoff = max(cutoff, datetime.now(UTC).replace(microsecond=0))
             put(_dumps(revoke_sessions_policy(cutoff)))
         activity.logger.info("denied tokens of %s issued before %s", whose, cutoff)
         return RevokeRoleSessionsResult(
@@ -474,7 +478,8 @@ class IamActivities:
     @heartbeating
     def deny_user_everything(self, input: UserInput) -> ChangeResult:
         """Deny the user every action (an inline policy, like AWS's AWSDenyAll): its key
-        then does nothing even while it cannot be deactivated. Putting it again is a no-op."""
+        then does nothing even while it cannot be deactivated. Putting it again writes the
+        same document."""
         with aws_errors(f"deny {input.user_name} everything"):
             self._iam.put_user_policy(
                 UserName=input.user_name,

@@ -570,8 +570,8 @@ def test_deny_user_tokens_before_of_a_missing_user_is_not_found(
 def test_deny_user_tokens_before_writes_the_deny_when_it_cannot_read_the_policy_and_says_so(
     iam: Any, evidence: EvidenceStore, activity_env: ActivityEnvironment
 ) -> None:
-    """Denying the attacker's tokens matters more than a later cut-off the unread policy
-    may hold: the deny is written, and the result names the read that was denied."""
+    """Denying the attacker's tokens matters more than reading the policy first: the deny
+    is written, as of now, and the result names the read that was denied."""
     create_user(iam)
     responder = activities_allowed_only(iam, evidence, ["iam:PutUserPolicy"])
 
@@ -582,7 +582,10 @@ def test_deny_user_tokens_before_writes_the_deny_when_it_cannot_read_the_policy_
 
     assert result.changed is True
     assert "AccessDenied" in result.unread and "(call iam:GetUserPolicy)" in result.unread
-    assert tokens_cutoff(iam) == "2026-11-22T07:15:30Z"
+    # Unread, it may have held a later cut-off: the one written is now, later than any.
+    assert result.cutoff_in_effect > CUTOFF
+    assert datetime.now(UTC) - result.cutoff_in_effect < timedelta(minutes=5)
+    assert tokens_cutoff(iam) == result.cutoff_in_effect.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_deny_user_tokens_before_reads_the_policy_in_place_without_saying_so(

@@ -255,8 +255,10 @@ async def test_a_rejected_containment_closes_with_the_credential_open_and_said_i
 
 
 def _denied(call: str, what: str) -> ApplicationError:
+    """As activities/aws.py raises a denial: the call named in the message and details."""
     return ApplicationError(
         f"{what}: AccessDenied: denied by an SCP (call {call})",
+        {"aws_error_code": "AccessDenied", "doing": what, "call": call},
         type="AwsAccessDenied",
         non_retryable=True,
     )
@@ -423,9 +425,12 @@ async def test_a_denied_deactivation_denies_the_user_everything_and_the_case_goe
     assert names_.index("deny_user_everything") < second
     assert result.outcome is not None and result.outcome.startswith("contained")
     assert active not in result.open_items
-    assert f"{STOLEN_KEY} is Inactive now: remove QuenchDenyAll from alice" in " ".join(
-        result.open_items
-    )
+    # The tokens the key could still get are denied before anyone lifts the deny-everything.
+    assert names_.count("deny_user_tokens_before") == 2
+    assert second < len(names_) - names_[::-1].index("deny_user_tokens_before") - 1
+    (lift,) = [i for i in result.open_items if "QuenchDenyAll" in i]
+    assert lift.startswith(f"{STOLEN_KEY} is Inactive now and alice's tokens issued before ")
+    assert lift.endswith("are denied: remove QuenchDenyAll from alice when alice may work again")
 
 
 async def test_a_key_neither_deactivated_nor_denied_everything_waits_on_its_retry(
@@ -518,7 +523,7 @@ async def test_older_tokens_not_denied_are_an_open_item_and_retried_beside_the_c
         await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
         waiting = await _wait_for(handle, _pending("retry-"))
         (retry,) = [a for a in waiting.pending_actions() if a.id.startswith("retry-")]
-        assert retry.title == "Retry: deny the user's older tokens"
+        assert retry.title == "Retry: deny alice's older tokens"
         assert waiting.phase is not Phase.NEEDS_HUMAN
         assert waiting.actions[0].status is ActionStatus.DONE
         (tokens,) = [i for i in waiting.open_items if " are not denied: " in i]

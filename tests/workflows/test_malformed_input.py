@@ -8,7 +8,9 @@ import uuid
 from typing import Any
 
 import pytest
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -75,6 +77,12 @@ async def test_malformed_signals_are_kept_as_refused_and_the_case_completes(dev_
         for name in (names.UPDATE_APPROVE, "approvee"):
             await handle.signal(name, good)
             sent += 1
+        # Unknown, and nested too deep for any JSON parser: below and above the size the
+        # case parses at all.
+        for depth in (9_000, 100_000):
+            nested = Payload(metadata={"encoding": b"json/plain"}, data=b"[" * depth)
+            await handle.signal("approvee", RawValue(nested))
+            sent += 1
 
         # Still answering, queries with an input they do not take included.
         status = await _wait_for(handle, lambda s: len(s.refused) == sent)
@@ -83,12 +91,13 @@ async def test_malformed_signals_are_kept_as_refused_and_the_case_completes(dev_
         assert status.actions[0].status is ActionStatus.PENDING_APPROVAL
         assert status.approvals == [] and status.notes == []
         refused = status.refused
-        unknown = refused[-2:]
-        assert [r.signal for r in unknown] == [names.UPDATE_APPROVE, "approvee"]
-        assert all(r.reason.startswith("no such signal: ") for r in unknown)
+        unknown, deep = refused[-4:-2], refused[-2:]
+        assert [r.signal for r in unknown + deep] == [names.UPDATE_APPROVE] + ["approvee"] * 3
+        assert all(r.reason.startswith("no such signal: ") for r in unknown + deep)
         # Kept as sent: the JSON once, not encoded again as a string.
         assert all(json.loads(r.sent or "") == [good] for r in unknown)
-        refused = refused[:-2]
+        assert all(r.sent is not None and r.sent.startswith('["[[[[') for r in deep)
+        refused = refused[:-4]
         assert all(r.reason.startswith("malformed input: ") for r in refused)
         decisions = refused[: len(_bad_inputs(action_id))]
         for (what, args, word), kept in zip(_bad_inputs(action_id), decisions, strict=True):

@@ -11,6 +11,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.aws import ERROR_ACCESS_DENIED
     from config import names
     from models.case import (
         Action,
@@ -154,13 +155,20 @@ class Approvals:
     ) -> tuple[T | None, str | None]:
         """Run a step whose failure must not hold up the rest of the case: its result, or
         why it failed for good. Cases recorded before this asked and waited instead."""
+        result, error = await self.attempt_or_error(doing, call)
+        return result, None if error is None else failure_detail(error)
+
+    async def attempt_or_error(
+        self, doing: str, call: Callable[[], Awaitable[T]]
+    ) -> tuple[T | None, ActivityError | None]:
+        """`attempt_or_fail`, with the error itself, for a caller that acts on its kind."""
         try:
             return await call(), None
         except ActivityError as err:
-            detail = failure_detail(err)
+            error = err
         if workflow.patched(ISOLATED_FAILURES_PATCH):
-            return None, detail
-        return await self.retry(doing, detail, call), None
+            return None, error
+        return await self.retry(doing, failure_detail(error), call), None
 
     async def retry(self, doing: str, detail: str, call: Callable[[], Awaitable[T]]) -> T:
         """A step that failed for good (`detail` says how), run again each time a human
@@ -208,6 +216,17 @@ class Approvals:
                 )
             running, self._beside = self._beside, []
             await asyncio.gather(*running)
+
+
+def denied_call(err: ActivityError | None) -> str:
+    """The AWS call an activity was denied (`iam:UpdateAccessKey`), or "" when it failed
+    otherwise: the activity names its call in its error's details."""
+    cause = None if err is None else err.cause
+    if not isinstance(cause, ApplicationError) or cause.type != ERROR_ACCESS_DENIED:
+        return ""
+    details = cause.details[0] if cause.details else None
+    call = details.get("call") if isinstance(details, dict) else None
+    return call.split(" ")[0] if isinstance(call, str) else ""
 
 
 def failure_detail(err: ActivityError) -> str:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.ec2 import Ec2Activities
@@ -31,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.case import Action, ActionKind, ActionStatus, Approval, Decision, Phase
     from models.principal import Credential, CredentialKind
-    from workflows.case.approvals import Approvals, CaseAbandoned
+    from workflows.case.approvals import Approvals, CaseAbandoned, denied_call, failure_detail
     from workflows.case.evidence import CollectedEvidence
     from workflows.case.patches import (
         CONTAINMENT_FIRST_PATCH,
@@ -53,6 +54,9 @@ class Containment:
         # Evidence that could not be kept before the first containment: its approver is
         # told what the change may cost.
         self._missing: list[str] = []
+        # Whether a stolen key's deactivation is offered for a retry beside the case
+        # already: containing it again does not offer another.
+        self._deactivation_offered = False
 
     async def contain(self, credential: Credential, evidence: CollectedEvidence) -> str | None:
         """Propose containment, wait for its decision and carry it out; the outcome, or
@@ -426,6 +430,9 @@ class Containment:
                     f"Deny {user_name}'s session tokens issued before the approval (inline "
                     f"policy {names.REVOKE_USER_TOKENS_POLICY_NAME} on aws:TokenIssueTime): "
                     "sessions from GetSessionToken or GetFederationToken outlive the key",
+                    f"If deactivating the key is denied (iam:UpdateAccessKey), deny {user_name} "
+                    f"everything instead (inline policy {names.DENY_ALL_POLICY_NAME}) until it "
+                    "is deactivated, unless the user is protected",
                 ]
             ),
         )
@@ -463,40 +470,97 @@ class Containment:
             self._ledger.finish(console, ActionStatus.DONE, removed.detail)
         else:
             self._ledger.finish(console, ActionStatus.REJECTED, decision.reason)
-        self._record.set_phase(Phase.CONTAINED, "key deactivated")
+        self._record.set_phase(Phase.CONTAINED, "console access decided")
 
     async def _apply_user_key(self, action: Action, credential: Credential) -> None:
         user_name = credential.principal.user_name or ""
+        key_id = credential.access_key_id
         cutoff = self._ledger.start(action)
 
         def deactivate() -> Awaitable[AccessKeyResult]:
             return workflow.execute_activity_method(
                 IamActivities.deactivate_access_key,
-                AccessKeyInput(user_name=user_name, access_key_id=credential.access_key_id),
+                AccessKeyInput(user_name=user_name, access_key_id=key_id),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
-                summary=f"Deactivate {credential.access_key_id}",
+                summary=f"Deactivate {key_id}",
             )
 
         failure = None
+        error = None
         still_active = ""
         if workflow.patched(CONTAINMENT_FIRST_PATCH):
             # The older tokens are denied even while the key's deactivation waits on a
             # human's retry: one denied call must not leave both working.
-            key, failure = await self._approvals.attempt_or_fail(
+            key, error = await self._approvals.attempt_or_error(
                 "deactivate the access key", deactivate
             )
-            if key is None:
+            if key is None and error is not None:
+                failure = failure_detail(error)
                 # Said at once: if the case stops before the retry, it must still say so.
-                still_active = (
-                    f"{credential.access_key_id} is still active: deactivating it failed: {failure}"
-                )
+                still_active = f"{key_id} is still active: deactivating it failed: {failure}"
                 self._record.needs_human(still_active)
         else:
             key = await self._approvals.attempt("deactivate the access key", deactivate)
 
-        def deny_tokens() -> Awaitable[RevokeRoleSessionsResult]:
+        isolated = workflow.patched(USER_DENIED_ALL_PATCH)
+        tokens_open = ""
+        if isolated:
+            # A denied tokens' deny holds up nothing either: it is an open item at once.
+            denied, tokens_failure = await self._approvals.attempt_or_fail(
+                "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
+            )
+            if denied is None:
+                tokens_open = self._tokens_not_denied(
+                    user_name, key_id, cutoff, tokens_failure or "it failed"
+                )
+        else:
+            denied = await self._approvals.attempt(
+                "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
+            )
+        self._record.status.containment_cutoff = denied.cutoff_in_effect if denied else cutoff
+        if denied is not None:
+            self._written_unread(f"user {user_name}", denied)
+        if key is None:
+            self._record.note(
+                f"{key_id} is still active"
+                + ("" if denied is None else f"; {user_name}'s older tokens are denied")
+            )
+            if isolated and await self._deny_everything(
+                action, credential, (still_active, failure or "it failed", error)
+            ):
+                if tokens_open:
+                    # Denied everything, the older tokens are too, until that is lifted.
+                    _settle(self._record.status.uncontained, f"{user_name}'s older tokens")
+                    self._offer_tokens_deny(user_name, tokens_open)
+                return
+            key = await self._approvals.retry(
+                "deactivate the access key", failure or "it failed", deactivate
+            )
+            if still_active in self._record.status.open_items:
+                self._record.status.open_items.remove(still_active)
+        if denied is None:
+            self._record.note(f"{key_id} is {key.status}")
+            self._offer_tokens_deny(user_name, tokens_open)
+            self._ledger.finish(
+                action, ActionStatus.DONE, "key deactivated; its older tokens are NOT denied"
+            )
+            self._record.set_phase(Phase.CONTAINED, "key deactivated")
+            return
+        self._record.note(
+            f"{key_id} is {key.status}"
+            + ("" if key.changed else " (it already was)")
+            + f"; {user_name}'s tokens issued before {denied.cutoff_in_effect.isoformat()} "
+            "are denied"
+        )
+        self._ledger.finish(action, ActionStatus.DONE, "key deactivated, older tokens denied")
+        self._record.set_phase(Phase.CONTAINED, "key deactivated")
+
+    def _deny_tokens(
+        self, user_name: str, cutoff: datetime
+    ) -> Callable[[], Awaitable[RevokeRoleSessionsResult]]:
+        def deny() -> Awaitable[RevokeRoleSessionsResult]:
             return workflow.execute_activity_method(
                 IamActivities.deny_user_tokens_before,
                 DenyUserTokensInput(user_name=user_name, cutoff=cutoff),
@@ -506,100 +570,76 @@ class Containment:
                 summary=f"Deny {user_name}'s tokens issued before {cutoff.isoformat()}",
             )
 
-        isolated = workflow.patched(USER_DENIED_ALL_PATCH)
-        tokens_open = ""
-        if isolated:
-            # A denied tokens' deny holds up nothing either: it is an open item at once.
-            denied, tokens_failure = await self._approvals.attempt_or_fail(
-                "deny the user's older tokens", deny_tokens
-            )
-            if denied is None:
-                tokens_open = (
-                    f"{user_name}'s tokens issued before {cutoff.isoformat()} are not denied: "
-                    f"{tokens_failure}: sessions made with {credential.access_key_id} before "
-                    "its deactivation may still work"
-                )
-                self._record.needs_human(tokens_open)
-        else:
-            denied = await self._approvals.attempt("deny the user's older tokens", deny_tokens)
-        self._record.status.containment_cutoff = denied.cutoff_in_effect if denied else cutoff
-        if denied is not None:
-            self._written_unread(f"user {user_name}", denied)
-        if key is None:
-            self._record.note(
-                f"{credential.access_key_id} is still active"
-                + ("" if denied is None else f"; {user_name}'s older tokens are denied")
-            )
-            if isolated and await self._deny_everything(
-                action, credential, (still_active, failure or "it failed"), deactivate
-            ):
-                if tokens_open:
-                    # Denied everything, its older tokens are denied too.
-                    self._record.status.open_items.remove(tokens_open)
-                return
-            key = await self._approvals.retry(
-                "deactivate the access key", failure or "it failed", deactivate
-            )
-            if still_active in self._record.status.open_items:
-                self._record.status.open_items.remove(still_active)
-        if denied is None:
-            self._record.note(f"{credential.access_key_id} is {key.status}")
-            self._offer_tokens_deny(tokens_open, deny_tokens)
-            self._ledger.finish(
-                action, ActionStatus.DONE, "key deactivated; its older tokens are NOT denied"
-            )
-            self._record.set_phase(Phase.CONTAINED, "key deactivated")
-            return
-        self._record.note(
-            f"{credential.access_key_id} is {key.status}"
-            + ("" if key.changed else " (it already was)")
-            + f"; {user_name}'s tokens issued before {denied.cutoff_in_effect.isoformat()} "
-            "are denied"
-        )
-        self._ledger.finish(action, ActionStatus.DONE, "key deactivated, older tokens denied")
-        self._record.set_phase(Phase.CONTAINED, "key deactivated")
+        return deny
 
-    def _offer_tokens_deny(
-        self, tokens_open: str, deny_tokens: Callable[[], Awaitable[RevokeRoleSessionsResult]]
-    ) -> None:
+    def _tokens_not_denied(self, user_name: str, key_id: str, cutoff: datetime, why: str) -> str:
+        """The open item, and the case partly contained, while the user's older tokens
+        are not denied: sessions made with the key before its deactivation still work."""
+        item = (
+            f"{user_name}'s tokens issued before {cutoff.isoformat()} are not denied: {why}: "
+            f"sessions made with {key_id} before its deactivation may still work"
+        )
+        self._record.needs_human(item)
+        self._record.status.uncontained.append(f"{user_name}'s older tokens")
+        return item
+
+    def _offer_tokens_deny(self, user_name: str, tokens_open: str) -> None:
         """The older tokens' deny, offered for a retry beside the case (and again each time
-        it fails); `tokens_open` is the open item it settles."""
+        it fails), with the retry's approval as the cut-off; `tokens_open` is the open item
+        it settles."""
         record = self._record
 
         async def then(retry: Action, decision: Approval) -> None:
             if decision.decision is Decision.REJECTED:
                 self._ledger.finish(retry, ActionStatus.REJECTED, decision.reason)
                 return
-            self._ledger.start(retry)
+            cutoff = self._ledger.start(retry)
             denied, failure = await self._approvals.attempt_or_fail(
-                "deny the user's older tokens", deny_tokens
+                "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
             )
             if denied is None:
                 self._ledger.finish(retry, ActionStatus.FAILED, f"failed again: {failure}")
-                self._offer_tokens_deny(tokens_open, deny_tokens)
+                self._offer_tokens_deny(user_name, tokens_open)
                 return
             self._ledger.finish(retry, ActionStatus.DONE, "older tokens denied")
-            record.status.open_items.remove(tokens_open)
-            record.note(f"tokens issued before {denied.cutoff_in_effect.isoformat()} are denied")
+            _settle(record.status.open_items, tokens_open)
+            _settle(record.status.uncontained, f"{user_name}'s older tokens")
+            self._written_unread(f"user {user_name}", denied)
+            record.note(
+                f"{user_name}'s tokens issued before {denied.cutoff_in_effect.isoformat()} "
+                "are denied"
+            )
 
         self._approvals.offer_beside(
-            ActionKind.RETRY, "Retry: deny the user's older tokens", [tokens_open], then
+            ActionKind.RETRY, f"Retry: deny {user_name}'s older tokens", [tokens_open], then
         )
 
     async def _deny_everything(
-        self,
-        action: Action,
-        credential: Credential,
-        failed: tuple[str, str],
-        deactivate: Callable[[], Awaitable[AccessKeyResult]],
+        self, action: Action, credential: Credential, failed: tuple[str, str, ActivityError | None]
     ) -> bool:
-        """A key that cannot be deactivated is made useless instead: its user is denied
-        everything, the case goes on, and the deactivation is offered for a retry beside it.
-        False when that was denied too (the case then waits on the deactivation's retry).
-        `failed`: the open item saying the key is still active, and why."""
-        still_active, why = failed
+        """A key whose deactivation was denied is made useless instead: its user is denied
+        everything, the case goes on, and the deactivation is offered for a retry beside
+        it. Only for a denied UpdateAccessKey (the key was found to be the user's), and
+        never for a protected user. False when it does not apply or fails too (the case
+        then waits on the deactivation's retry). `failed`: the open item saying the key is
+        still active, why, and the error."""
+        still_active, why, error = failed
         user_name = credential.principal.user_name or ""
         key_id = credential.access_key_id
+        record = self._record
+        if denied_call(error) != "iam:UpdateAccessKey":
+            return False
+        if user_name in record.policy.protected_names:
+            record.note(f"{user_name} is protected: it is not denied everything")
+            return False
+        if self._deactivation_offered:
+            # Contained once more (the watch saw the key work): its retry is offered already.
+            _settle(record.status.open_items, still_active)
+            self._ledger.finish(
+                action, ActionStatus.DONE, f"{key_id} is still active; its retry is pending"
+            )
+            record.set_phase(Phase.CONTAINED, f"{user_name} denied everything")
+            return True
         done, failure = await self._approvals.attempt_or_fail(
             f"deny {user_name} everything",
             lambda: workflow.execute_activity_method(
@@ -612,58 +652,81 @@ class Containment:
             ),
         )
         if done is None:
-            self._record.note(f"denying {user_name} everything failed too: {failure}")
+            record.note(f"denying {user_name} everything failed too: {failure}")
             return False
-        record = self._record
-        if still_active in record.status.open_items:
-            record.status.open_items.remove(still_active)
+        _settle(record.status.open_items, still_active)
         meanwhile = (
             f"{still_active}; {user_name} is denied everything by "
-            f"{names.DENY_ALL_POLICY_NAME} meanwhile: deactivate the key, then remove "
-            f"{names.DENY_ALL_POLICY_NAME} when {user_name} may work again"
+            f"{names.DENY_ALL_POLICY_NAME} meanwhile (the key can still get session tokens, "
+            "which are denied too): deactivate the key"
         )
         record.needs_human(meanwhile)
-
-        self._offer_deactivation(credential, why, meanwhile, deactivate)
+        self._deactivation_offered = True
+        self._offer_deactivation(credential, why, meanwhile)
         self._ledger.finish(
             action,
             ActionStatus.DONE,
-            f"{user_name} denied everything ({names.DENY_ALL_POLICY_NAME}), older tokens "
-            f"denied; {key_id} is still active",
+            f"{user_name} denied everything ({names.DENY_ALL_POLICY_NAME}); {key_id} is still "
+            "active",
         )
         record.set_phase(Phase.CONTAINED, f"{user_name} denied everything")
         return True
 
-    def _offer_deactivation(
-        self,
-        credential: Credential,
-        failed: str,
-        meanwhile: str,
-        deactivate: Callable[[], Awaitable[AccessKeyResult]],
-    ) -> None:
+    def _offer_deactivation(self, credential: Credential, failed: str, meanwhile: str) -> None:
         """The key's deactivation, offered for a retry beside the case (and again each time
-        it fails); `meanwhile` is the open item it settles."""
+        it fails); `meanwhile` is the open item it settles. Once the key is inactive, the
+        user's tokens issued before then are denied, and only then is a human told that
+        the deny-everything policy may go."""
         user_name = credential.principal.user_name or ""
         key_id = credential.access_key_id
         record = self._record
+
+        def deactivate() -> Awaitable[AccessKeyResult]:
+            return workflow.execute_activity_method(
+                IamActivities.deactivate_access_key,
+                AccessKeyInput(user_name=user_name, access_key_id=key_id),
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=AWS_RETRY,
+                summary=f"Deactivate {key_id}",
+            )
 
         async def then(retry: Action, decision: Approval) -> None:
             if decision.decision is Decision.REJECTED:
                 self._ledger.finish(retry, ActionStatus.REJECTED, decision.reason)
                 return
-            self._ledger.start(retry)
+            cutoff = self._ledger.start(retry)
             key, failure = await self._approvals.attempt_or_fail(
                 "deactivate the access key", deactivate
             )
             if key is None:
                 self._ledger.finish(retry, ActionStatus.FAILED, f"failed again: {failure}")
-                self._offer_deactivation(credential, failure or "it failed", meanwhile, deactivate)
+                self._offer_deactivation(credential, failure or "it failed", meanwhile)
                 return
-            self._ledger.finish(retry, ActionStatus.DONE, f"{key_id} is {key.status}")
-            record.status.open_items.remove(meanwhile)
+            _settle(record.status.open_items, meanwhile)
+            # Tokens the key got while it was active are denied before anyone lifts the
+            # deny-everything policy.
+            denied, why = await self._approvals.attempt_or_fail(
+                "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
+            )
+            if denied is None:
+                self._ledger.finish(
+                    retry, ActionStatus.DONE, f"{key_id} is {key.status}; tokens not denied"
+                )
+                record.needs_human(
+                    f"{key_id} is {key.status} now, but {user_name}'s tokens issued before "
+                    f"{cutoff.isoformat()} are not denied ({why}): keep "
+                    f"{names.DENY_ALL_POLICY_NAME} on {user_name} until they are"
+                )
+                return
+            self._ledger.finish(
+                retry, ActionStatus.DONE, f"{key_id} is {key.status}, older tokens denied"
+            )
+            self._written_unread(f"user {user_name}", denied)
             record.needs_human(
-                f"{key_id} is {key.status} now: remove {names.DENY_ALL_POLICY_NAME} from "
-                f"{user_name} when {user_name} may work again"
+                f"{key_id} is {key.status} now and {user_name}'s tokens issued before "
+                f"{denied.cutoff_in_effect.isoformat()} are denied: remove "
+                f"{names.DENY_ALL_POLICY_NAME} from {user_name} when {user_name} may work again"
             )
 
         self._approvals.offer_beside(
@@ -704,3 +767,9 @@ class Containment:
         await self._approvals.offers_decided("closing")
         record.close(f"not contained: {approval.approver}: {approval.reason}")
         return None
+
+
+def _settle(items: list[str], item: str) -> None:
+    """An open item (or an uncontained credential) settled, if it is still listed."""
+    if item in items:
+        items.remove(item)

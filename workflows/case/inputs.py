@@ -10,6 +10,8 @@ from pydantic import BaseModel, ValidationError
 
 # How much of a refused payload the case keeps, as its sender wrote it.
 _SENT_KEPT = 1000
+# A payload longer than this is kept as its text, not parsed first.
+_SENT_PARSED = 10_000
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -49,9 +51,11 @@ def payload_as_sent(data: bytes) -> Any:
     """A raw payload as its sender wrote it: the JSON value, or its text when it is not
     JSON (so it is kept once, not encoded again as a string)."""
     text = data.decode(errors="replace")
+    if len(text) > _SENT_PARSED:
+        return text  # kept cut short anyway: never worth parsing, nor its deep nesting
     try:
         return json.loads(text)
-    except ValueError:
+    except Exception:  # any payload at all: "[" * 100000 is a RecursionError
         return text
 
 
@@ -59,6 +63,9 @@ def sent_as_text(value: Any) -> str:
     """A payload as its sender wrote it, cut short."""
     try:
         text = json.dumps(value, default=str)
-    except ValueError:
-        text = repr(value)
+    except Exception:  # nothing a sender wrote may fail the handler
+        try:
+            text = repr(value)
+        except Exception:
+            text = "(what was sent cannot be shown)"
     return text if len(text) <= _SENT_KEPT else text[:_SENT_KEPT] + "…"

@@ -104,8 +104,8 @@ class CaseWorkflow:
             else:
                 await self._respond(input.finding)
         except CaseAbandoned as abandoned:
-            self._approvals.ledger.fail_unfinished(str(abandoned))
             await self._approvals.offers_decided("closing")
+            self._approvals.ledger.fail_unfinished(str(abandoned))
             record.close(str(abandoned))
         await record.background_done()
         await self._investigation.every_credential()
