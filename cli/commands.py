@@ -253,7 +253,11 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     else:
         out(
             f"{args.command} sent for {result.action_id} on {args.case_id}: "
-            f"{result.status.value} ({result.approvals} of {result.needed} approvals)"
+            + (
+                result.status.value
+                if args.command == "reject"
+                else f"{result.status.value} ({result.approvals} of {result.needed} approvals)"
+            )
         )
     return 0
 

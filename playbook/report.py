@@ -182,6 +182,8 @@ _OUTCOME_WORDS = {
 }
 # A removal that is done: gone, or rightly left alone.
 _REMOVAL_DONE = frozenset({"removed", "already_gone", "skipped", "kept"})
+# An outcome's name inside a sentence: lower case words joined by underscores.
+_OUTCOME_NAME = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b")
 # Timeline notes of containment's stop and start of the instance.
 _ROTATION_NOTE = re.compile(r"^instance (\S+) (stopped|started)$")
 
@@ -190,7 +192,15 @@ def in_words(outcome: str | None) -> str:
     """An outcome (`already_restored`) as words (`already restored`)."""
     if outcome is None:
         return "pending"
-    return _OUTCOME_WORDS.get(outcome, outcome.replace("_", " "))
+    if outcome in _OUTCOME_WORDS:
+        return _OUTCOME_WORDS[outcome]
+    # Outcome words (already_gone) as words; any other name (QUENCH_LAB_FAULTS) as it is.
+    return _OUTCOME_NAME.sub(lambda m: m.group(0).replace("_", " "), outcome)
+
+
+def _counted(count: int, word: str) -> str:
+    """`1 check`, `2 checks`."""
+    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 def _first_phase(status: CaseStatus, phase: Phase) -> datetime | None:
@@ -312,7 +322,8 @@ def build_report(
     watch = status.watch
     milestones = Milestones(
         minted_watch_results=[
-            f"{', '.join(w.access_key_ids)}: {w.verdict} after {w.checks} checks{_blind(w)}"
+            f"{', '.join(w.access_key_ids)}: {w.verdict} after "
+            f"{_counted(w.checks, 'check')}{_blind(w)}"
             for w in status.minted_watches
             if w.verdict
         ],
@@ -321,7 +332,7 @@ def build_report(
         response_started=response_started,
         contained=contained,
         watch_result=(
-            f"{watch.verdict} after {watch.checks} checks, last at "
+            f"{watch.verdict} after {_counted(watch.checks, 'check')}, last at "
             f"{watch.last_checked_at.isoformat() if watch.last_checked_at else '-'}"
             f"{_blind(watch)}"
             if watch and watch.verdict
@@ -589,7 +600,7 @@ def render_markdown(report: CaseReport) -> str:
         ]
         lines.append("")
         lines.append(
-            f"{report.failed_calls} calls failed. Credentials investigated: "
+            f"{_counted(report.failed_calls, 'call')} failed. Credentials investigated: "
             + ", ".join(f"`{k}`" for k in report.credentials_investigated)
             + "."
         )

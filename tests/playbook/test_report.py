@@ -282,11 +282,14 @@ def test_outcomes_are_words_not_raw_names():
     status.recovery[0].outcome = "already_restored"
     status.eradication[0].steps[0].outcome = "already_gone"
     status.actions[1].outcome = "1 already_gone"
+    status.actions[0].outcome = "failed: AccessDenied (injected by QUENCH_LAB_FAULTS)"
     markdown = render_markdown(build_report(status, written_at=_at(96)))
     assert "**already restored**" in markdown
     assert f"| `{STOLEN_KEY}` | already gone |" in markdown
     assert "| 1 already gone |" in markdown
     assert "already_" not in markdown
+    # Names that are not outcome words keep their underscores.
+    assert "(injected by QUENCH_LAB_FAULTS)" in markdown
 
 
 def test_containment_names_its_cutoff_stop_start_new_key_snapshots_and_attempts():
