@@ -1437,7 +1437,7 @@ async def test_minted_credentials_are_watched_and_contained_again_when_they_stil
     assert result.outcome == "partly contained: contained, but not ASIAFEDERATED0000001"
     report = fake.report_markdown[-1]
     assert (
-        f"| Watch of minted credentials | {BACKDOOR_KEY}, {THIRD_KEY}: failed after 1 checks |"
+        f"| Watch of minted credentials | {BACKDOOR_KEY}, {THIRD_KEY}: failed after 1 check |"
         in report
     )
     assert f"| Watch of minted credentials | {BACKDOOR_KEY}: clean after 9 checks |" in report
