@@ -115,7 +115,8 @@ class EradicationActivities:
         name = f"launched-{input.kind}-{_slug(input.name)}"
         found = self._evidence.existing(self._evidence.key_for(input.case_id, name))
         if found is not None:
-            return CaptureLaunchedResult(evidence=found, detail="kept already")
+            # What the first attempt could not read is said again: its result may be lost.
+            return _launched_result(input.kind, found, self._evidence.read_json(found.key))
         capture = self._describe_instance if input.kind == "instance" else self._describe_function
         with aws_errors(f"capture {input.kind} {input.name} before its removal"):
             try:
@@ -128,14 +129,8 @@ class EradicationActivities:
                 )
         if document is None:
             return CaptureLaunchedResult(evidence=None, detail="already gone: nothing to keep")
-        missing = document.get("not_read") or {}
         evidence = self._evidence.put_json(input.case_id, name, document)
-        if not missing:
-            return CaptureLaunchedResult(evidence=evidence, detail=f"{input.kind} kept as evidence")
-        said = "; ".join(f"its {part} was not read: {why}" for part, why in missing.items())
-        return CaptureLaunchedResult(
-            evidence=evidence, detail=f"{input.kind} kept as evidence, but {said}", missing=said
-        )
+        return _launched_result(input.kind, evidence, document)
 
     def _describe_instance(self, instance_id: str) -> dict[str, Any] | None:
         ec2 = self._clients.client("ec2")
@@ -467,6 +462,19 @@ def _ignore_gone(call: Callable[[], object]) -> None:
     except ClientError as exc:
         if error_code(exc) not in _GONE:
             raise
+
+
+def _launched_result(
+    kind: str, evidence: EvidenceRecord, document: dict[str, Any]
+) -> CaptureLaunchedResult:
+    """A launched resource kept, saying what of it could not be read."""
+    missing = document.get("not_read") or {}
+    if not missing:
+        return CaptureLaunchedResult(evidence=evidence, detail=f"{kind} kept as evidence")
+    said = "; ".join(f"its {part} was not read: {why}" for part, why in missing.items())
+    return CaptureLaunchedResult(
+        evidence=evidence, detail=f"{kind} kept as evidence, but {said}", missing=said
+    )
 
 
 def _unread(exc: ClientError) -> str:

@@ -1294,6 +1294,8 @@ def test_a_denied_read_leaves_the_rest_of_a_launched_resource_kept_and_names_the
     assert result.missing in result.detail
     document = json.loads(stored(s3, result.evidence.key)[0])
     assert document["not_read"] == {part: result.missing.removeprefix(f"its {part} was not read: ")}
+    # A retry (its first result lost with a dead worker) says it again.
+    assert capture(activity_env, faulty, kind, name).missing == result.missing
 
 
 def test_capturing_twice_keeps_the_first_capture(
@@ -1304,7 +1306,7 @@ def test_capturing_twice_keeps_the_first_capture(
     aws.lam.update_function_configuration(FunctionName=FUNCTION, Description="changed since")
     second = capture(activity_env, eradication, "function", FUNCTION)
     assert first.evidence is not None and second.evidence == first.evidence
-    assert second.detail == "kept already"
+    assert second.detail == first.detail == "function kept as evidence"
     body, _ = stored(s3, first.evidence.key)
     assert b"changed since" not in body
 
