@@ -457,7 +457,12 @@ class IamActivities:
         """Make the key inactive. Never delete it: the key is evidence, and AWS's record of
         its last use goes with it."""
         with aws_errors(f"deactivate {input.access_key_id}"):
-            keys = self._iam.list_access_keys(UserName=input.user_name)["AccessKeyMetadata"]
+            try:
+                keys = self._iam.list_access_keys(UserName=input.user_name)["AccessKeyMetadata"]
+            except ClientError as exc:
+                if classify(error_code(exc)) != ERROR_ACCESS_DENIED:
+                    raise
+                return self._deactivate_unlisted(input, exc)
             key = next((k for k in keys if k["AccessKeyId"] == input.access_key_id), None)
             if key is None:
                 raise ApplicationError(
@@ -472,6 +477,26 @@ class IamActivities:
             self._iam.update_access_key(
                 UserName=input.user_name, AccessKeyId=input.access_key_id, Status="Inactive"
             )
+        return AccessKeyResult(access_key_id=input.access_key_id, status="Inactive", changed=True)
+
+    def _deactivate_unlisted(self, input: AccessKeyInput, listing: ClientError) -> AccessKeyResult:
+        """The user's keys may not be listed: UpdateAccessKey names the user too, and IAM
+        refuses a key that is not that user's. If it is denied as well, the listing's
+        denial is what is said: nothing showed the key is the user's."""
+        try:
+            self._iam.update_access_key(
+                UserName=input.user_name, AccessKeyId=input.access_key_id, Status="Inactive"
+            )
+        except ClientError as exc:
+            if classify(error_code(exc)) != ERROR_ACCESS_DENIED:
+                raise
+            raise ApplicationError(
+                f"deactivate {input.access_key_id}: {error_code(listing)} (call "
+                f"iam:ListAccessKeys), and {error_code(exc)} (call iam:UpdateAccessKey)",
+                {"aws_error_code": error_code(listing), "call": "iam:ListAccessKeys"},
+                type=ERROR_ACCESS_DENIED,
+                non_retryable=True,
+            ) from exc
         return AccessKeyResult(access_key_id=input.access_key_id, status="Inactive", changed=True)
 
     @activity.defn

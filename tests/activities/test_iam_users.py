@@ -358,6 +358,44 @@ def test_deactivate_access_key_makes_the_key_inactive_and_keeps_it(
     assert key_statuses(iam) == {stolen: "Inactive", other: "Active"}
 
 
+def test_deactivate_access_key_without_listing_the_keys_still_deactivates_it(
+    iam: Any, evidence: EvidenceStore, activity_env: ActivityEnvironment
+) -> None:
+    """ListAccessKeys denied: UpdateAccessKey names the user, and IAM itself refuses a
+    key that is not that user's, so the key is still deactivated."""
+    create_user(iam)
+    stolen = create_key(iam)["id"]
+    responder = activities_allowed_only(iam, evidence, ["iam:UpdateAccessKey"])
+
+    with enable_iam_authentication():
+        result = activity_env.run(
+            responder.deactivate_access_key, AccessKeyInput(user_name=USER, access_key_id=stolen)
+        )
+
+    assert (result.status, result.changed) == ("Inactive", True)
+    assert key_statuses(iam)[stolen] == "Inactive"
+
+
+def test_deactivate_access_key_denied_both_ways_names_the_listing(
+    iam: Any, evidence: EvidenceStore, activity_env: ActivityEnvironment
+) -> None:
+    """Neither call allowed: the error names ListAccessKeys, since nothing showed the key
+    is the user's (so the case does not deny the user everything on its word)."""
+    create_user(iam)
+    stolen = create_key(iam)["id"]
+    responder = activities_allowed_only(iam, evidence, ["iam:GetUser"])
+
+    with enable_iam_authentication(), pytest.raises(ApplicationError) as raised:
+        activity_env.run(
+            responder.deactivate_access_key, AccessKeyInput(user_name=USER, access_key_id=stolen)
+        )
+
+    assert raised.value.type == ERROR_ACCESS_DENIED and raised.value.non_retryable
+    assert raised.value.details[0]["call"] == "iam:ListAccessKeys"
+    assert "(call iam:UpdateAccessKey)" in raised.value.message
+    assert key_statuses(iam)[stolen] == "Active"
+
+
 def test_deactivate_access_key_twice_changes_nothing_the_second_time(
     iam: Any, iam_activities: IamActivities, activity_env: ActivityEnvironment
 ) -> None:
