@@ -19,7 +19,15 @@ from botocore.exceptions import ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
+from activities.aws import (
+    ERROR_ACCESS_DENIED,
+    ERROR_INVALID_REQUEST,
+    AwsClients,
+    aws_errors,
+    classify,
+    error_code,
+    to_application_error,
+)
 from activities.cloudtrail import CloudTrailSource, TrailQuery, record_time, scan
 from activities.evidence import EvidenceStore, canonical_json
 from activities.liveness import heartbeating
@@ -389,7 +397,11 @@ class RecoveryActivities:
         except ClientError as exc:
             if error_code(exc) in _IAM_GONE:
                 return "absent", f"{noun.lower()} {owner} no longer exists", None
-            raise
+            if classify(error_code(exc)) != ERROR_ACCESS_DENIED:
+                raise
+            # One denied read leaves this policy unknown, not the whole round waiting.
+            denied = to_application_error(exc, f"read when {noun.lower()} {owner} was made")
+            return "unknown", denied.message, None
         days = lookback_seconds // 86400
         if made >= window_start:
             return (

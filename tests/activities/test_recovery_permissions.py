@@ -11,12 +11,13 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.aws import AwsClients
 from activities.evidence import EvidenceStore
+from activities.faults import FaultInjector, parse_fault_plan
 from activities.recovery import RecoveryActivities
 from models.activities import FindPriorStateInput, PlanRecoveryInput, RestoreChangeInput
 from models.case import RecoveryOperation, RecoveryStep
 from playbook.classify import AttackerChange, AttackerResource, ChangeKind, ResourceKind
 from tests.activities.test_recovery import ADMIN_KEY, ATTACKER_KEY, CASE, RecordsSource, _record
-from tests.support import ACCOUNT
+from tests.support import ACCOUNT, REGION
 
 ROLE = "audit-readonly"
 POLICY = "audit-read"
@@ -155,6 +156,27 @@ def test_a_role_older_than_the_window_with_no_record_is_unknown(clients, evidenc
     assert _states(activities, [_resource(ResourceKind.ROLE_INLINE_POLICY, POLICY, later)]) == [
         "unknown"
     ]
+
+
+def test_a_role_whose_age_cannot_be_read_is_unknown_naming_the_denied_call(
+    boto3_session, evidence, role
+):
+    """GetRole denied: that policy's prior state is unknown (the round goes on, removing
+    it with the attacker's version kept), and why names the call."""
+    faults = FaultInjector(parse_fault_plan({"iam:GetRole": "access_denied"}))
+    clients = AwsClients(boto3_session, REGION, faults=faults)
+    activities = _recovery(clients, evidence)
+    request = FindPriorStateInput(
+        account_id=ACCOUNT,
+        resources=[_resource(ResourceKind.ROLE_INLINE_POLICY, POLICY, datetime.now(UTC))],
+        attacker_keys=[],
+        lookback_seconds=LOOKBACK,
+    )
+
+    (state,) = ActivityEnvironment().run(activities.find_prior_state, request).states
+
+    assert state.state == "unknown"
+    assert "AccessDenied" in state.source and "(call iam:GetRole)" in state.source
 
 
 def test_a_replaced_inline_policy_is_restored_once_and_the_attackers_version_kept(
