@@ -612,6 +612,27 @@ class RecoveryActivities:
                 return None
             raise
 
+    def _logging_status(self, name: str) -> dict[str, Any] | None:
+        """The trail's status before starting it, or None when it is gone. A denied read
+        gives an unknown status: StartLogging on a trail that logs already changes nothing,
+        so a trail is never left off for want of reading whether it is on."""
+        try:
+            return self._trail_status(name)
+        except ClientError as exc:
+            if classify(error_code(exc)) != ERROR_ACCESS_DENIED:
+                raise
+            return {"IsLogging": None}
+
+    def _start(self, name: str) -> bool:
+        """StartLogging; False when the trail is gone."""
+        try:
+            self._trail_api.start_logging(Name=name)
+        except ClientError as exc:
+            if error_code(exc) in _TRAIL_GONE:
+                return False
+            raise
+        return True
+
     @activity.defn
     @heartbeating
     def start_trails_logging(self, input: StartTrailsLoggingInput) -> StartTrailsLoggingResult:
@@ -620,28 +641,30 @@ class RecoveryActivities:
         result = StartTrailsLoggingResult()
         for name in input.trail_names:
             with aws_errors(f"start logging on trail {name}"):
-                status = self._trail_status(name)
+                status = self._logging_status(name)
                 if status is None:
                     result.missing.append(name)
                 elif status.get("IsLogging"):
                     result.already_logging.append(name)
-                else:
-                    self._trail_api.start_logging(Name=name)
+                elif self._start(name):
                     result.started.append(name)
+                else:
+                    result.missing.append(name)
         return result
 
     def _start_logging(self, input: RestoreChangeInput) -> str:
         name = trail_name(input.step.change.target)
-        status = self._trail_status(name)
-        if status is None:
+        status = self._logging_status(name)
+        if status is not None and status.get("IsLogging"):
+            return f"already logging: trail {name}"
+        if status is None or not self._start(name):
             raise ApplicationError(
                 f"trail {name} no longer exists: it must be recreated first",
                 type=ERROR_INVALID_REQUEST,
                 non_retryable=True,
             )
-        if status.get("IsLogging"):
-            return f"already logging: trail {name}"
-        self._trail_api.start_logging(Name=name)
+        if status.get("IsLogging") is None:
+            return f"trail {name} is logging (its status could not be read; started anyway)"
         return f"trail {name} is logging again"
 
     def _recreate_trail(self, input: RestoreChangeInput) -> str:

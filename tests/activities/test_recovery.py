@@ -14,6 +14,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients
 from activities.cloudtrail import Cursor, TrailQuery
 from activities.evidence import EvidenceStore
+from activities.faults import FaultInjector, parse_fault_plan
 from activities.recovery import RecoveryActivities
 from models.activities import (
     CaptureTrailsInput,
@@ -23,7 +24,7 @@ from models.activities import (
 )
 from models.case import EvidenceRecord, RecoveryOperation, RecoveryStep
 from playbook.classify import AttackerChange, ChangeKind
-from tests.support import ACCOUNT
+from tests.support import ACCOUNT, REGION
 
 CASE = f"case-{ACCOUNT}-AKIAEXAMPLEMALLORY01"
 TRAIL = "management-events"
@@ -188,6 +189,29 @@ def test_trails_found_stopped_are_started_before_the_watch_once_and_a_gone_one_i
     assert trail.get_trail_status(Name=TRAIL)["IsLogging"] is True
     again = ActivityEnvironment().run(start, asked)
     assert (again.started, again.already_logging) == ([], [TRAIL])
+
+
+def test_a_trail_whose_status_cannot_be_read_is_started_anyway(
+    clients, boto3_session, evidence, trail
+):
+    """GetTrailStatus denied: StartLogging on a trail that logs already changes nothing, so
+    the trail is started rather than left off; the outcome says its status was unknown."""
+    trail.stop_logging(Name=TRAIL)
+    faults = FaultInjector(parse_fault_plan({"cloudtrail:GetTrailStatus": "access_denied"}))
+    blind = _activities(AwsClients(boto3_session, REGION, faults=faults), evidence)
+    (step,) = _plan(
+        _activities(clients, evidence),
+        [_change(ChangeKind.LOGGING_STOPPED, TRAIL, datetime.now(UTC))],
+    )
+
+    restored = _restore(blind, step)
+    started = ActivityEnvironment().run(
+        blind.start_trails_logging, StartTrailsLoggingInput(trail_names=[TRAIL, "deleted-since"])
+    )
+
+    assert restored.outcome == "restored" and "could not be read" in restored.detail
+    assert trail.get_trail_status(Name=TRAIL)["IsLogging"] is True
+    assert (started.started, started.missing) == ([TRAIL], ["deleted-since"])
 
 
 def test_a_trail_stopped_by_its_arn_is_started_by_name(clients, evidence, trail):
