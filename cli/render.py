@@ -11,6 +11,7 @@ from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 from cli.tables import render_fields, render_table
 from config import names
 from config.settings import Settings
+from lab.world import EVIDENCE_BUCKET as LAB_EVIDENCE_BUCKET
 from models.case import Action, CaseStatus
 from stack.binaries import MissingBinaryError, temporal_cli
 from workflows.case.details import suggested_reasons
@@ -234,10 +235,13 @@ def render_case(
         else "none yet",
     )
     if status.report:
+        # A lab case's report is in the lab's bucket: read from the lab's AWS.
+        lab = status.report.markdown_report.bucket == LAB_EVIDENCE_BUCKET
         parts += _section(
             "Post-incident report",
             f"{status.report.markdown_report.uri} (JSON: {status.report.json_report.uri})\n"
-            f"read it: {invocation} report {shlex.quote(status.case_id)}",
+            f"read it: {invocation} report {shlex.quote(status.case_id)}"
+            + (" --lab (with up's --state-dir, if it was given one)" if lab else ""),
         )
     return "\n".join(parts)
 

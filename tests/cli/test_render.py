@@ -5,7 +5,17 @@ from datetime import UTC, datetime
 
 from cli.render import render_case
 from config.settings import Settings
-from models.case import Action, ActionKind, ActionStatus, CaseStatus, Phase, PhaseChange
+from lab.world import EVIDENCE_BUCKET as LAB_EVIDENCE_BUCKET
+from models.case import (
+    Action,
+    ActionKind,
+    ActionStatus,
+    CaseReportRef,
+    CaseStatus,
+    EvidenceRecord,
+    Phase,
+    PhaseChange,
+)
 from tests.support import ACCOUNT, finding
 
 AT = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -58,3 +68,24 @@ def test_a_retry_is_decided_with_reasons_that_fit_a_retry():
     contain = _commands(text, "contain-1")
     assert contain[0].endswith("--reason 'confirmed malicious'")
     assert contain[1].endswith("--reason 'false positive'")
+
+
+def _reported(bucket: str) -> CaseStatus:
+    status = _waiting_on()
+    record = EvidenceRecord(
+        name="report",
+        bucket=bucket,
+        key="cases/case-1/report.md",
+        sha256="0" * 64,
+        size_bytes=2,
+        captured_at=AT,
+    )
+    status.report = CaseReportRef(json_report=record, markdown_report=record)
+    return status
+
+
+def test_the_report_hint_says_lab_for_a_lab_case_only():
+    lab = render_case(_reported(LAB_EVIDENCE_BUCKET), "completed", "quench", Settings())
+    real = render_case(_reported("acme-evidence"), "completed", "quench", Settings())
+    assert "read it: quench report case-1 --lab (with up's --state-dir" in lab
+    assert "read it: quench report case-1\n" in real + "\n" and "--lab" not in real
