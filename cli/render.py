@@ -213,8 +213,11 @@ def render_case(
         parts += _section(
             "Refused decisions",
             render_table(
-                ["AT", "SIGNAL", "ACTION", "BY", "REASON"],
-                [[when(r.at), r.signal, r.action_id, r.by, r.reason] for r in status.refused],
+                ["AT", "SIGNAL", "ACTION", "BY", "REASON", "SENT"],
+                [
+                    [when(r.at), r.signal, r.action_id, r.by, r.reason, _short(r.sent)]
+                    for r in status.refused
+                ],
             ),
         )
     if status.notes:
@@ -244,6 +247,14 @@ def render_case(
             + (" --lab (with up's --state-dir, if it was given one)" if lab else ""),
         )
     return "\n".join(parts)
+
+
+def _short(text: str | None, keep: int = 60) -> str:
+    """What a refused sender sent, on one line and cut short (`--json` has it whole)."""
+    if not text:
+        return "-"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= keep else flat[: keep - 1] + "…"
 
 
 def _section(title: str, body: str) -> list[str]:

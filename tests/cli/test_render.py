@@ -15,6 +15,7 @@ from models.case import (
     EvidenceRecord,
     Phase,
     PhaseChange,
+    RejectedSignal,
 )
 from tests.support import ACCOUNT, finding
 
@@ -89,3 +90,21 @@ def test_the_report_hint_says_lab_for_a_lab_case_only():
     real = render_case(_reported("acme-evidence"), "completed", "quench", Settings())
     assert "read it: quench report case-1 --lab (with up's --state-dir" in lab
     assert "read it: quench report case-1\n" in real + "\n" and "--lab" not in real
+
+
+def test_a_refused_decision_shows_what_was_sent_cut_short():
+    status = _waiting_on()
+    status.refused = [
+        RejectedSignal(
+            at=AT,
+            signal="approve",
+            action_id=None,
+            by="unknown sender",
+            reason="malformed input: expected one ApprovalInput input, got 2",
+            sent='[{"action_id": "contain-1"},\n "' + "x" * 200 + '"]',
+        )
+    ]
+    text = render_case(status, "running", "quench", Settings())
+    (row,) = [line for line in text.splitlines() if "malformed input" in line]
+    assert '[{"action_id": "contain-1"}, "xxx' in row and row.endswith("…")
+    assert "x" * 100 not in row
