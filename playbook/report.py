@@ -319,6 +319,10 @@ def build_report(
     eradicated, partly = _eradication(status)
     recover_actions = [a for a in status.actions if a.kind is ActionKind.RECOVER and a.finished_at]
     recovered = max((a.finished_at for a in recover_actions if a.finished_at), default=None)
+    if recovered is None and status.recovery and all(s.done_at for s in status.recovery):
+        # Nothing left to approve (containment had restarted the trail): done when its
+        # steps were.
+        recovered = max(s.done_at for s in status.recovery if s.done_at)
     watch = status.watch
     milestones = Milestones(
         minted_watch_results=[

@@ -277,6 +277,18 @@ def test_a_removal_done_on_its_retry_says_so_and_ends_eradication_then():
     assert f"| 1 | delete_user backup-svc | `{STOLEN_KEY}` | removed |" in markdown
 
 
+def test_recovery_with_nothing_to_approve_is_recovered_when_its_steps_were_done():
+    """Containment had restarted the trail, so no recover action was asked for: the
+    timeline still says when recovery was done, not "-"."""
+    status = _status()
+    status.actions = [a for a in status.actions if a.kind is not ActionKind.RECOVER]
+    status.recovery[0].outcome = "already_restored"
+    status.recovery[0].done_at = _at(85)
+    assert build_report(status, written_at=_at(96)).milestones.recovered == _at(85)
+    status.recovery[0].done_at = None  # not done: no time to give
+    assert build_report(status, written_at=_at(96)).milestones.recovered is None
+
+
 def test_outcomes_are_words_not_raw_names():
     status = _status()
     status.recovery[0].outcome = "already_restored"
