@@ -477,16 +477,7 @@ class Containment:
         key_id = credential.access_key_id
         cutoff = self._ledger.start(action)
 
-        def deactivate() -> Awaitable[AccessKeyResult]:
-            return workflow.execute_activity_method(
-                IamActivities.deactivate_access_key,
-                AccessKeyInput(user_name=user_name, access_key_id=key_id),
-                start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=AWS_RETRY,
-                summary=f"Deactivate {key_id}",
-            )
-
+        deactivate = self._deactivate(user_name, key_id)
         failure = None
         error = None
         still_active = ""
@@ -556,6 +547,19 @@ class Containment:
         )
         self._ledger.finish(action, ActionStatus.DONE, "key deactivated, older tokens denied")
         self._record.set_phase(Phase.CONTAINED, "key deactivated")
+
+    def _deactivate(self, user_name: str, key_id: str) -> Callable[[], Awaitable[AccessKeyResult]]:
+        def deactivate() -> Awaitable[AccessKeyResult]:
+            return workflow.execute_activity_method(
+                IamActivities.deactivate_access_key,
+                AccessKeyInput(user_name=user_name, access_key_id=key_id),
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=AWS_RETRY,
+                summary=f"Deactivate {key_id}",
+            )
+
+        return deactivate
 
     def _deny_tokens(
         self, user_name: str, cutoff: datetime
@@ -681,15 +685,7 @@ class Containment:
         key_id = credential.access_key_id
         record = self._record
 
-        def deactivate() -> Awaitable[AccessKeyResult]:
-            return workflow.execute_activity_method(
-                IamActivities.deactivate_access_key,
-                AccessKeyInput(user_name=user_name, access_key_id=key_id),
-                start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=AWS_RETRY,
-                summary=f"Deactivate {key_id}",
-            )
+        deactivate = self._deactivate(user_name, key_id)
 
         async def then(retry: Action, decision: Approval) -> None:
             if decision.decision is Decision.REJECTED:
