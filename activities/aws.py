@@ -101,6 +101,11 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def is_denied(exc: ClientError) -> bool:
+    """Whether AWS refused the call for want of permission (whatever the service calls it)."""
+    return classify(error_code(exc)) == ERROR_ACCESS_DENIED
+
+
 def to_application_error(exc: ClientError, doing: str) -> ApplicationError:
     """The taxonomy's error, naming the AWS call that failed and, when it was denied, the
     IAM action it needed, so a human knows what to grant."""

@@ -14,8 +14,8 @@ from activities.aws import (
     ERROR_INVALID_REQUEST,
     AwsClients,
     aws_errors,
-    classify,
     error_code,
+    is_denied,
     to_application_error,
 )
 from activities.evidence import EvidenceStore
@@ -378,7 +378,7 @@ class IamActivities:
             except ClientError as exc:
                 if error_code(exc) == "NoSuchEntity":
                     current = None
-                elif classify(error_code(exc)) == ERROR_ACCESS_DENIED:
+                elif is_denied(exc):
                     current = None
                     unread = to_application_error(exc, f"read {policy_name}").message
                 else:
@@ -460,7 +460,7 @@ class IamActivities:
             try:
                 keys = self._iam.list_access_keys(UserName=input.user_name)["AccessKeyMetadata"]
             except ClientError as exc:
-                if classify(error_code(exc)) != ERROR_ACCESS_DENIED:
+                if not is_denied(exc):
                     raise
                 return self._deactivate_unlisted(input, exc)
             key = next((k for k in keys if k["AccessKeyId"] == input.access_key_id), None)
@@ -488,7 +488,7 @@ class IamActivities:
                 UserName=input.user_name, AccessKeyId=input.access_key_id, Status="Inactive"
             )
         except ClientError as exc:
-            if classify(error_code(exc)) != ERROR_ACCESS_DENIED:
+            if not is_denied(exc):
                 raise
             raise ApplicationError(
                 f"deactivate {input.access_key_id}: {error_code(listing)} (call "

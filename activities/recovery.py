@@ -20,12 +20,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws import (
-    ERROR_ACCESS_DENIED,
     ERROR_INVALID_REQUEST,
     AwsClients,
     aws_errors,
-    classify,
     error_code,
+    is_denied,
     to_application_error,
 )
 from activities.cloudtrail import CloudTrailSource, TrailQuery, record_time, scan
@@ -397,7 +396,7 @@ class RecoveryActivities:
         except ClientError as exc:
             if error_code(exc) in _IAM_GONE:
                 return "absent", f"{noun.lower()} {owner} no longer exists", None
-            if classify(error_code(exc)) != ERROR_ACCESS_DENIED:
+            if not is_denied(exc):
                 raise
             # One denied read leaves this policy unknown, not the whole round waiting.
             denied = to_application_error(exc, f"read when {noun.lower()} {owner} was made")
@@ -619,7 +618,7 @@ class RecoveryActivities:
         try:
             return self._trail_status(name)
         except ClientError as exc:
-            if classify(error_code(exc)) != ERROR_ACCESS_DENIED:
+            if not is_denied(exc):
                 raise
             return {"IsLogging": None}
 
