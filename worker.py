@@ -11,6 +11,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
+from activities.accounts import AccountClients, ActInCaseAccount, unassumed_elsewhere
 from activities.athena import AthenaSource
 from activities.aws import AwsClients
 from activities.cloudtrail import (
@@ -18,6 +19,7 @@ from activities.cloudtrail import (
     CloudTrailS3Source,
     CloudTrailSource,
     LookupEventsSource,
+    TrailSourceByAccount,
 )
 from activities.ec2 import Ec2Activities
 from activities.eradication import EradicationActivities
@@ -29,6 +31,7 @@ from activities.notify import Notifier
 from activities.permissions import calls_log
 from activities.recovery import RecoveryActivities
 from activities.ssm import SsmActivities
+from config.accounts import TrailSource
 from config.settings import Settings
 from config.temporal import connect, setup_tracing
 from workflows.case import CaseWorkflow
@@ -42,37 +45,26 @@ STICKY_TIMEOUT = timedelta(seconds=3)
 def build_activities(
     settings: Settings, clients: AwsClients, poll_seconds: float = 5.0
 ) -> list[Callable[..., Any]]:
-    """Every activity, bound to the AWS clients it acts with."""
+    """Every activity, bound to the AWS clients it acts with: the worker's own for the
+    evidence and notifications, the case's account's for everything else."""
     settings.require_aws_targets()
     assert settings.evidence_bucket
     evidence = EvidenceStore(clients, settings.evidence_bucket)
-    trail: CloudTrailSource
-    if settings.cloudtrail_source == "lookup":
-        trail = LookupEventsSource(clients, settings.trail_regions)
-    elif settings.cloudtrail_source == "athena":
-        assert settings.athena_database and settings.athena_table
-        assert settings.athena_output_location
-        trail = AthenaSource(
-            clients,
-            settings.athena_database,
-            settings.athena_table,
-            settings.athena_workgroup,
-            settings.athena_output_location,
-            settings.trail_regions,
-            bucket=settings.cloudtrail_bucket,
-            prefix=settings.cloudtrail_prefix,
-        )
-    else:
-        assert settings.cloudtrail_bucket
-        trail = CloudTrailS3Source(
-            clients, settings.cloudtrail_bucket, settings.cloudtrail_prefix, settings.trail_regions
-        )
+    in_account = AccountClients(clients, settings.managed_accounts)
+    trail = TrailSourceByAccount(
+        {
+            account.id: _trail_source(account.cloudtrail, clients, in_account, settings)
+            for account in settings.managed_accounts.values()
+            if account.cloudtrail is not None
+        },
+        _default_trail_source(settings, in_account),
+    )
     cloudtrail = CloudTrailActivities(trail, evidence)
-    eradication = EradicationActivities(clients, evidence)
-    iam = IamActivities(clients, evidence)
-    ec2 = Ec2Activities(clients, evidence, poll_seconds=poll_seconds)
-    ssm = SsmActivities(clients, poll_seconds=min(poll_seconds, 2.0))
-    recovery = RecoveryActivities(clients, evidence, trail)
+    eradication = EradicationActivities(in_account, evidence)
+    iam = IamActivities(in_account, evidence)
+    ec2 = Ec2Activities(in_account, evidence, poll_seconds=poll_seconds)
+    ssm = SsmActivities(in_account, poll_seconds=min(poll_seconds, 2.0))
+    recovery = RecoveryActivities(in_account, evidence, trail)
     evidence_activities = EvidenceActivities(evidence)
     investigation = InvestigationActivities(trail, evidence)
     notifier = Notifier(
@@ -118,6 +110,46 @@ def build_activities(
     ]
 
 
+def _default_trail_source(settings: Settings, clients: AwsClients) -> CloudTrailSource:
+    """The QUENCH_CLOUDTRAIL_* source, for every account that names none of its own."""
+    if settings.cloudtrail_source == "lookup":
+        return LookupEventsSource(clients, settings.trail_regions)
+    if settings.cloudtrail_source == "athena":
+        assert settings.athena_database and settings.athena_table
+        assert settings.athena_output_location
+        return AthenaSource(
+            clients,
+            settings.athena_database,
+            settings.athena_table,
+            settings.athena_workgroup,
+            settings.athena_output_location,
+            settings.trail_regions,
+            bucket=settings.cloudtrail_bucket,
+            prefix=settings.cloudtrail_prefix,
+        )
+    # Without a bucket (every account names its own source), nothing is read from it.
+    return CloudTrailS3Source(
+        clients,
+        settings.cloudtrail_bucket or "",
+        settings.cloudtrail_prefix,
+        settings.trail_regions,
+    )
+
+
+def _trail_source(
+    trail: TrailSource, own: AwsClients, in_account: AwsClients, settings: Settings
+) -> CloudTrailSource:
+    """An account's own trail source, read with Quench's credentials or the account's."""
+    regions = trail.regions or settings.trail_regions
+    if trail.source == "lookup":
+        return LookupEventsSource(in_account, regions)
+    assert trail.bucket
+    reader = own if trail.read_as == "quench" else in_account
+    return CloudTrailS3Source(
+        reader, trail.bucket, trail.prefix, regions, trail.organization_id, trails_of=in_account
+    )
+
+
 def aws_clients(settings: Settings) -> AwsClients:
     """The worker's AWS clients; in the lab, with QUENCH_LAB_FAULTS's faults injected and,
     with QUENCH_LAB_LOG_CALLS, a log line for each call."""
@@ -143,7 +175,7 @@ def build_worker(
         workflows=WORKFLOWS,
         activities=build_activities(settings, clients, poll_seconds),
         activity_executor=ThreadPoolExecutor(max_workers=16),
-        interceptors=interceptors,
+        interceptors=[ActInCaseAccount(), *interceptors],
         # A case's next workflow task waits this long for a worker that died before it goes
         # to any worker (which replays the history): the 10 s default cost a chaos kill 17 s.
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
@@ -155,8 +187,11 @@ async def main(interceptors: Sequence[Interceptor] = ()) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings()
     setup_tracing("quench-worker")
+    clients = aws_clients(settings)
+    if wrong := unassumed_elsewhere(settings.managed_accounts, clients):
+        raise SystemExit(f"worker not started: {'; '.join(wrong)}")
     client = await connect(settings)
-    worker = build_worker(client, settings, aws_clients(settings), interceptors=interceptors)
+    worker = build_worker(client, settings, clients, interceptors=interceptors)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -206,6 +206,10 @@ class AwsClients:
             faults,
         )
 
+    def with_session(self, session: boto3.Session) -> "AwsClients":
+        """The same endpoint and faults, with another session's credentials."""
+        return AwsClients(session, self.region, self._endpoint_url, self._faults)
+
     def client(self, service: str, region: str | None = None) -> Any:
         region = region or self.region
         with self._lock:

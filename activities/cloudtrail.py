@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.accounts import acting_in
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors
 from activities.evidence import EvidenceStore
 from activities.liveness import beat, heartbeating
@@ -182,8 +183,11 @@ Cursor = dict[str, Any]
 class CloudTrailSource(Protocol):
     """Matching records page by page, each page with the cursor to resume after it."""
 
-    description: str
-    regions: list[str]
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def regions(self) -> list[str]: ...
 
     def pages(
         self, query: TrailQuery, cursor: Cursor | None
@@ -226,20 +230,34 @@ def record_time(record: dict[str, Any]) -> datetime:
 
 
 class CloudTrailS3Source:
-    """Reads a trail's log files from its S3 bucket."""
+    """Reads a trail's log files from its S3 bucket: an account's own trail, or an
+    organisation trail's, whose files are under AWSLogs/<org id>/<account>/."""
 
-    def __init__(self, clients: AwsClients, bucket: str, prefix: str, regions: list[str]) -> None:
+    def __init__(
+        self,
+        clients: AwsClients,
+        bucket: str,
+        prefix: str,
+        regions: list[str],
+        organization_id: str | None = None,
+        trails_of: AwsClients | None = None,
+    ) -> None:
         self._clients = clients
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.regions = regions
+        self.organization_id = organization_id
+        # Whose trails are asked whether they are logging: the account the case acts in,
+        # where an organisation trail shows too, though its bucket is read by Quench.
+        self._trails_of = trails_of or clients
         self.description = f"s3://{bucket}/{self.prefix}"
 
     def not_logging(self) -> list[str]:
-        return trails_not_logging(self._clients, self.bucket, self.prefix)
+        return trails_not_logging(self._trails_of, self.bucket, self.prefix)
 
     def _day_prefix(self, account_id: str, region: str, day: datetime) -> str:
-        base = f"AWSLogs/{account_id}/CloudTrail/{region}/{day:%Y/%m/%d}/"
+        logs = f"AWSLogs/{self.organization_id}" if self.organization_id else "AWSLogs"
+        base = f"{logs}/{account_id}/CloudTrail/{region}/{day:%Y/%m/%d}/"
         return f"{self.prefix}/{base}" if self.prefix else base
 
     def log_keys(
@@ -328,6 +346,37 @@ class RateLimiter:
             self._next = max(now, self._next) + self._interval
         if delay > 0:
             self._sleep(delay)
+
+
+class TrailSourceByAccount:
+    """The trail source of the account the running activity acts in; the QUENCH_CLOUDTRAIL_*
+    source for an account that names none of its own."""
+
+    def __init__(self, sources: dict[str, CloudTrailSource], default: CloudTrailSource) -> None:
+        self._sources = sources
+        self._default = default
+
+    def _current(self) -> CloudTrailSource:
+        scope = acting_in()
+        return (
+            self._default if scope is None else self._sources.get(scope.account_id, self._default)
+        )
+
+    @property
+    def description(self) -> str:
+        return self._current().description
+
+    @property
+    def regions(self) -> list[str]:
+        return self._current().regions
+
+    def pages(
+        self, query: TrailQuery, cursor: Cursor | None
+    ) -> Iterator[tuple[Cursor, list[dict[str, Any]]]]:
+        return self._current().pages(query, cursor)
+
+    def not_logging(self) -> list[str]:
+        return self._current().not_logging()
 
 
 class LookupEventsSource:

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.accounts import acting_in
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
 from activities.liveness import heartbeating
 from activities.redaction import redact
@@ -23,6 +24,7 @@ from playbook.report import CaseReport, build_report, render_markdown
 
 SHA256_METADATA = "sha256"
 CAPTURED_AT_METADATA = "captured-at"
+ACCOUNT_METADATA = "account-id"
 
 
 def canonical_json(document: Any) -> bytes:
@@ -37,6 +39,8 @@ class EvidenceStore:
         self.bucket = bucket
 
     def key_for(self, case_id: str, name: str, suffix: str = "json") -> str:
+        if not case_id:
+            raise ValueError("evidence needs the case it belongs to")
         return f"cases/{case_id}/evidence/{name}.{suffix}"
 
     def existing(self, key: str) -> EvidenceRecord | None:
@@ -58,6 +62,7 @@ class EvidenceStore:
             sha256=metadata[SHA256_METADATA],
             size_bytes=int(head["ContentLength"]),
             captured_at=datetime.fromisoformat(metadata[CAPTURED_AT_METADATA]),
+            account_id=metadata.get(ACCOUNT_METADATA, ""),
         )
 
     def read_json(self, key: str) -> Any:
@@ -82,9 +87,21 @@ class EvidenceStore:
         return body
 
     def put_bytes(
-        self, case_id: str, name: str, body: bytes, suffix: str, content_type: str
+        self,
+        case_id: str,
+        name: str,
+        body: bytes,
+        suffix: str,
+        content_type: str,
+        account_id: str | None = None,
     ) -> EvidenceRecord:
+        """Store bytes once under the case's folder, tagged with their hash, when they were
+        captured, the case, and the account they are about (by default the account the
+        running activity acts in)."""
         key = self.key_for(case_id, name, suffix)
+        scope = acting_in()
+        account = account_id or (scope.account_id if scope else "")
+        tags = {"case-id": case_id, **({ACCOUNT_METADATA: account} if account else {})}
         with aws_errors(f"store evidence s3://{self.bucket}/{key}"):
             found = self.existing(key)
             if found is not None:
@@ -99,7 +116,7 @@ class EvidenceStore:
                 Metadata={
                     SHA256_METADATA: digest,
                     CAPTURED_AT_METADATA: captured_at.isoformat(),
-                    "case-id": case_id,
+                    **tags,
                 },
             )
         return EvidenceRecord(
@@ -109,12 +126,20 @@ class EvidenceStore:
             sha256=digest,
             size_bytes=len(body),
             captured_at=captured_at,
+            account_id=account,
         )
 
-    def put_json(self, case_id: str, name: str, document: Any) -> EvidenceRecord:
+    def put_json(
+        self, case_id: str, name: str, document: Any, account_id: str | None = None
+    ) -> EvidenceRecord:
         """Store a JSON document, secrets redacted, and return its record."""
         return self.put_bytes(
-            case_id, name, canonical_json(redact(document)), "json", "application/json"
+            case_id,
+            name,
+            canonical_json(redact(document)),
+            "json",
+            "application/json",
+            account_id,
         )
 
 
@@ -129,7 +154,7 @@ class EvidenceActivities:
     @heartbeating
     def store_evidence(self, input: StoreEvidenceInput) -> EvidenceRecord:
         """Store a document the workflow already holds (the finding) as evidence."""
-        return self._store.put_json(input.case_id, input.name, input.document)
+        return self._store.put_json(input.case_id, input.name, input.document, input.account_id)
 
     @activity.defn
     @heartbeating
@@ -145,13 +170,16 @@ class EvidenceActivities:
                 build_report(input.status, input.written_at, investigation).model_dump(mode="json")
             )
         )
-        case_id = input.status.folder
-        document = self._store.put_json(case_id, REPORT_NAME, report.model_dump(mode="json"))
+        case_id, account = input.status.folder, input.status.account_id
+        document = self._store.put_json(
+            case_id, REPORT_NAME, report.model_dump(mode="json"), account
+        )
         markdown = self._store.put_bytes(
             case_id,
             REPORT_NAME,
             render_markdown(report).encode(),
             "md",
             "text/markdown; charset=utf-8",
+            account,
         )
         return WriteReportResult(json_report=document, markdown_report=markdown)

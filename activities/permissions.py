@@ -30,6 +30,8 @@ ACTIONS: dict[tuple[str, str], frozenset[str]] = {
     ("s3", "list_objects_v2"): frozenset({"s3:ListBucket"}),
     ("s3", "put_object"): frozenset({"s3:PutObject"}),
     ("sts", "get_caller_identity"): frozenset(),  # needs no permission
+    # Quench names the case as the session's source identity, which needs its own action.
+    ("sts", "assume_role"): frozenset({"sts:AssumeRole", "sts:SetSourceIdentity"}),
     # Tags in TagSpecifications are authorised as CreateTags as well.
     ("ec2", "create_snapshot"): frozenset({"ec2:CreateSnapshot", "ec2:CreateTags"}),
     # A trail that delivers to CloudWatch Logs passes its role to CloudTrail.

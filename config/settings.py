@@ -9,12 +9,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from activities.faults import FaultPlan, parse_fault_plan
+from config.accounts import ACCOUNT_ID_PATTERN, Account, AccountsError, load_accounts
 from config.names import TASK_QUEUE
 from models.case import ActionKind, CasePolicy
+
+# The lab's security account, where Quench runs (moto's default account).
+LAB_ACCOUNT_ID = "123456789012"
 
 # Only the lab may run with this token; anywhere else a real secret must be configured.
 LAB_WEBHOOK_TOKEN = "quench-lab-token"
@@ -45,6 +56,10 @@ class Settings(BaseSettings):
     # AWS. No endpoint means real AWS with the default credential chain.
     aws_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
+    # The accounts Quench manages: a TOML file (see README, "Many accounts"), or, for one
+    # account, the worker's own account's id. The lab manages its own account by default.
+    accounts_file: Path | None = None
+    account_id: str | None = Field(default=None, pattern=ACCOUNT_ID_PATTERN)
 
     # Where CloudTrail delivers its log files, and which regions to read.
     cloudtrail_source: Literal["s3", "lookup", "athena"] = "s3"
@@ -134,6 +149,8 @@ class Settings(BaseSettings):
     # the fault matrix (benchmarks/fault_matrix.py) finds the calls a case makes from it.
     lab_log_calls: bool = False
 
+    _managed: dict[str, Account] = PrivateAttr(default_factory=dict)
+
     @field_validator("lab_faults", mode="before")
     @classmethod
     def _read_lab_faults(cls, value: Any) -> FaultPlan:
@@ -170,23 +187,68 @@ class Settings(BaseSettings):
             )
         if self.lab_log_calls and not self.lab:
             raise ValueError("QUENCH_LAB_LOG_CALLS is for the lab only (QUENCH_LAB=true)")
+        if self.accounts_file is not None and self.account_id is not None:
+            raise ValueError(
+                "QUENCH_ACCOUNT_ID and QUENCH_ACCOUNTS_FILE both name the managed accounts; "
+                "list the worker's own account in the file instead"
+            )
+        try:
+            self._managed = self._read_accounts()
+        except AccountsError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
-    def case_policy(self) -> CasePolicy:
+    def _read_accounts(self) -> dict[str, Account]:
+        if self.accounts_file is not None:
+            return {account.id: account for account in load_accounts(self.accounts_file)}
+        own = self.account_id or (LAB_ACCOUNT_ID if self.lab else None)
+        # One account, acted in with the worker's own credentials and the QUENCH_* settings.
+        return {own: Account(id=own, own_credentials=True)} if own else {}
+
+    @property
+    def managed_accounts(self) -> dict[str, Account]:
+        """Every account Quench acts in, by id."""
+        return self._managed
+
+    def unmanaged_because(self, account_id: str) -> str | None:
+        """Why a finding of this account is not acted on, or None when it is managed."""
+        if account_id in self._managed:
+            return None
+        if not self._managed:
+            return (
+                f"account {account_id} is not managed: no account is "
+                "(set QUENCH_ACCOUNT_ID or QUENCH_ACCOUNTS_FILE)"
+            )
+        where = self.accounts_file or "QUENCH_ACCOUNT_ID"
+        return f"account {account_id} is not managed by this Quench (not in {where})"
+
+    def case_policy(self, account_id: str | None = None) -> CasePolicy:
+        """The policy of a case in this account: the QUENCH_* settings, with the account's
+        protected names added and its approval overrides in place of the defaults."""
+        account = self._managed.get(account_id or "")
+        protected = list(self.protected_names)
+        overrides: dict[str, Any] = {}
+        if account is not None:
+            protected += [name for name in account.protected_names if name not in protected]
+            overrides = account.approvals.model_dump(exclude_none=True)
         return CasePolicy(
             watch_seconds=self.watch_seconds,
             check_every_seconds=self.check_every_seconds,
             delivery_lag_seconds=self.delivery_lag_seconds,
             compromise_margin_seconds=self.compromise_margin_seconds,
-            protected_names=self.protected_names,
+            protected_names=protected,
             max_eradication_rounds=self.max_eradication_rounds,
             restore_lookback_seconds=self.restore_lookback_seconds,
-            approvers=self.approvers,
-            two_person=self.two_person_actions,
-            approval_deadline_seconds=self.approval_deadline_seconds,
+            approvers=overrides.get("approvers", self.approvers),
+            two_person=overrides.get("two_person_actions", self.two_person_actions),
+            approval_deadline_seconds=overrides.get(
+                "approval_deadline_seconds", self.approval_deadline_seconds
+            ),
             approval_deadlines=self.approval_deadlines,
-            auto_contain_min_severity=self.auto_contain_min_severity,
-            without_approval=self.no_approval_actions,
+            auto_contain_min_severity=overrides.get(
+                "auto_contain_min_severity", self.auto_contain_min_severity
+            ),
+            without_approval=overrides.get("no_approval_actions", self.no_approval_actions),
         )
 
     @property
@@ -210,13 +272,17 @@ class Settings(BaseSettings):
     def require_aws_targets(self) -> None:
         """The worker cannot run a case without somewhere to put evidence and logs to read."""
         required = [("QUENCH_EVIDENCE_BUCKET", self.evidence_bucket)]
-        if self.cloudtrail_source == "s3":
+        # The QUENCH_CLOUDTRAIL_* source serves every account that names none of its own.
+        default_trail = any(account.cloudtrail is None for account in self._managed.values())
+        if default_trail and self.cloudtrail_source == "s3":
             required.append(("QUENCH_CLOUDTRAIL_BUCKET", self.cloudtrail_bucket))
-        if self.cloudtrail_source == "athena":
+        if default_trail and self.cloudtrail_source == "athena":
             required.append(("QUENCH_ATHENA_DATABASE", self.athena_database))
             required.append(("QUENCH_ATHENA_TABLE", self.athena_table))
             required.append(("QUENCH_ATHENA_OUTPUT_LOCATION", self.athena_output_location))
         missing = [name for name, value in required if not value]
+        if not self._managed:
+            missing.append("QUENCH_ACCOUNT_ID (or QUENCH_ACCOUNTS_FILE)")
         if missing:
             raise ValueError(f"missing required settings: {', '.join(missing)}")
 

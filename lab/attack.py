@@ -63,10 +63,13 @@ def _stolen_session(world: LabWorld, stolen_key: str, attack_start: datetime) ->
     )
 
 
-def steal_instance_credentials(endpoint_url: str, world: LabWorld) -> dict[str, str]:
+def steal_instance_credentials(
+    endpoint_url: str, world: LabWorld, ssm: Any | None = None
+) -> dict[str, str]:
     """The theft: read the role's credentials from inside the instance, as Stratus does
-    through SSM (an SSRF in the application would serve the same document)."""
-    ssm = client(admin_session(), "ssm", endpoint_url)
+    through SSM (an SSRF in the application would serve the same document); `ssm` is the
+    instance's account's, when that is not the lab's own."""
+    ssm = ssm or client(admin_session(), "ssm", endpoint_url)
     command = ssm.send_command(
         InstanceIds=[world.instance_id],
         DocumentName="AWS-RunShellScript",

@@ -357,9 +357,10 @@ def serve(host: str, port: int, state_dir: Path) -> None:
     from moto.server import MotoRequestHandler
     from werkzeug.serving import make_server
 
-    from lab import moto_gaps
+    from lab import moto_gaps, trust
 
     moto_gaps.install()
+    trust.install()
     _install_instance_world()
     recorder = _Recording(recording)
     recorder.install()

@@ -128,6 +128,8 @@ class TrailRecorder:
     account_id: str
     bucket: str
     prefix: str = ""
+    # An organisation trail's files are under AWSLogs/<org id>/<account>/.
+    organization_id: str | None = None
     logging: bool = True
     records: list[dict[str, Any]] = field(default_factory=list)
     dropped: int = 0
@@ -205,8 +207,9 @@ class TrailRecorder:
         files = {}
         for (region, end), records in sorted(windows.items()):
             unique = "".join(secrets.choice(_ALPHANUM) for _ in range(16))
+            logs = f"AWSLogs/{self.organization_id}" if self.organization_id else "AWSLogs"
             key = (
-                f"AWSLogs/{self.account_id}/CloudTrail/{region}/{end:%Y/%m/%d}/"
+                f"{logs}/{self.account_id}/CloudTrail/{region}/{end:%Y/%m/%d}/"
                 f"{self.account_id}_CloudTrail_{region}_{end:%Y%m%dT%H%M}Z_{unique}.json.gz"
             )
             if self.prefix:

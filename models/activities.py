@@ -17,7 +17,19 @@ from models.principal import Credential
 from playbook.classify import ActivityReport, AttackerChange, AttackerResource
 
 
-class ResolvePrincipalInput(BaseModel):
+class InAccount(BaseModel):
+    """The input of an activity that acts in the case's account: it runs there, through
+    the role Quench assumes in a session named for the case (activities/accounts.py).
+
+    Empty in the histories of cases opened before Quench managed several accounts: those
+    act with the worker's own credentials, as they did when they opened.
+    """
+
+    account_id: str = ""
+    case_id: str = ""
+
+
+class ResolvePrincipalInput(InAccount):
     finding: Finding
 
 
@@ -29,15 +41,14 @@ class StoreEvidenceInput(BaseModel):
     case_id: str
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,120}$")
     document: dict[str, Any]
+    account_id: str = ""  # the account it is about
 
 
-class CaptureRoleInput(BaseModel):
-    case_id: str
+class CaptureRoleInput(InAccount):
     role_name: str
 
 
-class CaptureInstanceInput(BaseModel):
-    case_id: str
+class CaptureInstanceInput(InAccount):
     instance_id: str
 
 
@@ -47,8 +58,7 @@ class CaptureInstanceResult(BaseModel):
     state: str  # the instance state when the evidence was taken
 
 
-class SnapshotVolumesInput(BaseModel):
-    case_id: str
+class SnapshotVolumesInput(InAccount):
     instance_id: str
     volume_ids: list[str]
 
@@ -58,8 +68,7 @@ class SnapshotVolumesResult(BaseModel):
     evidence: EvidenceRecord
 
 
-class CloudTrailSliceInput(BaseModel):
-    case_id: str
+class CloudTrailSliceInput(InAccount):
     account_id: str
     access_key_id: str
     start: datetime
@@ -99,15 +108,14 @@ class TrailEvent(BaseModel):
         return not self.denied and (self.event_source, self.event_name) not in NEEDS_NO_PERMISSION
 
 
-class CheckActivityInput(BaseModel):
+class CheckActivityInput(InAccount):
     account_id: str
     access_key_ids: list[str]
     start: datetime
     end: datetime
 
 
-class ClassifyActivityInput(BaseModel):
-    case_id: str
+class ClassifyActivityInput(InAccount):
     account_id: str
     access_key_ids: list[str]
     start: datetime  # the likely compromise time: everything after it is the attacker's
@@ -119,19 +127,17 @@ class ClassifyActivityResult(BaseModel):
     evidence: EvidenceRecord  # every record the report was made from
 
 
-class RemoveResourceInput(BaseModel):
-    case_id: str
+class RemoveResourceInput(InAccount):
     operation: str  # a removal-plan operation: delete_user, terminate_instance...
     name: str
     owner: str | None = None
     protected_names: list[str] = Field(default_factory=list)
 
 
-class CaptureLaunchedInput(BaseModel):
+class CaptureLaunchedInput(InAccount):
     """A resource the attacker launched (an instance, a Lambda function), to keep as
     evidence before its removal."""
 
-    case_id: str
     kind: Literal["instance", "function"]
     name: str  # the instance id, or the function's name
 
@@ -142,8 +148,8 @@ class CaptureLaunchedResult(BaseModel):
     missing: str | None = None  # what a denied read left out of the evidence
 
 
-class ListCaseSnapshotsInput(BaseModel):
-    case_id: str
+class ListCaseSnapshotsInput(InAccount):
+    """The EBS snapshots tagged with the case's evidence folder."""
 
 
 class ListCaseSnapshotsResult(BaseModel):
@@ -168,7 +174,7 @@ class CheckActivityResult(BaseModel):
     logging_unknown: str = ""
 
 
-class RoleTrustInput(BaseModel):
+class RoleTrustInput(InAccount):
     role_name: str
     account_id: str
 
@@ -186,8 +192,7 @@ class RoleTrustResult(BaseModel):
     principals: list[TrustedPrincipal]
 
 
-class CaptureUserInput(BaseModel):
-    case_id: str
+class CaptureUserInput(InAccount):
     user_name: str
 
 
@@ -197,7 +202,7 @@ class CaptureUserResult(BaseModel):
     quarantine_policies: list[str]  # AWS's own AWSCompromisedKeyQuarantine* policies
 
 
-class AccessKeyInput(BaseModel):
+class AccessKeyInput(InAccount):
     user_name: str
     access_key_id: str
 
@@ -208,12 +213,12 @@ class AccessKeyResult(BaseModel):
     changed: bool
 
 
-class DenyUserTokensInput(BaseModel):
+class DenyUserTokensInput(InAccount):
     user_name: str
     cutoff: datetime  # decided by the workflow
 
 
-class UserInput(BaseModel):
+class UserInput(InAccount):
     user_name: str
 
 
@@ -222,7 +227,7 @@ class ChangeResult(BaseModel):
     detail: str = ""
 
 
-class RevokeRoleSessionsInput(BaseModel):
+class RevokeRoleSessionsInput(InAccount):
     role_name: str
     cutoff: datetime  # decided by the workflow, so a retry writes the same policy
 
@@ -238,7 +243,7 @@ class RevokeRoleSessionsResult(BaseModel):
     unread: str = ""
 
 
-class InstanceInput(BaseModel):
+class InstanceInput(InAccount):
     instance_id: str
 
 
@@ -248,7 +253,7 @@ class InstanceStateResult(BaseModel):
     changed: bool
 
 
-class ProbeInstanceCredentialsInput(BaseModel):
+class ProbeInstanceCredentialsInput(InAccount):
     instance_id: str
     role_name: str
 
@@ -265,8 +270,8 @@ class ProbeInstanceCredentialsResult(BaseModel):
     command_id: str
 
 
-class CaptureTrailsInput(BaseModel):
-    case_id: str
+class CaptureTrailsInput(InAccount):
+    """The account's trails, as the case found them."""
 
 
 class CaptureTrailsResult(BaseModel):
@@ -275,7 +280,7 @@ class CaptureTrailsResult(BaseModel):
     not_logging: list[str]
 
 
-class StartTrailsLoggingInput(BaseModel):
+class StartTrailsLoggingInput(InAccount):
     trail_names: list[str]
 
 
@@ -285,7 +290,7 @@ class StartTrailsLoggingResult(BaseModel):
     missing: list[str] = Field(default_factory=list)  # deleted since: recovery recreates them
 
 
-class FindPriorStateInput(BaseModel):
+class FindPriorStateInput(InAccount):
     """Policies the attacker wrote onto users and roles it did not make: were they there
     before it wrote them?"""
 
@@ -307,8 +312,7 @@ class FindPriorStateResult(BaseModel):
     states: list[PriorState]
 
 
-class PlanRecoveryInput(BaseModel):
-    case_id: str
+class PlanRecoveryInput(InAccount):
     account_id: str
     changes: list[AttackerChange]
     trail_evidence: EvidenceRecord | None  # the trails as the case found them
@@ -320,8 +324,7 @@ class PlanRecoveryResult(BaseModel):
     steps: list[RecoveryStep]
 
 
-class RestoreChangeInput(BaseModel):
-    case_id: str
+class RestoreChangeInput(InAccount):
     step: RecoveryStep
 
 
@@ -359,10 +362,9 @@ class NotifyResult(BaseModel):
     detail: str
 
 
-class InvestigateInput(BaseModel):
+class InvestigateInput(InAccount):
     """The investigation of a case's credentials and the principal behind them."""
 
-    case_id: str
     account_id: str
     credentials: list[str]
     findings: list[Finding]
@@ -383,7 +385,7 @@ class InvestigateInput(BaseModel):
     name: str = Field(default="investigation", pattern=r"^[a-z0-9][a-z0-9-]{0,60}$")
 
 
-class PlanReadsInput(BaseModel):
+class PlanReadsInput(InAccount):
     """A window of the trail to read in parts; `end` is not part of it. The principal
     whose calls are read: its evidence snapshot (which holds its ARN with its path), or
     the ARN the finding resolved to."""
@@ -410,8 +412,7 @@ class ReadPlan(BaseModel):
     units: list[ReadUnit]
 
 
-class CountBaselineInput(BaseModel):
-    case_id: str
+class CountBaselineInput(InAccount):
     account_id: str
     principal_arn: str | None
     unit: ReadUnit
@@ -422,11 +423,10 @@ class CountBaselineResult(BaseModel):
     calls: int
 
 
-class ReadScopeInput(BaseModel):
+class ReadScopeInput(InAccount):
     """One part of the investigation's scope: the calls of the principal and of the
     credentials, in one region's day."""
 
-    case_id: str
     account_id: str
     credentials: list[str]
     principal_arn: str | None

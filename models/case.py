@@ -112,6 +112,9 @@ class Action(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     outcome: str | None = None
+    # The account it acts in: the case's (empty in cases opened before Quench managed
+    # several accounts).
+    account_id: str = ""
 
 
 class EvidenceRecord(BaseModel):
@@ -123,6 +126,8 @@ class EvidenceRecord(BaseModel):
     sha256: str
     size_bytes: int
     captured_at: datetime
+    # The account it is about (empty in cases opened before Quench managed several).
+    account_id: str = ""
 
     @property
     def uri(self) -> str:

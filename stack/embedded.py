@@ -21,6 +21,7 @@ from pydantic_settings import SettingsError
 
 from config import names
 from config.settings import Settings, settings_problem
+from lab import organization as lab_organization
 from lab import world as lab_world
 from stack.binaries import temporal_cli
 from stack.processes import ManagedProcess, StackError, port_open
@@ -118,6 +119,10 @@ class EmbeddedStack:
                     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
                 }
             )
+            # The lab's organisation, unless the accounts are named otherwise.
+            named = {"QUENCH_ACCOUNTS_FILE", "QUENCH_ACCOUNT_ID"} & {*env, *os.environ}
+            if not named:
+                env["QUENCH_ACCOUNTS_FILE"] = str(lab_organization.ACCOUNTS_FILE)
         return env
 
     def check_settings(self) -> None:

@@ -12,6 +12,7 @@ from temporalio import activity
 
 from activities.aws import AwsClients
 from config.settings import Settings
+from models.activities import InAccount
 from worker import aws_clients, build_activities
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
@@ -34,9 +35,33 @@ def test_every_activity_the_workflows_call_is_registered():
     assert called, "found no activity calls in workflows/"
     for source in ("s3", "lookup"):
         settings = Settings(
-            evidence_bucket="evidence", cloudtrail_bucket="trail", cloudtrail_source=source
+            account_id="123456789012",
+            evidence_bucket="evidence",
+            cloudtrail_bucket="trail",
+            cloudtrail_source=source,
         )
         assert called <= _registered(settings), called - _registered(settings)
+
+
+# The activities that act with the worker's own credentials, in the security account: the
+# case's evidence and report, and its notifications. Every other one acts in the case's
+# account, and so names it in its input.
+CENTRAL = {"store_evidence", "write_report", "notify_sns", "notify_chat"}
+
+
+def test_every_activity_but_the_central_ones_names_the_account_it_acts_in():
+    settings = Settings(account_id="123456789012", evidence_bucket="e", cloudtrail_bucket="t")
+    clients = AwsClients(boto3.Session(region_name="us-east-1"), "us-east-1")
+    in_account: set[str] = set()
+    central: set[str] = set()
+    for fn in build_activities(settings, clients):
+        definition = activity._Definition.from_callable(fn)
+        assert definition is not None and definition.arg_types
+        (argument,) = definition.arg_types
+        named = str(definition.name)
+        (in_account if issubclass(argument, InAccount) else central).add(named)
+    assert central == CENTRAL
+    assert {"revoke_role_sessions", "deactivate_access_key", "capture_role_state"} <= in_account
 
 
 @pytest.fixture

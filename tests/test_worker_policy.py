@@ -24,10 +24,24 @@ from activities.permissions import ACTIONS, actions_of
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "docs" / "worker-iam-policy.json"
+# The role Quench assumes in each member account: what the activities do there.
+MEMBER_POLICY = ROOT / "docs" / "member-role-policy.json"
+MEMBER_TRUST = ROOT / "docs" / "member-role-trust-policy.json"
+# Modules whose calls are made with Quench's own credentials in the security account:
+# evidence, notifications, the Athena table, and the assumption of member roles itself.
+CENTRAL_MODULES = {
+    "activities/evidence.py",
+    "activities/notify.py",
+    "activities/athena.py",
+    "activities/accounts.py",
+}
 README = ROOT / "README.md"
 
-# The one place a client is made for a service named by a variable: the factory itself.
-FACTORY = ("activities.aws", "AwsClients", "client")
+# The places a client is made for a service named by a variable: the factories themselves.
+FACTORIES = {
+    ("activities.aws", "AwsClients", "client"),
+    ("activities.accounts", "AccountClients", "client"),
+}
 # Attributes of a client that are no AWS call.
 NOT_CALLS = {"exceptions", "meta", "can_paginate"}
 
@@ -250,7 +264,7 @@ class CallFinder:
         if isinstance(first, ast.Constant) and isinstance(first.value, str):
             self.services.add(first.value)
             return first.value
-        if ctx.key != FACTORY:
+        if ctx.key not in FACTORIES:
             self.found.errors.add(
                 f"{ctx.path}:{call.lineno}: a client whose service is not written as a string"
             )
@@ -377,8 +391,13 @@ def unknown_calls(found: Found) -> list[str]:
 # -- the policy ----------------------------------------------------------------------
 
 
-def load_policy() -> dict[str, Any]:
-    return dict(json.loads(POLICY.read_text()))
+def load_policy(path: Path = POLICY) -> dict[str, Any]:
+    return dict(json.loads(path.read_text()))
+
+
+def in_member_accounts(found: Found) -> Found:
+    """The calls made in the case's account, through the role Quench assumes there."""
+    return Found(calls={c for c in found.calls if c.path not in CENTRAL_MODULES})
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -458,8 +477,28 @@ def test_the_policy_grants_nothing_no_call_needs(worker_calls):
     assert not_needed(worker_calls, granted(load_policy())) == []
 
 
-def test_the_policy_is_an_allow_list_grouped_by_purpose():
-    policy = load_policy()
+def test_the_member_role_policy_allows_what_is_done_in_a_member_account_and_no_more(
+    worker_calls,
+):
+    member = in_member_accounts(worker_calls)
+    grants = granted(load_policy(MEMBER_POLICY))
+    assert not_allowed(member, grants) == []
+    assert not_needed(member, grants) == []
+    # Evidence, notifications and the assumption itself stay with the worker's own role.
+    assert not any(allows(g, a) for g in grants for a in ("s3:PutObject", "sts:AssumeRole"))
+
+
+def test_the_member_role_trusts_the_worker_with_its_external_id_and_source_identity():
+    (statement,) = load_policy(MEMBER_TRUST)["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert sorted(statement["Action"]) == ["sts:AssumeRole", "sts:SetSourceIdentity"]
+    assert statement["Principal"]["AWS"].endswith(":role/<worker-role-name>")
+    assert statement["Condition"]["StringEquals"]["sts:ExternalId"] == "<external-id>"
+
+
+@pytest.mark.parametrize("path", [POLICY, MEMBER_POLICY])
+def test_the_policy_is_an_allow_list_grouped_by_purpose(path):
+    policy = load_policy(path)
     assert policy["Version"] == "2012-10-17"
     sids = [s["Sid"] for s in policy["Statement"]]
     assert len(sids) == len(set(sids))
@@ -477,10 +516,17 @@ def test_the_policy_is_an_allow_list_grouped_by_purpose():
         assert not optional_only or statement["Sid"].startswith("Optional"), statement["Sid"]
 
 
-def test_the_readme_explains_every_placeholder():
-    placeholders = set(re.findall(r"<[a-z0-9-]+>", POLICY.read_text()))
+@pytest.mark.parametrize(
+    ("paths", "heading"),
+    [
+        ((POLICY,), "### AWS permissions for the worker"),
+        ((MEMBER_POLICY, MEMBER_TRUST), "### The role in each member account"),
+    ],
+)
+def test_the_readme_explains_every_placeholder(paths, heading):
+    placeholders = {p for path in paths for p in re.findall(r"<[a-z0-9-]+>", path.read_text())}
     assert placeholders
-    section = README.read_text().split("### AWS permissions for the worker", 1)[1]
+    section = README.read_text().split(heading, 1)[1]
     section = re.split(r"\n#+ ", section, maxsplit=1)[0]
     assert {p for p in placeholders if f"`{p}`" not in section} == set()
 

@@ -57,6 +57,7 @@ class _GdRouting(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     id: str = Field(min_length=1, max_length=300)
+    accountId: str = Field(pattern=r"^\d{12}$")
     type: str = Field(min_length=1, max_length=300)
     severity: float = Field(ge=0, le=10)
     resource: _RoutingResource = Field(default_factory=_RoutingResource)
@@ -87,6 +88,7 @@ def triage_guardduty_finding(detail: Any, settings: Settings) -> Triage:
     summary = _validate(_GdRouting, detail, "detail.")
     routing = Routing(
         type=summary.type,
+        account_id=summary.accountId,
         severity=summary.severity,
         archived=summary.service.archived,
         sample=(summary.service.additionalInfo or {}).get("sample") is True,
@@ -110,6 +112,7 @@ def _security_hub(payload: dict[str, Any], settings: Settings) -> Triage:
         )
     routing = Routing(
         type=summary.type,
+        account_id=asff.AwsAccountId,
         severity=summary.severity,
         archived=summary.archived,
         sample=raw.get("Sample") is True,

@@ -31,7 +31,9 @@ async def submit_finding(client: Client, settings: Settings, finding: Finding) -
     case_id = names.case_workflow_id(finding.account_id, key.access_key_id)
     start = WithStartWorkflowOperation(
         CaseWorkflow.run,
-        CaseInput(case_id=case_id, finding=finding, policy=settings.case_policy()),
+        CaseInput(
+            case_id=case_id, finding=finding, policy=settings.case_policy(finding.account_id)
+        ),
         id=case_id,
         task_queue=settings.task_queue,
         # A running case takes the finding; a closed case's id is used again for a new one.

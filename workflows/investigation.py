@@ -80,6 +80,7 @@ class CredentialInvestigation:
         return await workflow.execute_activity_method(
             InvestigationActivities.plan_reads,
             PlanReadsInput(
+                case_id=input.case_id,
                 account_id=input.account_id,
                 start=start,
                 end=end,

@@ -21,6 +21,7 @@ import starter
 from models.activities import ResolvePrincipalInput, ResolvePrincipalResult
 from models.case import CaseStatus
 from models.principal import Credential, CredentialKind, Principal, PrincipalType
+from tests.support import ACCOUNT
 from tests.workflows.test_case_workflow import FakeAws
 from worker import WORKFLOWS
 from workflows.case import CaseWorkflow
@@ -102,6 +103,7 @@ def command_line(
     Temporal and task queue, with its exit status and what it printed."""
     monkeypatch.setenv("QUENCH_TEMPORAL_ADDRESS", address_of(client))
     monkeypatch.setenv("QUENCH_TASK_QUEUE", queue)
+    monkeypatch.setenv("QUENCH_ACCOUNT_ID", ACCOUNT)
 
     async def run(*argv: str, stdin: bytes | None = None) -> Ran:
         if stdin is not None:

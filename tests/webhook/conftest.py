@@ -9,6 +9,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from config.settings import Settings
+from tests.support import ACCOUNT
 from webhook.app import app
 from webhook.sns import SigningCertificates, SnsGateway, SnsRejected
 from worker import WORKFLOWS
@@ -55,6 +56,7 @@ class Webhook:
         topic allowed, and whatever the test changes."""
         values: dict[str, Any] = {
             "webhook_token": TOKEN,
+            "account_id": ACCOUNT,
             "task_queue": self.queue,
             "sns_topic_arns": [TOPIC_ARN],
         }

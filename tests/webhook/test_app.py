@@ -383,7 +383,7 @@ async def test_malformed_json_and_oversized_bodies_are_refused(webhook):
 
 
 async def test_temporal_outage_answers_503_with_retry_after():
-    app.state.settings = Settings(webhook_token=TOKEN, task_queue="unused")
+    app.state.settings = Settings(webhook_token=TOKEN, account_id=ACCOUNT, task_queue="unused")
     app.state.client = await connect(Settings(temporal_address="127.0.0.1:1"), lazy=True)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://quench") as http:
@@ -402,7 +402,7 @@ async def test_no_answer_before_the_case_has_taken_the_finding(dev_server_env):
     the accept timeout, and EventBridge's retry, once a worker runs, gets the answer."""
     queue = f"no-worker-{uuid.uuid4()}"
     app.state.settings = Settings(
-        webhook_token=TOKEN, task_queue=queue, webhook_accept_timeout_seconds=1
+        webhook_token=TOKEN, account_id=ACCOUNT, task_queue=queue, webhook_accept_timeout_seconds=1
     )
     app.state.client = dev_server_env.client
     key = _unique_key()
@@ -413,7 +413,7 @@ async def test_no_answer_before_the_case_has_taken_the_finding(dev_server_env):
         assert unanswered.status_code == 503
         assert unanswered.headers["retry-after"] == "5"
         async with Worker(dev_server_env.client, task_queue=queue, workflows=WORKFLOWS):
-            app.state.settings = Settings(webhook_token=TOKEN, task_queue=queue)
+            app.state.settings = Settings(webhook_token=TOKEN, account_id=ACCOUNT, task_queue=queue)
             retried = await http.post(PATH, content=json.dumps(event), headers=_headers())
             handle = dev_server_env.client.get_workflow_handle(retried.json()["case_id"])
             status = await handle.query(CaseWorkflow.status)

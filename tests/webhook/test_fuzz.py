@@ -24,7 +24,7 @@ from config import names
 from config.settings import Settings
 from models.finding import Finding
 from models.intake import FindingOutcome, SubmitFindingInput, SubmitFindingResult
-from tests.support import finding_event
+from tests.support import ACCOUNT, finding_event
 from tests.webhook.conftest import TOKEN, TOPIC_ARN, FakeSns
 from tests.webhook.signing import CERT_PEM, CERT_URL, notification, sign, sns_headers
 from webhook.app import app
@@ -82,6 +82,7 @@ def recorder() -> Iterator[RecordingTemporal]:
         # family), a severity threshold so that some are still ignored.
         app.state.settings = Settings(
             webhook_token=TOKEN,
+            account_id=ACCOUNT,
             sns_topic_arns=[TOPIC_ARN],
             finding_types_allow=["*"],
             min_severity=2.0,

@@ -109,7 +109,9 @@ class Containment:
             "revoke the role's sessions",
             lambda: workflow.execute_activity_method(
                 IamActivities.revoke_role_sessions,
-                RevokeRoleSessionsInput(role_name=role_name, cutoff=cutoff),
+                self._record.in_account(
+                    RevokeRoleSessionsInput(role_name=role_name, cutoff=cutoff)
+                ),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
@@ -167,7 +169,7 @@ class Containment:
             "start logging on the trails found stopped",
             lambda: workflow.execute_activity_method(
                 RecoveryActivities.start_trails_logging,
-                StartTrailsLoggingInput(trail_names=trails),
+                record.in_account(StartTrailsLoggingInput(trail_names=trails)),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
@@ -251,7 +253,9 @@ class Containment:
                 "verify the instance's new credentials",
                 lambda: workflow.execute_activity_method(
                     SsmActivities.probe_instance_credentials,
-                    ProbeInstanceCredentialsInput(instance_id=instance_id, role_name=role_name),
+                    record.in_account(
+                        ProbeInstanceCredentialsInput(instance_id=instance_id, role_name=role_name)
+                    ),
                     start_to_close_timeout=timedelta(minutes=3),
                     heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=PROBE_RETRY,
@@ -307,7 +311,7 @@ class Containment:
     async def _rotate_instance(self, instance_id: str) -> str | None:
         """A reboot does not rotate instance credentials; a stop and a start do. Returns
         the open item when one of them failed for good."""
-        request = InstanceInput(instance_id=instance_id)
+        request = self._record.in_account(InstanceInput(instance_id=instance_id))
         stopped, failure = await self._step(
             "stop the instance",
             lambda: workflow.execute_activity_method(
@@ -357,7 +361,7 @@ class Containment:
         def read_trust() -> Awaitable[RoleTrustResult]:
             return workflow.execute_activity_method(
                 IamActivities.list_role_trust,
-                RoleTrustInput(role_name=role_name, account_id=account_id),
+                record.in_account(RoleTrustInput(role_name=role_name, account_id=account_id)),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
@@ -460,7 +464,7 @@ class Containment:
                 "remove console access",
                 lambda: workflow.execute_activity_method(
                     IamActivities.remove_login_profile,
-                    UserInput(user_name=user_name),
+                    self._record.in_account(UserInput(user_name=user_name)),
                     start_to_close_timeout=timedelta(minutes=2),
                     heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=AWS_RETRY,
@@ -552,7 +556,7 @@ class Containment:
         def deactivate() -> Awaitable[AccessKeyResult]:
             return workflow.execute_activity_method(
                 IamActivities.deactivate_access_key,
-                AccessKeyInput(user_name=user_name, access_key_id=key_id),
+                self._record.in_account(AccessKeyInput(user_name=user_name, access_key_id=key_id)),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
@@ -567,7 +571,7 @@ class Containment:
         def deny() -> Awaitable[RevokeRoleSessionsResult]:
             return workflow.execute_activity_method(
                 IamActivities.deny_user_tokens_before,
-                DenyUserTokensInput(user_name=user_name, cutoff=cutoff),
+                self._record.in_account(DenyUserTokensInput(user_name=user_name, cutoff=cutoff)),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
@@ -648,7 +652,7 @@ class Containment:
             f"deny {user_name} everything",
             lambda: workflow.execute_activity_method(
                 IamActivities.deny_user_everything,
-                UserInput(user_name=user_name),
+                self._record.in_account(UserInput(user_name=user_name)),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,

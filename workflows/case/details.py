@@ -110,7 +110,12 @@ def _console_url(record: EvidenceRecord) -> str:
 def render_details(status: CaseStatus) -> str:
     """The case as Markdown for the Web UI's current details."""
     credential = status.credential
-    lines = [f"## Case {status.case_id}", "", f"**Phase:** {status.phase.value}"]
+    lines = [
+        f"## Case {status.case_id}",
+        "",
+        f"**Account:** {status.account_id} (every change is made there)",
+        f"**Phase:** {status.phase.value}",
+    ]
     if status.phases and status.phases[-1].note:
         since = status.phases[-1].at.isoformat(timespec="seconds")
         lines.append(f"**Now:** {status.phases[-1].note} (since {since})")

@@ -204,6 +204,7 @@ class Eradication:
         if not candidates:
             return
         request = FindPriorStateInput(
+            case_id=record.status.folder,
             account_id=record.status.account_id,
             resources=candidates,
             attacker_keys=attacker_keys(record.status),
@@ -316,6 +317,7 @@ class Eradication:
                 continue
             request = RemoveResourceInput(
                 case_id=record.status.folder,
+                account_id=record.status.account_id,
                 operation=step.operation,
                 name=step.resource.name,
                 owner=step.resource.owner,
@@ -383,7 +385,6 @@ class Eradication:
         before the first removal takes any part of it away. Returns, by resource, why a
         capture failed: such a resource is not removed."""
         record = self._record
-        case_id = record.status.folder
         failures: dict[ResourceKey, str] = {}
         for step in steps:
             name = step.resource.name
@@ -392,7 +393,7 @@ class Eradication:
                     f"capture user {name} before its removal",
                     lambda name=name: workflow.execute_activity_method(  # type: ignore[misc]
                         IamActivities.capture_user_state,
-                        CaptureUserInput(case_id=case_id, user_name=name),
+                        record.in_account(CaptureUserInput(user_name=name)),
                         start_to_close_timeout=timedelta(minutes=5),
                         heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=AWS_RETRY,
@@ -406,7 +407,7 @@ class Eradication:
                     f"capture role {name} before its removal",
                     lambda name=name: workflow.execute_activity_method(  # type: ignore[misc]
                         IamActivities.capture_role_state,
-                        CaptureRoleInput(case_id=case_id, role_name=name),
+                        record.in_account(CaptureRoleInput(role_name=name)),
                         start_to_close_timeout=timedelta(minutes=5),
                         heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=AWS_RETRY,
@@ -421,7 +422,7 @@ class Eradication:
                     f"capture {kind} {name} before its removal",
                     lambda kind=kind, name=name: workflow.execute_activity_method(  # type: ignore[misc]
                         EradicationActivities.capture_launched_resource,
-                        CaptureLaunchedInput(case_id=case_id, kind=kind, name=name),
+                        record.in_account(CaptureLaunchedInput(kind=kind, name=name)),
                         start_to_close_timeout=timedelta(minutes=5),
                         heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=AWS_RETRY,

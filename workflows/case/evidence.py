@@ -76,7 +76,7 @@ class Evidence:
         def call() -> Awaitable[ResolvePrincipalResult]:
             return workflow.execute_activity_method(
                 IamActivities.resolve_principal,
-                ResolvePrincipalInput(finding=finding),
+                self._record.in_account(ResolvePrincipalInput(finding=finding)),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
@@ -116,6 +116,7 @@ class Evidence:
                         case_id=case_id,
                         name=f"finding-{_slug(finding.id)}",
                         document=finding.raw or finding.model_dump(mode="json"),
+                        account_id=finding.account_id,
                     ),
                     start_to_close_timeout=timedelta(minutes=2),
                     heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -134,7 +135,7 @@ class Evidence:
                     "capture the role's IAM state",
                     lambda: workflow.execute_activity_method(
                         IamActivities.capture_role_state,
-                        CaptureRoleInput(case_id=case_id, role_name=role_name),
+                        record.in_account(CaptureRoleInput(role_name=role_name)),
                         start_to_close_timeout=timedelta(minutes=5),
                         heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=AWS_RETRY,
@@ -157,7 +158,7 @@ class Evidence:
                     "capture the user's IAM state",
                     lambda: workflow.execute_activity_method(
                         IamActivities.capture_user_state,
-                        CaptureUserInput(case_id=case_id, user_name=user_name),
+                        record.in_account(CaptureUserInput(user_name=user_name)),
                         start_to_close_timeout=timedelta(minutes=5),
                         heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=AWS_RETRY,
@@ -268,12 +269,11 @@ class Evidence:
         """The instance's state and a snapshot of its volumes; whether it was running."""
         record = self._record
         run = self._call_in
-        case_id = record.status.folder
         instance = await run(
             "capture the instance",
             lambda: workflow.execute_activity_method(
                 Ec2Activities.capture_instance_state,
-                CaptureInstanceInput(case_id=case_id, instance_id=instance_id),
+                record.in_account(CaptureInstanceInput(instance_id=instance_id)),
                 start_to_close_timeout=timedelta(minutes=5),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
@@ -288,8 +288,8 @@ class Evidence:
             "snapshot the instance's volumes",
             lambda: workflow.execute_activity_method(
                 Ec2Activities.snapshot_volumes,
-                SnapshotVolumesInput(
-                    case_id=case_id, instance_id=instance_id, volume_ids=instance.volume_ids
+                record.in_account(
+                    SnapshotVolumesInput(instance_id=instance_id, volume_ids=instance.volume_ids)
                 ),
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -303,12 +303,11 @@ class Evidence:
         """Every trail's settings and status: what recovery restores, and which trails
         were found not logging."""
         record = self._record
-        case_id = record.status.folder
         trails = await self._call_in(
             "capture the account's trails",
             lambda: workflow.execute_activity_method(
                 RecoveryActivities.capture_trails,
-                CaptureTrailsInput(case_id=case_id),
+                record.in_account(CaptureTrailsInput()),
                 start_to_close_timeout=timedelta(minutes=5),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,

@@ -55,6 +55,7 @@ class ApprovalLedger:
             status=ActionStatus.PENDING_APPROVAL,
             requested_at=self._now(),
             approvals_needed=self.approvals_needed(kind),
+            account_id=self._status.account_id,
         )
         self._status.actions.append(action)
         return action

@@ -54,7 +54,7 @@ class MintedCredentials:
         record = self._record
         for credential in self._minted_keys(plan):
             key, user = credential.access_key_id, credential.principal
-            request = AccessKeyInput(user_name=user, access_key_id=key)
+            request = record.in_account(AccessKeyInput(user_name=user, access_key_id=key))
             summary = f"Deactivate {key} of {user} before the round's removals"
             result, failure = await self._approvals.attempt_or_fail(
                 f"deactivate {key}",
@@ -234,8 +234,10 @@ class MintedCredentials:
             role = credential.principal.rsplit("/", 1)[-1]
             await self._containment.revoke_role_sessions(role, cutoff, record_cutoff=False)
         elif credential.kind == "access_key":
-            request = AccessKeyInput(
-                user_name=credential.principal, access_key_id=credential.access_key_id
+            request = self._record.in_account(
+                AccessKeyInput(
+                    user_name=credential.principal, access_key_id=credential.access_key_id
+                )
             )
             await self._approvals.attempt(
                 f"deactivate {credential.access_key_id}",

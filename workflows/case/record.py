@@ -4,13 +4,14 @@ goes on beside."""
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
 
 with workflow.unsafe.imports_passed_through():
     from config import names
+    from models.activities import InAccount
     from models.case import (
         CasePolicy,
         CaseStatus,
@@ -23,6 +24,8 @@ with workflow.unsafe.imports_passed_through():
     from models.principal import Credential
     from playbook.undone import undone
     from workflows.case.details import render_details
+
+Request = TypeVar("Request", bound="InAccount")
 
 
 class CaseRecord:
@@ -38,6 +41,11 @@ class CaseRecord:
     def finding(self) -> Finding:
         """The finding that opened the case."""
         return self.status.findings[0]
+
+    def in_account(self, request: Request) -> Request:
+        """The request, carried out in the case's account in a session named for the case."""
+        where = {"account_id": self.status.account_id, "case_id": self.status.folder}
+        return request.model_copy(update=where)
 
     def note(self, what: str) -> None:
         self.status.timeline.append(TimelineEntry(at=workflow.now(), what=what))

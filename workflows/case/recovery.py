@@ -190,7 +190,7 @@ class Recovery:
         record = self._record
         failed = []
         for step in steps:
-            request = RestoreChangeInput(case_id=record.status.folder, step=step)
+            request = record.in_account(RestoreChangeInput(step=step))
             result, failure = await self._approvals.attempt_or_fail(
                 step.description,
                 lambda request=request: workflow.execute_activity_method(  # type: ignore[misc]

@@ -49,12 +49,11 @@ async def write_report(record: CaseRecord, approvals: Approvals) -> None:
 async def _find_snapshots(record: CaseRecord, approvals: Approvals) -> None:
     """The EBS snapshots tagged with the case's evidence folder, for the report to name;
     without them the report is still written, and the timeline says why they are missing."""
-    case_id = record.status.folder
     found, failure = await approvals.attempt_or_fail(
         "list the case's EBS snapshots",
         lambda: workflow.execute_activity_method(
             Ec2Activities.list_case_snapshots,
-            ListCaseSnapshotsInput(case_id=case_id),
+            record.in_account(ListCaseSnapshotsInput()),
             start_to_close_timeout=timedelta(minutes=2),
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=AWS_RETRY,

@@ -85,6 +85,7 @@ class ContainmentWatch:
                 await workflow.sleep(wait, summary="Containment watch: until the next check")
             now = workflow.now()
             check = CheckActivityInput(
+                case_id=record.status.folder,
                 account_id=record.status.account_id,
                 access_key_ids=access_key_ids,
                 start=start,

@@ -1,0 +1,284 @@
+"""The lab's organisation (lab/accounts.toml): Quench runs in the security account, the
+lab's own 123456789012; two member accounts run the same StackSet-made application as
+the security account (web-app-role on an instance, by the same names); a third is managed
+but never got Quench's role; and findings of any other account are not Quench's to act on.
+
+Member accounts are seeded the way Organizations reaches an account it made, here by
+moto's account header; Quench itself reaches them only through the QuenchResponder role
+it assumes, which the lab's STS checks against the role's trust (lab/trust.py).
+"""
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+from pydantic import BaseModel
+
+from lab.attack import ATTACKER_AGENT, STOLEN_SESSION_AGE, THREAT_IP, steal_instance_credentials
+from lab.calls import Caller, Clock
+from lab.cloudtrail import Actor, TrailRecorder, assumed_role_identity
+from lab.guardduty import instance_role_finding
+from lab.world import (
+    ACCOUNT_ID,
+    APP_PROFILE,
+    APP_ROLE,
+    EC2_TRUST_POLICY,
+    REGION,
+    LabWorld,
+    admin_session,
+    client,
+)
+
+ACCOUNTS_FILE = Path(__file__).with_name("accounts.toml")
+ORGANIZATION_ID = "o-quenchlab01"
+ORG_TRAIL_BUCKET = "quench-lab-org-trail"
+RESPONDER_ROLE = "QuenchResponder"
+EXTERNAL_ID = "quench-lab-external-id"
+MEMBERS = {"111111111111": "web-prod", "222222222222": "web-staging"}
+WITHOUT_RESPONDER_ROLE = "333333333333"
+NOT_MANAGED = "999999999999"
+MEMBER_POLICY = Path(__file__).resolve().parents[1] / "docs" / "member-role-policy.json"
+BACKDOOR_USER = "svc-metrics"
+
+
+class Member(BaseModel):
+    """One member account's application, as the lab made it."""
+
+    account_id: str
+    name: str
+    instance_id: str
+    instance_private_ip: str
+    role_name: str = APP_ROLE
+    role_id: str
+    profile_arn: str
+    profile_id: str
+
+    def as_world(self) -> LabWorld:
+        """The account as a lab world, for the attack's helpers (which read these fields)."""
+        return LabWorld(
+            account_id=self.account_id,
+            cloudtrail_bucket=ORG_TRAIL_BUCKET,
+            instance_id=self.instance_id,
+            instance_private_ip=self.instance_private_ip,
+            role_id=self.role_id,
+            profile_arn=self.profile_arn,
+            profile_id=self.profile_id,
+            admin_user_id="",
+            admin_key_id="",
+            legitimate_users=[],
+            legitimate_roles=[APP_ROLE, RESPONDER_ROLE],
+            protected_roles=[],
+        )
+
+
+class MemberAttack(BaseModel):
+    """What the attacker did with a member account's stolen session; it holds no secret."""
+
+    account_id: str
+    stolen_access_key_id: str
+    backdoor_user: str
+    backdoor_access_key_id: str
+    log_files: list[str]
+    finding: dict[str, Any]
+
+
+def in_account(account_id: str, service: str, endpoint_url: str) -> Any:
+    """A client acting in a member account as the organisation's own access to it."""
+    api = client(admin_session(), service, endpoint_url)
+
+    def to_account(request: Any, **_: Any) -> None:
+        request.headers["x-moto-account-id"] = account_id
+
+    api.meta.events.register("before-sign.*.*", to_account)
+    return api
+
+
+def responder_trust(security_account: str = ACCOUNT_ID) -> dict[str, Any]:
+    """docs/member-role-trust-policy.json, filled in for the lab."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{security_account}:root"},
+                "Action": ["sts:AssumeRole", "sts:SetSourceIdentity"],
+                "Condition": {"StringEquals": {"sts:ExternalId": EXTERNAL_ID}},
+            }
+        ],
+    }
+
+
+def seed_member(endpoint_url: str, account_id: str) -> Member:
+    """The member account's responder role and application, made if missing."""
+    iam = in_account(account_id, "iam", endpoint_url)
+    ec2 = in_account(account_id, "ec2", endpoint_url)
+    try:
+        iam.get_role(RoleName=RESPONDER_ROLE)
+    except iam.exceptions.NoSuchEntityException:
+        iam.create_role(
+            RoleName=RESPONDER_ROLE,
+            AssumeRolePolicyDocument=json.dumps(responder_trust()),
+            Description="Quench's incident response, from the security account",
+        )
+        policy = MEMBER_POLICY.read_text().replace("<cloudtrail-bucket>", ORG_TRAIL_BUCKET)
+        iam.put_role_policy(RoleName=RESPONDER_ROLE, PolicyName="quench", PolicyDocument=policy)
+    try:
+        role = iam.get_role(RoleName=APP_ROLE)["Role"]
+        profile = iam.get_instance_profile(InstanceProfileName=APP_PROFILE)["InstanceProfile"]
+    except iam.exceptions.NoSuchEntityException:
+        role = iam.create_role(
+            RoleName=APP_ROLE, AssumeRolePolicyDocument=json.dumps(EC2_TRUST_POLICY)
+        )["Role"]
+        iam.put_role_policy(
+            RoleName=APP_ROLE,
+            PolicyName="orders-app",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": "*"}],
+                }
+            ),
+        )
+        profile = iam.create_instance_profile(InstanceProfileName=APP_PROFILE)["InstanceProfile"]
+        iam.add_role_to_instance_profile(InstanceProfileName=APP_PROFILE, RoleName=APP_ROLE)
+    running = [
+        instance
+        for reservation in ec2.describe_instances(
+            Filters=[{"Name": "tag:Name", "Values": ["orders-web-1"]}]
+        )["Reservations"]
+        for instance in reservation["Instances"]
+        if instance["State"]["Name"] != "terminated"
+    ]
+    if running:
+        instance = running[0]
+    else:
+        image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        instance = ec2.run_instances(
+            ImageId=image_id,
+            InstanceType="t3.micro",
+            MinCount=1,
+            MaxCount=1,
+            IamInstanceProfile={"Name": APP_PROFILE},
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "orders-web-1"}]}
+            ],
+        )["Instances"][0]
+    return Member(
+        account_id=account_id,
+        name=MEMBERS.get(account_id, "web-dev"),
+        instance_id=instance["InstanceId"],
+        instance_private_ip=instance.get("PrivateIpAddress", "10.0.1.25"),
+        role_id=role["RoleId"],
+        profile_arn=profile["Arn"],
+        profile_id=profile["InstanceProfileId"],
+    )
+
+
+def seed_organization(endpoint_url: str) -> dict[str, Member]:
+    """The organisation trail's bucket, each member's application, and the managed account
+    without Quench's role: by account id."""
+    s3 = client(admin_session(), "s3", endpoint_url)
+    if ORG_TRAIL_BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=ORG_TRAIL_BUCKET)
+    members = {account: seed_member(endpoint_url, account) for account in MEMBERS}
+    members[WITHOUT_RESPONDER_ROLE] = _without_responder(endpoint_url)
+    return members
+
+
+def _without_responder(endpoint_url: str) -> Member:
+    member = seed_member(endpoint_url, WITHOUT_RESPONDER_ROLE)
+    iam = in_account(WITHOUT_RESPONDER_ROLE, "iam", endpoint_url)
+    try:
+        iam.delete_role_policy(RoleName=RESPONDER_ROLE, PolicyName="quench")
+        iam.delete_role(RoleName=RESPONDER_ROLE)
+    except iam.exceptions.NoSuchEntityException:
+        pass
+    return member
+
+
+def attack_member(endpoint_url: str, member: Member, now: datetime | None = None) -> MemberAttack:
+    """The member's instance credentials stolen and used from the threat list: discovery,
+    then a backdoor user with a key; the records delivered to the organisation trail."""
+    now = now or datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(minutes=20)
+    stolen = _steal(endpoint_url, member)
+    identity = assumed_role_identity(
+        account_id=member.account_id,
+        role_name=member.role_name,
+        role_id=member.role_id,
+        session_name=member.instance_id,
+        access_key_id=stolen["AccessKeyId"],
+        issued_at=start - STOLEN_SESSION_AGE,
+        ec2_role_delivery=True,
+    )
+    recorder = TrailRecorder(
+        account_id=member.account_id, bucket=ORG_TRAIL_BUCKET, organization_id=ORGANIZATION_ID
+    )
+    session = boto3.Session(
+        aws_access_key_id=stolen["AccessKeyId"],
+        aws_secret_access_key=stolen["SecretAccessKey"],
+        aws_session_token=stolen["Token"],
+        region_name=REGION,
+    )
+    attacker = Caller(
+        recorder, Actor(identity, THREAT_IP, ATTACKER_AGENT), session, endpoint_url, Clock(start)
+    )
+    attacker("sts", "GetCallerIdentity")
+    attacker("iam", "ListUsers")
+    attacker("iam", "CreateUser", UserName=BACKDOOR_USER)
+    backdoor_key = attacker("iam", "CreateAccessKey", UserName=BACKDOOR_USER)["AccessKey"]
+    calls = [r for r in recorder.records if r["sourceIPAddress"] == THREAT_IP]
+    times = sorted(datetime.fromisoformat(r["eventTime"].replace("Z", "+00:00")) for r in calls)
+    files = recorder.deliver(client(admin_session(), "s3", endpoint_url))
+    finding = instance_role_finding(
+        account_id=member.account_id,
+        region=REGION,
+        access_key_id=stolen["AccessKeyId"],
+        principal_id=f"{member.role_id}:{member.instance_id}",
+        role_name=member.role_name,
+        instance_id=member.instance_id,
+        instance_profile_arn=member.profile_arn,
+        instance_profile_id=member.profile_id,
+        remote_ip=THREAT_IP,
+        api="GetCallerIdentity",
+        service_name="sts.amazonaws.com",
+        user_agent=ATTACKER_AGENT,
+        first_seen=times[0],
+        last_seen=times[-1],
+        count=len(calls),
+        finding_id=f"lab-member-{member.account_id}",
+    )
+    return MemberAttack(
+        account_id=member.account_id,
+        stolen_access_key_id=stolen["AccessKeyId"],
+        backdoor_user=BACKDOOR_USER,
+        backdoor_access_key_id=backdoor_key["AccessKeyId"],
+        log_files=files,
+        finding=finding,
+    )
+
+
+def _steal(endpoint_url: str, member: Member) -> dict[str, str]:
+    """The instance's role credentials, read over SSM in the member account."""
+    ssm = in_account(member.account_id, "ssm", endpoint_url)
+    return steal_instance_credentials(endpoint_url, member.as_world(), ssm=ssm)
+
+
+def iam_state(endpoint_url: str, account_id: str) -> dict[str, Any]:
+    """An account's users (with their keys' status) and roles (with their inline policies),
+    to show that a case elsewhere changed nothing here."""
+    iam = in_account(account_id, "iam", endpoint_url)
+    users = {}
+    for user in iam.list_users()["Users"]:
+        keys = iam.list_access_keys(UserName=user["UserName"])["AccessKeyMetadata"]
+        users[user["UserName"]] = sorted((k["AccessKeyId"], k["Status"]) for k in keys)
+    roles = {}
+    for role in iam.list_roles()["Roles"]:
+        names = iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]
+        roles[role["RoleName"]] = {
+            name: iam.get_role_policy(RoleName=role["RoleName"], PolicyName=name)["PolicyDocument"]
+            for name in names
+        }
+    return {"users": users, "roles": roles}

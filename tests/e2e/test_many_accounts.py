@@ -1,0 +1,209 @@
+"""An organisation's accounts, with every real piece: a finding from a member account is
+handled in that account through the role Quench assumes there, and nowhere else; a finding
+of an account Quench does not manage starts nothing; a managed account without Quench's
+role gets a case that says so, and changes nothing."""
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from temporalio.service import RPCError
+
+from config import names
+from config.settings import LAB_WEBHOOK_TOKEN, Settings
+from config.temporal import connect
+from lab.guardduty import eventbridge_event, instance_role_finding
+from lab.organization import (
+    MEMBERS,
+    NOT_MANAGED,
+    RESPONDER_ROLE,
+    WITHOUT_RESPONDER_ROLE,
+    attack_member,
+    iam_state,
+    in_account,
+    seed_organization,
+)
+from lab.scenario import send_finding
+from lab.world import ACCOUNT_ID, APP_ROLE, EVIDENCE_BUCKET, ensure_notifications, seed
+from models.case import ActionKind, Phase
+from stack.embedded import EmbeddedStack
+from tests.e2e.support import (
+    approve_until_closed,
+    aws,
+    lab_stack_config,
+    starter_approve,
+    wait_for,
+)
+from workflows.case import CaseWorkflow
+
+pytestmark = pytest.mark.e2e
+EVERY_ACCOUNT = [ACCOUNT_ID, *MEMBERS, WITHOUT_RESPONDER_ROLE]
+HEADER = Settings(lab=True).webhook_token_header
+CONTAINMENT = {ActionKind.CONTAIN_INSTANCE_ROLE, ActionKind.CONTAIN_ROLE_SESSION}
+
+
+@pytest.fixture(scope="module")
+def org_stack(tmp_path_factory):
+    """A stack of its own, so no other test's case changes an account while this module
+    checks that nothing changed there."""
+    config = lab_stack_config(tmp_path_factory.mktemp("quench-org"))
+    stack = EmbeddedStack(config)
+    stack.start()
+    seed(stack.aws_url)  # the security account: its evidence bucket, its own application
+    ensure_notifications(stack.aws_url)
+    organization_members = seed_organization(stack.aws_url)
+    yield stack, organization_members
+    stack.stop()
+
+
+def _states(stack, accounts) -> dict[str, dict]:
+    return {account: iam_state(stack.aws_url, account) for account in accounts}
+
+
+def _revocation(stack, account: str) -> dict | None:
+    iam = in_account(account, "iam", stack.aws_url)
+    try:
+        return iam.get_role_policy(RoleName=APP_ROLE, PolicyName=names.REVOKE_SESSIONS_POLICY_NAME)
+    except iam.exceptions.NoSuchEntityException:
+        return None
+
+
+async def _handle(stack, case_id: str):
+    client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))
+    return client, client.get_workflow_handle_for(CaseWorkflow.run, case_id)
+
+
+@pytest.mark.parametrize("account", list(MEMBERS))
+async def test_a_member_accounts_case_is_handled_there_and_nowhere_else(org_stack, account):
+    stack, members = org_stack
+    others = [a for a in EVERY_ACCOUNT if a != account]
+    before = await asyncio.to_thread(_states, stack, others)
+    attack = await asyncio.to_thread(attack_member, stack.aws_url, members[account])
+    case_id = await asyncio.to_thread(
+        send_finding,
+        stack.webhook_url,
+        LAB_WEBHOOK_TOKEN,
+        HEADER,
+        eventbridge_event(attack.finding),
+    )
+    assert case_id == names.case_workflow_id(account, attack.stolen_access_key_id)
+    _, handle = await _handle(stack, case_id)
+    approved = await approve_until_closed(stack, handle, case_id, ("contain-", "eradicate-"))
+    status = await wait_for(handle, lambda status: status.report is not None)
+
+    assert approved[0].startswith("contain-"), approved
+    assert status.account_id == account
+    assert all(action.account_id == account for action in status.actions)
+    # Contained and cleaned up in the member account: its role's older sessions are
+    # denied, and the backdoor the attacker made there is gone.
+    assert _revocation(stack, account) is not None
+    member_iam = in_account(account, "iam", stack.aws_url)
+    with pytest.raises(member_iam.exceptions.NoSuchEntityException):
+        member_iam.get_user(UserName=attack.backdoor_user)
+    assert status.open_items == [], status.open_items
+    # The same role name in every other account, and everything else there, untouched.
+    assert await asyncio.to_thread(_states, stack, others) == before
+    # Evidence is central, in the security account's bucket, and names the account.
+    assert status.evidence and status.report
+    for record in [*status.evidence, status.report.json_report]:
+        assert record.bucket == EVIDENCE_BUCKET
+        assert record.account_id == account, record.key
+        head = aws(stack, "s3").head_object(Bucket=record.bucket, Key=record.key)
+        assert head["Metadata"]["account-id"] == account
+    role = next(e for e in status.evidence if e.name.startswith("iam-role-"))
+    captured = json.loads(
+        aws(stack, "s3").get_object(Bucket=role.bucket, Key=role.key)["Body"].read()
+    )
+    assert f":{account}:" in json.dumps(captured)
+
+
+async def test_a_finding_of_an_account_not_managed_starts_nothing(org_stack):
+    stack, _ = org_stack
+    before = await asyncio.to_thread(_states, stack, EVERY_ACCOUNT)
+    finding = instance_role_finding(
+        account_id=NOT_MANAGED,
+        region="us-east-1",
+        access_key_id="ASIANOTMANAGED000001",
+        principal_id="AROANOTMANAGED000001:i-0abc",
+        role_name=APP_ROLE,
+        instance_id="i-0abc",
+        instance_profile_arn=f"arn:aws:iam::{NOT_MANAGED}:instance-profile/web-app-profile",
+        instance_profile_id="AIPANOTMANAGED000001",
+        remote_ip="198.51.100.23",
+        api="GetCallerIdentity",
+        service_name="sts.amazonaws.com",
+        user_agent="aws-cli/2",
+        first_seen=datetime.now(UTC),
+        last_seen=datetime.now(UTC),
+        count=1,
+    )
+    async with httpx.AsyncClient(base_url=stack.webhook_url, timeout=30) as http:
+        response = await http.post(
+            "/v1/events/eventbridge",
+            json=eventbridge_event(finding),
+            headers={HEADER: LAB_WEBHOOK_TOKEN},
+        )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["outcome"] == "ignored" and answer["case_id"] is None
+    assert f"account {NOT_MANAGED} is not managed" in answer["reason"]
+    client, handle = await _handle(
+        stack, names.case_workflow_id(NOT_MANAGED, "ASIANOTMANAGED000001")
+    )
+    with pytest.raises(RPCError):
+        await handle.describe()
+    query = f"{names.SA_ACCOUNT_ID.name} = '{NOT_MANAGED}'"
+    listed = [w async for w in client.list_workflows(query)]
+    assert listed == []
+    assert await asyncio.to_thread(_states, stack, EVERY_ACCOUNT) == before
+
+
+async def test_a_role_that_cannot_be_assumed_is_an_open_item_and_nothing_is_done(org_stack):
+    stack, members = org_stack
+    before = await asyncio.to_thread(_states, stack, EVERY_ACCOUNT)
+    member = members[WITHOUT_RESPONDER_ROLE]
+    attack = await asyncio.to_thread(attack_member, stack.aws_url, member)
+    # The attack made its backdoor in the account; nothing else may change anywhere.
+    before[WITHOUT_RESPONDER_ROLE] = await asyncio.to_thread(
+        iam_state, stack.aws_url, WITHOUT_RESPONDER_ROLE
+    )
+    case_id = await asyncio.to_thread(
+        send_finding,
+        stack.webhook_url,
+        LAB_WEBHOOK_TOKEN,
+        HEADER,
+        eventbridge_event(attack.finding),
+    )
+    _, handle = await _handle(stack, case_id)
+    role_arn = f"arn:aws:iam::{WITHOUT_RESPONDER_ROLE}:role/{RESPONDER_ROLE}"
+
+    def names_the_failed_assumption(status) -> bool:
+        return any(role_arn in item and "AccessDenied" in item for item in status.open_items)
+
+    status = await wait_for(handle, names_the_failed_assumption)
+    item = next(i for i in status.open_items if role_arn in i)
+    assert f"cannot act in account {WITHOUT_RESPONDER_ROLE} (web-dev)" in item
+    assert "sts:AssumeRole" in item
+    # Containment, once approved, fails the same way and says so; nothing falls back to
+    # the worker's own credentials, in its own account or any other.
+    # Unconfirmed (IAM could not be read), the principal is contained as the role session
+    # the finding names.
+    status = await wait_for(
+        handle, lambda status: any(a.kind in CONTAINMENT for a in status.pending_actions())
+    )
+    contain = next(a for a in status.pending_actions() if a.kind in CONTAINMENT)
+    await starter_approve(stack, case_id, contain.id)
+
+    def revocation_failed(status) -> bool:
+        return any(
+            a.title == "Retry: revoke the role's sessions" and role_arn in a.steps[0]
+            for a in status.pending_actions()
+        )
+
+    status = await wait_for(handle, revocation_failed)
+    assert status.phase is Phase.NEEDS_HUMAN
+    assert "failed to revoke the role's sessions" in status.phases[-1].note
+    assert _revocation(stack, WITHOUT_RESPONDER_ROLE) is None
+    assert await asyncio.to_thread(_states, stack, EVERY_ACCOUNT) == before
