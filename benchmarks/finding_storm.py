@@ -273,6 +273,15 @@ async def run(
 ) -> dict[str, Any]:
     state_dir = Path(tempfile.mkdtemp(prefix="quench-storm-"))
     webhook_queue, sdk_queue = "storm-webhook", "storm-sdk"
+    # The storm's accounts are managed, each through a role the stub worker never assumes.
+    accounts = state_dir / "accounts.toml"
+    accounts.write_text(
+        '[defaults]\nrole_name = "QuenchResponder"\n'
+        + "".join(
+            f'[[account]]\nid = "{account}"\n'
+            for account in (WARMUP_ACCOUNT, WEBHOOK_ACCOUNT, SDK_ACCOUNT)
+        )
+    )
     config = StackConfig(
         state_dir=state_dir,
         temporal_port=free_port(),
@@ -283,6 +292,7 @@ async def run(
             "QUENCH_WEBHOOK_TOKEN": TOKEN,
             "QUENCH_TASK_QUEUE": webhook_queue,
             "QUENCH_WEBHOOK_ACCEPT_TIMEOUT_SECONDS": "30",
+            "QUENCH_ACCOUNTS_FILE": str(accounts),
         },
     )
     stack = EmbeddedStack(config)

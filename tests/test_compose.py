@@ -313,11 +313,20 @@ def test_dockerignore_admits_what_pip_install_needs_and_nothing_private(pyprojec
 def test_the_webhook_passes_on_every_case_policy_setting(services):
     """The webhook fixes the case policy into each case it opens: every setting the policy
     is made from must reach it, or compose would silently run the default policy."""
-    used = set(re.findall(r"self\.(\w+)", inspect.getsource(Settings.case_policy)))
+    used = set(re.findall(r"self\.([a-z]\w*)", inspect.getsource(Settings.case_policy)))
     assert {"approvers", "approval_deadlines", "no_approval_actions"} <= used
     env = env_of(services["webhook"])
     missing = sorted(f"QUENCH_{name.upper()}" for name in used)
     assert [v for v in missing if v not in env] == []
+
+
+def test_worker_and_webhook_take_the_managed_accounts_alike(services):
+    """The webhook ignores findings of accounts the worker does not act in: both must
+    read the same setting, passed through from the environment."""
+    for name in ("worker", "webhook"):
+        env = env_of(services[name])
+        assert env.get("QUENCH_ACCOUNT_ID", "") is None, name
+        assert env.get("QUENCH_ACCOUNTS_FILE", "") is None, name
 
 
 def test_the_worker_takes_the_notification_channels(services):

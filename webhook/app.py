@@ -74,6 +74,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = Settings()
     if not settings.webhook_tokens():
         raise RuntimeError("QUENCH_WEBHOOK_TOKEN is required outside the lab")
+    if not settings.managed_accounts:
+        # It would answer every finding "ignored": say so once, at start, instead.
+        raise RuntimeError("QUENCH_ACCOUNT_ID or QUENCH_ACCOUNTS_FILE is required outside the lab")
     setup_tracing("quench-webhook")
     app.state.settings = settings
     app.state.client = await connect_lazily(settings)

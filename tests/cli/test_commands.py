@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 import starter
 from cli import commands, findings
+from config import names
 from lab.securityhub import asff_from_guardduty, securityhub_event
 from models.case import ActionStatus, CaseStatus, Phase
 from tests.cli.conftest import address_of, command_line, wait_for
@@ -199,6 +200,20 @@ async def test_a_finding_quench_ignores_is_answered_with_the_reason(cli, tmp_pat
         }
     ]
     assert not await _exists(client, _case_id(key))
+
+
+async def test_a_finding_of_an_account_not_managed_starts_nothing(cli, tmp_path):
+    client, run = cli
+    key = _key()
+    elsewhere = finding_detail(access_key_id=key, account_id="999999999999")
+    ran = await run("start", _write(tmp_path, elsewhere), "--json")
+    assert ran.code == 1
+    (answer,) = json.loads(ran.out)
+    assert answer["outcome"] == "ignored"
+    assert answer["reason"] == (
+        "account 999999999999 is not managed by this Quench (not in QUENCH_ACCOUNT_ID)"
+    )
+    assert not await _exists(client, names.case_workflow_id("999999999999", key))
 
 
 async def test_missing_file_and_no_temporal_are_errors(cli, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from lab.guardduty import eventbridge_event, user_key_finding
 from lab.securityhub import asff_from_guardduty, securityhub_event
 from tests.support import ACCOUNT, REGION, finding_detail, finding_event
 from tests.webhook.conftest import TOKEN, Webhook
-from webhook.app import MAX_BODY_BYTES, app
+from webhook.app import MAX_BODY_BYTES, app, lifespan
 from worker import WORKFLOWS
 from workflows.case import CaseWorkflow
 
@@ -481,3 +481,12 @@ def test_settings_refuse_unsafe_keys_and_topics():
     # Keys are secrets: never in a repr, so never in a log line.
     assert TOKEN not in repr(rotated)
     assert "the-old-key-0123456789" not in repr(rotated)
+
+
+async def test_the_webhook_does_not_start_without_the_accounts_it_manages(monkeypatch):
+    monkeypatch.setenv("QUENCH_WEBHOOK_TOKEN", TOKEN)
+    for name in ("QUENCH_ACCOUNT_ID", "QUENCH_ACCOUNTS_FILE", "QUENCH_LAB"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="QUENCH_ACCOUNT_ID or QUENCH_ACCOUNTS_FILE"):
+        async with lifespan(app):
+            pass
