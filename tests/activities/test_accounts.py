@@ -2,12 +2,11 @@
 kept per account and case and renewed; never the worker's own credentials by accident."""
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import ActivityInboundInterceptor
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
 from activities import accounts as accounts_module
 from activities.accounts import AccountClients, ActInCaseAccount, Scope, _acting_in, acting_in
@@ -143,7 +142,8 @@ def test_the_interceptor_runs_each_activity_in_the_account_its_input_names():
     interceptor = ActInCaseAccount().intercept_activity(seen)
 
     def run(argument: Any) -> None:
-        asyncio.run(interceptor.execute_activity(SimpleNamespace(args=[argument])))
+        request = ExecuteActivityInput(fn=lambda: None, args=[argument], executor=None, headers={})
+        asyncio.run(interceptor.execute_activity(request))
 
     run(InstanceInput(instance_id="i-1", account_id=MEMBER, case_id=CASE))
     run(InstanceInput(instance_id="i-1"))  # a case from before several accounts
