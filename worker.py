@@ -57,7 +57,7 @@ def build_activities(
             for account in settings.managed_accounts.values()
             if account.cloudtrail is not None
         },
-        _default_trail_source(settings, in_account),
+        _default_trail_source(settings, clients, in_account),
     )
     cloudtrail = CloudTrailActivities(trail, evidence)
     eradication = EradicationActivities(in_account, evidence)
@@ -110,15 +110,19 @@ def build_activities(
     ]
 
 
-def _default_trail_source(settings: Settings, clients: AwsClients) -> CloudTrailSource:
-    """The QUENCH_CLOUDTRAIL_* source, for every account that names none of its own."""
+def _default_trail_source(
+    settings: Settings, own: AwsClients, in_account: AwsClients
+) -> CloudTrailSource:
+    """The QUENCH_CLOUDTRAIL_* source, for every account that names none of its own: its
+    bucket and Athena table are read with the worker's own credentials (in the one account
+    of a single-account setup, the same), event history and trail status in the account."""
     if settings.cloudtrail_source == "lookup":
-        return LookupEventsSource(clients, settings.trail_regions)
+        return LookupEventsSource(in_account, settings.trail_regions)
     if settings.cloudtrail_source == "athena":
         assert settings.athena_database and settings.athena_table
         assert settings.athena_output_location
         return AthenaSource(
-            clients,
+            own,
             settings.athena_database,
             settings.athena_table,
             settings.athena_workgroup,
@@ -129,10 +133,11 @@ def _default_trail_source(settings: Settings, clients: AwsClients) -> CloudTrail
         )
     # Without a bucket (every account names its own source), nothing is read from it.
     return CloudTrailS3Source(
-        clients,
+        own,
         settings.cloudtrail_bucket or "",
         settings.cloudtrail_prefix,
         settings.trail_regions,
+        trails_of=in_account,
     )
 
 

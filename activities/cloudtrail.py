@@ -356,11 +356,12 @@ class TrailSourceByAccount:
         self._sources = sources
         self._default = default
 
+    def source_for(self, account_id: str | None) -> CloudTrailSource:
+        return self._sources.get(account_id or "", self._default)
+
     def _current(self) -> CloudTrailSource:
         scope = acting_in()
-        return (
-            self._default if scope is None else self._sources.get(scope.account_id, self._default)
-        )
+        return self.source_for(scope.account_id if scope else None)
 
     @property
     def description(self) -> str:

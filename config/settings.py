@@ -273,7 +273,8 @@ class Settings(BaseSettings):
         """The worker cannot run a case without somewhere to put evidence and logs to read."""
         required = [("QUENCH_EVIDENCE_BUCKET", self.evidence_bucket)]
         # The QUENCH_CLOUDTRAIL_* source serves every account that names none of its own.
-        default_trail = any(account.cloudtrail is None for account in self._managed.values())
+        accounts = self._managed.values()
+        default_trail = not accounts or any(account.cloudtrail is None for account in accounts)
         if default_trail and self.cloudtrail_source == "s3":
             required.append(("QUENCH_CLOUDTRAIL_BUCKET", self.cloudtrail_bucket))
         if default_trail and self.cloudtrail_source == "athena":

@@ -11,13 +11,13 @@ it assumes, which the lab's STS checks against the role's trust (lab/trust.py).
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from pydantic import BaseModel
 
 from lab.attack import ATTACKER_AGENT, STOLEN_SESSION_AGE, THREAT_IP, steal_instance_credentials
-from lab.calls import Caller, Clock
+from lab.calls import Caller, Clock, ScenarioReport
 from lab.cloudtrail import Actor, TrailRecorder, assumed_role_identity
 from lab.guardduty import instance_role_finding
 from lab.world import (
@@ -37,6 +37,7 @@ ORG_TRAIL_BUCKET = "quench-lab-org-trail"
 RESPONDER_ROLE = "QuenchResponder"
 EXTERNAL_ID = "quench-lab-external-id"
 MEMBERS = {"111111111111": "web-prod", "222222222222": "web-staging"}
+SCENARIO_ACCOUNT = "111111111111"  # the cross-account scenario's: web-prod
 WITHOUT_RESPONDER_ROLE = "333333333333"
 NOT_MANAGED = "999999999999"
 MEMBER_POLICY = Path(__file__).resolve().parents[1] / "docs" / "member-role-policy.json"
@@ -73,15 +74,17 @@ class Member(BaseModel):
         )
 
 
-class MemberAttack(BaseModel):
+class CrossAccountAttackReport(ScenarioReport):
     """What the attacker did with a member account's stolen session; it holds no secret."""
 
+    scenario: Literal["cross-account"] = "cross-account"
     account_id: str
+    account_name: str
+    role_name: str
+    instance_id: str
     stolen_access_key_id: str
     backdoor_user: str
     backdoor_access_key_id: str
-    log_files: list[str]
-    finding: dict[str, Any]
 
 
 def in_account(account_id: str, service: str, endpoint_url: str) -> Any:
@@ -198,7 +201,9 @@ def _without_responder(endpoint_url: str) -> Member:
     return member
 
 
-def attack_member(endpoint_url: str, member: Member, now: datetime | None = None) -> MemberAttack:
+def attack_member(
+    endpoint_url: str, member: Member, now: datetime | None = None
+) -> CrossAccountAttackReport:
     """The member's instance credentials stolen and used from the threat list: discovery,
     then a backdoor user with a key; the records delivered to the organisation trail."""
     now = now or datetime.now(UTC).replace(microsecond=0)
@@ -231,6 +236,7 @@ def attack_member(endpoint_url: str, member: Member, now: datetime | None = None
     backdoor_key = attacker("iam", "CreateAccessKey", UserName=BACKDOOR_USER)["AccessKey"]
     calls = [r for r in recorder.records if r["sourceIPAddress"] == THREAT_IP]
     times = sorted(datetime.fromisoformat(r["eventTime"].replace("Z", "+00:00")) for r in calls)
+    delivered = len(recorder.records)
     files = recorder.deliver(client(admin_session(), "s3", endpoint_url))
     finding = instance_role_finding(
         account_id=member.account_id,
@@ -250,14 +256,28 @@ def attack_member(endpoint_url: str, member: Member, now: datetime | None = None
         count=len(calls),
         finding_id=f"lab-member-{member.account_id}",
     )
-    return MemberAttack(
+    return CrossAccountAttackReport(
         account_id=member.account_id,
+        account_name=member.name,
+        role_name=member.role_name,
+        instance_id=member.instance_id,
         stolen_access_key_id=stolen["AccessKeyId"],
         backdoor_user=BACKDOOR_USER,
         backdoor_access_key_id=backdoor_key["AccessKeyId"],
+        started_at=start,
+        finished_at=times[-1],
         log_files=files,
+        records_delivered=delivered,
+        records_not_logged=recorder.dropped,
         finding=finding,
     )
+
+
+def run_cross_account_attack(endpoint_url: str, world: LabWorld) -> CrossAccountAttackReport:
+    """The cross-account scenario's attack: the organisation seeded (if not yet), then
+    web-prod's instance credentials stolen and used."""
+    members = seed_organization(endpoint_url)
+    return attack_member(endpoint_url, members[SCENARIO_ACCOUNT])
 
 
 def _steal(endpoint_url: str, member: Member) -> dict[str, str]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Literal, TypeVar, get_args, overload
+from typing import Any, Generic, Literal, TypeVar, get_args, overload
 
 import httpx
 from pydantic import BaseModel
@@ -19,14 +19,16 @@ from pydantic import BaseModel
 from lab.attack import AttackReport, ReturnReport, attacker_returns, run_attack
 from lab.calls import ScenarioReport
 from lab.guardduty import eventbridge_event
+from lab.organization import CrossAccountAttackReport, run_cross_account_attack
 from lab.user_key_attack import UserKeyAttackReport, run_user_key_attack
 from lab.world import LabWorld, ensure_notifications, provision_build_bot, seed
 
-Scenario = Literal["ec2-role", "user-key"]
+Scenario = Literal["ec2-role", "user-key", "cross-account"]
 SCENARIOS: tuple[Scenario, ...] = get_args(Scenario)
 TITLES: dict[Scenario, str] = {
     "ec2-role": "EC2 role credentials stolen and abused",
     "user-key": "A CI user's long-term access key leaked and used from Tor",
+    "cross-account": "A member account's instance role stolen: the case acts in that account",
 }
 
 WORLD_FILE = "lab-world.json"
@@ -36,6 +38,8 @@ ATTACK_FILE = "lab-attack.json"
 CASE_FILE = "lab-case.json"
 USER_KEY_ATTACK_FILE = "lab-user-key-attack.json"
 USER_KEY_CASE_FILE = "lab-user-key-case.json"
+CROSS_ACCOUNT_ATTACK_FILE = "lab-cross-account-attack.json"
+CROSS_ACCOUNT_CASE_FILE = "lab-cross-account-case.json"
 
 ReportT = TypeVar("ReportT", bound=ScenarioReport)
 
@@ -93,7 +97,7 @@ def _unchanged_before(aws_url: str, world: LabWorld) -> LabWorld:
     return world
 
 
-def _unchanged_after(world: LabWorld, attack: AttackReport) -> LabWorld:
+def _unchanged_after(world: LabWorld, attack: ScenarioReport) -> LabWorld:
     return world
 
 
@@ -118,6 +122,24 @@ _USER_KEY = _Stages(
     attack=run_user_key_attack,
     before=provision_build_bot,
     after=_with_leaked_key,
+)
+
+_CROSS_ACCOUNT = _Stages(
+    attack_file=CROSS_ACCOUNT_ATTACK_FILE,
+    case_file=CROSS_ACCOUNT_CASE_FILE,
+    report=CrossAccountAttackReport,
+    case=LabCase[CrossAccountAttackReport],
+    attack=run_cross_account_attack,
+    before=_unchanged_before,
+    after=_unchanged_after,
+)
+_STAGES: dict[Scenario, "_Stages[Any]"] = {
+    "ec2-role": _EC2_ROLE,
+    "user-key": _USER_KEY,
+    "cross-account": _CROSS_ACCOUNT,
+}
+AnyLabCase = (
+    LabCase[AttackReport] | LabCase[UserKeyAttackReport] | LabCase[CrossAccountAttackReport]
 )
 
 
@@ -146,8 +168,17 @@ def run_scenario(
     token: str,
     token_header: str,
     state_dir: Path,
+    scenario: Literal["cross-account"],
+) -> LabCase[CrossAccountAttackReport]: ...
+@overload
+def run_scenario(
+    aws_url: str,
+    webhook_url: str,
+    token: str,
+    token_header: str,
+    state_dir: Path,
     scenario: Scenario,
-) -> LabCase[AttackReport] | LabCase[UserKeyAttackReport]: ...
+) -> AnyLabCase: ...
 def run_scenario(
     aws_url: str,
     webhook_url: str,
@@ -155,13 +186,12 @@ def run_scenario(
     token_header: str,
     state_dir: Path,
     scenario: Scenario = "ec2-role",
-) -> LabCase[AttackReport] | LabCase[UserKeyAttackReport]:
+) -> AnyLabCase:
     """Run one scenario to its case, resuming whatever an earlier run finished."""
-    if scenario == "user-key":
-        return _run(_USER_KEY, aws_url, webhook_url, token, token_header, state_dir)
-    if scenario == "ec2-role":
-        return _run(_EC2_ROLE, aws_url, webhook_url, token, token_header, state_dir)
-    raise ScenarioError(f"no lab scenario {scenario!r}; there are {', '.join(SCENARIOS)}")
+    if scenario not in _STAGES:
+        raise ScenarioError(f"no lab scenario {scenario!r}; there are {', '.join(SCENARIOS)}")
+    case: AnyLabCase = _run(_STAGES[scenario], aws_url, webhook_url, token, token_header, state_dir)
+    return case
 
 
 def _run(
@@ -203,23 +233,29 @@ def _run(
 
 def has_run(state_dir: Path, scenario: Scenario) -> bool:
     """Whether the scenario has run to its case on this state directory."""
-    stages = _USER_KEY if scenario == "user-key" else _EC2_ROLE
-    return (state_dir / stages.case_file).exists()
+    return (state_dir / _STAGES[scenario].case_file).exists()
 
 
-def cases_run(state_dir: Path) -> list[LabCase[AttackReport] | LabCase[UserKeyAttackReport]]:
+def cases_run(state_dir: Path) -> list[AnyLabCase]:
     """The lab case of each scenario that has run on this state directory."""
-    cases: list[LabCase[AttackReport] | LabCase[UserKeyAttackReport]] = []
-    for stages in (_EC2_ROLE, _USER_KEY):
+    cases: list[AnyLabCase] = []
+    for stages in _STAGES.values():
         path = state_dir / stages.case_file
         if path.exists():
             cases.append(stages.case.model_validate_json(path.read_text()))
     return cases
 
 
-def summary(case: LabCase[AttackReport] | LabCase[UserKeyAttackReport]) -> str:
+def summary(case: AnyLabCase) -> str:
     """One line on what the scenario's attacker did, for the operator."""
     world, attack = case.world, case.attack
+    if isinstance(attack, CrossAccountAttackReport):
+        return (
+            f"stolen key {attack.stolen_access_key_id} of {attack.role_name} on "
+            f"{attack.instance_id} in account {attack.account_id} ({attack.account_name}), "
+            f"used from the threat list; backdoor user {attack.backdoor_user} there; "
+            f"{attack.records_delivered} CloudTrail records delivered to the organisation trail"
+        )
     if isinstance(attack, UserKeyAttackReport):
         return (
             f"leaked key {attack.leaked_access_key_id} of {attack.user_name}, used from Tor "

@@ -10,8 +10,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from config.names import REVOKE_SESSIONS_POLICY_NAME, REVOKE_USER_TOKENS_POLICY_NAME
-from lab.attack import AttackReport
-from lab.scenario import LabCase
+from lab.organization import CrossAccountAttackReport, in_account
+from lab.scenario import AnyLabCase
 from lab.user_key_attack import UserKeyAttackReport
 from lab.world import TRAIL_NAME, admin_session, client
 
@@ -52,11 +52,13 @@ def _made(things: list[tuple[str, bool]]) -> str:
     return "what the attacker made: " + "; ".join(parts)
 
 
-def standing(aws_url: str, case: LabCase[AttackReport] | LabCase[UserKeyAttackReport]) -> str:
+def standing(aws_url: str, case: AnyLabCase) -> str:
     """One line on the attack's credential and what it made, as the lab's AWS has them now."""
     session = admin_session()
     iam = client(session, "iam", aws_url)
     attack = case.attack
+    if isinstance(attack, CrossAccountAttackReport):
+        return _member_standing(aws_url, attack)
 
     def user(name: str) -> tuple[str, bool]:
         return f"user {name}", _exists(lambda: iam.get_user(UserName=name))
@@ -112,3 +114,21 @@ def standing(aws_url: str, case: LabCase[AttackReport] | LabCase[UserKeyAttackRe
     trail = client(session, "cloudtrail", aws_url).get_trail_status(Name=TRAIL_NAME)
     logging = "logging" if trail["IsLogging"] else "not logging"
     return f"{credential}; {made}; trail {TRAIL_NAME} {logging}"
+
+
+def _member_standing(aws_url: str, attack: CrossAccountAttackReport) -> str:
+    """The cross-account scenario's line, read in the member account."""
+    iam = in_account(attack.account_id, "iam", aws_url)
+    revoked = _exists(
+        lambda: iam.get_role_policy(
+            RoleName=attack.role_name, PolicyName=REVOKE_SESSIONS_POLICY_NAME
+        )
+    )
+    backdoor = _exists(lambda: iam.get_user(UserName=attack.backdoor_user))
+    return (
+        f"in account {attack.account_id} ({attack.account_name}): stolen key "
+        f"{attack.stolen_access_key_id}: sessions of {attack.role_name} "
+        + ("revoked" if revoked else "not revoked yet")
+        + "; "
+        + _made([(f"user {attack.backdoor_user}", backdoor)])
+    )

@@ -676,6 +676,7 @@ def test_scan_through_athena_resumes_after_a_failed_read_without_a_second_query(
 
 def _athena_settings(**changes: Any) -> Settings:
     values: dict[str, Any] = {
+        "account_id": "123456789012",
         "evidence_bucket": "evidence",
         "cloudtrail_source": "athena",
         "athena_database": DATABASE,
@@ -709,7 +710,8 @@ def test_the_worker_reads_cloudtrail_through_athena_when_configured():
     clients = AwsClients(boto3.Session(region_name=REGION), REGION)
     settings = _athena_settings(cloudtrail_regions=[REGION, "eu-west-1"])
     activities = {fn.__name__: fn for fn in build_activities(settings, clients)}
-    trail = activities["capture_cloudtrail_slice"].__self__._source  # type: ignore[attr-defined]
+    sources = activities["capture_cloudtrail_slice"].__self__._source  # type: ignore[attr-defined]
+    trail = sources.source_for("123456789012")
     assert isinstance(trail, AthenaSource)
     assert (trail.database, trail.table, trail.workgroup) == (DATABASE, TABLE, "primary")
     assert trail.regions == [REGION, "eu-west-1"]

@@ -57,7 +57,9 @@ def test_an_activity_that_fails_stops_its_keeper():
 
 
 def test_every_activity_the_worker_runs_beats():
-    settings = Settings(evidence_bucket="evidence", cloudtrail_bucket="trail")
+    settings = Settings(
+        account_id="123456789012", evidence_bucket="evidence", cloudtrail_bucket="trail"
+    )
     clients = AwsClients(boto3.Session(region_name="us-east-1"), "us-east-1")
     activities = build_activities(settings, clients)
     assert activities

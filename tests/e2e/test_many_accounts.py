@@ -19,13 +19,15 @@ from lab.organization import (
     MEMBERS,
     NOT_MANAGED,
     RESPONDER_ROLE,
+    SCENARIO_ACCOUNT,
     WITHOUT_RESPONDER_ROLE,
+    CrossAccountAttackReport,
     attack_member,
     iam_state,
     in_account,
     seed_organization,
 )
-from lab.scenario import send_finding
+from lab.scenario import WORLD_FILE, run_scenario, send_finding
 from lab.world import ACCOUNT_ID, APP_ROLE, EVIDENCE_BUCKET, ensure_notifications, seed
 from models.case import ActionKind, Phase
 from stack.embedded import EmbeddedStack
@@ -33,6 +35,7 @@ from tests.e2e.support import (
     approve_until_closed,
     aws,
     lab_stack_config,
+    run_starter,
     starter_approve,
     wait_for,
 )
@@ -51,7 +54,10 @@ def org_stack(tmp_path_factory):
     config = lab_stack_config(tmp_path_factory.mktemp("quench-org"))
     stack = EmbeddedStack(config)
     stack.start()
-    seed(stack.aws_url)  # the security account: its evidence bucket, its own application
+    # The security account (its evidence bucket, its own application), saved as the lab's
+    # world, so the cross-account scenario finds it.
+    world = seed(stack.aws_url)
+    (stack.state_dir / WORLD_FILE).write_text(world.model_dump_json())
     ensure_notifications(stack.aws_url)
     organization_members = seed_organization(stack.aws_url)
     yield stack, organization_members
@@ -70,6 +76,28 @@ def _revocation(stack, account: str) -> dict | None:
         return None
 
 
+async def _member_case(stack, members, account: str) -> tuple[CrossAccountAttackReport, str]:
+    """The attack on the member account and its case: web-prod's through the lab's
+    cross-account scenario, as `starter.py lab cross-account` runs it."""
+    if account == SCENARIO_ACCOUNT:
+        case = await asyncio.to_thread(
+            run_scenario,
+            stack.aws_url,
+            stack.webhook_url,
+            LAB_WEBHOOK_TOKEN,
+            HEADER,
+            stack.state_dir,
+            "cross-account",
+        )
+        return case.attack, case.case_id
+    attack = await asyncio.to_thread(attack_member, stack.aws_url, members[account])
+    event = eventbridge_event(attack.finding)
+    case_id = await asyncio.to_thread(
+        send_finding, stack.webhook_url, LAB_WEBHOOK_TOKEN, HEADER, event
+    )
+    return attack, case_id
+
+
 async def _handle(stack, case_id: str):
     client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))
     return client, client.get_workflow_handle_for(CaseWorkflow.run, case_id)
@@ -80,14 +108,7 @@ async def test_a_member_accounts_case_is_handled_there_and_nowhere_else(org_stac
     stack, members = org_stack
     others = [a for a in EVERY_ACCOUNT if a != account]
     before = await asyncio.to_thread(_states, stack, others)
-    attack = await asyncio.to_thread(attack_member, stack.aws_url, members[account])
-    case_id = await asyncio.to_thread(
-        send_finding,
-        stack.webhook_url,
-        LAB_WEBHOOK_TOKEN,
-        HEADER,
-        eventbridge_event(attack.finding),
-    )
+    attack, case_id = await _member_case(stack, members, account)
     assert case_id == names.case_workflow_id(account, attack.stolen_access_key_id)
     _, handle = await _handle(stack, case_id)
     approved = await approve_until_closed(stack, handle, case_id, ("contain-", "eradicate-"))
@@ -117,6 +138,20 @@ async def test_a_member_accounts_case_is_handled_there_and_nowhere_else(org_stac
         aws(stack, "s3").get_object(Bucket=role.bucket, Key=role.key)["Body"].read()
     )
     assert f":{account}:" in json.dumps(captured)
+    if account == SCENARIO_ACCOUNT:
+        # The scenario, asked again, says where its case stands, read in the member account.
+        config = stack.config
+        told = await run_starter(
+            stack,
+            "lab",
+            "cross-account",
+            *("--state-dir", str(stack.state_dir), "--temporal-port", str(config.temporal_port)),
+            *("--ui-port", str(config.ui_port), "--lab-aws-port", str(config.lab_aws_port)),
+            *("--webhook-port", str(config.webhook_port)),
+        )
+        assert "(run before: not run again)" in told
+        assert f"in account {account} (web-prod)" in told, told
+        assert "sessions of web-app-role revoked" in told and "user svc-metrics removed" in told
 
 
 async def test_a_finding_of_an_account_not_managed_starts_nothing(org_stack):

@@ -91,12 +91,16 @@ def test_up_without_the_lab_needs_its_buckets_and_credentials_before_anything_st
 
     assert ran.returncode == 2, ran.stdout + ran.stderr
     assert ran.stdout.splitlines() == [
-        "error: missing required settings: QUENCH_EVIDENCE_BUCKET, QUENCH_CLOUDTRAIL_BUCKET "
-        "(needed without the lab)"
+        "error: missing required settings: QUENCH_EVIDENCE_BUCKET, QUENCH_CLOUDTRAIL_BUCKET, "
+        "QUENCH_ACCOUNT_ID (or QUENCH_ACCOUNTS_FILE) (needed without the lab)"
     ]
     assert not state_dir.exists()
 
-    buckets = {"QUENCH_EVIDENCE_BUCKET": "evidence", "QUENCH_CLOUDTRAIL_BUCKET": "trail"}
+    buckets = {
+        "QUENCH_EVIDENCE_BUCKET": "evidence",
+        "QUENCH_CLOUDTRAIL_BUCKET": "trail",
+        "QUENCH_ACCOUNT_ID": "123456789012",
+    }
     ran = _starter("up", "--no-lab", *_options(state_dir), env=_env(tmp_path, **buckets))
 
     assert ran.returncode == 2, ran.stdout + ran.stderr
