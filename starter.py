@@ -37,11 +37,13 @@ from config import names
 from config.settings import Settings
 from config.temporal import connect
 from lab.attack import THREAT_IP, ReturnReport
+from lab.organization import MemberReturnReport
 from lab.scenario import (
     SCENARIOS,
     TITLES,
     Scenario,
     attacker_returns_to,
+    attacker_returns_to_member_account,
     cases_run,
     has_run,
     run_scenario,
@@ -220,10 +222,24 @@ def say_attacker_returned(report: ReturnReport) -> None:
     )
 
 
+def say_member_attacker_returned(report: MemberReturnReport) -> None:
+    deleted = (
+        "deleted the role's AWSRevokeOlderSessions policy with the backdoor user's key; "
+        if report.revocation_deleted
+        else ""
+    )
+    say(
+        f"The attacker came back to account {report.account_id} from {THREAT_IP}: {deleted}"
+        f"{report.stolen_access_key_id} tried {report.attempts} calls, {report.denied} denied"
+        f" ({report.denied_by_quarantine} by the organisation's quarantine); "
+        f"{len(report.log_files)} CloudTrail files delivered to the organisation trail"
+    )
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     """A lab scenario against the stack `up` already runs with the same options."""
-    if args.attacker_returns and args.scenario != "ec2-role":
-        say("error: --attacker-returns is the ec2-role scenario's")
+    if args.attacker_returns and args.scenario not in ("ec2-role", "cross-account"):
+        say("error: --attacker-returns is the ec2-role and cross-account scenarios'")
         return 2
     config = stack_config(args, lab=True)
     try:
@@ -248,7 +264,11 @@ def cmd_lab(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        if args.attacker_returns:
+        if args.attacker_returns and args.scenario == "cross-account":
+            say_member_attacker_returned(
+                attacker_returns_to_member_account(stack.aws_url, stack.state_dir)
+            )
+        elif args.attacker_returns:
             say_attacker_returned(attacker_returns_to(stack.aws_url, stack.state_dir))
         else:
             run_lab_scenario(stack, args.scenario)
@@ -307,8 +327,9 @@ def parser(prog: str = "starter.py") -> argparse.ArgumentParser:
     lab.add_argument(
         "--attacker-returns",
         action="store_true",
-        help="ec2-role only: the attacker tries the stolen key again (run it while the case "
-        "watches: the watch sees the attempts)",
+        help="ec2-role and cross-account: the attacker tries the stolen key again (run it "
+        "while the case watches: the watch sees the attempts); in cross-account, first the "
+        "backdoor user's key deletes the role's revocation policy",
     )
     add_stack_options(lab)
     add_case_commands(commands)

@@ -8,6 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
@@ -28,11 +31,12 @@ from activities.faults import FaultInjector
 from activities.iam import IamActivities
 from activities.investigation import InvestigationActivities
 from activities.notify import Notifier
+from activities.organizations import OrganizationActivities
 from activities.permissions import calls_log
 from activities.recovery import RecoveryActivities
 from activities.ssm import SsmActivities
 from config.accounts import TrailSource
-from config.settings import Settings
+from config.settings import Settings, settings_problem
 from config.temporal import connect, setup_tracing
 from workflows.case import CaseWorkflow
 from workflows.investigation import InvestigationWorkflow
@@ -67,6 +71,10 @@ def build_activities(
     recovery = RecoveryActivities(in_account, evidence, trail)
     evidence_activities = EvidenceActivities(evidence)
     investigation = InvestigationActivities(trail, evidence)
+    # The quarantine acts in the organisation's policy account, through the role there.
+    org = settings.organization
+    policies = {org.policy_account: org.policy_administrator()} if org else {}
+    organizations = OrganizationActivities(AccountClients(clients, policies))
     notifier = Notifier(
         clients,
         settings.notify_sns_topic_arn,
@@ -105,6 +113,8 @@ def build_activities(
         investigation.count_baseline,
         investigation.read_scope,
         investigation.investigate_credentials,
+        organizations.attach_quarantine,
+        organizations.lift_quarantine,
         notifier.notify_sns,
         notifier.notify_chat,
     ]
@@ -190,10 +200,23 @@ def build_worker(
 async def main(interceptors: Sequence[Interceptor] = ()) -> None:
     """Run the worker until SIGINT or SIGTERM; `interceptors` are the chaos run's."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings()
+    try:
+        settings = Settings()
+        settings.require_aws_targets()
+    except (ValidationError, SettingsError) as exc:
+        raise SystemExit(f"worker not started: {settings_problem(exc)}") from None
+    except ValueError as exc:
+        raise SystemExit(f"worker not started: {exc}") from None
     setup_tracing("quench-worker")
     clients = aws_clients(settings)
-    if wrong := unassumed_elsewhere(settings.managed_accounts, clients):
+    try:
+        wrong = unassumed_elsewhere(settings.managed_accounts, clients)
+    except (ClientError, BotoCoreError) as exc:
+        raise SystemExit(
+            "worker not started: cannot tell which account its credentials belong to "
+            f"(sts:GetCallerIdentity): {exc}"
+        ) from None
+    if wrong:
         raise SystemExit(f"worker not started: {'; '.join(wrong)}")
     client = await connect(settings)
     worker = build_worker(client, settings, clients, interceptors=interceptors)

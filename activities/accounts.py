@@ -31,6 +31,7 @@ from config.accounts import Account, session_label
 from models.activities import InAccount
 
 ERROR_ACCOUNT_NOT_MANAGED = "AccountNotManaged"
+ERROR_WRONG_ACCOUNT = "AssumedWrongAccount"
 # Sessions last an hour; botocore renews one 15 minutes before it ends, while in use.
 SESSION_SECONDS = 3600
 # Sessions kept at once (one per account and case); the oldest unused goes first.
@@ -139,7 +140,7 @@ class AccountClients(AwsClients):
 
         def fetch() -> dict[str, str]:
             try:
-                answer = self._assume(arguments)
+                assumed = self._assume(arguments)
             except ClientError as exc:
                 kind = classify(error_code(exc))
                 message = exc.response.get("Error", {}).get("Message", "")
@@ -155,6 +156,17 @@ class AccountClients(AwsClients):
                     f"cannot act in account {account.label}: assuming {role_arn} failed: {exc}",
                     {"account_id": account.id, "role_arn": role_arn, "call": "sts:AssumeRole"},
                 ) from exc
+            answer = assumed["Credentials"]
+            landed = str(assumed["AssumedRoleUser"]["Arn"]).split(":")[4]
+            if landed != account.id:
+                # Never act in one account while the case names another.
+                raise ApplicationError(
+                    f"cannot act in account {account.label}: {role_arn} gave a session in "
+                    f"account {landed}",
+                    {"account_id": account.id, "role_arn": role_arn},
+                    type=ERROR_WRONG_ACCOUNT,
+                    non_retryable=True,
+                )
             # The secret stays inside botocore's credentials, never in a result or a log.
             return {
                 "access_key": answer["AccessKeyId"],
@@ -166,7 +178,7 @@ class AccountClients(AwsClients):
         return fetch
 
     def _assume(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._home.client("sts").assume_role(**arguments)["Credentials"])
+        return dict(self._home.client("sts").assume_role(**arguments))
 
 
 def unassumed_elsewhere(accounts: dict[str, Account], home: AwsClients) -> list[str]:

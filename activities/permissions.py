@@ -16,6 +16,7 @@ CAMELCASE_RULE = {
     "glue": "glue",
     "iam": "iam",
     "lambda": "lambda",
+    "organizations": "organizations",
     "sns": "sns",
     "ssm": "ssm",
 }

@@ -94,6 +94,13 @@ def err(text: str) -> None:
 
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     """Hand the findings of a file to their cases, as the webhook hands a delivery."""
+    if not settings.managed_accounts:
+        raise CommandError(
+            "no account is managed, so every finding would be ignored: set "
+            "QUENCH_ACCOUNT_ID or QUENCH_ACCOUNTS_FILE as the webhook has them (the lab's: "
+            "`start --lab`); nothing was started",
+            EXIT_USAGE,
+        )
     try:
         entries = triage_document(read_document(args.file), settings)
     except FindingFileError as exc:
@@ -453,6 +460,10 @@ def add_case_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         metavar="SECONDS",
         help=f"how long each case may take to answer (default {DEFAULT_START_TIMEOUT:g})",
     )
+    start.add_argument(
+        "--lab", action="store_true", help="the lab's stack, and the accounts its webhook manages"
+    )
+    add_stack_options(start)
     start.set_defaults(handler=cmd_start)
 
     listing = commands.add_parser(

@@ -8,11 +8,18 @@ An account not listed is not managed: its findings are ignored, and nothing is t
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from models.case import ActionKind
+from models.case import ActionKind, approved_by_people
 
 ACCOUNT_ID_PATTERN = r"^\d{12}$"
 ROLE_NAME_PATTERN = r"^[A-Za-z0-9_+=,.@-]{1,64}$"
@@ -58,6 +65,11 @@ class ApprovalOverrides(_Strict):
     approval_deadline_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
     auto_contain_min_severity: float | None = Field(default=None, ge=0, le=10)
 
+    @field_validator("no_approval_actions")
+    @classmethod
+    def _people_approve_some(cls, kinds: list[ActionKind] | None) -> list[ActionKind] | None:
+        return None if kinds is None else approved_by_people(kinds)
+
 
 class Account(_Strict):
     id: str = Field(pattern=ACCOUNT_ID_PATTERN)
@@ -80,6 +92,12 @@ class Account(_Strict):
             raise ValueError(f"account {self.id}: give role_name or role_arn, not both")
         if self.own_credentials and (self.role_name or self.role_arn or self.external_id):
             raise ValueError(f"account {self.id}: own_credentials assumes no role")
+        written = (self.role_arn or "").split(":")[4:5]
+        if written and written != ["{account_id}"] and written != [self.id]:
+            # A copy-paste slip would act in the other account while the case names this one.
+            raise ValueError(
+                f"account {self.id}: role_arn is a role in account {written[0]}, not {self.id}"
+            )
         return self
 
     def role(self) -> str | None:
@@ -98,17 +116,57 @@ class Account(_Strict):
 
 
 class Defaults(_Strict):
-    """What every account has unless it says otherwise."""
+    """What every account has unless it says otherwise, key by key."""
 
     role_name: str | None = Field(default=None, pattern=ROLE_NAME_PATTERN)
     role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
     external_id: str | None = Field(default=None, min_length=2, max_length=1224)
     cloudtrail: TrailSource | None = None
 
+    @model_validator(mode="after")
+    def _a_template(self) -> "Defaults":
+        if self.role_name and self.role_arn:
+            raise ValueError("defaults: give role_name or role_arn, not both")
+        if self.role_arn and "{account_id}" not in self.role_arn:
+            raise ValueError(
+                "defaults: role_arn must be a template with {account_id}: a fixed ARN would "
+                "send every account's changes to one account"
+            )
+        return self
+
+
+class Organization(_Strict):
+    """The organisation Quench may quarantine member accounts of, with a service control
+    policy attached from the account that administers the organisation's policies."""
+
+    id: str = Field(pattern=ORG_ID_PATTERN)
+    # The management account, or a delegated administrator for service control policies.
+    policy_account: str = Field(pattern=ACCOUNT_ID_PATTERN)
+    role_name: str | None = Field(default=None, pattern=ROLE_NAME_PATTERN)
+    role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
+    external_id: str | None = Field(default=None, min_length=2, max_length=1224)
+
+    @model_validator(mode="after")
+    def _one_role(self) -> "Organization":
+        if bool(self.role_name) == bool(self.role_arn):
+            raise ValueError("organization: give role_name or role_arn (one of them)")
+        return self
+
+    def policy_administrator(self) -> Account:
+        """The policy account, as the role Quench assumes there to attach and detach SCPs."""
+        return Account(
+            id=self.policy_account,
+            name="organization policies",
+            role_name=self.role_name,
+            role_arn=self.role_arn,
+            external_id=self.external_id,
+        )
+
 
 class AccountsFile(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     account: list[Account] = Field(default_factory=list)
+    organization: Organization | None = None
 
     @model_validator(mode="after")
     def _each_once(self) -> "AccountsFile":
@@ -120,21 +178,22 @@ class AccountsFile(_Strict):
         return self
 
     def resolved(self) -> list[Account]:
-        """Each account with the defaults filled in where it gave nothing."""
+        """Each account with the defaults filled in, key by key, where it gave nothing:
+        the role (name or ARN), the ExternalId, the trail. Quench's own account
+        (own_credentials) takes no role and no ExternalId."""
+        if not self.account:
+            raise ValueError("it lists no account ([[account]] tables)")
+        defaults = self.defaults
         resolved = []
         for account in self.account:
             update: dict[str, object] = {}
-            has_role = account.role_name or account.role_arn or account.own_credentials
-            if not has_role and account.external_id is None:
-                # An account that names neither role nor ExternalId takes both defaults;
-                # one that names its own role keeps only what it names.
-                update = {
-                    "role_name": self.defaults.role_name,
-                    "role_arn": self.defaults.role_arn,
-                    "external_id": self.defaults.external_id,
-                }
+            if not account.own_credentials:
+                if not (account.role_name or account.role_arn):
+                    update |= {"role_name": defaults.role_name, "role_arn": defaults.role_arn}
+                if account.external_id is None:
+                    update["external_id"] = defaults.external_id
             if account.cloudtrail is None:
-                update["cloudtrail"] = self.defaults.cloudtrail
+                update["cloudtrail"] = defaults.cloudtrail
             resolved.append(account.model_copy(update=update))
         for account in resolved:
             if account.role() is None and not account.own_credentials:
@@ -149,8 +208,9 @@ class AccountsError(ValueError):
     pass
 
 
-def load_accounts(path: Path) -> list[Account]:
-    """The managed accounts from a TOML file, each with the file's defaults filled in."""
+def load_accounts(path: Path) -> tuple[list[Account], Organization | None]:
+    """The managed accounts from a TOML file, each with the file's defaults filled in, and
+    the organisation Quench may quarantine them in, if the file names one."""
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
@@ -160,15 +220,28 @@ def load_accounts(path: Path) -> list[Account]:
     try:
         parsed = AccountsFile.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(part) for part in error['loc']) or 'file'}: {error['msg']}"
-            for error in exc.errors()
-        ]
+        problems = [_problem(error, data) for error in exc.errors()]
         raise AccountsError(f"QUENCH_ACCOUNTS_FILE: {path}: {'; '.join(problems)}") from None
     try:
-        return parsed.resolved()
+        return parsed.resolved(), parsed.organization
     except ValueError as exc:
         raise AccountsError(f"QUENCH_ACCOUNTS_FILE: {path}: {exc}") from None
+
+
+def _problem(error: Any, data: dict[str, Any]) -> str:
+    """One validation error, its place named as a person reads the file: `account
+    111111111111: role_arn: ...` rather than `account.0.role_arn`."""
+    loc = [str(part) for part in error["loc"]]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if len(loc) >= 2 and loc[0] == "account" and loc[1].isdigit():
+        entries = data.get("account") or []
+        index = int(loc[1])
+        entry = entries[index] if isinstance(entries, list) and index < len(entries) else {}
+        name = entry.get("id") if isinstance(entry, dict) else None
+        loc = [f"account {name}" if isinstance(name, str) else f"[[account]] {index + 1}"]
+        loc += [str(part) for part in error["loc"][2:]]
+    where = ": ".join(loc)
+    return f"{where}: {message}" if where else message
 
 
 def session_label(case_id: str) -> str:

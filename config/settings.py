@@ -20,9 +20,16 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from activities.faults import FaultPlan, parse_fault_plan
-from config.accounts import ACCOUNT_ID_PATTERN, Account, AccountsError, load_accounts
+from config.accounts import (
+    ACCOUNT_ID_PATTERN,
+    Account,
+    AccountsError,
+    Organization,
+    load_accounts,
+)
 from config.names import TASK_QUEUE
-from models.case import ActionKind, CasePolicy
+from models.case import ActionKind, CasePolicy, QuarantinePolicy, approved_by_people
+from playbook.quarantine import principal_arns
 
 # The lab's security account, where Quench runs (moto's default account).
 LAB_ACCOUNT_ID = "123456789012"
@@ -150,6 +157,12 @@ class Settings(BaseSettings):
     lab_log_calls: bool = False
 
     _managed: dict[str, Account] = PrivateAttr(default_factory=dict)
+    _organization: Organization | None = PrivateAttr(default=None)
+
+    @field_validator("no_approval_actions")
+    @classmethod
+    def _people_approve_some(cls, kinds: list[ActionKind]) -> list[ActionKind]:
+        return approved_by_people(kinds)
 
     @field_validator("lab_faults", mode="before")
     @classmethod
@@ -196,11 +209,23 @@ class Settings(BaseSettings):
             self._managed = self._read_accounts()
         except AccountsError as exc:
             raise ValueError(str(exc)) from None
+        # Each account's case policy is made now, so a bad one stops the process at start
+        # rather than failing the intake of that account's findings.
+        for account_id in [None, *self._managed]:
+            try:
+                self.case_policy(account_id)
+            except ValidationError as exc:
+                where = f"account {account_id}'s" if account_id else "the"
+                problems = "; ".join(
+                    str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()
+                )
+                raise ValueError(f"{where} case policy: {problems}") from None
         return self
 
     def _read_accounts(self) -> dict[str, Account]:
         if self.accounts_file is not None:
-            return {account.id: account for account in load_accounts(self.accounts_file)}
+            accounts, self._organization = load_accounts(self.accounts_file)
+            return {account.id: account for account in accounts}
         own = self.account_id or (LAB_ACCOUNT_ID if self.lab else None)
         # One account, acted in with the worker's own credentials and the QUENCH_* settings.
         return {own: Account(id=own, own_credentials=True)} if own else {}
@@ -209,6 +234,25 @@ class Settings(BaseSettings):
     def managed_accounts(self) -> dict[str, Account]:
         """Every account Quench acts in, by id."""
         return self._managed
+
+    @property
+    def organization(self) -> Organization | None:
+        """The organisation Quench may quarantine member accounts of (QUENCH_ACCOUNTS_FILE)."""
+        return self._organization
+
+    def quarantine_policy(self, account_id: str) -> QuarantinePolicy | None:
+        """Where a case in this account may quarantine it: never the account that
+        administers the policies (a management account is beyond any SCP)."""
+        org, account = self._organization, self._managed.get(account_id)
+        if org is None or account is None or account_id == org.policy_account:
+            return None
+        protected = [*self.protected_names, *account.protected_names]
+        exempt = principal_arns(account_id, protected)
+        if role := account.role():
+            exempt.append(role)
+        return QuarantinePolicy(
+            organization_id=org.id, policy_account=org.policy_account, exempt=exempt
+        )
 
     def unmanaged_because(self, account_id: str) -> str | None:
         """Why a finding of this account is not acted on, or None when it is managed."""
@@ -249,6 +293,7 @@ class Settings(BaseSettings):
                 "auto_contain_min_severity", self.auto_contain_min_severity
             ),
             without_approval=overrides.get("no_approval_actions", self.no_approval_actions),
+            quarantine=self.quarantine_policy(account_id) if account_id else None,
         )
 
     @property

@@ -361,6 +361,7 @@ def serve(host: str, port: int, state_dir: Path) -> None:
 
     moto_gaps.install()
     trust.install()
+    trust.install_invitations()
     _install_instance_world()
     recorder = _Recording(recording)
     recorder.install()

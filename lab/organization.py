@@ -10,15 +10,25 @@ it assumes, which the lab's STS checks against the role's trust (lab/trust.py).
 
 import json
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import boto3
 from pydantic import BaseModel
 
-from lab.attack import ATTACKER_AGENT, STOLEN_SESSION_AGE, THREAT_IP, steal_instance_credentials
+from activities.iam import policy_cutoff
+from config.names import REVOKE_SESSIONS_POLICY_NAME as REVOKE_SESSIONS_POLICY
+from lab.attack import (
+    ATTACKER_AGENT,
+    RETURN_CALLS,
+    STOLEN_SESSION_AGE,
+    THREAT_IP,
+    steal_instance_credentials,
+)
 from lab.calls import Caller, Clock, ScenarioReport
-from lab.cloudtrail import Actor, TrailRecorder, assumed_role_identity
+from lab.cloudtrail import Actor, TrailRecorder, assumed_role_identity, iam_user_identity
 from lab.guardduty import instance_role_finding
 from lab.world import (
     ACCOUNT_ID,
@@ -33,6 +43,9 @@ from lab.world import (
 
 ACCOUNTS_FILE = Path(__file__).with_name("accounts.toml")
 ORGANIZATION_ID = "o-quenchlab01"
+MANAGEMENT_ACCOUNT = "101010101010"
+QUARANTINE_ROLE = "QuenchQuarantine"
+QUARANTINE_POLICY = Path(__file__).resolve().parents[1] / "docs" / "quarantine-role-policy.json"
 ORG_TRAIL_BUCKET = "quench-lab-org-trail"
 RESPONDER_ROLE = "QuenchResponder"
 EXTERNAL_ID = "quench-lab-external-id"
@@ -180,14 +193,70 @@ def seed_member(endpoint_url: str, account_id: str) -> Member:
 
 
 def seed_organization(endpoint_url: str) -> dict[str, Member]:
-    """The organisation trail's bucket, each member's application, and the managed account
-    without Quench's role: by account id."""
+    """The organisation (its management account, with the role Quench assumes there for
+    the quarantine), the organisation trail's bucket, each member's application, and the
+    managed account without Quench's role: by account id."""
     s3 = client(admin_session(), "s3", endpoint_url)
     if ORG_TRAIL_BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=ORG_TRAIL_BUCKET)
+    _seed_management(endpoint_url)
     members = {account: seed_member(endpoint_url, account) for account in MEMBERS}
     members[WITHOUT_RESPONDER_ROLE] = _without_responder(endpoint_url)
     return members
+
+
+def _seed_management(endpoint_url: str) -> None:
+    org = in_account(MANAGEMENT_ACCOUNT, "organizations", endpoint_url)
+    try:
+        org.describe_organization()
+    except org.exceptions.AWSOrganizationsNotInUseException:
+        org.create_organization(FeatureSet="ALL")
+    joined = {a["Id"] for a in org.list_accounts()["Accounts"]}
+    for account in [*MEMBERS, WITHOUT_RESPONDER_ROLE]:
+        if account not in joined:
+            org.invite_account_to_organization(Target={"Id": account, "Type": "ACCOUNT"})
+    iam = in_account(MANAGEMENT_ACCOUNT, "iam", endpoint_url)
+    try:
+        iam.get_role(RoleName=QUARANTINE_ROLE)
+    except iam.exceptions.NoSuchEntityException:
+        iam.create_role(
+            RoleName=QUARANTINE_ROLE,
+            AssumeRolePolicyDocument=json.dumps(responder_trust()),
+            Description="Quench's quarantine of member accounts, from the security account",
+        )
+        iam.put_role_policy(
+            RoleName=QUARANTINE_ROLE,
+            PolicyName="quench-quarantine",
+            PolicyDocument=QUARANTINE_POLICY.read_text(),
+        )
+
+
+def quarantined(
+    endpoint_url: str, account_id: str, principal_arn: str, issued_at: datetime
+) -> bool:
+    """Whether a service control policy attached to the account denies this principal's
+    session issued then: the organisation's own check, for the lab's attacker (moto
+    enforces no policy). Reads Deny statements of the shape Quench writes."""
+    org = in_account(MANAGEMENT_ACCOUNT, "organizations", endpoint_url)
+    attached = org.list_policies_for_target(TargetId=account_id, Filter="SERVICE_CONTROL_POLICY")
+    for summary in attached["Policies"]:
+        content = org.describe_policy(PolicyId=summary["Id"])["Policy"]["Content"]
+        for statement in json.loads(content).get("Statement", []):
+            if statement.get("Effect") == "Deny" and _denies(statement, principal_arn, issued_at):
+                return True
+    return False
+
+
+def _denies(statement: dict[str, Any], principal_arn: str, issued_at: datetime) -> bool:
+    condition = statement.get("Condition") or {}
+    matches = (condition.get("ArnLike") or {}).get("aws:PrincipalArn", ["*"])
+    spared = (condition.get("ArnNotLike") or {}).get("aws:PrincipalArn", [])
+    before = (condition.get("DateLessThan") or {}).get("aws:TokenIssueTime")
+    if not any(fnmatchcase(principal_arn, pattern) for pattern in matches):
+        return False
+    if any(fnmatchcase(principal_arn, pattern) for pattern in spared):
+        return False
+    return before is None or issued_at < datetime.fromisoformat(before.replace("Z", "+00:00"))
 
 
 def _without_responder(endpoint_url: str) -> Member:
@@ -302,3 +371,135 @@ def iam_state(endpoint_url: str, account_id: str) -> dict[str, Any]:
             for name in names
         }
     return {"users": users, "roles": roles}
+
+
+class MemberReturnReport(BaseModel):
+    """The cross-account attacker's return during the watch; it holds no secret."""
+
+    account_id: str
+    stolen_access_key_id: str
+    revocation_deleted: bool  # the backdoor user's key deleted the role's revocation policy
+    attempts: int
+    denied: int
+    denied_by_quarantine: int
+    log_files: list[str]
+
+
+def attacker_returns_to_member(
+    endpoint_url: str, attack: CrossAccountAttackReport, now: datetime | None = None
+) -> MemberReturnReport:
+    """The attacker comes back to the member account: the backdoor user's key (which the
+    case has not yet reached: eradication follows the watch) deletes the role's
+    AWSRevokeOlderSessions policy, then the stolen session tries again. Each call is
+    refused as AWS would: the key inactive or gone, the revocation policy cutting the
+    session off, or the organisation's quarantine denying the principal. The keys' secrets
+    are the attacker's, not the lab's: the lab makes the deletion itself and writes every
+    call to the organisation trail as the attacker's."""
+    # CloudTrail writes whole seconds: the next one, so no call falls before containment.
+    now = now or datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    account = attack.account_id
+    iam = in_account(account, "iam", endpoint_url)
+    recorder = TrailRecorder(
+        account_id=account, bucket=ORG_TRAIL_BUCKET, organization_id=ORGANIZATION_ID
+    )
+    clock = Clock(now, timedelta(seconds=1))
+    issued_at = attack.started_at - STOLEN_SESSION_AGE
+    backdoor_arn = f"arn:aws:iam::{account}:user/{attack.backdoor_user}"
+    try:
+        backdoor = iam.get_user(UserName=attack.backdoor_user)["User"]
+        keys = iam.list_access_keys(UserName=attack.backdoor_user)["AccessKeyMetadata"]
+    except iam.exceptions.NoSuchEntityException:
+        backdoor, keys = {"UserId": "AIDAGONE"}, []
+    key_works = any(
+        k["AccessKeyId"] == attack.backdoor_access_key_id and k["Status"] == "Active" for k in keys
+    )
+    cut_off = _revocation_cutoff(iam, attack.role_name)
+    deleted = False
+    if cut_off is not None:
+        refused = not key_works or quarantined(endpoint_url, account, backdoor_arn, now)
+        if not refused:
+            iam.delete_role_policy(RoleName=attack.role_name, PolicyName=REVOKE_SESSIONS_POLICY)
+            deleted = True
+            cut_off = None
+        actor = Actor(
+            iam_user_identity(
+                account_id=account,
+                user_name=attack.backdoor_user,
+                user_id=str(backdoor["UserId"]),
+                access_key_id=attack.backdoor_access_key_id,
+            ),
+            THREAT_IP,
+            ATTACKER_AGENT,
+        )
+        _record(recorder, actor, clock, "iam", "DeleteRolePolicy", refused, attack.role_name)
+    identity = assumed_role_identity(
+        account_id=account,
+        role_name=attack.role_name,
+        role_id=str(iam.get_role(RoleName=attack.role_name)["Role"]["RoleId"]),
+        session_name=attack.instance_id,
+        access_key_id=attack.stolen_access_key_id,
+        issued_at=issued_at,
+        ec2_role_delivery=True,
+    )
+    role_arn = f"arn:aws:iam::{account}:role/{attack.role_name}"
+    by_quarantine = quarantined(endpoint_url, account, role_arn, issued_at)
+    revoked = cut_off is not None and issued_at < cut_off
+    denied = blocked = 0
+    for service, operation in RETURN_CALLS:
+        # GetCallerIdentity needs no permission: AWS answers it whatever denies the rest.
+        refused = (revoked or by_quarantine) and (service, operation) != (
+            "sts",
+            "GetCallerIdentity",
+        )
+        denied += refused
+        blocked += refused and by_quarantine and not revoked
+        actor = Actor(identity, THREAT_IP, ATTACKER_AGENT)
+        _record(recorder, actor, clock, service, operation, refused)
+    files = recorder.deliver(client(admin_session(), "s3", endpoint_url))
+    return MemberReturnReport(
+        account_id=account,
+        stolen_access_key_id=attack.stolen_access_key_id,
+        revocation_deleted=deleted,
+        attempts=len(RETURN_CALLS),
+        denied=denied,
+        denied_by_quarantine=blocked,
+        log_files=files,
+    )
+
+
+def _revocation_cutoff(iam: Any, role_name: str) -> datetime | None:
+    try:
+        document = iam.get_role_policy(RoleName=role_name, PolicyName=REVOKE_SESSIONS_POLICY)[
+            "PolicyDocument"
+        ]
+    except iam.exceptions.NoSuchEntityException:
+        return None
+    if isinstance(document, str):
+        document = json.loads(unquote(document))
+    return policy_cutoff(document)
+
+
+def _record(
+    recorder: TrailRecorder,
+    actor: Actor,
+    clock: Clock,
+    service: str,
+    operation: str,
+    refused: bool,
+    role_name: str | None = None,
+) -> None:
+    request = {"roleName": role_name, "policyName": REVOKE_SESSIONS_POLICY} if role_name else None
+    recorder.record(
+        actor,
+        service=service,
+        operation=operation,
+        region=REGION,
+        at=clock.next(),
+        request=request,
+        response=None,
+        error_code="AccessDenied" if refused else None,
+        error_message=f"User: {actor.identity['arn']} is not authorized to perform: "
+        f"{service}:{operation} with an explicit deny"
+        if refused
+        else None,
+    )

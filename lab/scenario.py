@@ -19,7 +19,12 @@ from pydantic import BaseModel
 from lab.attack import AttackReport, ReturnReport, attacker_returns, run_attack
 from lab.calls import ScenarioReport
 from lab.guardduty import eventbridge_event
-from lab.organization import CrossAccountAttackReport, run_cross_account_attack
+from lab.organization import (
+    CrossAccountAttackReport,
+    MemberReturnReport,
+    attacker_returns_to_member,
+    run_cross_account_attack,
+)
 from lab.user_key_attack import UserKeyAttackReport, run_user_key_attack
 from lab.world import LabWorld, ensure_notifications, provision_build_bot, seed
 
@@ -268,6 +273,20 @@ def summary(case: AnyLabCase) -> str:
         f"{world.instance_id}, used from the threat list; backdoor user "
         f"{attack.backdoor_user}; {attack.records_delivered} CloudTrail records delivered"
     )
+
+
+def attacker_returns_to_member_account(aws_url: str, state_dir: Path) -> MemberReturnReport:
+    """The cross-account scenario's attacker comes back while the case watches: the
+    backdoor user's key deletes the role's revocation policy, and the stolen session tries
+    again. Run again once the case has quarantined the account, and the organisation
+    denies what the account's own IAM no longer does."""
+    case_path = state_dir / CROSS_ACCOUNT_CASE_FILE
+    if not case_path.exists():
+        raise ScenarioError(
+            "the cross-account scenario has not run in this stack yet: run it first"
+        )
+    case = LabCase[CrossAccountAttackReport].model_validate_json(case_path.read_text())
+    return attacker_returns_to_member(aws_url, case.attack)
 
 
 def attacker_returns_to(aws_url: str, state_dir: Path) -> ReturnReport:

@@ -1,5 +1,6 @@
-"""What AWS's STS checks and moto's does not: a role is assumed only if it exists and its
-trust policy lets the caller's account assume it, with the ExternalId it asks for.
+"""What AWS checks and moto does not, for the lab's organisation: STS assumes a role only
+if it exists and its trust policy lets the caller's account assume it, with the ExternalId
+it asks for; and Organizations can invite an existing account.
 
 Without this, the lab would let Quench act in any account whatever it deployed there, and
 an account whose responder role is missing could not fail as it fails in AWS.
@@ -71,3 +72,28 @@ def install() -> None:
         return assume_role(self)
 
     TokenResponse.assume_role = checked  # type: ignore[method-assign]
+
+
+def install_invitations() -> None:
+    """Organizations' InviteAccountToOrganization, which moto lacks, with the invited
+    account's acceptance at once (the lab plays both sides): an existing account joins
+    the organisation under its own id, as the lab's member accounts do."""
+    from moto.organizations import utils
+    from moto.organizations.responses import OrganizationsResponse
+
+    def invite(self: OrganizationsResponse) -> str:
+        target = str(self._get_param("Target", {}).get("Id", ""))
+        backend = self.organizations_backend
+        known = {account.id for account in backend.accounts}
+        if target not in known:
+            chosen = utils.make_random_account_id
+            utils.make_random_account_id = lambda: target
+            try:
+                backend.create_account(AccountName=f"account-{target}", Email=f"{target}@lab")
+            finally:
+                utils.make_random_account_id = chosen
+            joined = backend.get_account_by_id(target)
+            joined.joined_method = "INVITED"
+        return json.dumps({"Handshake": {"Id": f"h-{target}", "State": "ACCEPTED"}})
+
+    OrganizationsResponse.invite_account_to_organization = invite  # type: ignore[attr-defined]

@@ -437,3 +437,18 @@ class ReadScopeInput(InAccount):
 class ReadScopeResult(BaseModel):
     records: EvidenceRecord  # {"records": [...]}, as evidence
     count: int
+
+
+class QuarantineInput(InAccount):
+    """The case's service control policy on `target_account_id`, made and attached (or
+    lifted) from the organisation's policy account, `account_id`, where it acts."""
+
+    target_account_id: str = Field(pattern=r"^\d{12}$")
+    policy_name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    document: dict[str, Any] = Field(default_factory=dict)  # only to attach
+
+
+class QuarantineResult(BaseModel):
+    policy_id: str
+    changed: bool
+    detail: str

@@ -44,6 +44,8 @@ class ActionKind(StrEnum):
     RECOVER = "recover"  # restore logging and the configurations the attacker changed
     RETRY = "retry"  # run a failed step again
     MANUAL_CONTAINMENT = "manual"  # a human contains; Quench records it
+    QUARANTINE = "quarantine"  # attach a service control policy to the member account
+    LIFT_QUARANTINE = "lift-quarantine"  # detach and delete it once the case is done
 
 
 class ActionStatus(StrEnum):
@@ -151,6 +153,27 @@ class TimelineEntry(BaseModel):
     what: str
 
 
+def approved_by_people(kinds: list[ActionKind]) -> list[ActionKind]:
+    """Kinds that may run without approval: never a retry, which would loop on a failure,
+    nor a manual containment, which only a human can declare done."""
+    needing_people = {ActionKind.RETRY, ActionKind.MANUAL_CONTAINMENT} & set(kinds)
+    if needing_people:
+        named = ", ".join(sorted(k.value for k in needing_people))
+        raise ValueError(f"{named} actions always need a person's approval")
+    return kinds
+
+
+class QuarantinePolicy(BaseModel):
+    """Where the case may quarantine its account with a service control policy: the
+    organisation and the account that administers its policies (the management account
+    or a delegated policy administrator), and who the policy never denies."""
+
+    organization_id: str
+    policy_account: str
+    # Quench's own role in the account and the protected principals, as ARN patterns.
+    exempt: list[str] = Field(default_factory=list)
+
+
 class CasePolicy(BaseModel):
     """How a case runs, fixed when it opens so that replays and retries agree."""
 
@@ -185,6 +208,9 @@ class CasePolicy(BaseModel):
     # Containment of a finding at least this severe proceeds on its own once its deadline
     # passes, and the case records that it did; None: containment always waits for a human.
     auto_contain_min_severity: float | None = Field(default=None, ge=0, le=10)
+    # Where the case may quarantine its account; None: not in an organisation Quench may
+    # act on.
+    quarantine: QuarantinePolicy | None = None
     # Kinds of action that run without waiting for anyone (recorded as approved by the
     # policy). Never a retry, which would loop on a failure, nor a manual containment,
     # which only a human can declare done.
@@ -193,11 +219,7 @@ class CasePolicy(BaseModel):
     @field_validator("without_approval")
     @classmethod
     def _always_approved_by_people(cls, kinds: list[ActionKind]) -> list[ActionKind]:
-        needing_people = {ActionKind.RETRY, ActionKind.MANUAL_CONTAINMENT} & set(kinds)
-        if needing_people:
-            named = ", ".join(sorted(k.value for k in needing_people))
-            raise ValueError(f"{named} actions always need a person's approval")
-        return kinds
+        return approved_by_people(kinds)
 
     @field_validator("approval_deadlines")
     @classmethod
@@ -209,6 +231,16 @@ class CasePolicy(BaseModel):
 
     def deadline_of(self, kind: ActionKind) -> int:
         return self.approval_deadlines.get(kind, self.approval_deadline_seconds)
+
+
+class Quarantine(BaseModel):
+    """The case's service control policy on its account, while it is there."""
+
+    policy_name: str
+    policy_id: str = ""
+    account_id: str
+    attached_at: datetime | None = None
+    lifted_at: datetime | None = None
 
 
 class WatchStatus(BaseModel):
@@ -459,6 +491,8 @@ class CaseStatus(BaseModel):
 
     # The EBS snapshots tagged with the case, looked up before the report.
     snapshots: list[CaseSnapshot] = Field(default_factory=list)
+    # The organisation-level quarantine, once attached.
+    quarantine: Quarantine | None = None
 
     def pending_actions(self) -> list[Action]:
         return [a for a in self.actions if a.status is ActionStatus.PENDING_APPROVAL]

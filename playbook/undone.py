@@ -78,4 +78,12 @@ def undone(status: CaseStatus) -> list[str]:
     for restore in status.recovery:
         if restore.outcome is None and restore.description not in known:
             items.append(f"restore by hand: {restore.description} (not carried out)")
+    quarantine = status.quarantine
+    if quarantine is not None and quarantine.lifted_at is None:
+        still = f"the quarantine SCP {quarantine.policy_name} is still attached"
+        if still not in known:
+            items.append(
+                f"{still} to account {quarantine.account_id}: detach it in Organizations "
+                "when the account may run as before"
+            )
     return items

@@ -27,6 +27,9 @@ POLICY = ROOT / "docs" / "worker-iam-policy.json"
 # The role Quench assumes in each member account: what the activities do there.
 MEMBER_POLICY = ROOT / "docs" / "member-role-policy.json"
 MEMBER_TRUST = ROOT / "docs" / "member-role-trust-policy.json"
+# The role Quench assumes in the organisation's policy account, for the quarantine.
+QUARANTINE_POLICY = ROOT / "docs" / "quarantine-role-policy.json"
+QUARANTINE_MODULES = {"activities/organizations.py"}
 # Modules whose calls are made with Quench's own credentials in the security account:
 # evidence, notifications, the Athena table, and the assumption of member roles itself.
 CENTRAL_MODULES = {
@@ -34,6 +37,7 @@ CENTRAL_MODULES = {
     "activities/notify.py",
     "activities/athena.py",
     "activities/accounts.py",
+    *QUARANTINE_MODULES,
 }
 README = ROOT / "README.md"
 
@@ -400,6 +404,15 @@ def in_member_accounts(found: Found) -> Found:
     return Found(calls={c for c in found.calls if c.path not in CENTRAL_MODULES})
 
 
+def by_the_worker(found: Found) -> Found:
+    """The calls the worker's own identity makes: all but the quarantine's."""
+    return Found(calls={c for c in found.calls if c.path not in QUARANTINE_MODULES})
+
+
+def for_the_quarantine(found: Found) -> Found:
+    return Found(calls={c for c in found.calls if c.path in QUARANTINE_MODULES})
+
+
 def _as_list(value: Any) -> list[Any]:
     return [value] if isinstance(value, str) else list(value)
 
@@ -470,11 +483,19 @@ def test_every_aws_call_of_the_worker_is_found_and_known(worker_calls):
 
 
 def test_the_policy_allows_every_call(worker_calls):
-    assert not_allowed(worker_calls, granted(load_policy())) == []
+    assert not_allowed(by_the_worker(worker_calls), granted(load_policy())) == []
 
 
 def test_the_policy_grants_nothing_no_call_needs(worker_calls):
-    assert not_needed(worker_calls, granted(load_policy())) == []
+    assert not_needed(by_the_worker(worker_calls), granted(load_policy())) == []
+
+
+def test_the_quarantine_role_policy_allows_the_quarantine_and_no_more(worker_calls):
+    quarantine = for_the_quarantine(worker_calls)
+    assert quarantine.calls, "found no call of the quarantine"
+    grants = granted(load_policy(QUARANTINE_POLICY))
+    assert not_allowed(quarantine, grants) == []
+    assert not_needed(quarantine, grants) == []
 
 
 def test_the_member_role_policy_allows_what_is_done_in_a_member_account_and_no_more(
@@ -496,7 +517,7 @@ def test_the_member_role_trusts_the_worker_with_its_external_id_and_source_ident
     assert statement["Condition"]["StringEquals"]["sts:ExternalId"] == "<external-id>"
 
 
-@pytest.mark.parametrize("path", [POLICY, MEMBER_POLICY])
+@pytest.mark.parametrize("path", [POLICY, MEMBER_POLICY, QUARANTINE_POLICY])
 def test_the_policy_is_an_allow_list_grouped_by_purpose(path):
     policy = load_policy(path)
     assert policy["Version"] == "2012-10-17"
@@ -596,6 +617,7 @@ def test_a_grant_matches_as_iam_matches_it(pattern, action, allowed):
 
 
 def test_a_missing_grant_fails_and_so_does_an_extra_or_a_wildcard(worker_calls):
+    worker_calls = by_the_worker(worker_calls)
     grants = granted(load_policy())
     missing = not_allowed(worker_calls, [g for g in grants if g != "ssm:SendCommand"])
     assert [m.split(": ", 1)[1] for m in missing] == ["ssm.send_command needs ssm:SendCommand"]

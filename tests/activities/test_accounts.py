@@ -112,6 +112,22 @@ def test_a_role_that_cannot_be_assumed_fails_naming_account_role_and_error(
     assert "(call sts:AssumeRole)" in str(error)
 
 
+def test_a_session_in_another_account_than_the_cases_is_refused(clients):
+    router = AccountClients(clients, ACCOUNTS)
+    real = router._assume
+
+    def elsewhere(arguments: dict[str, Any]) -> dict[str, Any]:
+        answer = real(arguments)
+        arn = answer["AssumedRoleUser"]["Arn"].replace(MEMBER, "222222222222")
+        return {**answer, "AssumedRoleUser": {**answer["AssumedRoleUser"], "Arn": arn}}
+
+    router._assume = elsewhere  # type: ignore[method-assign]
+    with _in(Scope(MEMBER, CASE)), pytest.raises(ApplicationError) as refused:
+        router.client("iam")
+    assert refused.value.type == accounts_module.ERROR_WRONG_ACCOUNT
+    assert "gave a session in account 222222222222" in refused.value.message
+
+
 def test_an_account_not_managed_is_refused_before_any_call(clients):
     router = AccountClients(clients, ACCOUNTS)
     with _in(Scope("999999999999", CASE)), pytest.raises(ApplicationError) as refused:

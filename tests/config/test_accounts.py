@@ -22,7 +22,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_labs_file_names_each_account_and_the_role_assumed_there():
-    accounts = {a.id: a for a in load_accounts(ACCOUNTS_FILE)}
+    accounts = {a.id: a for a in load_accounts(ACCOUNTS_FILE)[0]}
     assert accounts["123456789012"].role() is None
     for account in MEMBERS:
         assert accounts[account].role() == f"arn:aws:iam::{account}:role/{RESPONDER_ROLE}"
@@ -35,9 +35,29 @@ def test_the_readmes_example_is_a_valid_file(tmp_path):
     section = README.read_text().split("## Many accounts", 1)[1]
     example = re.search(r"```toml\n(.*?)```", section, re.DOTALL)
     assert example is not None
-    accounts = load_accounts(_write(tmp_path, example.group(1)))
+    accounts, _ = load_accounts(_write(tmp_path, example.group(1)))
     assert [a.id for a in accounts] == ["123456789012", "111111111111"]
     assert accounts[1].role() == "arn:aws:iam::111111111111:role/QuenchResponder"
+
+
+def test_defaults_fill_in_each_key_an_account_leaves_out(tmp_path):
+    path = _write(
+        tmp_path,
+        '[defaults]\nrole_name = "QuenchResponder"\nexternal_id = "xid-default"\n'
+        '[[account]]\nid = "111111111111"\nrole_name = "OtherRole"\n'
+        '[[account]]\nid = "222222222222"\nexternal_id = "xid-222"\n'
+        '[[account]]\nid = "123456789012"\nown_credentials = true\n',
+    )
+    prod, staging, own = load_accounts(path)[0]
+    assert (prod.role(), prod.external_id) == (
+        "arn:aws:iam::111111111111:role/OtherRole",
+        "xid-default",
+    )
+    assert (staging.role(), staging.external_id) == (
+        "arn:aws:iam::222222222222:role/QuenchResponder",
+        "xid-222",
+    )
+    assert (own.role(), own.external_id) == (None, None)
 
 
 def test_a_role_arn_template_is_filled_in_with_the_account(tmp_path):
@@ -46,13 +66,29 @@ def test_a_role_arn_template_is_filled_in_with_the_account(tmp_path):
         '[defaults]\nrole_arn = "arn:aws:iam::{account_id}:role/ir/Quench"\n'
         '[[account]]\nid = "111111111111"\n',
     )
-    assert load_accounts(path)[0].role() == "arn:aws:iam::111111111111:role/ir/Quench"
+    assert load_accounts(path)[0][0].role() == "arn:aws:iam::111111111111:role/ir/Quench"
 
 
 @pytest.mark.parametrize(
     ("text", "named"),
     [
-        ('[[account]]\nid = "1234"\nrole_name = "R"\n', "account.0.id"),
+        ('[[account]]\nid = "1234"\nrole_name = "R"\n', "account 1234: id: String should match"),
+        ("[[account]]\nid = 1234\n", "[[account]] 1: id: Input should be a valid string"),
+        ("[defaults]\n", "it lists no account"),
+        (
+            '[[account]]\nid = "111111111111"\nrole_arn = "arn:aws:iam::222222222222:role/R"\n',
+            "role_arn is a role in account 222222222222, not 111111111111",
+        ),
+        (
+            '[defaults]\nrole_arn = "arn:aws:iam::222222222222:role/R"\n'
+            '[[account]]\nid = "111111111111"\n',
+            "role_arn must be a template with {account_id}",
+        ),
+        (
+            '[[account]]\nid = "111111111111"\nrole_name = "R"\n'
+            'approvals = { no_approval_actions = ["retry"] }\n',
+            "retry actions always need a person's approval",
+        ),
         ('[[account]]\nid = "111111111111"\nrole_nmae = "R"\n', "role_nmae"),
         ('[[account]]\nid = "111111111111"\n', "name the role Quench assumes there"),
         (

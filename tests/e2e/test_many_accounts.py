@@ -16,13 +16,16 @@ from config.settings import LAB_WEBHOOK_TOKEN, Settings
 from config.temporal import connect
 from lab.guardduty import eventbridge_event, instance_role_finding
 from lab.organization import (
+    MANAGEMENT_ACCOUNT,
     MEMBERS,
     NOT_MANAGED,
     RESPONDER_ROLE,
     SCENARIO_ACCOUNT,
     WITHOUT_RESPONDER_ROLE,
     CrossAccountAttackReport,
+    MemberReturnReport,
     attack_member,
+    attacker_returns_to_member,
     iam_state,
     in_account,
     seed_organization,
@@ -32,10 +35,10 @@ from lab.world import ACCOUNT_ID, APP_ROLE, EVIDENCE_BUCKET, ensure_notification
 from models.case import ActionKind, Phase
 from stack.embedded import EmbeddedStack
 from tests.e2e.support import (
-    approve_until_closed,
     aws,
     lab_stack_config,
     run_starter,
+    s3_text,
     starter_approve,
     wait_for,
 )
@@ -103,19 +106,54 @@ async def _handle(stack, case_id: str):
     return client, client.get_workflow_handle_for(CaseWorkflow.run, case_id)
 
 
+async def _drive(stack, handle, case_id: str, attack, returns: bool) -> list[MemberReturnReport]:
+    """Approve each action as it comes until the case closes with its report. With
+    `returns`, the attacker comes back once the watch starts (deleting the revocation
+    policy with the backdoor key), and again once the account is quarantined."""
+    approved: set[str] = set()
+    came_back: list[MemberReturnReport] = []
+    async with asyncio.timeout(300):
+        while True:
+            status = await handle.query(CaseWorkflow.status)
+            if status.phase is Phase.CLOSED and status.report is not None:
+                return came_back
+            quarantined = status.quarantine is not None and status.quarantine.lifted_at is None
+            if returns and (
+                (not came_back and status.phase is Phase.WATCHING)
+                or (len(came_back) == 1 and quarantined)
+            ):
+                came_back.append(
+                    await asyncio.to_thread(attacker_returns_to_member, stack.aws_url, attack)
+                )
+            for action in status.pending_actions():
+                if action.id not in approved:
+                    approved.add(action.id)
+                    await starter_approve(stack, case_id, action.id)
+            await asyncio.sleep(0.5)
+
+
+def _scps(stack, account: str) -> list[str]:
+    org = in_account(MANAGEMENT_ACCOUNT, "organizations", stack.aws_url)
+    attached = org.list_policies_for_target(TargetId=account, Filter="SERVICE_CONTROL_POLICY")
+    return [p["Name"] for p in attached["Policies"] if not p["AwsManaged"]]
+
+
 @pytest.mark.parametrize("account", list(MEMBERS))
 async def test_a_member_accounts_case_is_handled_there_and_nowhere_else(org_stack, account):
+    """web-prod's case is the lab's cross-account scenario, where the attacker undoes the
+    containment during the watch and the case quarantines the account; web-staging's is
+    the same theft without the return."""
     stack, members = org_stack
     others = [a for a in EVERY_ACCOUNT if a != account]
     before = await asyncio.to_thread(_states, stack, others)
     attack, case_id = await _member_case(stack, members, account)
     assert case_id == names.case_workflow_id(account, attack.stolen_access_key_id)
     _, handle = await _handle(stack, case_id)
-    approved = await approve_until_closed(stack, handle, case_id, ("contain-", "eradicate-"))
-    status = await wait_for(handle, lambda status: status.report is not None)
+    scenario = account == SCENARIO_ACCOUNT
+    came_back = await _drive(stack, handle, case_id, attack, returns=scenario)
+    status = await handle.query(CaseWorkflow.status)
 
-    assert approved[0].startswith("contain-"), approved
-    assert status.account_id == account
+    assert status.account_id == account and status.outcome == "contained"
     assert all(action.account_id == account for action in status.actions)
     # Contained and cleaned up in the member account: its role's older sessions are
     # denied, and the backdoor the attacker made there is gone.
@@ -138,20 +176,36 @@ async def test_a_member_accounts_case_is_handled_there_and_nowhere_else(org_stac
         aws(stack, "s3").get_object(Bucket=role.bucket, Key=role.key)["Body"].read()
     )
     assert f":{account}:" in json.dumps(captured)
-    if account == SCENARIO_ACCOUNT:
-        # The scenario, asked again, says where its case stands, read in the member account.
-        config = stack.config
-        told = await run_starter(
-            stack,
-            "lab",
-            "cross-account",
-            *("--state-dir", str(stack.state_dir), "--temporal-port", str(config.temporal_port)),
-            *("--ui-port", str(config.ui_port), "--lab-aws-port", str(config.lab_aws_port)),
-            *("--webhook-port", str(config.webhook_port)),
-        )
-        assert "(run before: not run again)" in told
-        assert f"in account {account} (web-prod)" in told, told
-        assert "sessions of web-app-role revoked" in told and "user svc-metrics removed" in told
+    kinds = [a.kind for a in status.actions]
+    assert _scps(stack, account) == []  # no quarantine left behind, in either case
+    if not scenario:
+        assert ActionKind.QUARANTINE not in kinds and came_back == []
+        return
+    # The attacker deleted the revocation policy and its stolen session worked again; the
+    # case quarantined the account, and the attacker's next calls were denied by the
+    # organisation although the account's own revocation policy was still gone.
+    first, second = came_back
+    assert first.revocation_deleted and first.denied == 0
+    assert (second.denied, second.denied_by_quarantine) == (2, 2)
+    assert kinds.index(ActionKind.QUARANTINE) < kinds.index(ActionKind.RECONTAIN)
+    assert kinds[-1] is ActionKind.LIFT_QUARANTINE
+    assert status.quarantine is not None and status.quarantine.lifted_at is not None
+    report = s3_text(stack, status.report.markdown_report)
+    assert f"Quarantine account {account} with an SCP" in report
+    assert f"Lift the quarantine of account {account}" in report
+    # The scenario, asked again, says where its case stands, read in the member account.
+    config = stack.config
+    told = await run_starter(
+        stack,
+        "lab",
+        "cross-account",
+        *("--state-dir", str(stack.state_dir), "--temporal-port", str(config.temporal_port)),
+        *("--ui-port", str(config.ui_port), "--lab-aws-port", str(config.lab_aws_port)),
+        *("--webhook-port", str(config.webhook_port)),
+    )
+    assert "(run before: not run again)" in told
+    assert f"in account {account} (web-prod)" in told, told
+    assert "sessions of web-app-role revoked" in told and "user svc-metrics removed" in told
 
 
 async def test_a_finding_of_an_account_not_managed_starts_nothing(org_stack):

@@ -54,6 +54,8 @@ from models.activities import (
     PriorState,
     ProbeInstanceCredentialsInput,
     ProbeInstanceCredentialsResult,
+    QuarantineInput,
+    QuarantineResult,
     ReadPlan,
     ReadScopeInput,
     ReadScopeResult,
@@ -80,6 +82,7 @@ from models.activities import (
     WriteReportResult,
 )
 from models.case import (
+    ActionKind,
     ActionStatus,
     ApprovalInput,
     CaseInput,
@@ -91,6 +94,7 @@ from models.case import (
     InvestigationRef,
     NotificationKind,
     Phase,
+    QuarantinePolicy,
     RecoveryOperation,
     RecoveryStep,
 )
@@ -482,6 +486,18 @@ class FakeAws:
                 baseline_parts=input.baseline_parts or [],
             )
 
+        @activity.defn(name="attach_quarantine")
+        async def attach_quarantine(input: QuarantineInput) -> QuarantineResult:
+            fake._record("attach_quarantine", input)
+            return QuarantineResult(policy_id="p-quarantine1", changed=True, detail="attached")
+
+        @activity.defn(name="lift_quarantine")
+        async def lift_quarantine(input: QuarantineInput) -> QuarantineResult:
+            fake._record("lift_quarantine", input)
+            return QuarantineResult(
+                policy_id="p-quarantine1", changed=True, detail="detached and deleted"
+            )
+
         @activity.defn(name="notify_sns")
         async def notify_sns(input: NotifyInput) -> NotifyResult:
             fake._record("notify_sns", input)
@@ -497,6 +513,8 @@ class FakeAws:
             return NotifyResult(channel="chat", sent=True, detail="HTTP 200")
 
         return [
+            attach_quarantine,
+            lift_quarantine,
             list_case_snapshots,
             capture_launched_resource,
             plan_reads,
@@ -552,11 +570,16 @@ def _pending(action_id_prefix: str) -> Callable[[CaseStatus], bool]:
     return lambda s: any(a.id.startswith(action_id_prefix) for a in s.pending_actions())
 
 
-async def _start(env: WorkflowEnvironment, fake: FakeAws, task_queue: str) -> WorkflowHandle:
+async def _start(
+    env: WorkflowEnvironment,
+    fake: FakeAws,
+    task_queue: str,
+    policy: CasePolicy | None = None,
+) -> WorkflowHandle:
     case_id = f"case-{ACCOUNT}-{STOLEN_KEY}-{uuid.uuid4().hex[:6]}"
     return await env.client.start_workflow(
         CaseWorkflow.run,
-        CaseInput(case_id=case_id, finding=finding()),
+        CaseInput(case_id=case_id, finding=finding(), policy=policy or CasePolicy()),
         id=case_id,
         task_queue=task_queue,
     )
@@ -900,6 +923,106 @@ async def test_calls_that_work_after_containment_fail_it_and_it_is_contained_aga
     assert result.containment_cutoff == revokes[1].cutoff
     assert result.outcome == "contained"
     await _record(handle, "recontained_after_failed_watch")
+
+
+QUARANTINABLE = CasePolicy(
+    quarantine=QuarantinePolicy(
+        organization_id="o-quenchlab01",
+        policy_account="101010101010",
+        exempt=[f"arn:aws:iam::{ACCOUNT}:role/QuenchResponder"],
+    )
+)
+
+
+async def test_containment_undone_in_an_organisation_quarantines_the_account_until_the_end(
+    time_skipping_env,
+):
+    fake = FakeAws(probe_keys=[NEW_KEY])
+    fake.checks = [
+        CheckActivityResult(
+            events=[_event("w1", False, issued=datetime(2026, 11, 22, 6, tzinfo=UTC))],
+            denied_count=0,
+            effective_count=1,
+        )
+    ]
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue, QUARANTINABLE)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        await time_skipping_env.sleep(timedelta(minutes=6))
+        proposed = await _wait_for(handle, _pending("quarantine-"))
+        quarantine = proposed.pending_actions()[0]
+        assert "attach_quarantine" not in fake.names()  # nothing before the approval
+        assert quarantine.title == f"Quarantine account {ACCOUNT} with an SCP"
+        cutoff = proposed.containment_cutoff
+        assert cutoff is not None
+        assert f"Deny sessions of arn:aws:iam::{ACCOUNT}:role/{ROLE} issued before" in (
+            " ".join(quarantine.steps)
+        )
+        assert f"Never deny arn:aws:iam::{ACCOUNT}:role/QuenchResponder" in quarantine.steps
+        await handle.signal(CaseWorkflow.approve, _approval(quarantine.id))
+        again = await _wait_for(handle, _pending("recontain-"))
+        assert again.quarantine is not None and again.quarantine.policy_id == "p-quarantine1"
+        await handle.signal(CaseWorkflow.approve, _approval(again.pending_actions()[0].id))
+        await time_skipping_env.sleep(timedelta(hours=1))  # the watch again, then the rounds
+        lifting = await _wait_for(handle, _pending("lift-quarantine-"))
+        # Still attached until the lift is approved, and the case says so.
+        assert lifting.quarantine is not None and lifting.quarantine.lifted_at is None
+        await handle.signal(CaseWorkflow.approve, _approval(lifting.pending_actions()[0].id))
+        result = await _result(handle)
+    (attached,) = [v for n, v in fake.calls if n == "attach_quarantine"]
+    assert (attached.account_id, attached.target_account_id) == ("101010101010", ACCOUNT)
+    (older,) = attached.document["Statement"]
+    # The role by name, at the top level or under a path (the fake resolves no role ARN).
+    assert older["Condition"]["ArnLike"] == {
+        "aws:PrincipalArn": [
+            f"arn:aws:iam::{ACCOUNT}:role/*/{ROLE}",
+            f"arn:aws:iam::{ACCOUNT}:role/{ROLE}",
+        ]
+    }
+    assert older["Condition"]["DateLessThan"]["aws:TokenIssueTime"] == (
+        cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    (lifted,) = [v for n, v in fake.calls if n == "lift_quarantine"]
+    assert lifted.policy_name == attached.policy_name
+    names_in_order = fake.names()
+    assert names_in_order.index("lift_quarantine") > names_in_order.index("attach_quarantine")
+    assert result.quarantine is not None and result.quarantine.lifted_at is not None
+    kinds = [a.kind for a in result.actions]
+    assert kinds.index(ActionKind.QUARANTINE) < kinds.index(ActionKind.RECONTAIN)
+    assert all(
+        a.status is ActionStatus.DONE
+        for a in result.actions
+        if a.kind in (ActionKind.QUARANTINE, ActionKind.LIFT_QUARANTINE)
+    )
+    assert result.outcome == "contained" and result.open_items == []
+    await _record(handle, "quarantined_in_an_organisation")
+
+
+async def test_a_quarantine_not_lifted_is_an_open_item(time_skipping_env):
+    fake = FakeAws(probe_keys=[NEW_KEY])
+    fake.still_working = {STOLEN_KEY: 1}
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue, QUARANTINABLE)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        await time_skipping_env.sleep(timedelta(minutes=6))
+        for prefix in ("quarantine-", "recontain-"):
+            status = await _wait_for(handle, _pending(prefix))
+            action = next(a for a in status.pending_actions() if a.id.startswith(prefix))
+            await handle.signal(CaseWorkflow.approve, _approval(action.id))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        lifting = await _wait_for(handle, _pending("lift-quarantine-"))
+        await handle.signal(CaseWorkflow.reject, _approval(lifting.pending_actions()[0].id, "bob"))
+        result = await _result(handle)
+    assert "lift_quarantine" not in fake.names()
+    (item,) = [i for i in result.open_items if "quarantine" in i]
+    assert item.startswith("the quarantine SCP quench-quarantine-case-")
+    assert f"is still attached to account {ACCOUNT}" in item
 
 
 async def test_a_rejected_recontainment_closes_the_case_to_a_human(time_skipping_env):

@@ -4,6 +4,7 @@ that says about how the attacker gets in, and containment proposed again."""
 
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from temporalio import workflow
 
@@ -18,6 +19,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.record import CaseRecord
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
+if TYPE_CHECKING:  # the quarantine reads eradication's plans, which import the watch
+    from workflows.case.quarantine import OrganizationQuarantine
+
 # Calls that make a new credential: a sign the attacker has another way in.
 _CREDENTIAL_EVENTS = frozenset(
     {"CreateAccessKey", "AssumeRole", "GetSessionToken", "GetFederationToken", "CreateLoginProfile"}
@@ -25,10 +29,17 @@ _CREDENTIAL_EVENTS = frozenset(
 
 
 class ContainmentWatch:
-    def __init__(self, record: CaseRecord, approvals: Approvals, containment: Containment) -> None:
+    def __init__(
+        self,
+        record: CaseRecord,
+        approvals: Approvals,
+        containment: Containment,
+        quarantine: "OrganizationQuarantine",
+    ) -> None:
         self._record = record
         self._approvals = approvals
         self._containment = containment
+        self._quarantine = quarantine
 
     async def until_clean(self, credential: Credential, evidence: CollectedEvidence) -> None:
         """Watch until a whole window is clean; when the contained credential still
@@ -42,6 +53,10 @@ class ContainmentWatch:
             record.set_phase(Phase.CONTAINMENT_FAILED, findings[0])
             for line in findings[1:]:
                 record.note(line)
+            if self._quarantine.available():
+                # The account's own IAM did not keep the credential out: the organisation
+                # can, before containment is tried again there.
+                await self._quarantine.propose(credential)
             action = self._approvals.propose(
                 ActionKind.RECONTAIN,
                 f"Contain {credential.access_key_id} again, then watch again",

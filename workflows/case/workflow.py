@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         REPORT_PATCH,
         WATCH_PATCH,
     )
+    from workflows.case.quarantine import OrganizationQuarantine
     from workflows.case.record import CaseRecord
     from workflows.case.recovery import Recovery
     from workflows.case.report import write_report
@@ -86,7 +87,8 @@ class CaseWorkflow:
         self._findings = FindingIntake(record, self._approvals, answered=resume is not None)
         self._evidence = Evidence(record, self._approvals)
         self._containment = Containment(record, self._approvals)
-        self._watch = ContainmentWatch(record, self._approvals, self._containment)
+        self._quarantine = OrganizationQuarantine(record, self._approvals)
+        self._watch = ContainmentWatch(record, self._approvals, self._containment, self._quarantine)
         minted = MintedCredentials(record, self._approvals, self._containment, self._watch)
         self._eradication = Eradication(record, self._approvals, minted, self._continue_as_new)
         self._recovery = Recovery(record, self._approvals)
@@ -145,6 +147,8 @@ class CaseWorkflow:
         await self._eradication.run(progress)
         if workflow.patched(RECOVERY_PATCH):
             await self._recovery.recover()
+        # Only cases opened in an organisation Quench may quarantine in can have one.
+        await self._quarantine.lift()
         await self._approvals.offers_decided("closing")
         self._record.close(closing_outcome(self._record.status, progress.outcome))
 
