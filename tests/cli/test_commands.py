@@ -512,11 +512,10 @@ async def test_without_a_worker_start_and_show_say_so_in_time(
             await client.get_workflow_handle(case_id).terminate("test over")
 
 
-def test_the_attacker_returns_only_in_the_ec2_role_scenario_and_only_to_a_running_lab(
-    tmp_path, capsys
-):
+def test_the_attacker_returns_only_in_its_scenarios_and_only_to_a_running_lab(tmp_path, capsys):
     assert starter.main(["lab", "user-key", "--attacker-returns"]) == 2
-    assert "--attacker-returns is the ec2-role scenario's" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "--attacker-returns is the ec2-role and cross-account scenarios'" in said
     ports = ["--temporal-port", "9", "--lab-aws-port", "9", "--webhook-port", "9"]
     argv = ["lab", "ec2-role", "--attacker-returns", "--state-dir", str(tmp_path), *ports]
     assert starter.main(argv) == 1
