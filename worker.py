@@ -93,6 +93,7 @@ def build_activities(
         iam.deny_user_tokens_before,
         iam.deny_user_everything,
         iam.remove_login_profile,
+        iam.check_containment_in_place,
         ec2.capture_instance_state,
         ec2.snapshot_volumes,
         ec2.list_case_snapshots,

@@ -33,6 +33,8 @@ from models.activities import (
     CaptureUserInput,
     CaptureUserResult,
     ChangeResult,
+    ContainmentInPlaceInput,
+    ContainmentInPlaceResult,
     DenyUserTokensInput,
     ResolvePrincipalInput,
     ResolvePrincipalResult,
@@ -501,6 +503,43 @@ class IamActivities:
 
     @activity.defn
     @heartbeating
+    def check_containment_in_place(
+        self, input: ContainmentInPlaceInput
+    ) -> ContainmentInPlaceResult:
+        """Whether what containment put in place is still there: an attacker with IAM
+        write can delete or edit a revocation policy, or make a key active again."""
+        iam = self._iam
+        undone: list[str] = []
+        with aws_errors("read whether the containment is still in place"):
+            if input.role_name:
+                undone += _revocation_undone(
+                    lambda: iam.get_role_policy(
+                        RoleName=input.role_name, PolicyName=REVOKE_SESSIONS_POLICY_NAME
+                    ),
+                    f"the {REVOKE_SESSIONS_POLICY_NAME} policy of role {input.role_name}",
+                    input.cutoff,
+                )
+            if input.user_name:
+                undone += _revocation_undone(
+                    lambda: iam.get_user_policy(
+                        UserName=input.user_name, PolicyName=REVOKE_USER_TOKENS_POLICY_NAME
+                    ),
+                    f"the {REVOKE_USER_TOKENS_POLICY_NAME} policy of user {input.user_name}",
+                    input.cutoff,
+                )
+            if input.user_name and input.access_key_id:
+                keys = iam.list_access_keys(UserName=input.user_name)["AccessKeyMetadata"]
+                if any(
+                    k["AccessKeyId"] == input.access_key_id and k["Status"] == "Active"
+                    for k in keys
+                ):
+                    undone.append(
+                        f"{input.access_key_id} of user {input.user_name} is active again"
+                    )
+        return ContainmentInPlaceResult(undone=undone)
+
+    @activity.defn
+    @heartbeating
     def deny_user_everything(self, input: UserInput) -> ChangeResult:
         """Deny the user every action (an inline policy, like AWS's AWSDenyAll): its key
         then does nothing even while it cannot be deactivated. Putting it again writes the
@@ -526,6 +565,23 @@ class IamActivities:
                     return ChangeResult(changed=False, detail="no console access")
                 raise
         return ChangeResult(changed=True, detail="login profile deleted")
+
+
+def _revocation_undone(
+    get: Callable[[], dict[str, Any]], policy: str, cutoff: datetime
+) -> list[str]:
+    """Why a revocation policy no longer denies what containment denied, if it does not."""
+    try:
+        in_effect = policy_cutoff(get()["PolicyDocument"])
+    except ClientError as exc:
+        if error_code(exc) != "NoSuchEntity":
+            raise
+        return [f"{policy} was deleted"]
+    if in_effect is None or in_effect < cutoff.astimezone(UTC).replace(microsecond=0):
+        return [
+            f"{policy} was edited: it no longer denies what was issued before {cutoff.isoformat()}"
+        ]
+    return []
 
 
 def _slug(value: str) -> str:

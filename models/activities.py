@@ -452,3 +452,17 @@ class QuarantineResult(BaseModel):
     policy_id: str
     changed: bool
     detail: str
+
+
+class ContainmentInPlaceInput(InAccount):
+    """What containment put in place, to read back: the role's revocation policy, or the
+    user's key and token-deny policy, each as of the case's cut-off."""
+
+    cutoff: datetime
+    role_name: str | None = None
+    user_name: str | None = None
+    access_key_id: str | None = None
+
+
+class ContainmentInPlaceResult(BaseModel):
+    undone: list[str]  # empty: all still in place

@@ -261,6 +261,8 @@ class WatchStatus(BaseModel):
     # Where the denied attempts came from (their source addresses), and which calls.
     attempt_sources: list[str] = Field(default_factory=list)
     attempt_calls: dict[str, int] = Field(default_factory=dict)  # "iam:ListUsers AccessDenied"
+    # What of the containment someone undid, as a check read it in IAM.
+    undone: list[str] = Field(default_factory=list)
 
 
 class EradicationPlan(BaseModel):

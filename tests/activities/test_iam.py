@@ -17,6 +17,7 @@ from config.names import REVOKE_SESSIONS_POLICY_NAME
 from lab.world import EC2_TRUST_POLICY
 from models.activities import (
     CaptureRoleInput,
+    ContainmentInPlaceInput,
     ResolvePrincipalInput,
     RevokeRoleSessionsInput,
     RoleTrustInput,
@@ -540,3 +541,37 @@ def test_list_role_trust_reads_the_role_in_aws(iam: Any, iam_activities: IamActi
     assert [(p.value, p.outside_account) for p in result.principals] == [
         ("arn:aws:iam::999988887777:root", True)
     ]
+
+
+def test_the_containment_in_place_is_read_back_deleted_edited_or_reactivated(
+    iam: Any, iam_activities: IamActivities, activity_env: ActivityEnvironment
+) -> None:
+    cutoff = CUTOFF
+    create_role(iam)
+    activity_env.run(
+        iam_activities.revoke_role_sessions, RevokeRoleSessionsInput(role_name=ROLE, cutoff=cutoff)
+    )
+    check = ContainmentInPlaceInput(role_name=ROLE, cutoff=cutoff)
+    assert activity_env.run(iam_activities.check_containment_in_place, check).undone == []
+
+    earlier = revocation_policy(iam)
+    earlier["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"] = (
+        "2026-11-01T00:00:00Z"
+    )
+    iam.put_role_policy(
+        RoleName=ROLE, PolicyName=REVOKE_SESSIONS_POLICY_NAME, PolicyDocument=json.dumps(earlier)
+    )
+    (edited,) = activity_env.run(iam_activities.check_containment_in_place, check).undone
+    assert edited.startswith(f"the {REVOKE_SESSIONS_POLICY_NAME} policy of role {ROLE} was edited")
+
+    iam.delete_role_policy(RoleName=ROLE, PolicyName=REVOKE_SESSIONS_POLICY_NAME)
+    assert activity_env.run(iam_activities.check_containment_in_place, check).undone == [
+        f"the {REVOKE_SESSIONS_POLICY_NAME} policy of role {ROLE} was deleted"
+    ]
+
+    iam.create_user(UserName="ci-bot")
+    key = iam.create_access_key(UserName="ci-bot")["AccessKey"]["AccessKeyId"]
+    user_check = ContainmentInPlaceInput(user_name="ci-bot", access_key_id=key, cutoff=cutoff)
+    undone = activity_env.run(iam_activities.check_containment_in_place, user_check).undone
+    assert f"{key} of user ci-bot is active again" in undone
+    assert any("QuenchRevokeOlderTokens policy of user ci-bot was deleted" in u for u in undone)

@@ -36,6 +36,8 @@ from models.activities import (
     ClassifyActivityResult,
     CloudTrailSliceInput,
     CloudTrailSliceResult,
+    ContainmentInPlaceInput,
+    ContainmentInPlaceResult,
     CountBaselineInput,
     CountBaselineResult,
     DenyUserTokensInput,
@@ -149,6 +151,8 @@ class FakeAws:
         # CloudTrail records per access key: what each credential did.
         self.attacker_records: dict[str, list[dict[str, Any]]] = {}
         self.quarantine_policies: list[str] = []
+        # What the next in-place check finds undone (then nothing).
+        self.undone: list[str] = []
         self.trails_not_logging: list[str] = []
         self.reports: list[WriteReportResult] = []
         self.report_markdown: list[str] = []
@@ -486,6 +490,14 @@ class FakeAws:
                 baseline_parts=input.baseline_parts or [],
             )
 
+        @activity.defn(name="check_containment_in_place")
+        async def check_containment_in_place(
+            input: ContainmentInPlaceInput,
+        ) -> ContainmentInPlaceResult:
+            fake._record("check_containment_in_place", input)
+            undone, fake.undone = fake.undone, []
+            return ContainmentInPlaceResult(undone=undone)
+
         @activity.defn(name="attach_quarantine")
         async def attach_quarantine(input: QuarantineInput) -> QuarantineResult:
             fake._record("attach_quarantine", input)
@@ -513,6 +525,7 @@ class FakeAws:
             return NotifyResult(channel="chat", sent=True, detail="HTTP 200")
 
         return [
+            check_containment_in_place,
             attach_quarantine,
             lift_quarantine,
             list_case_snapshots,
@@ -999,6 +1012,29 @@ async def test_containment_undone_in_an_organisation_quarantines_the_account_unt
     )
     assert result.outcome == "contained" and result.open_items == []
     await _record(handle, "quarantined_in_an_organisation")
+
+
+async def test_containment_undone_in_iam_fails_the_watch_even_before_any_call_works(
+    time_skipping_env,
+):
+    fake = FakeAws(probe_keys=[NEW_KEY])
+    undone = f"the AWSRevokeOlderSessions policy of role {ROLE} was deleted"
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(time_skipping_env, fake, queue, QUARANTINABLE)
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        fake.undone = [undone]
+        await time_skipping_env.sleep(timedelta(minutes=6))
+        proposed = await _wait_for(handle, _pending("quarantine-"))
+        assert proposed.phase is Phase.CONTAINMENT_FAILED
+        assert proposed.phases[-1].note == f"containment undone: {undone}"
+        assert proposed.watch is not None and proposed.watch.undone == [undone]
+        assert proposed.watch.effective_calls == 0
+    checked = [v for n, v in fake.calls if n == "check_containment_in_place"]
+    assert checked and checked[0].role_name == ROLE and checked[0].user_name is None
+    assert checked[0].account_id == ACCOUNT and checked[0].cutoff == proposed.containment_cutoff
 
 
 async def test_a_quarantine_not_lifted_is_an_open_item(time_skipping_env):

@@ -43,3 +43,6 @@ REPORT_SNAPSHOTS_PATCH = "report-snapshots"
 # A stolen user key that cannot be deactivated: the user is denied everything instead, the
 # case goes on, and the deactivation is offered for a retry beside it.
 USER_DENIED_ALL_PATCH = "user-denied-everything"
+# Each check of the watch also reads whether the containment is still in place (the
+# revocation or token-deny policy, the key's status): an attacker with IAM write can undo it.
+CONTAINMENT_IN_PLACE_PATCH = "containment-still-in-place"

@@ -10,12 +10,18 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.cloudtrail import CloudTrailActivities
-    from models.activities import CheckActivityInput, CheckActivityResult
+    from activities.iam import IamActivities
+    from models.activities import (
+        CheckActivityInput,
+        CheckActivityResult,
+        ContainmentInPlaceInput,
+    )
     from models.case import ActionKind, ActionStatus, Decision, Phase, WatchStatus
     from models.principal import Credential, CredentialKind
     from workflows.case.approvals import Approvals, CaseAbandoned
     from workflows.case.containment import Containment
     from workflows.case.evidence import CollectedEvidence
+    from workflows.case.patches import CONTAINMENT_IN_PLACE_PATCH
     from workflows.case.record import CaseRecord
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
@@ -49,7 +55,10 @@ class ContainmentWatch:
             failed = await self.watch([credential.access_key_id])
             if failed is None:
                 return
-            findings = explain_failure(failed, record.status.containment_cutoff)
+            undone = record.status.watch.undone if record.status.watch else []
+            findings = [f"containment undone: {line}" for line in undone]
+            if failed.effective_count or not findings:
+                findings += explain_failure(failed, record.status.containment_cutoff)
             record.set_phase(Phase.CONTAINMENT_FAILED, findings[0])
             for line in findings[1:]:
                 record.note(line)
@@ -122,13 +131,58 @@ class ContainmentWatch:
             watch.last_checked_at = now
             watch.denied_attempts = result.denied_count
             watch.effective_calls = result.effective_count
-            if result.effective_count:
+            if not minted and workflow.patched(CONTAINMENT_IN_PLACE_PATCH):
+                # Undone with no call made yet is undone all the same.
+                watch.undone = await self._containment_undone()
+            if result.effective_count or watch.undone:
                 watch.verdict = "failed"
                 return result
             if now >= clean_at:
                 self._clean(watch, window_end)
                 return None
             record.refresh()
+
+    async def _containment_undone(self) -> list[str]:
+        """What of the case's own containment is no longer in place in IAM: its revocation
+        or token-deny policy deleted or edited, its deactivated key active again."""
+        record = self._record
+        status = record.status
+        credential, cutoff = status.credential, status.containment_cutoff
+        if credential is None or cutoff is None:
+            return []
+        principal = credential.principal
+        user_key = credential.kind is CredentialKind.IAM_USER_KEY
+        deactivated = user_key and any(
+            a.kind is ActionKind.CONTAIN_USER_KEY
+            and a.status is ActionStatus.DONE
+            and (a.outcome or "").startswith("key deactivated")
+            for a in status.actions
+        )
+        request = record.in_account(
+            ContainmentInPlaceInput(
+                cutoff=cutoff,
+                role_name=None if user_key else principal.role_name,
+                user_name=principal.user_name if user_key else None,
+                access_key_id=credential.access_key_id if deactivated else None,
+            )
+        )
+        if not (request.role_name or request.user_name):
+            return []
+        result, failure = await self._approvals.attempt_or_fail(
+            "read whether the containment is still in place",
+            lambda: workflow.execute_activity_method(
+                IamActivities.check_containment_in_place,
+                request,
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=AWS_RETRY,
+                summary="Is the containment still in place?",
+            ),
+        )
+        if result is None:
+            record.note(f"whether the containment is still in place could not be read: {failure}")
+            return []
+        return result.undone
 
     def _take_in(self, watch: WatchStatus, result: CheckActivityResult) -> None:
         """Note new denied attempts (and keep where they came from, for the report), and
@@ -145,11 +199,13 @@ class ContainmentWatch:
             watch.attempt_calls = dict(sorted(calls.items()))
         if result.denied_count > watch.denied_attempts:
             sources = sorted({e.source_ip for e in result.events if e.denied})
+            # A call AWS answers whatever denies it (GetCallerIdentity) is an attempt
+            # with no refusal, and so no source among the refused ones.
+            where = f", from {', '.join(sources)}" if sources else ""
             self._record.note(
                 f"{result.denied_count} "
                 + ("attempt" if result.denied_count == 1 else "attempts")
-                + " since containment, from "
-                f"{', '.join(sources)}: the attacker is still trying, and no call worked"
+                + f" since containment{where}: the attacker is still trying, and no call worked"
             )
         if result.logging_unknown and not watch.logging_unknown:
             watch.logging_unknown = result.logging_unknown
