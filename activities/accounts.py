@@ -76,7 +76,8 @@ class AccountClients(AwsClients):
     """The clients of whichever account the running activity acts in.
 
     Outside a scope (an input that names no account: a case opened before Quench managed
-    several accounts), the worker's own, as such cases always acted.
+    several accounts), the worker's own, as such cases always acted, but only when that is
+    the one account managed.
     """
 
     def __init__(self, home: AwsClients, accounts: dict[str, Account]) -> None:
@@ -91,7 +92,17 @@ class AccountClients(AwsClients):
 
     def _clients_for(self, scope: Scope | None) -> AwsClients:
         if scope is None:
-            return self._home
+            # An input that names no account: a case opened before Quench managed several,
+            # which acted with the worker's own credentials. Only where that account is the
+            # one managed is that still right; anywhere else it would be the wrong account.
+            if [a.own_credentials for a in self._accounts.values()] == [True]:
+                return self._home
+            raise ApplicationError(
+                "this activity names no account to act in, and Quench manages more than its "
+                "own: nothing is done",
+                type=ERROR_ACCOUNT_NOT_MANAGED,
+                non_retryable=True,
+            )
         account = self._accounts.get(scope.account_id)
         if account is None:
             raise ApplicationError(

@@ -64,6 +64,15 @@ _DENIED = {
     "UnrecognizedClientException",
     "SignatureDoesNotMatch",
 }
+# Organizations' answers that a retry cannot change: SCPs not enabled, too many attached,
+# no such account in the organisation, a policy of that name already there.
+_ORGANIZATION_REFUSALS = {
+    "PolicyTypeNotEnabledException",
+    "ConstraintViolationException",
+    "TargetNotFoundException",
+    "DuplicatePolicyException",
+    "AWSOrganizationsNotInUseException",
+}
 _NOT_FOUND_SUFFIXES = (".NotFound", "NotFound", "NoSuchEntity", "NoSuchBucket", "NoSuchKey")
 # An error without a body (S3's answer to a HEAD request) has only its HTTP status for a code.
 _BARE_STATUSES = {
@@ -93,6 +102,8 @@ def classify(code: str) -> str:
     if code.startswith(("Invalid", "Validation", "Malformed", "MissingParameter")):
         return ERROR_INVALID_REQUEST
     if code in {"IncorrectInstanceState", "IncorrectState", "UnsupportedOperation"}:
+        return ERROR_INVALID_REQUEST
+    if code in _ORGANIZATION_REFUSALS:
         return ERROR_INVALID_REQUEST
     return ERROR_OTHER
 

@@ -14,6 +14,7 @@ from models.activities import QuarantineInput, QuarantineResult
 from playbook.quarantine import document_text
 
 SCP = "SERVICE_CONTROL_POLICY"
+QUARANTINE_TAG = "quench:quarantine"
 
 
 class OrganizationActivities:
@@ -56,6 +57,9 @@ class OrganizationActivities:
                         Description=f"Quench quarantine of account {target}, case {input.case_id}",
                         Type=SCP,
                         Content=text,
+                        # The quarantine role may change only policies that carry this tag
+                        # (docs/quarantine-role-policy.json), never the organisation's own.
+                        Tags=[{"Key": QUARANTINE_TAG, "Value": "true"}],
                     )["Policy"]["PolicySummary"]["Id"]
                 )
             else:

@@ -276,7 +276,7 @@ async def run(
     # The storm's accounts are managed, each through a role the stub worker never assumes.
     accounts = state_dir / "accounts.toml"
     accounts.write_text(
-        '[defaults]\nrole_name = "QuenchResponder"\n'
+        '[defaults]\nrole_name = "QuenchResponder"\ncloudtrail = { source = "lookup" }\n'
         + "".join(
             f'[[account]]\nid = "{account}"\n'
             for account in (WARMUP_ACCOUNT, WEBHOOK_ACCOUNT, SDK_ACCOUNT)

@@ -80,7 +80,8 @@ class Account(_Strict):
     # The role Quench assumes there: a name in that account, or an ARN (template).
     role_name: str | None = Field(default=None, pattern=ROLE_NAME_PATTERN)
     role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
-    external_id: str | None = Field(default=None, min_length=2, max_length=1224)
+    # Not a secret by AWS's design, yet no business of logs: kept out of repr().
+    external_id: str | None = Field(default=None, min_length=2, max_length=1224, repr=False)
     cloudtrail: TrailSource | None = None
     # Never contained, removed or changed in this account, beside QUENCH_PROTECTED_NAMES.
     protected_names: list[str] = Field(default_factory=list)
@@ -120,7 +121,8 @@ class Defaults(_Strict):
 
     role_name: str | None = Field(default=None, pattern=ROLE_NAME_PATTERN)
     role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
-    external_id: str | None = Field(default=None, min_length=2, max_length=1224)
+    # Not a secret by AWS's design, yet no business of logs: kept out of repr().
+    external_id: str | None = Field(default=None, min_length=2, max_length=1224, repr=False)
     cloudtrail: TrailSource | None = None
 
     @model_validator(mode="after")
@@ -144,12 +146,19 @@ class Organization(_Strict):
     policy_account: str = Field(pattern=ACCOUNT_ID_PATTERN)
     role_name: str | None = Field(default=None, pattern=ROLE_NAME_PATTERN)
     role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
-    external_id: str | None = Field(default=None, min_length=2, max_length=1224)
+    # Not a secret by AWS's design, yet no business of logs: kept out of repr().
+    external_id: str | None = Field(default=None, min_length=2, max_length=1224, repr=False)
 
     @model_validator(mode="after")
     def _one_role(self) -> "Organization":
         if bool(self.role_name) == bool(self.role_arn):
             raise ValueError("organization: give role_name or role_arn (one of them)")
+        written = (self.role_arn or "").split(":")[4:5]
+        if written and written not in (["{account_id}"], [self.policy_account]):
+            raise ValueError(
+                f"organization: role_arn is a role in account {written[0]}, not the "
+                f"policy account {self.policy_account}"
+            )
         return self
 
     def policy_administrator(self) -> Account:

@@ -209,6 +209,20 @@ class Settings(BaseSettings):
             self._managed = self._read_accounts()
         except AccountsError as exc:
             raise ValueError(str(exc)) from None
+        if self.cloudtrail_source != "lookup":
+            # The QUENCH_CLOUDTRAIL_* bucket or table is the worker's own account's: another
+            # account's records are not there, and its watch would read nothing.
+            lacking = [
+                a.id
+                for a in self._managed.values()
+                if a.cloudtrail is None and not a.own_credentials
+            ]
+            if lacking:
+                raise ValueError(
+                    f"QUENCH_ACCOUNTS_FILE: account {', '.join(lacking)} names no cloudtrail "
+                    "source, and QUENCH_CLOUDTRAIL_* reads the worker's own account's trail: "
+                    "give it one, or one in [defaults]"
+                )
         # Each account's case policy is made now, so a bad one stops the process at start
         # rather than failing the intake of that account's findings.
         for account_id in [None, *self._managed]:
@@ -283,7 +297,8 @@ class Settings(BaseSettings):
             protected_names=protected,
             max_eradication_rounds=self.max_eradication_rounds,
             restore_lookback_seconds=self.restore_lookback_seconds,
-            approvers=overrides.get("approvers", self.approvers),
+            # An account's approvers replace the defaults kind by kind, not as a whole.
+            approvers={**self.approvers, **overrides.get("approvers", {})},
             two_person=overrides.get("two_person_actions", self.two_person_actions),
             approval_deadline_seconds=overrides.get(
                 "approval_deadline_seconds", self.approval_deadline_seconds

@@ -65,8 +65,14 @@ CONTAINMENT_KINDS = frozenset(
         ActionKind.CONTAIN_USER_KEY,
         ActionKind.CONTAIN_ROLE_SESSION,
         ActionKind.RECONTAIN,
+        # Proposed before containing again, it must not hold that up where the policy
+        # lets containment proceed on its own.
+        ActionKind.QUARANTINE,
     }
 )
+# An organisation-level change, decided by whoever may decide containment again unless
+# the policy names its own approvers.
+ORGANIZATION_KINDS = frozenset({ActionKind.QUARANTINE, ActionKind.LIFT_QUARANTINE})
 
 
 class NotificationKind(StrEnum):

@@ -80,10 +80,12 @@ def undone(status: CaseStatus) -> list[str]:
             items.append(f"restore by hand: {restore.description} (not carried out)")
     quarantine = status.quarantine
     if quarantine is not None and quarantine.lifted_at is None:
-        still = f"the quarantine SCP {quarantine.policy_name} is still attached"
+        name, account = quarantine.policy_name, quarantine.account_id
+        still = f"the quarantine SCP {name} is still attached"
+        item = f"{still} to account {account}: detach it in Organizations when it may go"
+        if quarantine.attached_at is None:
+            still = f"the quarantine SCP {name} may still exist"
+            item = f"{still} (its attachment to account {account} failed): delete it"
         if still not in known:
-            items.append(
-                f"{still} to account {quarantine.account_id}: detach it in Organizations "
-                "when the account may run as before"
-            )
+            items.append(item)
     return items

@@ -542,6 +542,7 @@ def test_the_policy_is_an_allow_list_grouped_by_purpose(path):
     [
         ((POLICY,), "### AWS permissions for the worker"),
         ((MEMBER_POLICY, MEMBER_TRUST), "### The role in each member account"),
+        ((QUARANTINE_POLICY,), "### Quarantine the attacker cannot lift"),
     ],
 )
 def test_the_readme_explains_every_placeholder(paths, heading):

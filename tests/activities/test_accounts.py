@@ -45,10 +45,15 @@ def test_in_a_members_scope_calls_are_made_in_that_account_by_a_session_of_the_c
         identity = _identity(router)
     assert identity["Account"] == MEMBER
     assert identity["Arn"] == f"arn:aws:sts::{MEMBER}:assumed-role/QuenchResponder/{CASE}"
-    # Outside any scope, and in the worker's own account, the worker's own credentials.
-    assert _identity(router)["Account"] == "123456789012"
+    # In the worker's own account, the worker's own credentials.
     with _in(Scope("123456789012", CASE)):
         assert _identity(router)["Account"] == "123456789012"
+    # An input that names no account (a case from before several accounts) acts only where
+    # the worker's own account is the one managed; with members too, it is refused.
+    with pytest.raises(ApplicationError, match="names no account to act in"):
+        router.client("iam")
+    alone = AccountClients(clients, {"123456789012": ACCOUNTS["123456789012"]})
+    assert _identity(alone)["Account"] == "123456789012"
 
 
 def test_the_assumption_names_the_case_its_source_identity_and_the_external_id(clients):

@@ -121,6 +121,7 @@ def test_settings_refuse_a_bad_file_and_two_ways_of_naming_accounts(tmp_path):
 def test_an_accounts_policy_adds_its_protected_names_and_replaces_approvals(tmp_path):
     path = _write(
         tmp_path,
+        '[defaults]\ncloudtrail = { source = "lookup" }\n'
         '[[account]]\nid = "111111111111"\nrole_name = "R"\n'
         'protected_names = ["break-glass"]\n'
         'approvals = { two_person_actions = ["eradicate"], approval_deadline_seconds = 60 }\n'
@@ -160,3 +161,39 @@ def test_a_session_label_is_what_sts_accepts():
     long = session_label("case/" + "x" * 100)
     assert len(long) == 64 and "/" not in long
     assert session_label("c") == "quench-c"
+
+
+def test_an_account_not_quenchs_own_needs_a_trail_of_its_own(tmp_path):
+    path = _write(tmp_path, '[[account]]\nid = "111111111111"\nrole_name = "R"\n')
+    with pytest.raises(ValidationError, match="account 111111111111 names no cloudtrail source"):
+        Settings(accounts_file=path)
+    assert Settings(accounts_file=path, cloudtrail_source="lookup").managed_accounts
+
+
+def test_the_quarantine_policy_exempts_quenchs_role_and_the_protected_names():
+    settings = Settings(accounts_file=ACCOUNTS_FILE, protected_names=["alice-admin"])
+    prod = settings.quarantine_policy("111111111111")
+    assert prod is not None and prod.policy_account == "101010101010"
+    assert "arn:aws:iam::111111111111:role/QuenchResponder" in prod.exempt
+    for name in ("alice-admin", "break-glass-admin"):
+        assert f"arn:aws:iam::111111111111:role/{name}" in prod.exempt
+        assert f"arn:aws:iam::111111111111:user/*/{name}" in prod.exempt
+    assert settings.case_policy("111111111111").quarantine == prod
+    # Not the policy account, nor an account Quench does not manage.
+    assert settings.quarantine_policy("101010101010") is None
+    assert settings.quarantine_policy("999999999999") is None
+    assert Settings(account_id="123456789012").quarantine_policy("123456789012") is None
+
+
+def test_an_accounts_approvers_replace_the_defaults_kind_by_kind(tmp_path):
+    path = _write(
+        tmp_path,
+        '[defaults]\ncloudtrail = { source = "lookup" }\n'
+        '[[account]]\nid = "111111111111"\nrole_name = "R"\n'
+        'approvals = { approvers = { eradicate = ["bob"] } }\n',
+    )
+    settings = Settings(accounts_file=path, approvers={"contain": ["alice"]})
+    assert settings.case_policy("111111111111").approvers == {
+        ActionKind.CONTAIN_INSTANCE_ROLE: ["alice"],
+        ActionKind.ERADICATE: ["bob"],
+    }

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,7 @@ from models.activities import (
     DenyUserTokensInput,
     FindPriorStateInput,
     FindPriorStateResult,
+    InAccount,
     InstanceInput,
     InstanceStateResult,
     InvestigateInput,
@@ -171,6 +173,13 @@ class FakeAws:
         return [name for name, _ in self.calls]
 
     def _record(self, name: str, value: Any) -> None:
+        # Every call that acts in an account names the case's (the quarantine acts in the
+        # organisation's policy account, for the case's).
+        if isinstance(value, InAccount) and not isinstance(value, QuarantineInput):
+            # case-<account>-<key>, or a test's own id for a case of the default finding
+            named = re.match(r"case-(\d{12})-", activity.info().workflow_id)
+            assert value.account_id == (named[1] if named else ACCOUNT), (name, value)
+            assert value.case_id, (name, value)
         self.calls.append((name, value))
         if name in self.fail_next:
             raise self.fail_next.pop(name)
@@ -995,9 +1004,10 @@ async def test_containment_undone_in_an_organisation_quarantines_the_account_unt
             f"arn:aws:iam::{ACCOUNT}:role/{ROLE}",
         ]
     }
-    assert older["Condition"]["DateLessThan"]["aws:TokenIssueTime"] == (
-        cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")
-    )
+    # Sessions issued before the quarantine, not only before the first cut-off: the
+    # attacker may have got new ones while containment was undone.
+    denied_before = older["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+    assert denied_before > cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")
     (lifted,) = [v for n, v in fake.calls if n == "lift_quarantine"]
     assert lifted.policy_name == attached.policy_name
     names_in_order = fake.names()

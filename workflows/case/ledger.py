@@ -11,6 +11,7 @@ with workflow.unsafe.imports_passed_through():
     from config import names
     from models.case import (
         CONTAINMENT_KINDS,
+        ORGANIZATION_KINDS,
         Action,
         ActionKind,
         ActionStatus,
@@ -77,7 +78,10 @@ class ApprovalLedger:
             return "no such action"
         if action.status is not ActionStatus.PENDING_APPROVAL:
             return f"action is {action.status}"
-        allowed = self._policy.approvers.get(action.kind)
+        approvers = self._policy.approvers
+        allowed = approvers.get(action.kind)
+        if allowed is None and action.kind in ORGANIZATION_KINDS:
+            allowed = approvers.get(ActionKind.RECONTAIN)
         if allowed is not None and input.approver not in allowed:
             return f"{input.approver} may not decide {action.kind.value} actions"
         if decision is Decision.APPROVED and any(

@@ -46,3 +46,6 @@ USER_DENIED_ALL_PATCH = "user-denied-everything"
 # Each check of the watch also reads whether the containment is still in place (the
 # revocation or token-deny policy, the key's status): an attacker with IAM write can undo it.
 CONTAINMENT_IN_PLACE_PATCH = "containment-still-in-place"
+# A case in an organisation Quench may act on proposes the SCP quarantine when the watch
+# sees containment undone, and lifts it once done.
+QUARANTINE_PATCH = "organisation-quarantine"

@@ -11,6 +11,7 @@ with workflow.unsafe.imports_passed_through():
     from models.activities import QuarantineInput, QuarantineResult
     from models.case import ActionKind, ActionStatus, Decision, Quarantine
     from models.principal import Credential
+    from playbook.classify import ResourceKind
     from playbook.quarantine import (
         document_text,
         fits,
@@ -20,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.case.approvals import Approvals
     from workflows.case.eradication import attacker_made
+    from workflows.case.patches import QUARANTINE_PATCH
     from workflows.case.record import CaseRecord
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
@@ -32,7 +34,11 @@ class OrganizationQuarantine:
     def available(self) -> bool:
         """In an organisation Quench may act on, and not quarantined yet."""
         record = self._record
-        return record.policy.quarantine is not None and record.status.quarantine is None
+        return (
+            record.policy.quarantine is not None
+            and record.status.quarantine is None
+            and workflow.patched(QUARANTINE_PATCH)
+        )
 
     async def propose(self, credential: Credential) -> None:
         """A service control policy on the case's account, for approval: what the account's
@@ -41,7 +47,9 @@ class OrganizationQuarantine:
         policy = record.policy.quarantine
         assert policy is not None
         account = record.status.account_id
-        cutoff = record.status.containment_cutoff or workflow.now()
+        # Now, as containing again will: sessions issued since the first cut-off are the
+        # attacker's too when it undid containment.
+        cutoff = workflow.now()
         principal = credential.principal
         role_sessions = (
             [principal.role_arn]
@@ -52,8 +60,9 @@ class OrganizationQuarantine:
         )
         # A user is denied whatever its credentials' age: its keys last until deleted.
         denied = [principal.arn] if principal.user_name and principal.arn else []
-        made = sorted(name for _, name in attacker_made(record.status) if name)
-        denied += principal_arns(account, made)
+        for kind, noun in ((ResourceKind.USER, "user"), (ResourceKind.ROLE, "role")):
+            names = [name for k, name in attacker_made(record.status) if k is kind and name]
+            denied += principal_arns(account, names, (noun,))
         document = quarantine_document(
             role_sessions=role_sessions, principals=denied, cutoff=cutoff, exempt=policy.exempt
         )
@@ -90,17 +99,17 @@ class OrganizationQuarantine:
             policy_name=name,
             document=document,
         )
+        # Kept before the attempt: one that fails half-way (the policy made, not attached)
+        # is still lifted, by name, at the end.
+        quarantine = Quarantine(policy_name=name, account_id=account)
+        record.status.quarantine = quarantine
         result, failure = await self._attach(request, "quarantine the account")
         if result is None:
             ledger.finish(action, ActionStatus.FAILED, str(failure))
             record.needs_human(f"quarantine of account {account} not attached: {failure}")
             return
-        record.status.quarantine = Quarantine(
-            policy_name=name,
-            policy_id=result.policy_id,
-            account_id=account,
-            attached_at=workflow.now(),
-        )
+        quarantine.policy_id = result.policy_id
+        quarantine.attached_at = workflow.now()
         ledger.finish(action, ActionStatus.DONE, result.detail)
         record.note(f"account {account} quarantined: SCP {name} ({result.policy_id}) attached")
 
@@ -111,6 +120,8 @@ class OrganizationQuarantine:
         quarantine = record.status.quarantine
         policy = record.policy.quarantine
         if quarantine is None or quarantine.lifted_at is not None or policy is None:
+            return
+        if not workflow.patched(QUARANTINE_PATCH):
             return
         account, name = quarantine.account_id, quarantine.policy_name
         action = self._approvals.propose(

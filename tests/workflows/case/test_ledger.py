@@ -259,3 +259,16 @@ def test_starting_an_action_decides_its_cut_off_after_the_second_of_the_approval
     assert (action.status, action.outcome) == (ActionStatus.DONE, "sessions revoked")
     assert action.finished_at == OPENED + timedelta(seconds=13)
     assert status.timeline[-1].what == f"{action.id} done: sessions revoked"
+
+
+@pytest.mark.parametrize("kind", [ActionKind.QUARANTINE, ActionKind.LIFT_QUARANTINE])
+def test_an_organisation_change_is_decided_by_recontainments_approvers_unless_named(kind):
+    ledger, _, _ = _ledger(CasePolicy(approvers={ActionKind.RECONTAIN: ["alice"]}))
+    action = ledger.propose(kind, "Quarantine", [])
+    assert ledger.refusal(_decision(action.id, "mallory"), Decision.APPROVED) == (
+        f"mallory may not decide {kind.value} actions"
+    )
+    assert ledger.refusal(_decision(action.id, "alice"), Decision.APPROVED) is None
+    own, _, _ = _ledger(CasePolicy(approvers={ActionKind.RECONTAIN: ["alice"], kind: ["mallory"]}))
+    named = own.propose(kind, "Quarantine", [])
+    assert own.refusal(_decision(named.id, "mallory"), Decision.APPROVED) is None
