@@ -177,7 +177,7 @@ class FakeAws:
         # organisation's policy account, for the case's).
         if isinstance(value, InAccount) and not isinstance(value, QuarantineInput):
             # case-<account>-<key>, or a test's own id for a case of the default finding
-            named = re.match(r"case-(\d{12})-", activity.info().workflow_id)
+            named = re.match(r"case-(\d{12})-", activity.info().workflow_id or "")
             assert value.account_id == (named[1] if named else ACCOUNT), (name, value)
             assert value.case_id, (name, value)
         self.calls.append((name, value))
