@@ -329,20 +329,8 @@ def attacker_returns(
     for service, operation in RETURN_CALLS:
         refused = revoked and (service, operation) != ("sts", "GetCallerIdentity")
         denied += refused
-        recorder.record(
-            actor,
-            service=service,
-            operation=operation,
-            region=REGION,
-            at=clock.next(),
-            request=None,
-            response=None,
-            error_code="AccessDenied" if refused else None,
-            error_message=f"User: {actor.identity['arn']} is not authorized to perform: "
-            f"{service}:{operation} with an explicit deny in an identity-based policy"
-            if refused
-            else None,
-        )
+        by = "with an explicit deny in an identity-based policy" if refused else None
+        recorder.attempt(actor, service, operation, clock.next(), by, region=REGION)
     files = recorder.deliver(client(admin, "s3", endpoint_url))
     return ReturnReport(
         stolen_access_key_id=attack.stolen_access_key_id,

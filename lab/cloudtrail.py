@@ -196,6 +196,34 @@ class TrailRecorder:
                 self.logging = True
         return record
 
+    def attempt(
+        self,
+        actor: Actor,
+        service: str,
+        operation: str,
+        at: datetime,
+        refusal: str | None,
+        request: dict[str, Any] | None = None,
+        region: str = "us-east-1",
+    ) -> None:
+        """A call the lab's attacker makes with a key whose secret the lab does not keep:
+        no call is made, the record says what AWS answers: refused, and why (`refusal`,
+        such as "with an explicit deny in an identity-based policy"), or worked."""
+        self.record(
+            actor,
+            service=service,
+            operation=operation,
+            region=region,
+            at=at,
+            request=request,
+            response=None,
+            error_code="AccessDenied" if refusal else None,
+            error_message=f"User: {actor.identity['arn']} is not authorized to perform: "
+            f"{service}:{operation} {refusal}"
+            if refusal
+            else None,
+        )
+
     def log_files(self) -> dict[str, bytes]:
         """The records as CloudTrail would deliver them: one gzip file per region and
         5-minute window, named for the window's end."""

@@ -130,16 +130,12 @@ def seed_member(endpoint_url: str, account_id: str) -> Member:
     """The member account's responder role and application, made if missing."""
     iam = in_account(account_id, "iam", endpoint_url)
     ec2 = in_account(account_id, "ec2", endpoint_url)
-    try:
-        iam.get_role(RoleName=RESPONDER_ROLE)
-    except iam.exceptions.NoSuchEntityException:
-        iam.create_role(
-            RoleName=RESPONDER_ROLE,
-            AssumeRolePolicyDocument=json.dumps(responder_trust()),
-            Description="Quench's incident response, from the security account",
-        )
-        policy = MEMBER_POLICY.read_text().replace("<cloudtrail-bucket>", ORG_TRAIL_BUCKET)
-        iam.put_role_policy(RoleName=RESPONDER_ROLE, PolicyName="quench", PolicyDocument=policy)
+    _quench_role(
+        iam,
+        RESPONDER_ROLE,
+        "Quench's incident response, from the security account",
+        MEMBER_POLICY.read_text().replace("<cloudtrail-bucket>", ORG_TRAIL_BUCKET),
+    )
     try:
         role = iam.get_role(RoleName=APP_ROLE)["Role"]
         profile = iam.get_instance_profile(InstanceProfileName=APP_PROFILE)["InstanceProfile"]
@@ -215,20 +211,25 @@ def _seed_management(endpoint_url: str) -> None:
     for account in [*MEMBERS, WITHOUT_RESPONDER_ROLE]:
         if account not in joined:
             org.invite_account_to_organization(Target={"Id": account, "Type": "ACCOUNT"})
-    iam = in_account(MANAGEMENT_ACCOUNT, "iam", endpoint_url)
+    _quench_role(
+        in_account(MANAGEMENT_ACCOUNT, "iam", endpoint_url),
+        QUARANTINE_ROLE,
+        "Quench's quarantine of member accounts, from the security account",
+        QUARANTINE_POLICY.read_text(),
+    )
+
+
+def _quench_role(iam: Any, name: str, description: str, policy: str) -> None:
+    """A role Quench assumes from the security account, made if missing."""
     try:
-        iam.get_role(RoleName=QUARANTINE_ROLE)
+        iam.get_role(RoleName=name)
     except iam.exceptions.NoSuchEntityException:
         iam.create_role(
-            RoleName=QUARANTINE_ROLE,
+            RoleName=name,
             AssumeRolePolicyDocument=json.dumps(responder_trust()),
-            Description="Quench's quarantine of member accounts, from the security account",
+            Description=description,
         )
-        iam.put_role_policy(
-            RoleName=QUARANTINE_ROLE,
-            PolicyName="quench-quarantine",
-            PolicyDocument=QUARANTINE_POLICY.read_text(),
-        )
+        iam.put_role_policy(RoleName=name, PolicyName="quench", PolicyDocument=policy)
 
 
 def quarantined(
@@ -416,7 +417,8 @@ def attacker_returns_to_member(
     cut_off = _revocation_cutoff(iam, attack.role_name)
     deleted = False
     if cut_off is not None:
-        refused = not key_works or quarantined(endpoint_url, account, backdoor_arn, now)
+        fenced = quarantined(endpoint_url, account, backdoor_arn, now)
+        refused = not key_works or fenced
         if not refused:
             iam.delete_role_policy(RoleName=attack.role_name, PolicyName=REVOKE_SESSIONS_POLICY)
             deleted = True
@@ -431,7 +433,15 @@ def attacker_returns_to_member(
             THREAT_IP,
             ATTACKER_AGENT,
         )
-        _record(recorder, actor, clock, "iam", "DeleteRolePolicy", refused, attack.role_name)
+        request = {"roleName": attack.role_name, "policyName": REVOKE_SESSIONS_POLICY}
+        by = (
+            "with an explicit deny in a service control policy"
+            if fenced
+            else "with an inactive or deleted key"
+            if not key_works
+            else None
+        )
+        recorder.attempt(actor, "iam", "DeleteRolePolicy", clock.next(), by, request, REGION)
     identity = assumed_role_identity(
         account_id=account,
         role_name=attack.role_name,
@@ -453,8 +463,15 @@ def attacker_returns_to_member(
         )
         denied += refused
         blocked += refused and by_quarantine and not revoked
+        by = (
+            None
+            if not refused
+            else "with an explicit deny in an identity-based policy"
+            if revoked
+            else "with an explicit deny in a service control policy"
+        )
         actor = Actor(identity, THREAT_IP, ATTACKER_AGENT)
-        _record(recorder, actor, clock, service, operation, refused)
+        recorder.attempt(actor, service, operation, clock.next(), by, region=REGION)
     files = recorder.deliver(client(admin_session(), "s3", endpoint_url))
     return MemberReturnReport(
         account_id=account,
@@ -477,29 +494,3 @@ def _revocation_cutoff(iam: Any, role_name: str) -> datetime | None:
     if isinstance(document, str):
         document = json.loads(unquote(document))
     return policy_cutoff(document)
-
-
-def _record(
-    recorder: TrailRecorder,
-    actor: Actor,
-    clock: Clock,
-    service: str,
-    operation: str,
-    refused: bool,
-    role_name: str | None = None,
-) -> None:
-    request = {"roleName": role_name, "policyName": REVOKE_SESSIONS_POLICY} if role_name else None
-    recorder.record(
-        actor,
-        service=service,
-        operation=operation,
-        region=REGION,
-        at=clock.next(),
-        request=request,
-        response=None,
-        error_code="AccessDenied" if refused else None,
-        error_message=f"User: {actor.identity['arn']} is not authorized to perform: "
-        f"{service}:{operation} with an explicit deny"
-        if refused
-        else None,
-    )

@@ -7,6 +7,7 @@ an account whose responder role is missing could not fail as it fails in AWS.
 """
 
 import json
+import threading
 from typing import Any
 from urllib.parse import unquote
 
@@ -14,6 +15,7 @@ from moto.iam.models import iam_backends
 from moto.sts.exceptions import STSClientError
 from moto.sts.responses import TokenResponse
 
+_CHOSEN_ID = threading.Lock()
 _ASSUME_ACTIONS = {"sts:assumerole", "sts:*", "*"}
 
 
@@ -86,12 +88,14 @@ def install_invitations() -> None:
         backend = self.organizations_backend
         known = {account.id for account in backend.accounts}
         if target not in known:
-            chosen = utils.make_random_account_id
-            utils.make_random_account_id = lambda: target
-            try:
-                backend.create_account(AccountName=f"account-{target}", Email=f"{target}@lab")
-            finally:
-                utils.make_random_account_id = chosen
+            # moto draws a new account's id from this function: the invited one's, once.
+            with _CHOSEN_ID:
+                chosen = utils.make_random_account_id
+                utils.make_random_account_id = lambda: target
+                try:
+                    backend.create_account(AccountName=f"account-{target}", Email=f"{target}@lab")
+                finally:
+                    utils.make_random_account_id = chosen
             joined = backend.get_account_by_id(target)
             joined.joined_method = "INVITED"
         return json.dumps({"Handshake": {"Id": f"h-{target}", "State": "ACCEPTED"}})

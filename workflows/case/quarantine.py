@@ -2,6 +2,7 @@
 containment undone or bypassed in an account of an organisation Quench may act on, and
 lifted, with its own approval, once eradication and recovery are done."""
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -103,7 +104,12 @@ class OrganizationQuarantine:
         # is still lifted, by name, at the end.
         quarantine = Quarantine(policy_name=name, account_id=account)
         record.status.quarantine = quarantine
-        result, failure = await self._attach(request, "quarantine the account")
+        result, failure = await self._run(
+            OrganizationActivities.attach_quarantine,
+            request,
+            "quarantine the account",
+            f"Attach SCP {name} to {account}",
+        )
         if result is None:
             ledger.finish(action, ActionStatus.FAILED, str(failure))
             record.needs_human(f"quarantine of account {account} not attached: {failure}")
@@ -143,7 +149,12 @@ class OrganizationQuarantine:
             target_account_id=account,
             policy_name=name,
         )
-        result, failure = await self._lift(request)
+        result, failure = await self._run(
+            OrganizationActivities.lift_quarantine,
+            request,
+            "lift the quarantine",
+            f"Detach SCP {name} from {account}",
+        )
         if result is None:
             ledger.finish(action, ActionStatus.FAILED, str(failure))
             record.needs_human(f"{still}: lifting it failed: {failure}")
@@ -152,30 +163,23 @@ class OrganizationQuarantine:
         ledger.finish(action, ActionStatus.DONE, result.detail)
         record.note(f"quarantine of account {account} lifted: SCP {name} {result.detail}")
 
-    async def _attach(
-        self, request: QuarantineInput, doing: str
+    async def _run(
+        self,
+        activity: Callable[[OrganizationActivities, QuarantineInput], QuarantineResult],
+        request: QuarantineInput,
+        doing: str,
+        summary: str,
     ) -> tuple[QuarantineResult | None, str | None]:
+        """One of the quarantine's activities, in the policy account; its result, or why
+        it failed for good (the case goes on either way)."""
         return await self._approvals.attempt_or_fail(
             doing,
             lambda: workflow.execute_activity_method(
-                OrganizationActivities.attach_quarantine,
+                activity,
                 request,
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
-                summary=f"Attach SCP {request.policy_name} to {request.target_account_id}",
-            ),
-        )
-
-    async def _lift(self, request: QuarantineInput) -> tuple[QuarantineResult | None, str | None]:
-        return await self._approvals.attempt_or_fail(
-            "lift the quarantine",
-            lambda: workflow.execute_activity_method(
-                OrganizationActivities.lift_quarantine,
-                request,
-                start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=AWS_RETRY,
-                summary=f"Detach SCP {request.policy_name} from {request.target_account_id}",
+                summary=summary,
             ),
         )
