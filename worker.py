@@ -28,6 +28,7 @@ from activities.ec2 import Ec2Activities
 from activities.eradication import EradicationActivities
 from activities.evidence import EvidenceActivities, EvidenceStore
 from activities.faults import FaultInjector
+from activities.hands_off import QuenchIdentity
 from activities.iam import IamActivities
 from activities.investigation import InvestigationActivities
 from activities.notify import Notifier
@@ -166,6 +167,14 @@ def _trail_source(
     )
 
 
+def quench_roles(settings: Settings) -> list[str]:
+    """The roles Quench assumes: in each managed account, and the organisation's."""
+    roles = [account.role() for account in settings.managed_accounts.values()]
+    if settings.organization is not None:
+        roles.append(settings.organization.policy_administrator().role())
+    return [role for role in roles if role]
+
+
 def aws_clients(settings: Settings) -> AwsClients:
     """The worker's AWS clients; in the lab, with QUENCH_LAB_FAULTS's faults injected and,
     with QUENCH_LAB_LOG_CALLS, a log line for each call."""
@@ -211,12 +220,14 @@ async def main(interceptors: Sequence[Interceptor] = ()) -> None:
     setup_tracing("quench-worker")
     clients = aws_clients(settings)
     try:
-        wrong = unassumed_elsewhere(settings.managed_accounts, clients)
+        clients.identity = QuenchIdentity.learn(clients, quench_roles(settings))
     except (ClientError, BotoCoreError) as exc:
         raise SystemExit(
-            "worker not started: cannot tell which account its credentials belong to "
-            f"(sts:GetCallerIdentity): {exc}"
+            "worker not started: cannot tell who its own credentials are, so could not "
+            f"keep from acting on itself (sts:GetCallerIdentity): {exc}"
         ) from None
+    logging.info("worker acts as %s; it never contains itself", clients.identity.arn)
+    wrong = unassumed_elsewhere(settings.managed_accounts, clients.identity)
     if wrong:
         raise SystemExit(f"worker not started: {'; '.join(wrong)}")
     client = await connect(settings)

@@ -27,6 +27,7 @@ from temporalio.worker import (
 )
 
 from activities.aws import NON_RETRYABLE_ERRORS, AwsClients, classify, error_code
+from activities.hands_off import QuenchIdentity
 from config.accounts import Account, session_label
 from models.activities import InAccount
 
@@ -82,6 +83,7 @@ class AccountClients(AwsClients):
 
     def __init__(self, home: AwsClients, accounts: dict[str, Account]) -> None:
         self.region = home.region
+        self.identity = home.identity
         self._home = home
         self._accounts = accounts
         self._sessions: OrderedDict[Scope, AwsClients] = OrderedDict()
@@ -192,16 +194,13 @@ class AccountClients(AwsClients):
         return dict(self._home.client("sts").assume_role(**arguments))
 
 
-def unassumed_elsewhere(accounts: dict[str, Account], home: AwsClients) -> list[str]:
+def unassumed_elsewhere(accounts: dict[str, Account], identity: QuenchIdentity) -> list[str]:
     """Accounts listed without a role that are not the worker's own: Quench could act
     there only with its own credentials, in the wrong account."""
-    without_role = [account for account in accounts.values() if account.role() is None]
-    if not without_role:
-        return []
-    own = str(home.client("sts").get_caller_identity()["Account"])
+    own = identity.account_id
     return [
         f"account {account.label} names no role to assume, and the worker's own "
         f"credentials are of account {own}"
-        for account in without_role
-        if account.id != own
+        for account in accounts.values()
+        if account.role() is None and account.id != own
     ]

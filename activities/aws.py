@@ -8,7 +8,7 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -19,6 +19,9 @@ from temporalio.exceptions import ApplicationError
 from activities.faults import FaultInjector
 from activities.permissions import describe_call, failed_call, track_calls
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from activities.hands_off import QuenchIdentity
 
 ERROR_THROTTLED = "AwsThrottled"
 ERROR_UNAVAILABLE = "AwsUnavailable"
@@ -207,6 +210,8 @@ class AwsClients:
         self._lock = threading.Lock()
         # Standard retry mode backs off on throttling before Temporal's own retry sees it.
         self._config = Config(retries={"max_attempts": 5, "mode": "standard"})
+        # Who Quench is (learned at worker start), so no activity ever acts on it.
+        self.identity: QuenchIdentity | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, faults: FaultInjector | None = None) -> "AwsClients":
@@ -218,8 +223,15 @@ class AwsClients:
         )
 
     def with_session(self, session: boto3.Session) -> "AwsClients":
-        """The same endpoint and faults, with another session's credentials."""
-        return AwsClients(session, self.region, self._endpoint_url, self._faults)
+        """The same endpoint, faults and identity, with another session's credentials."""
+        clients = AwsClients(session, self.region, self._endpoint_url, self._faults)
+        clients.identity = self.identity
+        return clients
+
+    def access_key_id(self) -> str | None:
+        """The access key these clients sign with (never its secret)."""
+        credentials = self._session.get_credentials()
+        return None if credentials is None else str(credentials.access_key)
 
     def client(self, service: str, region: str | None = None) -> Any:
         region = region or self.region

@@ -9,6 +9,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors
 from activities.evidence import EvidenceStore
+from activities.hands_off import refuse_if_hands_off
 from activities.liveness import beat, heartbeating
 from config.names import CASE_TAG_KEY
 from models.activities import (
@@ -168,6 +169,9 @@ class Ec2Activities:
     @heartbeating
     def stop_instance(self, input: InstanceInput) -> InstanceStateResult:
         """Stop the instance and wait until it is stopped; already stopped is done."""
+        refuse_if_hands_off(
+            self._clients, input, "ec2:StopInstances", instance_id=input.instance_id
+        )
         state = self._state(input.instance_id)
         changed = False
         if state in {"pending", "running"}:
@@ -181,6 +185,9 @@ class Ec2Activities:
     @heartbeating
     def start_instance(self, input: InstanceInput) -> InstanceStateResult:
         """Start the instance and wait until it runs; already running is done."""
+        refuse_if_hands_off(
+            self._clients, input, "ec2:StartInstances", instance_id=input.instance_id
+        )
         state = self._state(input.instance_id)
         changed = False
         if state == "stopping":

@@ -24,6 +24,7 @@ from activities.aws import (
     to_application_error,
 )
 from activities.evidence import EvidenceStore
+from activities.hands_off import is_protected
 from activities.iam import inline_policies
 from activities.liveness import heartbeating
 from activities.redaction import REDACTED
@@ -192,6 +193,17 @@ class EradicationActivities:
     # -- protection --------------------------------------------------------------------
 
     def _protection(self, input: RemoveResourceInput) -> str | None:
+        identity = self._clients.identity
+        for name in (input.name, input.owner):
+            # Quench's own user, role or key, whatever the records say the attacker did.
+            own = identity and identity.owns(
+                input.account_id or identity.account_id,
+                user_name=name,
+                role_name=name,
+                access_key_id=name,
+            )
+            if own:
+                return own
         for name in (input.name, input.owner):
             if name and name in input.protected_names:
                 return f"{name} is on the protected list"
@@ -205,27 +217,27 @@ class EradicationActivities:
                 # A login profile may be named by its user alone.
                 user = input.name if op == "delete_user" else input.owner or input.name
                 tags = self._iam.list_user_tags(UserName=user)["Tags"]
-                return user if _protected(tags) else None
+                return user if is_protected(tags) else None
             if op in {"delete_role", "remove_role_from_instance_profile"} or (
                 input.owner and op in _ROLE_PARTS
             ):
                 role = input.owner if op in _ROLE_PARTS else input.name
                 tags = self._iam.list_role_tags(RoleName=role)["Tags"]
-                return role if _protected(tags) else None
+                return role if is_protected(tags) else None
             if op == "delete_instance_profile":
                 # GetInstanceProfile carries the tags (moto lacks ListInstanceProfileTags).
                 profile = self._iam.get_instance_profile(InstanceProfileName=input.name)
                 tags = profile["InstanceProfile"].get("Tags", [])
-                return input.name if _protected(tags) else None
+                return input.name if is_protected(tags) else None
             if op == "terminate_instance":
                 reservations = self._clients.client("ec2").describe_instances(
                     InstanceIds=[input.name]
                 )["Reservations"]
                 tags = [t for r in reservations for i in r["Instances"] for t in i.get("Tags", [])]
-                return input.name if _protected(tags) else None
+                return input.name if is_protected(tags) else None
             if op == "delete_managed_policy":
                 tags = self._iam.list_policy_tags(PolicyArn=input.name)["Tags"]
-                return input.name if _protected(tags) else None
+                return input.name if is_protected(tags) else None
             if op in {"delete_function", "remove_function_permission"}:
                 function = input.name if op == "delete_function" else input.owner or ""
                 lam = self._clients.client("lambda")
@@ -450,10 +462,6 @@ _USER_PARTS = {
     "remove_user_from_group",
 }
 _ROLE_PARTS = {"detach_role_policy", "delete_role_policy"}
-
-
-def _protected(tags: list[dict[str, str]]) -> bool:
-    return any(t.get("Key") == PROTECTED_TAG_KEY and t.get("Value") == "true" for t in tags)
 
 
 def _ignore_gone(call: Callable[[], object]) -> None:

@@ -19,6 +19,7 @@ from activities.aws import (
     to_application_error,
 )
 from activities.evidence import EvidenceStore
+from activities.hands_off import Target, refuse_if_hands_off, why_hands_off
 from activities.liveness import heartbeating
 from config.names import (
     AWS_QUARANTINE_POLICY_PREFIX,
@@ -186,6 +187,10 @@ class IamActivities:
         keys = finding.access_key
         account = finding.account_id
         user_type = (keys.user_type or "").lower()
+        own = self._quench_own(input)
+        if own is not None:
+            # Quench itself: nothing to look up, and nothing it will do to itself.
+            return own
 
         if user_type == "assumedrole" and keys.access_key_id.startswith("ASIA"):
             role_name = validate_role_name(keys.user_name or "")
@@ -239,8 +244,47 @@ class IamActivities:
             principal = Principal(
                 type=PrincipalType.UNKNOWN, account_id=account, principal_id=keys.principal_id
             )
+        target = Target(
+            account_id=account,
+            user_name=principal.user_name,
+            role_name=principal.role_name,
+            instance_id=principal.instance_id,
+            access_key_id=keys.access_key_id,
+        )
         return ResolvePrincipalResult(
-            credential=Credential(access_key_id=keys.access_key_id, kind=kind, principal=principal)
+            credential=Credential(access_key_id=keys.access_key_id, kind=kind, principal=principal),
+            hands_off=why_hands_off(self._clients, target, input.protected_names),
+        )
+
+    def _quench_own(self, input: ResolvePrincipalInput) -> ResolvePrincipalResult | None:
+        """The finding's credential, when it is Quench's own: its key, the worker's user,
+        or a role Quench assumes."""
+        identity = self._clients.identity
+        keys = input.finding.access_key
+        if identity is None:
+            return None
+        assumed = (keys.user_type or "").lower() == "assumedrole"
+        account = input.finding.account_id
+        why = identity.owns(
+            account,
+            user_name=None if assumed else keys.user_name,
+            role_name=keys.user_name if assumed else None,
+            access_key_id=keys.access_key_id,
+        )
+        if why is None:
+            return None
+        principal = Principal(
+            type=PrincipalType.ASSUMED_ROLE if assumed else PrincipalType.IAM_USER,
+            account_id=account,
+            principal_id=keys.principal_id,
+            user_name=None if assumed else keys.user_name,
+            role_name=keys.user_name if assumed else None,
+        )
+        kind = CredentialKind.ROLE_SESSION if assumed else CredentialKind.IAM_USER_KEY
+        return ResolvePrincipalResult(
+            credential=Credential(access_key_id=keys.access_key_id, kind=kind, principal=principal),
+            hands_off=why,
+            quench_own=True,
         )
 
     def _instance_profile_with_role(self, instance_id: str, role_name: str) -> str:
@@ -329,6 +373,7 @@ class IamActivities:
     def revoke_role_sessions(self, input: RevokeRoleSessionsInput) -> RevokeRoleSessionsResult:
         """Deny every session of the role issued before the cut-off (AWSRevokeOlderSessions)."""
         role_name = validate_role_name(input.role_name)
+        refuse_if_hands_off(self._clients, input, "iam:PutRolePolicy", role_name=role_name)
         return self._deny_tokens_before(
             f"role {role_name}",
             REVOKE_SESSIONS_POLICY_NAME,
@@ -347,6 +392,7 @@ class IamActivities:
         """Deny the user's session tokens issued before the cut-off: GetSessionToken and
         GetFederationToken sessions survive the deactivation of the key that made them."""
         user = input.user_name
+        refuse_if_hands_off(self._clients, input, "iam:PutUserPolicy", user_name=user)
         return self._deny_tokens_before(
             f"user {user}",
             REVOKE_USER_TOKENS_POLICY_NAME,
@@ -458,6 +504,13 @@ class IamActivities:
     def deactivate_access_key(self, input: AccessKeyInput) -> AccessKeyResult:
         """Make the key inactive. Never delete it: the key is evidence, and AWS's record of
         its last use goes with it."""
+        refuse_if_hands_off(
+            self._clients,
+            input,
+            "iam:UpdateAccessKey",
+            user_name=input.user_name,
+            access_key_id=input.access_key_id,
+        )
         with aws_errors(f"deactivate {input.access_key_id}"):
             try:
                 keys = self._iam.list_access_keys(UserName=input.user_name)["AccessKeyMetadata"]
@@ -544,6 +597,7 @@ class IamActivities:
         """Deny the user every action (an inline policy, like AWS's AWSDenyAll): its key
         then does nothing even while it cannot be deactivated. Putting it again writes the
         same document."""
+        refuse_if_hands_off(self._clients, input, "iam:PutUserPolicy", user_name=input.user_name)
         with aws_errors(f"deny {input.user_name} everything"):
             self._iam.put_user_policy(
                 UserName=input.user_name,
@@ -557,6 +611,9 @@ class IamActivities:
     @heartbeating
     def remove_login_profile(self, input: UserInput) -> ChangeResult:
         """Remove console access. No login profile means it is already gone."""
+        refuse_if_hands_off(
+            self._clients, input, "iam:DeleteLoginProfile", user_name=input.user_name
+        )
         with aws_errors(f"remove console access of {input.user_name}"):
             try:
                 self._iam.delete_login_profile(UserName=input.user_name)

@@ -29,12 +29,25 @@ class InAccount(BaseModel):
     case_id: str = ""
 
 
+class ChangesInAccount(InAccount):
+    """The input of an activity that changes a principal, an instance or a resource: it
+    refuses to touch Quench's own identity or anything protected (activities/hands_off.py),
+    by the names here and the quench:protected tag."""
+
+    protected_names: list[str] = Field(default_factory=list)
+
+
 class ResolvePrincipalInput(InAccount):
     finding: Finding
+    protected_names: list[str] = Field(default_factory=list)
 
 
 class ResolvePrincipalResult(BaseModel):
     credential: Credential
+    # Why Quench must not contain this credential on its own (it is protected, or it is
+    # Quench itself), and whether it is Quench itself; None: it may, after approval.
+    hands_off: str | None = None
+    quench_own: bool = False
 
 
 class StoreEvidenceInput(BaseModel):
@@ -127,11 +140,10 @@ class ClassifyActivityResult(BaseModel):
     evidence: EvidenceRecord  # every record the report was made from
 
 
-class RemoveResourceInput(InAccount):
+class RemoveResourceInput(ChangesInAccount):
     operation: str  # a removal-plan operation: delete_user, terminate_instance...
     name: str
     owner: str | None = None
-    protected_names: list[str] = Field(default_factory=list)
 
 
 class CaptureLaunchedInput(InAccount):
@@ -202,7 +214,7 @@ class CaptureUserResult(BaseModel):
     quarantine_policies: list[str]  # AWS's own AWSCompromisedKeyQuarantine* policies
 
 
-class AccessKeyInput(InAccount):
+class AccessKeyInput(ChangesInAccount):
     user_name: str
     access_key_id: str
 
@@ -213,12 +225,12 @@ class AccessKeyResult(BaseModel):
     changed: bool
 
 
-class DenyUserTokensInput(InAccount):
+class DenyUserTokensInput(ChangesInAccount):
     user_name: str
     cutoff: datetime  # decided by the workflow
 
 
-class UserInput(InAccount):
+class UserInput(ChangesInAccount):
     user_name: str
 
 
@@ -227,7 +239,7 @@ class ChangeResult(BaseModel):
     detail: str = ""
 
 
-class RevokeRoleSessionsInput(InAccount):
+class RevokeRoleSessionsInput(ChangesInAccount):
     role_name: str
     cutoff: datetime  # decided by the workflow, so a retry writes the same policy
 
@@ -243,7 +255,7 @@ class RevokeRoleSessionsResult(BaseModel):
     unread: str = ""
 
 
-class InstanceInput(InAccount):
+class InstanceInput(ChangesInAccount):
     instance_id: str
 
 
@@ -324,7 +336,7 @@ class PlanRecoveryResult(BaseModel):
     steps: list[RecoveryStep]
 
 
-class RestoreChangeInput(InAccount):
+class RestoreChangeInput(ChangesInAccount):
     step: RecoveryStep
 
 

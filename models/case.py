@@ -55,6 +55,8 @@ class ActionStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    # Not needed any more: the action offered in its place was decided first.
+    WITHDRAWN = "withdrawn"
 
 
 # The kinds of action that contain a credential: the ones a policy may let proceed when
@@ -123,6 +125,9 @@ class Action(BaseModel):
     # The account it acts in: the case's (empty in cases opened before Quench managed
     # several accounts).
     account_id: str = ""
+    # Why it acts on something protected: then it needs two different people, and never
+    # goes ahead on the policy's say-so.
+    protected: str | None = None
 
 
 class EvidenceRecord(BaseModel):
@@ -462,6 +467,10 @@ class CaseStatus(BaseModel):
     outcome: str | None = None
     account_id: str
     credential: Credential | None = None
+    # Why Quench does not contain the credential on its own (protected, or Quench itself);
+    # None: it does, after approval.
+    hands_off: str | None = None
+    quench_own: bool = False  # the credential is Quench's own: nothing is done to it
     findings: list[Finding]
     phases: list[PhaseChange]
     actions: list[Action]

@@ -27,14 +27,19 @@ def own_credential_contained(status: CaseStatus) -> tuple[bool, str]:
         return False, "its principal was never resolved"
     key = credential.access_key_id
     tried = [
-        a
-        for a in status.actions
-        if a.kind in _FIRST_CONTAINMENT
-        or (a.kind is ActionKind.RECONTAIN and a.title.startswith(f"Contain {key} again"))
+        (a.finished_at is None, a.finished_at or a.requested_at, n, a)
+        for n, a in enumerate(status.actions)
+        if a.status is not ActionStatus.WITHDRAWN
+        and (
+            a.kind in _FIRST_CONTAINMENT
+            or (a.kind is ActionKind.RECONTAIN and a.title.startswith(f"Contain {key} again"))
+        )
     ]
     if not tried:
         return False, "no containment was carried out"
-    last = tried[-1]
+    # The one settled last decides (a protected credential's containment by hand and by
+    # Quench may be decided in either order); one still undecided is the latest.
+    last = max(tried)[-1]
     if last.status is ActionStatus.DONE:
         return True, ""
     if last.approval is None:

@@ -31,6 +31,8 @@ from stack.supervisor import Supervisor
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LAB_READY_FILE = "lab-aws.ready"
 WORKER_READY_LINE = b"worker polling"
+# The lab worker's own access key: a finding naming it names Quench itself.
+LAB_WORKER_KEY = "AKIAQUENCHLABWORKER1"
 
 # The worker and the webhook hold no state: a new one carries on where the dead one
 # stopped, so they are restarted. The Temporal dev server and the lab's AWS are not: they
@@ -111,7 +113,7 @@ class EmbeddedStack:
                     "QUENCH_EVIDENCE_BUCKET": lab_world.EVIDENCE_BUCKET,
                     "QUENCH_CLOUDTRAIL_BUCKET": lab_world.CLOUDTRAIL_BUCKET,
                     "QUENCH_NOTIFY_SNS_TOPIC_ARN": lab_world.NOTIFY_TOPIC_ARN,
-                    "AWS_ACCESS_KEY_ID": "AKIAQUENCHLABWORKER1",
+                    "AWS_ACCESS_KEY_ID": LAB_WORKER_KEY,
                     "AWS_SECRET_ACCESS_KEY": "quench-lab-not-a-secret",
                     "AWS_SESSION_TOKEN": "",
                     "AWS_EC2_METADATA_DISABLED": "true",

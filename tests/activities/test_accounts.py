@@ -12,6 +12,7 @@ from activities import accounts as accounts_module
 from activities.accounts import AccountClients, ActInCaseAccount, Scope, _acting_in, acting_in
 from activities.aws import ERROR_ACCESS_DENIED, AwsClients
 from activities.faults import FaultInjector, parse_fault_plan
+from activities.hands_off import QuenchIdentity
 from config.accounts import Account
 from models.activities import InstanceInput, StoreEvidenceInput
 from tests.support import REGION
@@ -142,9 +143,10 @@ def test_an_account_not_managed_is_refused_before_any_call(clients):
 
 
 def test_an_own_credentials_account_must_be_the_workers_own(clients):
-    assert accounts_module.unassumed_elsewhere(ACCOUNTS, clients) == []
+    identity = QuenchIdentity.learn(clients, [])
+    assert accounts_module.unassumed_elsewhere(ACCOUNTS, identity) == []
     elsewhere = {"222222222222": Account(id="222222222222", own_credentials=True)}
-    assert accounts_module.unassumed_elsewhere(elsewhere, clients) == [
+    assert accounts_module.unassumed_elsewhere(elsewhere, identity) == [
         "account 222222222222 names no role to assume, and the worker's own credentials are "
         "of account 123456789012"
     ]

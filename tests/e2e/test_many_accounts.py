@@ -14,7 +14,7 @@ from temporalio.service import RPCError
 from config import names
 from config.settings import LAB_WEBHOOK_TOKEN, Settings
 from config.temporal import connect
-from lab.guardduty import eventbridge_event, instance_role_finding
+from lab.guardduty import eventbridge_event, instance_role_finding, user_key_finding
 from lab.organization import (
     MANAGEMENT_ACCOUNT,
     MEMBERS,
@@ -32,8 +32,8 @@ from lab.organization import (
 )
 from lab.scenario import WORLD_FILE, run_scenario, send_finding
 from lab.world import ACCOUNT_ID, APP_ROLE, EVIDENCE_BUCKET, ensure_notifications, seed
-from models.case import ActionKind, Phase
-from stack.embedded import EmbeddedStack
+from models.case import ActionKind, ActionStatus, ApprovalInput, Phase
+from stack.embedded import LAB_WORKER_KEY, EmbeddedStack
 from tests.e2e.support import (
     aws,
     lab_stack_config,
@@ -295,4 +295,81 @@ async def test_a_role_that_cannot_be_assumed_is_an_open_item_and_nothing_is_done
     assert status.phase is Phase.NEEDS_HUMAN
     assert "failed to revoke the role's sessions" in status.phases[-1].note
     assert _revocation(stack, WITHOUT_RESPONDER_ROLE) is None
+    assert await asyncio.to_thread(_states, stack, EVERY_ACCOUNT) == before
+
+
+def _hiding_behind(stack, who: str) -> dict:
+    """A finding of the attacker hiding behind Quench's role in a member account, the
+    worker's own key, or a protected user of web-prod."""
+    now = datetime.now(UTC)
+    seen = {"first_seen": now, "last_seen": now, "count": 1, "region": "us-east-1"}
+    call = {"api": "ListBuckets", "service_name": "s3.amazonaws.com", "user_agent": "aws-cli/2"}
+    if who == "quench-role":
+        account = "222222222222"  # web-staging
+        return instance_role_finding(
+            account_id=account,
+            access_key_id="ASIAHIDINGBEHINDQUEN",
+            principal_id="AROAHIDINGBEHINDQUEN:i-0abc",
+            role_name=RESPONDER_ROLE,
+            instance_id="i-0abc",
+            instance_profile_arn=f"arn:aws:iam::{account}:instance-profile/web-app-profile",
+            instance_profile_id="AIPAHIDINGBEHINDQUEN",
+            remote_ip="198.51.100.23",
+            **seen,
+            **call,
+        )
+    if who == "worker-key":
+        account, key, user = ACCOUNT_ID, LAB_WORKER_KEY, "quench-worker"
+    else:
+        account, user = SCENARIO_ACCOUNT, "break-glass-admin"
+        iam = in_account(account, "iam", stack.aws_url)
+        iam.create_user(UserName=user)
+        key = iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]
+    return user_key_finding(
+        account_id=account,
+        access_key_id=key,
+        principal_id="AIDAHIDINGBEHINDQUEN",
+        user_name=user,
+        remote_ip="198.51.100.23",
+        **seen,
+        **call,
+    )
+
+
+@pytest.mark.parametrize("who", ["quench-role", "worker-key", "protected-user"])
+async def test_an_attacker_hiding_behind_quench_or_a_protected_user_changes_nothing(org_stack, who):
+    stack, _ = org_stack
+    finding = await asyncio.to_thread(_hiding_behind, stack, who)
+    before = await asyncio.to_thread(_states, stack, EVERY_ACCOUNT)
+    case_id = await asyncio.to_thread(
+        send_finding, stack.webhook_url, LAB_WEBHOOK_TOKEN, HEADER, eventbridge_event(finding)
+    )
+    _, handle = await _handle(stack, case_id)
+    status = await wait_for(
+        handle, lambda s: any(a.id.startswith("manual-") for a in s.pending_actions())
+    )
+    by_hand = next(a for a in status.pending_actions() if a.id.startswith("manual-"))
+    if who == "protected-user":
+        assert not status.quench_own
+        assert status.hands_off == "break-glass-admin is on the protected list"
+        (contain,) = [a for a in status.pending_actions() if a is not by_hand]
+        assert (contain.kind, contain.approvals_needed) == (ActionKind.CONTAIN_USER_KEY, 2)
+        # One approval of the two: nothing is done yet.
+        await starter_approve(stack, case_id, contain.id)
+        await wait_for(handle, lambda s: any(a.endorsements for a in s.pending_actions()))
+    else:
+        assert status.quench_own
+        assert "Quench's own" in (status.hands_off or "")
+        # Only a human may contain it (evidence of what does not exist may wait a retry).
+        pending = [a.kind for a in status.pending_actions() if a is not by_hand]
+        assert set(pending) <= {ActionKind.RETRY}
+    for action in status.pending_actions():
+        if action.kind is not ActionKind.CONTAIN_USER_KEY:
+            await handle.signal(
+                CaseWorkflow.reject,
+                ApprovalInput(action_id=action.id, approver="alice", reason="looked into it"),
+            )
+    result = await wait_for(handle, lambda s: s.phase is Phase.CLOSED)
+    assert result.outcome == "not contained: alice: looked into it"
+    assert all(a.status is not ActionStatus.DONE for a in result.actions)
     assert await asyncio.to_thread(_states, stack, EVERY_ACCOUNT) == before

@@ -55,6 +55,21 @@ def test_a_containment_the_watch_undid_and_nobody_redid_is_not_contained():
     assert own_credential_contained(status) == (True, "")
 
 
+def test_a_protected_credential_is_contained_by_whichever_offer_was_decided_last():
+    """Containment by hand (proposed first) and Quench's, which needs two people: the one
+    withdrawn does not count, and a rejection of Quench's is overtaken by the one by hand."""
+    status = _status()
+    by_hand = _action(ActionKind.MANUAL_CONTAINMENT, 1, "carol", 30)
+    ours = status.actions[0]
+    ours.id, ours.status = "contain-2", ActionStatus.WITHDRAWN
+    status.actions.insert(0, by_hand)
+    assert own_credential_contained(status) == (True, "")
+    ours.status, ours.finished_at = ActionStatus.REJECTED, _at(20)
+    assert own_credential_contained(status) == (True, "")
+    by_hand.status = ActionStatus.REJECTED
+    assert own_credential_contained(status) == (False, "manual-1 was rejected by carol: go")
+
+
 def test_an_unresolved_principal_is_not_contained():
     status = _status().model_copy(update={"credential": None})
     assert undone(status)[0].endswith(

@@ -168,6 +168,10 @@ class FakeAws:
         self.investigation_done: asyncio.Event | None = None
         # Set: the chat webhook answers only once it is (a slow chat tool).
         self.chat_answers: asyncio.Event | None = None
+        # What resolve_principal says keeps Quench's hands off the credential, and whether
+        # it is Quench's own.
+        self.hands_off: str | None = None
+        self.quench_own = False
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -216,7 +220,9 @@ class FakeAws:
                     access_key_id=input.finding.access_key.access_key_id,
                     kind=fake.kind,
                     principal=principal,
-                )
+                ),
+                hands_off=fake.hands_off,
+                quench_own=fake.quench_own,
             )
 
         @activity.defn(name="store_evidence")

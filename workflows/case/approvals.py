@@ -69,10 +69,12 @@ class Approvals:
         self.ledger.refuse(signal, action_id, by, reason, sent)
         workflow.logger.warning("refused %s for %s by %s: %s", signal, action_id, by, reason)
 
-    def propose(self, kind: ActionKind, title: str, steps: list[str]) -> Action:
+    def propose(
+        self, kind: ActionKind, title: str, steps: list[str], protected: str | None = None
+    ) -> Action:
         """An action waiting for approval; the case says it waits, unless it already
-        waits for a human for another reason."""
-        action = self.ledger.propose(kind, title, steps)
+        waits for a human for another reason. `protected`: why it needs two people."""
+        action = self.ledger.propose(kind, title, steps, protected)
         if self._record.status.phase not in (Phase.NEEDS_HUMAN, Phase.CONTAINMENT_FAILED):
             self._record.set_phase(Phase.AWAITING_APPROVAL, f"waiting for approval of {action.id}")
         else:

@@ -3,6 +3,7 @@ its kind needs: an instance role's sessions revoked and the instance's credentia
 rotated and verified, a role session revoked, a user's key deactivated and its older
 tokens denied; anything else handed to a human with a checklist."""
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -30,7 +31,15 @@ with workflow.unsafe.imports_passed_through():
         StartTrailsLoggingInput,
         UserInput,
     )
-    from models.case import Action, ActionKind, ActionStatus, Approval, Decision, Phase
+    from models.case import (
+        Action,
+        ActionKind,
+        ActionStatus,
+        Approval,
+        CaseStatus,
+        Decision,
+        Phase,
+    )
     from models.principal import Credential, CredentialKind
     from workflows.case.approvals import Approvals, CaseAbandoned, denied_call, failure_detail
     from workflows.case.evidence import CollectedEvidence
@@ -57,11 +66,22 @@ class Containment:
         # Whether a stolen key's deactivation is offered for a retry beside the case
         # already: containing it again does not offer another.
         self._deactivation_offered = False
+        # A protected credential's containment by hand, offered beside Quench's own.
+        self._by_hand: Action | None = None
 
     async def contain(self, credential: Credential, evidence: CollectedEvidence) -> str | None:
         """Propose containment, wait for its decision and carry it out; the outcome, or
         None when it was rejected (the case is then closed)."""
         self._missing = evidence.missing
+        status = self._record.status
+        if status.quench_own:
+            return await self._hand_to_human(credential, _own_checklist(credential, status))
+        if status.hands_off:
+            return await self._contain_protected(credential, evidence, status.hands_off)
+        return await self._contain(credential, evidence)
+
+    async def _contain(self, credential: Credential, evidence: CollectedEvidence) -> str | None:
+        """Containment by the way the credential's kind needs."""
         if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
             return await self._contain_instance_role(credential, evidence.instance_running)
         if evidence.user_key:
@@ -73,8 +93,12 @@ class Containment:
     async def contain_again(
         self, action: Action, credential: Credential, evidence: CollectedEvidence, by: str, why: str
     ) -> None:
-        """Containment once more, after the watch saw the credential still work."""
-        if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
+        """Containment once more, after the watch saw the credential still work (never
+        by Quench on its own identity: its containment is a human's)."""
+        if self._record.status.quench_own:
+            self._ledger.finish(action, ActionStatus.DONE, f"by {by}")
+            self._record.set_phase(Phase.CONTAINED, f"{by}: {why}")
+        elif credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
             await self._apply_instance_role(action, credential, evidence.instance_running)
         elif evidence.user_key:
             await self._apply_user_key(action, credential)
@@ -140,7 +164,10 @@ class Containment:
     async def _approved(self, action: Action) -> bool:
         """Wait for the decision on a containment; a rejection closes the case. Once it is
         approved, logging starts again first on trails found stopped (one of its steps)."""
-        approval = await self._approvals.decision(action)
+        if action.protected and self._by_hand is not None:
+            approval = await self._protected_decision(action, self._by_hand)
+        else:
+            approval = await self._approvals.decision(action)
         if approval.decision is Decision.REJECTED:
             self._ledger.finish(action, ActionStatus.REJECTED, approval.reason)
             # A retry offered beside the case (evidence not kept) is still decided first.
@@ -215,7 +242,7 @@ class Containment:
             )
         elif not instance_running:
             steps[1] = f"Instance {instance_id} is not running: it gets new credentials at start"
-        action = self._approvals.propose(
+        action = self._propose(
             ActionKind.CONTAIN_INSTANCE_ROLE,
             f"Contain {credential.access_key_id}: revoke sessions of {role_name}, "
             f"rotate {instance_id}",
@@ -399,7 +426,7 @@ class Containment:
                 f"Review the trust policy: it lets {', '.join(flagged)} assume the role, a way "
                 "back in for the attacker (playbook 2.2, option B)"
             )
-        action = self._approvals.propose(
+        action = self._propose(
             ActionKind.CONTAIN_ROLE_SESSION,
             f"Contain {credential.access_key_id}: revoke sessions of {role_name}",
             self._first_steps(steps + unread),
@@ -424,7 +451,7 @@ class Containment:
         user's tokens issued before the approval, then, approved separately, remove
         console access."""
         user_name = credential.principal.user_name or ""
-        action = self._approvals.propose(
+        action = self._propose(
             ActionKind.CONTAIN_USER_KEY,
             f"Contain {credential.access_key_id}: deactivate it, deny {user_name}'s older tokens",
             self._first_steps(
@@ -454,7 +481,7 @@ class Containment:
                 f"Delete the login profile of {user_name}, if it has one (whether it does is "
                 "unknown: the user's capture failed): its password may be known too"
             )
-        console = self._approvals.propose(
+        console = self._propose(
             ActionKind.REMOVE_CONSOLE_ACCESS, f"Remove console access of {user_name}", [step]
         )
         decision = await self._approvals.decision(console)
@@ -738,7 +765,9 @@ class Containment:
 
     # -- by a human ------------------------------------------------------------------------
 
-    async def _hand_to_human(self, credential: Credential) -> str | None:
+    async def _hand_to_human(
+        self, credential: Credential, checklist: list[str] | None = None
+    ) -> str | None:
         """Credentials Quench does not contain itself go to a human with a checklist."""
         record = self._record
         principal = credential.principal
@@ -746,19 +775,13 @@ class Containment:
         action = self._approvals.propose(
             ActionKind.MANUAL_CONTAINMENT,
             f"Contain {credential.access_key_id} ({principal.type.value}) by hand, then approve",
-            self._first_steps(
-                [
-                    "Review the evidence stored with this case",
-                    f"Disable {credential.access_key_id} (update-access-key --status Inactive) "
-                    "or revoke the sessions of the role behind it",
-                    "Check CloudTrail for activity after containment",
-                    "Approve this action when done, or reject it to close the case as not "
-                    "contained",
-                ],
-                logging=False,
-            ),
+            self._first_steps(checklist or _manual_checklist(credential), logging=False),
         )
-        approval = await self._approvals.decision(action)
+        return await self._decided_by_hand(action, await self._approvals.decision(action))
+
+    async def _decided_by_hand(self, action: Action, approval: Approval) -> str | None:
+        """A manual containment decided: done by a human, or the case closes uncontained."""
+        record = self._record
         if approval.decision is Decision.APPROVED:
             self._ledger.finish(action, ActionStatus.DONE, f"contained by {approval.approver}")
             record.set_phase(Phase.CONTAINED, f"{approval.approver}: {approval.reason}")
@@ -767,6 +790,106 @@ class Containment:
         await self._approvals.offers_decided("closing")
         record.close(f"not contained: {approval.approver}: {approval.reason}")
         return None
+
+    # -- something protected ---------------------------------------------------------------
+
+    async def _contain_protected(
+        self, credential: Credential, evidence: CollectedEvidence, why: str
+    ) -> str | None:
+        """A protected credential: a human contains it by hand (manual-N), or two people
+        approve Quench's own containment anyway; whichever is decided first."""
+        record = self._record
+        key = credential.access_key_id
+        record.note(f"{key} is protected ({why}): Quench does not contain it on its own")
+        self._by_hand = self._approvals.propose(
+            ActionKind.MANUAL_CONTAINMENT,
+            f"Contain {key} by hand, then approve: it is protected",
+            self._first_steps(
+                [
+                    f"{why}: Quench does not contain it on its own",
+                    *_manual_checklist(credential),
+                    "Or have Quench contain it anyway: two different people approve the "
+                    "containment proposed beside this",
+                ],
+                logging=False,
+            ),
+        )
+        try:
+            return await self._contain(credential, evidence)
+        except _DecidedByHand as by_hand:
+            return await self._decided_by_hand(by_hand.action, by_hand.approval)
+
+    def _propose(self, kind: ActionKind, title: str, steps: list[str]) -> Action:
+        """A containment action; on a protected credential, one that needs two people
+        and never goes ahead on the policy's say-so."""
+        why = self._record.status.hands_off
+        if why is None:
+            return self._approvals.propose(kind, title, steps)
+        by_hand = f", or contain it by hand with {self._by_hand.id}" if self._by_hand else ""
+        return self._approvals.propose(
+            kind,
+            f"{title} (protected: two people must approve)",
+            [
+                f"Protected: {why}. Quench acts only if two different people approve{by_hand}",
+                *steps,
+            ],
+            protected=why,
+        )
+
+    async def _protected_decision(self, action: Action, by_hand: Action) -> Approval:
+        """The protected containment approved by two people, or the containment by hand
+        decided, whichever comes first; the other is withdrawn. A rejected containment
+        leaves the one by hand to decide."""
+        ours = asyncio.create_task(self._approvals.decision(action))
+        theirs = asyncio.create_task(self._approvals.decision(by_hand))
+        await workflow.wait_condition(lambda: ours.done() or theirs.done())
+        if ours.done():
+            approval = ours.result()
+            if approval.decision is Decision.APPROVED:
+                theirs.cancel()
+                self._ledger.finish(
+                    by_hand, ActionStatus.WITHDRAWN, f"not needed: {action.id} was approved"
+                )
+                return approval
+            self._ledger.finish(action, ActionStatus.REJECTED, approval.reason)
+        else:
+            ours.cancel()
+            self._ledger.finish(
+                action, ActionStatus.WITHDRAWN, f"not needed: {by_hand.id} was decided"
+            )
+        raise _DecidedByHand(by_hand, await theirs)
+
+
+class _DecidedByHand(Exception):
+    """A protected credential's containment by hand was decided before Quench's own."""
+
+    def __init__(self, action: Action, approval: Approval) -> None:
+        super().__init__(action.id)
+        self.action = action
+        self.approval = approval
+
+
+def _manual_checklist(credential: Credential) -> list[str]:
+    return [
+        "Review the evidence stored with this case",
+        f"Disable {credential.access_key_id} (update-access-key --status Inactive) "
+        "or revoke the sessions of the role behind it",
+        "Check CloudTrail for activity after containment",
+        "Approve this action when done, or reject it to close the case as not contained",
+    ]
+
+
+def _own_checklist(credential: Credential, status: CaseStatus) -> list[str]:
+    """Quench's own credential: it never contains itself, so its responders do."""
+    return [
+        f"This finding names Quench's own identity: {status.hands_off}. Quench does not "
+        "contain itself: it would lock out the responder",
+        "Review the evidence stored with this case: is the call really Quench's?",
+        f"If it is not: rotate Quench's credentials by hand (deactivate {credential.access_key_id}"
+        " or revoke the role's sessions), give the worker new ones, and restart it",
+        "Check CloudTrail for what the credential did, and open a case for what it made",
+        "Approve this action when done, or reject it to close the case as not contained",
+    ]
 
 
 def _settle(items: list[str], item: str) -> None:

@@ -32,7 +32,12 @@ with workflow.unsafe.imports_passed_through():
     from models.principal import Credential, CredentialKind
     from playbook.principal import named_by_finding
     from workflows.case.approvals import Approvals, failure_detail
-    from workflows.case.patches import CONTAINMENT_FIRST_PATCH, TRAILS_PATCH, USER_KEY_PATCH
+    from workflows.case.patches import (
+        CONTAINMENT_FIRST_PATCH,
+        HANDS_OFF_PATCH,
+        TRAILS_PATCH,
+        USER_KEY_PATCH,
+    )
     from workflows.case.record import CaseRecord
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
@@ -86,9 +91,14 @@ class Evidence:
         if not self._containment_first():
             return (await self._approvals.attempt("resolve the principal", call)).credential
         try:
-            return (await call()).credential
+            resolved = await call()
         except ActivityError as err:
             failure = failure_detail(err)
+        else:
+            if resolved.hands_off and workflow.patched(HANDS_OFF_PATCH):
+                self._record.status.hands_off = resolved.hands_off
+                self._record.status.quench_own = resolved.quench_own
+            return resolved.credential
         credential = named_by_finding(finding)
         named = credential.principal.arn or "no principal"
         self._record.needs_human(

@@ -45,8 +45,11 @@ class ApprovalLedger:
 
     # -- proposing -------------------------------------------------------------------------
 
-    def propose(self, kind: ActionKind, title: str, steps: list[str]) -> Action:
-        """A new action waiting for its decision, with an id unique in the case."""
+    def propose(
+        self, kind: ActionKind, title: str, steps: list[str], protected: str | None = None
+    ) -> Action:
+        """A new action waiting for its decision, with an id unique in the case; one that
+        acts on something `protected` needs two people, whatever the policy."""
         self.proposed += 1
         action = Action(
             id=f"{kind.value}-{self.proposed}",
@@ -55,8 +58,9 @@ class ApprovalLedger:
             steps=steps,
             status=ActionStatus.PENDING_APPROVAL,
             requested_at=self._now(),
-            approvals_needed=self.approvals_needed(kind),
+            approvals_needed=2 if protected else self.approvals_needed(kind),
             account_id=self._status.account_id,
+            protected=protected,
         )
         self._status.actions.append(action)
         return action
@@ -106,7 +110,7 @@ class ApprovalLedger:
             reason=input.reason,
             decided_at=self._now(),
         )
-        needed = self.approvals_needed(action.kind)
+        needed = action.approvals_needed
         if decision is Decision.APPROVED and len(action.endorsements) + 1 < needed:
             action.endorsements.append(approval)
             self._status.timeline.append(
@@ -128,7 +132,7 @@ class ApprovalLedger:
             action_id=action.id,
             status=action.status,
             approvals=approved,
-            needed=self.approvals_needed(action.kind),
+            needed=action.approvals_needed,
         )
 
     def refuse(
@@ -181,7 +185,7 @@ class ApprovalLedger:
     # -- deadlines and escalation ----------------------------------------------------------
 
     def runs_without_approval(self, action: Action) -> bool:
-        return action.kind in self._policy.without_approval
+        return action.kind in self._policy.without_approval and not action.protected
 
     def open_deadline(self, action: Action) -> timedelta:
         """Set the action's deadline; returns how long each deadline gives people."""
@@ -197,6 +201,7 @@ class ApprovalLedger:
         threshold = self._policy.auto_contain_min_severity
         return (
             threshold is not None
+            and not action.protected
             and action.kind in CONTAINMENT_KINDS
             and self.severity() >= threshold
         )

@@ -49,3 +49,6 @@ CONTAINMENT_IN_PLACE_PATCH = "containment-still-in-place"
 # A case in an organisation Quench may act on proposes the SCP quarantine when the watch
 # sees containment undone, and lifts it once done.
 QUARANTINE_PATCH = "organisation-quarantine"
+# A credential that is protected or Quench's own is never contained on its own: a human
+# contains it by hand (manual-N), or two people approve containing a protected one anyway.
+HANDS_OFF_PATCH = "hands-off-protected-and-own"

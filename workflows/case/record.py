@@ -44,7 +44,13 @@ class CaseRecord:
 
     def in_account(self, request: Request) -> Request:
         """The request, carried out in the case's account in a session named for the case."""
-        where = {"account_id": self.status.account_id, "case_id": self.status.folder}
+        where: dict[str, object] = {
+            "account_id": self.status.account_id,
+            "case_id": self.status.folder,
+        }
+        if "protected_names" in type(request).model_fields:
+            # What it must never change on its own, as the case's policy names it.
+            where["protected_names"] = self.policy.protected_names
         return request.model_copy(update=where)
 
     def note(self, what: str) -> None:

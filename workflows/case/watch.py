@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
         CheckActivityResult,
         ContainmentInPlaceInput,
     )
-    from models.case import ActionKind, ActionStatus, Decision, Phase, WatchStatus
+    from models.case import ActionKind, ActionStatus, CaseStatus, Decision, Phase, WatchStatus
     from models.principal import Credential, CredentialKind
     from workflows.case.approvals import Approvals, CaseAbandoned
     from workflows.case.containment import Containment
@@ -69,7 +69,9 @@ class ContainmentWatch:
             action = self._approvals.propose(
                 ActionKind.RECONTAIN,
                 f"Contain {credential.access_key_id} again, then watch again",
-                findings + _recontain_steps(credential),
+                findings + _recontain_steps(credential, record.status),
+                # Protected, it needs two people again; Quench's own, it is a human's.
+                protected=None if record.status.quench_own else record.status.hands_off,
             )
             decision = await self._approvals.decision(action)
             if decision.decision is Decision.REJECTED:
@@ -245,7 +247,9 @@ class ContainmentWatch:
         record.refresh()
 
 
-def _recontain_steps(credential: Credential) -> list[str]:
+def _recontain_steps(credential: Credential, status: CaseStatus) -> list[str]:
+    if status.quench_own:
+        return [f"Quench's own identity ({status.hands_off}): contain it by hand, then approve"]
     if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
         return [
             "Revoke the role's sessions again with a new cut-off, stop+start the instance "
