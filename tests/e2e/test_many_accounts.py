@@ -6,6 +6,7 @@ role gets a case that says so, and changes nothing."""
 import asyncio
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -302,8 +303,12 @@ def _hiding_behind(stack, who: str) -> dict:
     """A finding of the attacker hiding behind Quench's role in a member account, the
     worker's own key, or a protected user of web-prod."""
     now = datetime.now(UTC)
-    seen = {"first_seen": now, "last_seen": now, "count": 1, "region": "us-east-1"}
-    call = {"api": "ListBuckets", "service_name": "s3.amazonaws.com", "user_agent": "aws-cli/2"}
+    seen: dict[str, Any] = {"first_seen": now, "last_seen": now, "count": 1, "region": "us-east-1"}
+    call: dict[str, Any] = {
+        "api": "ListBuckets",
+        "service_name": "s3.amazonaws.com",
+        "user_agent": "aws-cli/2",
+    }
     if who == "quench-role":
         account = "222222222222"  # web-staging
         return instance_role_finding(

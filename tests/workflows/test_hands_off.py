@@ -60,7 +60,8 @@ async def test_a_protected_credential_is_contained_only_once_two_people_approve(
     actions = {a.id: a for a in result.actions}
     assert actions[contain.id].status is ActionStatus.DONE
     assert [e.approver for e in actions[contain.id].endorsements] == ["alice"]
-    assert actions[contain.id].approval.approver == "bob"
+    approval = actions[contain.id].approval
+    assert approval is not None and approval.approver == "bob"
     assert actions[by_hand.id].status is ActionStatus.WITHDRAWN
     assert actions[by_hand.id].outcome == f"not needed: {contain.id} was approved"
 
