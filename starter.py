@@ -122,7 +122,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             if has_run(stack.state_dir, args.scenario):
                 say_resumed(stack)
             else:
-                run_lab_scenario(stack, args.scenario)
+                run_lab_scenario(stack, args.scenario, args.dry_run)
         say("")
         say("The stack is up. Press Ctrl-C to stop it (cases persist; `up` resumes them).")
         # The stack restarts a worker or webhook that dies, and has said why when it fails.
@@ -148,8 +148,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_lab_scenario(stack: EmbeddedStack, scenario: Scenario) -> None:
-    """Run (or resume) a lab scenario on the stack, and say where its case stands."""
+def run_lab_scenario(stack: EmbeddedStack, scenario: Scenario, dry_run: bool = False) -> None:
+    """Run (or resume) a lab scenario on the stack, and say where its case stands; with
+    `dry_run`, its case changes nothing until a person approves going live."""
     ran_before = has_run(stack.state_dir, scenario)
     say(
         f"Lab scenario: {TITLES[scenario]}" + (" (run before: not run again)" if ran_before else "")
@@ -163,6 +164,7 @@ def run_lab_scenario(stack: EmbeddedStack, scenario: Scenario) -> None:
         webhook.webhook_token_header,
         stack.state_dir,
         scenario,
+        dry_run,
     )
     # A scenario run before is told as its lab's AWS has it now, not as its attack left it.
     say(f"  now: {standing(stack.aws_url, case)}" if ran_before else f"  {summary(case)}")
@@ -271,7 +273,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         elif args.attacker_returns:
             say_attacker_returned(attacker_returns_to(stack.aws_url, stack.state_dir))
         else:
-            run_lab_scenario(stack, args.scenario)
+            run_lab_scenario(stack, args.scenario, args.dry_run)
     except (RuntimeError, BotoCoreError, ClientError, RPCError) as exc:
         # RuntimeError: the scenario's own errors, and how the Temporal client reports a
         # server it cannot connect to.
@@ -313,6 +315,12 @@ async def _every_case(
     return shown, len(case_ids) - len(shown)
 
 
+DRY_RUN_HELP = (
+    "the scenario's case is a dry run: it reads, plans and asks, changes nothing in AWS, "
+    "and offers go-live-N once it has decided everything"
+)
+
+
 def parser(prog: str = "starter.py") -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)
@@ -322,6 +330,7 @@ def parser(prog: str = "starter.py") -> argparse.ArgumentParser:
     up.add_argument(
         "--scenario", choices=SCENARIOS, default="ec2-role", help="the lab scenario to run"
     )
+    up.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     lab = commands.add_parser("lab", help="run a lab scenario on the stack `up` runs")
     lab.add_argument("scenario", choices=SCENARIOS)
     lab.add_argument(
@@ -331,6 +340,7 @@ def parser(prog: str = "starter.py") -> argparse.ArgumentParser:
         "while the case watches: the watch sees the attempts); in cross-account, first the "
         "backdoor user's key deletes the role's revocation policy",
     )
+    lab.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     add_stack_options(lab)
     add_case_commands(commands)
     return root

@@ -97,8 +97,14 @@ class Target:
         return ", ".join(p for p in parts if p) or f"key {self.access_key_id}"
 
 
-def why_hands_off(clients: AwsClients, target: Target, protected_names: list[str]) -> str | None:
-    """Why Quench must not change this target on its own, or None when it may."""
+def why_hands_off(
+    clients: AwsClients,
+    target: Target,
+    protected_names: list[str],
+    approved: list[str] | tuple[str, ...] = (),
+) -> str | None:
+    """Why Quench must not change this target on its own, or None when it may: never
+    Quench itself; a protected one only once two people approved (`approved` names it)."""
     identity = clients.identity
     if identity is not None:
         own = identity.owns(
@@ -109,7 +115,10 @@ def why_hands_off(clients: AwsClients, target: Target, protected_names: list[str
         )
         if own:
             return own
-    for name in (target.user_name, target.role_name, target.instance_id):
+    named = [n for n in (target.user_name, target.role_name, target.instance_id) if n]
+    if any(name in approved for name in named):
+        return None
+    for name in named:
         if name and name in protected_names:
             return f"{name} is on the protected list"
     return _tagged(clients, target)
@@ -124,7 +133,7 @@ def refuse_if_hands_off(
     # An input without an account is of a case that acted with the worker's credentials.
     home = clients.identity.account_id if clients.identity is not None else ""
     target = Target(account_id=input.account_id or home, **names)
-    why = why_hands_off(clients, target, input.protected_names)
+    why = why_hands_off(clients, target, input.protected_names, input.approved_protected)
     if why is not None:
         raise ApplicationError(
             f"{target.named()}: {why}: Quench does not change it on its own ({call} not made)",

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from botocore import xform_name
+from temporalio import activity
 
 # Services whose every operation is authorised by the action `<prefix>:<OperationName>`
 # (botocore's operation name, as AWS spells it: ListMFADevices), by boto3 service name.
@@ -81,11 +82,21 @@ def track_calls(client: Any) -> None:
     thread, so when an error surfaces the call it came from is the thread's last."""
     service = client.meta.service_model.service_name
 
-    def remember(model: Any, **_: Any) -> None:
+    def remember(model: Any, params: dict[str, Any] | None = None, **_: Any) -> None:
         _current.call = (service, model.name)
-        # One line per call the code makes (botocore's own retries are not calls here):
-        # the lab's QUENCH_LAB_LOG_CALLS turns it on, and the fault matrix counts it.
-        calls_log.debug("aws call %s:%s", service, model.name)
+        # One line per call the code makes (botocore's own retries are not calls here),
+        # with its bucket and the case's workflow: the lab's QUENCH_LAB_LOG_CALLS turns it
+        # on, and the fault matrix and the dry run's tests count it.
+        if calls_log.isEnabledFor(logging.DEBUG):
+            bucket = (params or {}).get("Bucket")
+            workflow_id = activity.info().workflow_id if activity.in_activity() else None
+            calls_log.debug(
+                "aws call %s:%s%s%s",
+                service,
+                model.name,
+                f" bucket={bucket}" if bucket else "",
+                f" workflow={workflow_id}" if workflow_id else "",
+            )
 
     client.meta.events.register("before-parameter-build", remember)
 

@@ -120,7 +120,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
             continue
         try:
             async with asyncio.timeout(args.timeout):
-                answers.append(await submit_finding(client, settings, triage.finding))
+                answers.append(await submit_finding(client, settings, triage.finding, args.dry_run))
         except FindingRefused as exc:
             _print_answers(args, answers)
             raise CommandError(f"{entry.where}: the case refused the finding: {exc}") from None
@@ -462,6 +462,12 @@ def add_case_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     )
     start.add_argument(
         "--lab", action="store_true", help="the lab's stack, and the accounts its webhook manages"
+    )
+    start.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="new cases change nothing in AWS: they record what they would have changed, "
+        "until a person approves their go-live action",
     )
     add_stack_options(start)
     start.set_defaults(handler=cmd_start)

@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     auto_contain_min_severity: float | None = Field(default=None, ge=0, le=10)
     # Kinds of action that run without approval (JSON list, e.g. ["contain-key"]).
     no_approval_actions: list[ActionKind] = Field(default_factory=list)
+    # Every new case a dry run: it reads, plans and asks as a real one, and changes
+    # nothing in AWS until a person approves going live (README, "Switching Quench on
+    # safely"). A case can be made a dry run on its own; never real while this is set.
+    dry_run: bool = False
 
     # Notifications when a case needs a human, escalates, proceeds or closes: an SNS topic
     # and an outgoing chat webhook (`{"text": ...}`), each optional. The webhook's URL is
@@ -280,9 +284,10 @@ class Settings(BaseSettings):
         where = self.accounts_file or "QUENCH_ACCOUNT_ID"
         return f"account {account_id} is not managed by this Quench (not in {where})"
 
-    def case_policy(self, account_id: str | None = None) -> CasePolicy:
+    def case_policy(self, account_id: str | None = None, dry_run: bool = False) -> CasePolicy:
         """The policy of a case in this account: the QUENCH_* settings, with the account's
-        protected names added and its approval overrides in place of the defaults."""
+        protected names added and its approval overrides in place of the defaults; a dry
+        run when QUENCH_DRY_RUN or `dry_run` says so."""
         account = self._managed.get(account_id or "")
         protected = list(self.protected_names)
         overrides: dict[str, Any] = {}
@@ -309,6 +314,7 @@ class Settings(BaseSettings):
             ),
             without_approval=overrides.get("no_approval_actions", self.no_approval_actions),
             quarantine=self.quarantine_policy(account_id) if account_id else None,
+            dry_run=self.dry_run or dry_run,
         )
 
     @property

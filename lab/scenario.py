@@ -60,14 +60,21 @@ class ScenarioError(RuntimeError):
 
 
 def send_finding(
-    webhook_url: str, token: str, token_header: str, event: dict[str, object], attempts: int = 10
+    webhook_url: str,
+    token: str,
+    token_header: str,
+    event: dict[str, object],
+    attempts: int = 10,
+    dry_run: bool = False,
 ) -> str:
-    """POST the finding as EventBridge does, retrying as it does on 5xx; returns the case id."""
+    """POST the finding as EventBridge does, retrying as it does on 5xx; returns the case id.
+    With `dry_run`, to the webhook's dry-run route: a new case changes nothing."""
     last = ""
+    route = "/v1/events/eventbridge" + ("?dry_run=true" if dry_run else "")
     for attempt in range(attempts):
         try:
             response = httpx.post(
-                f"{webhook_url}/v1/events/eventbridge",
+                f"{webhook_url}{route}",
                 json=event,
                 headers={token_header: token},
                 timeout=30,
@@ -156,6 +163,7 @@ def run_scenario(
     token_header: str,
     state_dir: Path,
     scenario: Literal["ec2-role"] = ...,
+    dry_run: bool = ...,
 ) -> LabCase[AttackReport]: ...
 @overload
 def run_scenario(
@@ -165,6 +173,7 @@ def run_scenario(
     token_header: str,
     state_dir: Path,
     scenario: Literal["user-key"],
+    dry_run: bool = ...,
 ) -> LabCase[UserKeyAttackReport]: ...
 @overload
 def run_scenario(
@@ -174,6 +183,7 @@ def run_scenario(
     token_header: str,
     state_dir: Path,
     scenario: Literal["cross-account"],
+    dry_run: bool = ...,
 ) -> LabCase[CrossAccountAttackReport]: ...
 @overload
 def run_scenario(
@@ -183,6 +193,7 @@ def run_scenario(
     token_header: str,
     state_dir: Path,
     scenario: Scenario,
+    dry_run: bool = ...,
 ) -> AnyLabCase: ...
 def run_scenario(
     aws_url: str,
@@ -191,11 +202,15 @@ def run_scenario(
     token_header: str,
     state_dir: Path,
     scenario: Scenario = "ec2-role",
+    dry_run: bool = False,
 ) -> AnyLabCase:
-    """Run one scenario to its case, resuming whatever an earlier run finished."""
+    """Run one scenario to its case, resuming whatever an earlier run finished; with
+    `dry_run`, its case is a dry run."""
     if scenario not in _STAGES:
         raise ScenarioError(f"no lab scenario {scenario!r}; there are {', '.join(SCENARIOS)}")
-    case: AnyLabCase = _run(_STAGES[scenario], aws_url, webhook_url, token, token_header, state_dir)
+    case: AnyLabCase = _run(
+        _STAGES[scenario], aws_url, webhook_url, token, token_header, state_dir, dry_run
+    )
     return case
 
 
@@ -206,6 +221,7 @@ def _run(
     token: str,
     token_header: str,
     state_dir: Path,
+    dry_run: bool = False,
 ) -> LabCase[ReportT]:
     world_path = state_dir / WORLD_FILE
     attack_path, case_path = state_dir / stages.attack_file, state_dir / stages.case_file
@@ -230,7 +246,8 @@ def _run(
     if (after := stages.after(world, attack)) != world:
         world = save(after)
     ensure_notifications(aws_url)
-    case_id = send_finding(webhook_url, token, token_header, eventbridge_event(attack.finding))
+    event = eventbridge_event(attack.finding)
+    case_id = send_finding(webhook_url, token, token_header, event, dry_run=dry_run)
     case = stages.case(case_id=case_id, world=world, attack=attack)
     case_path.write_text(case.model_dump_json(indent=2))
     return case

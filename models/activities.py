@@ -35,6 +35,8 @@ class ChangesInAccount(InAccount):
     by the names here and the quench:protected tag."""
 
     protected_names: list[str] = Field(default_factory=list)
+    # Protected names two people approved containing anyway (never Quench's own).
+    approved_protected: list[str] = Field(default_factory=list)
 
 
 class ResolvePrincipalInput(InAccount):

@@ -46,6 +46,7 @@ class ActionKind(StrEnum):
     MANUAL_CONTAINMENT = "manual"  # a human contains; Quench records it
     QUARANTINE = "quarantine"  # attach a service control policy to the member account
     LIFT_QUARANTINE = "lift-quarantine"  # detach and delete it once the case is done
+    GO_LIVE = "go-live"  # a dry run's case made real: contain for real, and go on
 
 
 class ActionStatus(StrEnum):
@@ -58,6 +59,10 @@ class ActionStatus(StrEnum):
     # Not needed any more: the action offered in its place was decided first.
     WITHDRAWN = "withdrawn"
 
+
+# The outcome of a removal or restore a dry run did not make, and how its action ends.
+DRY_RUN = "dry_run"
+DRY_RUN_DONE = "dry run: nothing changed"
 
 # The kinds of action that contain a credential: the ones a policy may let proceed when
 # nobody decides in time.
@@ -166,8 +171,12 @@ class TimelineEntry(BaseModel):
 
 def approved_by_people(kinds: list[ActionKind]) -> list[ActionKind]:
     """Kinds that may run without approval: never a retry, which would loop on a failure,
-    nor a manual containment, which only a human can declare done."""
-    needing_people = {ActionKind.RETRY, ActionKind.MANUAL_CONTAINMENT} & set(kinds)
+    a manual containment, which only a human can declare done, nor a dry run made real."""
+    needing_people = {
+        ActionKind.RETRY,
+        ActionKind.MANUAL_CONTAINMENT,
+        ActionKind.GO_LIVE,
+    } & set(kinds)
     if needing_people:
         named = ", ".join(sorted(k.value for k in needing_people))
         raise ValueError(f"{named} actions always need a person's approval")
@@ -223,9 +232,12 @@ class CasePolicy(BaseModel):
     # act on.
     quarantine: QuarantinePolicy | None = None
     # Kinds of action that run without waiting for anyone (recorded as approved by the
-    # policy). Never a retry, which would loop on a failure, nor a manual containment,
-    # which only a human can declare done.
+    # policy). Never a retry, which would loop on a failure, a manual containment, which
+    # only a human can declare done, nor a dry run made real.
     without_approval: list[ActionKind] = Field(default_factory=list)
+    # A dry run: every read, plan and approval, and no change in AWS; what the case would
+    # have changed is recorded, in order, until a person approves going live.
+    dry_run: bool = False
 
     @field_validator("without_approval")
     @classmethod
@@ -242,6 +254,15 @@ class CasePolicy(BaseModel):
 
     def deadline_of(self, kind: ActionKind) -> int:
         return self.approval_deadlines.get(kind, self.approval_deadline_seconds)
+
+
+class WouldChange(BaseModel):
+    """A change a dry run did not make, where it would have: the action (or phase) and
+    the change, in the words of the action's step."""
+
+    at: datetime
+    action_id: str
+    change: str
 
 
 class Quarantine(BaseModel):
@@ -471,6 +492,16 @@ class CaseStatus(BaseModel):
     # None: it does, after approval.
     hands_off: str | None = None
     quench_own: bool = False  # the credential is Quench's own: nothing is done to it
+    # The protected principal's names, once two people approved containing it anyway.
+    approved_protected: list[str] = Field(default_factory=list)
+    # A dry run until a person approves going live: nothing is changed in AWS meanwhile,
+    # and `would` says, in order, what would have been.
+    dry_run: bool = False
+    would: list[WouldChange] = Field(default_factory=list)
+    # The dry run's eradication plans and recovery, kept apart once the case went live.
+    dry_run_eradication: list[EradicationPlan] = Field(default_factory=list)
+    dry_run_recovery: list[RecoveryStep] = Field(default_factory=list)
+    went_live_at: datetime | None = None
     findings: list[Finding]
     phases: list[PhaseChange]
     actions: list[Action]

@@ -10,6 +10,7 @@ from typing import TypeVar
 from pydantic import BaseModel, Field
 
 from models.case import (
+    DRY_RUN_DONE,
     ActionKind,
     ActionStatus,
     CaseSnapshot,
@@ -167,6 +168,10 @@ class CaseReport(BaseModel):
     others_read: bool = False  # whether any round looked for them
     # Evidence kept of what eradication removed, before it went.
     removed_evidence: list[str] = Field(default_factory=list)
+    # A dry run (or one until it went live): the changes it did not make, in order.
+    dry_run: bool = False
+    went_live_at: datetime | None = None
+    would: list[str] = Field(default_factory=list)
 
 
 # What the rounds count, added up over them.
@@ -179,6 +184,7 @@ _OUTCOME_WORDS = {
     "not_needed": "nothing to restore",
     "manual": "left to a human",
     "skipped": "skipped (protected)",
+    "dry_run": "not made (dry run)",
 }
 # A removal that is done: gone, or rightly left alone.
 _REMOVAL_DONE = frozenset({"removed", "already_gone", "skipped", "kept"})
@@ -317,7 +323,11 @@ def build_report(
     response_started = status.phases[0].at
     contained = _first_phase(status, Phase.CONTAINED)
     eradicated, partly = _eradication(status)
-    recover_actions = [a for a in status.actions if a.kind is ActionKind.RECOVER and a.finished_at]
+    recover_actions = [
+        a
+        for a in status.actions
+        if a.kind is ActionKind.RECOVER and a.finished_at and a.outcome != DRY_RUN_DONE
+    ]
     recovered = max((a.finished_at for a in recover_actions if a.finished_at), default=None)
     if recovered is None and status.recovery and all(s.done_at for s in status.recovery):
         # Nothing left to approve (containment had restarted the trail): done when its
@@ -447,6 +457,9 @@ def build_report(
         removed_evidence=[
             e.name for e in status.evidence if e.name.startswith(("launched-", "removed-"))
         ],
+        dry_run=status.dry_run,
+        went_live_at=status.went_live_at,
+        would=[f"{w.action_id}: {w.change}" for w in status.would],
     )
 
 
@@ -554,12 +567,33 @@ def _cell(text: object) -> str:
     return str(text if text is not None else "-").replace("|", "\\|").replace("\n", " ")
 
 
+def _dry_run_section(report: CaseReport) -> list[str]:
+    """What a dry run did not change, in order, first: nobody may read the rest of the
+    report as changes made."""
+    if not report.dry_run and report.went_live_at is None:
+        return []
+    until = (
+        "**DRY RUN: Quench changed nothing in AWS.**"
+        if report.went_live_at is None
+        else f"**A dry run until {report.went_live_at.isoformat()}**, when a person approved "
+        "going live: before then Quench changed nothing in AWS."
+    )
+    return [
+        f"{until} The changes it would have made, in order:",
+        "",
+        *(f"{n}. {change}" for n, change in enumerate(report.would, 1)),
+        *([] if report.would else ["(none: it decided nothing that changes AWS)"]),
+        "",
+    ]
+
+
 def render_markdown(report: CaseReport) -> str:
     m = report.milestones
     kind = report.credential_kind.value if report.credential_kind else "unresolved"
     lines = [
-        f"# Post-incident report: {report.case_id}",
+        f"# Post-incident report: {report.case_id}" + (" (DRY RUN)" if report.dry_run else ""),
         "",
+        *_dry_run_section(report),
         f"Written {report.written_at.isoformat()} by Quench. Account {report.account_id}; "
         f"credential `{report.credential}` ({kind}); "
         f"principal `{report.principal or '-'}`.",

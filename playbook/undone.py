@@ -2,7 +2,7 @@
 case's own record, so `status`, the Web UI, the report and the closing notification can
 never say "none" while something is not done."""
 
-from models.case import ActionKind, ActionStatus, CaseStatus
+from models.case import DRY_RUN, DRY_RUN_DONE, ActionKind, ActionStatus, CaseStatus
 
 # The actions that contain the case's own credential the first time.
 _FIRST_CONTAINMENT = frozenset(
@@ -40,6 +40,8 @@ def own_credential_contained(status: CaseStatus) -> tuple[bool, str]:
     # The one settled last decides (a protected credential's containment by hand and by
     # Quench may be decided in either order); one still undecided is the latest.
     last = max(tried)[-1]
+    if last.status is ActionStatus.DONE and last.outcome == DRY_RUN_DONE:
+        return False, f"{last.id} was approved in a dry run, which changes nothing"
     if last.status is ActionStatus.DONE:
         return True, ""
     if last.approval is None:
@@ -78,10 +80,14 @@ def undone(status: CaseStatus) -> list[str]:
         items.append(f"{key} is not contained ({why}): contain it by hand")
     for plan in status.eradication:
         for step in plan.steps:
-            if step.outcome is None and not step.skipped_reason and step.describe() not in known:
+            if step.outcome == DRY_RUN:
+                items.append(f"{step.describe()}: not carried out (dry run); it is still in AWS")
+            elif step.outcome is None and not step.skipped_reason and step.describe() not in known:
                 items.append(f"{step.describe()}: not carried out; it is still in AWS")
     for restore in status.recovery:
-        if restore.outcome is None and restore.description not in known:
+        if restore.outcome == DRY_RUN:
+            items.append(f"restore by hand: {restore.description} (not carried out: dry run)")
+        elif restore.outcome is None and restore.description not in known:
             items.append(f"restore by hand: {restore.description} (not carried out)")
     quarantine = status.quarantine
     if quarantine is not None and quarantine.lifted_at is None:

@@ -164,6 +164,20 @@ async def read_json(request: Request, content_types: tuple[str, ...], max_bytes:
     return loads(bytes(body), "body")
 
 
+def dry_run_asked(request: Request) -> bool:
+    """Whether the route asks for dry-run cases (`?dry_run=true`): one EventBridge rule or
+    SNS subscription can send its findings to the dry-run URL while another acts."""
+    asked = request.query_params.get("dry_run")
+    if asked is None:
+        return False
+    if asked.lower() not in _BOOLEANS:
+        raise RequestProblem(400, "dry_run must be true or false", "dry_run")
+    return _BOOLEANS[asked.lower()]
+
+
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
 def loads(document: bytes, field: str) -> Any:
     """JSON from a request, or a 400 naming `field`. Strict where Python's json module is
     not: no NaN or Infinity, no lone surrogate escapes (neither could be passed on to
@@ -180,10 +194,10 @@ def _field_error(exc: ValidationError) -> RequestProblem:
 
 
 async def ingest(
-    payload: Any, settings: Settings, client: Client, within: str = ""
+    payload: Any, settings: Settings, client: Client, within: str = "", dry_run: bool = False
 ) -> JSONResponse:
-    """One EventBridge event: ignored with its reason, or handed to its case. `within`
-    names where the event sits in the request, for errors."""
+    """One EventBridge event: ignored with its reason, or handed to its case (a new one a
+    dry run when `dry_run`). `within` names where the event sits in the request."""
     try:
         triage = triage_event(payload, settings)
     except FindingParseError as exc:
@@ -197,7 +211,7 @@ async def ingest(
     finding = triage.finding
     try:
         async with asyncio.timeout(settings.webhook_accept_timeout_seconds):
-            result = await submit_finding(client, settings, finding)
+            result = await submit_finding(client, settings, finding, dry_run)
     except FindingRefused as exc:
         raise RequestProblem(409, f"the case refused the finding: {exc}", "detail") from None
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
@@ -244,7 +258,7 @@ async def eventbridge_event(
     if not authorized(request.headers.get(settings.webhook_token_header, ""), settings):
         return problem(401, "missing or invalid key", settings.webhook_token_header)
     payload = await read_json(request, ("application/json",), MAX_BODY_BYTES)
-    return await ingest(payload, settings, client)
+    return await ingest(payload, settings, client, dry_run=dry_run_asked(request))
 
 
 @app.post(
@@ -299,7 +313,7 @@ async def sns_message(
         receipt = SnsReceipt(outcome="unsubscribe_noted", topic_arn=message.TopicArn)
         return JSONResponse(status_code=200, content=receipt.model_dump())
     event = loads(message.Message.encode(), "Message")
-    return await ingest(event, settings, client, within="Message.")
+    return await ingest(event, settings, client, "Message.", dry_run_asked(request))
 
 
 @app.get("/healthz")

@@ -26,13 +26,19 @@ class FindingRefused(Exception):
     """The case refused the finding for a reason a retry cannot change."""
 
 
-async def submit_finding(client: Client, settings: Settings, finding: Finding) -> IngestResult:
+async def submit_finding(
+    client: Client, settings: Settings, finding: Finding, dry_run: bool = False
+) -> IngestResult:
+    """The finding handed to its case; a new case is a dry run when `dry_run` or
+    QUENCH_DRY_RUN says so (a running case goes on as it is)."""
     key = finding.access_key
     case_id = names.case_workflow_id(finding.account_id, key.access_key_id)
     start = WithStartWorkflowOperation(
         CaseWorkflow.run,
         CaseInput(
-            case_id=case_id, finding=finding, policy=settings.case_policy(finding.account_id)
+            case_id=case_id,
+            finding=finding,
+            policy=settings.case_policy(finding.account_id, dry_run=dry_run),
         ),
         id=case_id,
         task_queue=settings.task_queue,

@@ -270,10 +270,12 @@ async def test_temporal_failing_mid_file_keeps_what_it_took_and_says_where_it_st
     )
     submit = commands.submit_finding
 
-    async def failing_on_the_second(client: Client, settings: Any, finding: Any) -> Any:
+    async def failing_on_the_second(
+        client: Client, settings: Any, finding: Any, dry_run: bool = False
+    ) -> Any:
         if finding.id == "mid-file-2":
             raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
-        return await submit(client, settings, finding)
+        return await submit(client, settings, finding, dry_run)
 
     monkeypatch.setattr(commands, "submit_finding", failing_on_the_second)
     ran = await run("start", path, "--json")

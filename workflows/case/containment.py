@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         UserInput,
     )
     from models.case import (
+        DRY_RUN_DONE,
         Action,
         ActionKind,
         ActionStatus,
@@ -53,6 +54,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT, PROBE_RETRY
 
 T = TypeVar("T")
+# A dry run's containment: approved, and nothing changed.
+DRY_RUN_CONTAINED = "dry run: approved, not contained"
 
 
 class Containment:
@@ -95,6 +98,7 @@ class Containment:
     ) -> None:
         """Containment once more, after the watch saw the credential still work (never
         by Quench on its own identity: its containment is a human's)."""
+        self._approved_anyway(action)
         if self._record.status.quench_own:
             self._ledger.finish(action, ActionStatus.DONE, f"by {by}")
             self._record.set_phase(Phase.CONTAINED, f"{by}: {why}")
@@ -159,6 +163,44 @@ class Containment:
                 f"place ({written.unread}): check that no later cut-off was replaced"
             )
 
+    async def go_live(
+        self, action: Action, credential: Credential, evidence: CollectedEvidence
+    ) -> None:
+        """A dry run made real by `action`: containment for real, from the current state
+        (logging first on trails found stopped), and console access after approval."""
+        approval = action.approval
+        assert approval is not None
+        self._missing = evidence.missing
+        trails = self._stopped_trails()
+        if trails:
+            await self._start_trails_logging(trails)
+        await self.contain_again(action, credential, evidence, approval.approver, approval.reason)
+        user = evidence.user
+        if evidence.user_key and not self._record.status.quench_own:
+            if user is None or user.has_login_profile:
+                await self._remove_console_access(
+                    credential.principal.user_name or "", known=user is not None
+                )
+
+    def _approved_anyway(self, action: Action) -> None:
+        """A protected credential two people approved containing: its names may be acted
+        on from now on (never Quench's own, which no approval opens)."""
+        credential = self._record.status.credential
+        if action.protected is None or credential is None or self._record.status.quench_own:
+            return
+        principal = credential.principal
+        names_ = [n for n in (principal.user_name, principal.role_name, principal.instance_id) if n]
+        self._record.status.approved_protected = names_
+        self._record.note(f"{', '.join(names_)}: protected, contained as two people approved")
+
+    def _not_made(self, action: Action, changes: list[str]) -> bool:
+        """In a dry run, the approved action's changes are recorded as not made, and True."""
+        if not self._record.dry_run:
+            return False
+        self._record.would(action.id, changes)
+        self._ledger.finish(action, ActionStatus.DONE, DRY_RUN_DONE)
+        return True
+
     # -- approval, and logging back on first -----------------------------------------------
 
     async def _approved(self, action: Action) -> bool:
@@ -175,8 +217,9 @@ class Containment:
             self._record.close(f"containment rejected by {approval.approver}: {approval.reason}")
             return False
         self._record.set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
+        self._approved_anyway(action)
         trails = self._stopped_trails()
-        if trails:
+        if trails and not self._record.dry_run:
             await self._start_trails_logging(trails)
         return True
 
@@ -250,6 +293,8 @@ class Containment:
         )
         if not await self._approved(action):
             return None
+        if self._not_made(action, self.with_logging_steps(steps)):
+            return DRY_RUN_CONTAINED
         await self._apply_instance_role(action, credential, instance_running)
         return "contained"
 
@@ -433,6 +478,8 @@ class Containment:
         )
         if not await self._approved(action):
             return None
+        if self._not_made(action, self.with_logging_steps(steps[:1])):
+            return DRY_RUN_CONTAINED
         await self._apply_role_session(action, credential)
         return "contained"
 
@@ -451,28 +498,29 @@ class Containment:
         user's tokens issued before the approval, then, approved separately, remove
         console access."""
         user_name = credential.principal.user_name or ""
+        steps = [
+            f"Deactivate access key {credential.access_key_id} of {user_name} (kept as "
+            "evidence, not deleted)",
+            f"Deny {user_name}'s session tokens issued before the approval (inline "
+            f"policy {names.REVOKE_USER_TOKENS_POLICY_NAME} on aws:TokenIssueTime): "
+            "sessions from GetSessionToken or GetFederationToken outlive the key",
+            f"If deactivating the key is denied (iam:UpdateAccessKey), deny {user_name} "
+            f"everything instead (inline policy {names.DENY_ALL_POLICY_NAME}) until it "
+            "is deactivated, unless the user is protected",
+        ]
         action = self._propose(
             ActionKind.CONTAIN_USER_KEY,
             f"Contain {credential.access_key_id}: deactivate it, deny {user_name}'s older tokens",
-            self._first_steps(
-                [
-                    f"Deactivate access key {credential.access_key_id} of {user_name} (kept as "
-                    "evidence, not deleted)",
-                    f"Deny {user_name}'s session tokens issued before the approval (inline "
-                    f"policy {names.REVOKE_USER_TOKENS_POLICY_NAME} on aws:TokenIssueTime): "
-                    "sessions from GetSessionToken or GetFederationToken outlive the key",
-                    f"If deactivating the key is denied (iam:UpdateAccessKey), deny {user_name} "
-                    f"everything instead (inline policy {names.DENY_ALL_POLICY_NAME}) until it "
-                    "is deactivated, unless the user is protected",
-                ]
-            ),
+            self._first_steps(steps),
         )
         if not await self._approved(action):
             return None
-        await self._apply_user_key(action, credential)
+        dry = self._not_made(action, self.with_logging_steps(steps[:2]))
+        if not dry:
+            await self._apply_user_key(action, credential)
         if user is None or user.has_login_profile:
             await self._remove_console_access(user_name, known=user is not None)
-        return "contained"
+        return DRY_RUN_CONTAINED if dry else "contained"
 
     async def _remove_console_access(self, user_name: str, known: bool = True) -> None:
         step = f"Delete the login profile of {user_name}: its password may be known too"
@@ -485,7 +533,9 @@ class Containment:
             ActionKind.REMOVE_CONSOLE_ACCESS, f"Remove console access of {user_name}", [step]
         )
         decision = await self._approvals.decision(console)
-        if decision.decision is Decision.APPROVED:
+        if decision.decision is Decision.REJECTED:
+            self._ledger.finish(console, ActionStatus.REJECTED, decision.reason)
+        elif not self._not_made(console, [step]):
             self._ledger.start(console)
             removed = await self._approvals.attempt(
                 "remove console access",
@@ -499,9 +549,8 @@ class Containment:
                 ),
             )
             self._ledger.finish(console, ActionStatus.DONE, removed.detail)
-        else:
-            self._ledger.finish(console, ActionStatus.REJECTED, decision.reason)
-        self._record.set_phase(Phase.CONTAINED, "console access decided")
+        if not self._record.dry_run:
+            self._record.set_phase(Phase.CONTAINED, "console access decided")
 
     async def _apply_user_key(self, action: Action, credential: Credential) -> None:
         user_name = credential.principal.user_name or ""

@@ -116,6 +116,11 @@ def render_details(status: CaseStatus) -> str:
         f"**Account:** {status.account_id} (every change is made there)",
         f"**Phase:** {status.phase.value}",
     ]
+    if status.dry_run:
+        lines.append(
+            f"**DRY RUN:** nothing is changed in AWS; {len(status.would)} change(s) not made "
+            "so far (`would` in the status)"
+        )
     if status.phases and status.phases[-1].note:
         since = status.phases[-1].at.isoformat(timespec="seconds")
         lines.append(f"**Now:** {status.phases[-1].note} (since {since})")

@@ -23,6 +23,8 @@ with workflow.unsafe.imports_passed_through():
         RemoveResourceInput,
     )
     from models.case import (
+        DRY_RUN,
+        DRY_RUN_DONE,
         Action,
         ActionKind,
         ActionStatus,
@@ -281,6 +283,12 @@ class Eradication:
                 )
             return
         record.set_phase(Phase.ERADICATION, f"removal approved by {decision.approver}")
+        if record.dry_run:
+            record.would(action.id, [s for s in action.steps if s not in plan_skipped(plan)])
+            for step in to_remove:
+                step.outcome = "skipped" if step.skipped_reason else DRY_RUN
+            ledger.finish(action, ActionStatus.DONE, DRY_RUN_DONE)
+            return
         ledger.start(action)
         if minted_first:
             await self._minted.deactivate_first(plan)
@@ -444,6 +452,11 @@ class Eradication:
 
 # What a launched resource is called in its capture: the instance or function to keep.
 _LAUNCHED = {ResourceKind.INSTANCE: "instance", ResourceKind.FUNCTION: "function"}
+
+
+def plan_skipped(plan: EradicationPlan) -> list[str]:
+    """The plan's steps that would not be carried out: protected, or kept."""
+    return [s.describe() for s in plan.steps if s.skipped_reason]
 
 
 def _failure(step: RemovalStep) -> str:

@@ -294,6 +294,16 @@ class Evidence:
         if collected.instance_running is None:
             # The state before containment; a retry after it would see the stop+start.
             collected.instance_running = instance.state == "running"
+        if record.dry_run:
+            # A snapshot is a change in the account: the instance's state above is kept.
+            record.would(
+                "evidence",
+                [
+                    f"Snapshot the EBS volumes of {instance_id} "
+                    f"({', '.join(instance.volume_ids) or 'none'}), tagged with the case"
+                ],
+            )
+            return
         snapshots = await run(
             "snapshot the instance's volumes",
             lambda: workflow.execute_activity_method(

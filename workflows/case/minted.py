@@ -10,6 +10,8 @@ with workflow.unsafe.imports_passed_through():
     from config import names
     from models.activities import AccessKeyInput
     from models.case import (
+        DRY_RUN,
+        DRY_RUN_DONE,
         ActionKind,
         ActionStatus,
         Decision,
@@ -95,10 +97,11 @@ class MintedCredentials:
         issued before the user's token cut-off is already denied; a session of a role
         that stays is revoked after approval. Anything else is listed for a human."""
         record = self._record
+        # A dry run goes on as if its removals were made, to the same plan.
         removed = {
             (s.resource.kind, s.resource.name)
             for s in plan.steps
-            if s.outcome in {"removed", "already_gone"}
+            if s.outcome in {"removed", "already_gone", DRY_RUN}
         }
         key_owners = {
             s.resource.name: s.resource.owner
@@ -185,6 +188,13 @@ class MintedCredentials:
         if not workflow.patched(MINTED_WATCH_PATCH):
             return False
         keys = [k for k in progress.contained if k not in progress.watched]
+        if keys and self._record.dry_run:
+            # Nothing was contained: there is nothing to watch.
+            self._record.would(
+                "watch", [f"Watch CloudTrail for {', '.join(keys)} after their containment"]
+            )
+            progress.watched += keys
+            return False
         if not keys:
             return False
         progress.watched += keys
@@ -283,6 +293,10 @@ class MintedCredentials:
             record.status.uncontained.append(credential.access_key_id)
             return False
         record.set_phase(Phase.ERADICATION, f"{action.id} approved by {decision.approver}")
+        if record.dry_run:
+            record.would(action.id, action.steps[:-1])
+            ledger.finish(action, ActionStatus.DONE, DRY_RUN_DONE)
+            return True
         await self._containment.revoke_role_sessions(
             role, ledger.start(action), record_cutoff=False
         )

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
         Phase,
         PhaseChange,
         TimelineEntry,
+        WouldChange,
     )
     from models.finding import Finding
     from models.principal import Credential
@@ -49,15 +50,31 @@ class CaseRecord:
             "case_id": self.status.folder,
         }
         if "protected_names" in type(request).model_fields:
-            # What it must never change on its own, as the case's policy names it.
+            # What it must never change on its own, as the case's policy names it, but
+            # for a protected principal two people approved containing.
             where["protected_names"] = self.policy.protected_names
+            where["approved_protected"] = self.status.approved_protected
         return request.model_copy(update=where)
+
+    @property
+    def dry_run(self) -> bool:
+        """Whether the case changes nothing in AWS (until a person approves going live)."""
+        return self.status.dry_run
+
+    def would(self, where: str, changes: list[str]) -> None:
+        """A dry run's changes, not made: kept in order, and on the timeline."""
+        now = workflow.now()
+        for change in changes:
+            self.status.would.append(WouldChange(at=now, action_id=where, change=change))
+        self.note(f"dry run: {where}: {len(changes)} change(s) not made")
 
     def note(self, what: str) -> None:
         self.status.timeline.append(TimelineEntry(at=workflow.now(), what=what))
 
     def needs_human(self, item: str) -> None:
         """An open item: something a human must still do, on the timeline too."""
+        if item in self.status.open_items:
+            return
         self.status.open_items.append(item)
         self.note(f"needs a human: {item}")
 

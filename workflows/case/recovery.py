@@ -11,6 +11,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.recovery import TRAILS_EVIDENCE_NAME, RecoveryActivities, trail_name
     from models.activities import PlanRecoveryInput, RestoreChangeInput
     from models.case import (
+        DRY_RUN,
+        DRY_RUN_DONE,
         Action,
         ActionKind,
         ActionStatus,
@@ -175,6 +177,12 @@ class Recovery:
                 record.status.open_items.append(f"restore by hand: {step.description}")
             return
         record.set_phase(Phase.RECOVERY, f"restore approved by {decision.approver}")
+        if record.dry_run:
+            record.would(action.id, action.steps)
+            for step in steps:
+                step.outcome = DRY_RUN
+            ledger.finish(action, ActionStatus.DONE, DRY_RUN_DONE)
+            return
         ledger.start(action)
         failed = await self._carry_out(steps)
         outcomes = Counter(step.outcome for step in steps)

@@ -51,6 +51,14 @@ class ContainmentWatch:
         """Watch until a whole window is clean; when the contained credential still
         works, say how, propose containing it again, and watch again."""
         record = self._record
+        if record.dry_run:
+            # Nothing was contained: there is nothing to watch.
+            minutes = record.policy.watch_seconds // 60
+            record.would(
+                "watch",
+                [f"Watch CloudTrail for {credential.access_key_id} for {minutes} minutes"],
+            )
+            return
         while True:
             failed = await self.watch([credential.access_key_id])
             if failed is None:

@@ -35,13 +35,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.finding import Finding
     from models.intake import SubmitFindingInput, SubmitFindingResult
+    from models.principal import CredentialKind
     from playbook.undone import closing_outcome
     from workflows.case.approvals import Approvals, CaseAbandoned
     from workflows.case.containment import Containment
     from workflows.case.details import closing_message
     from workflows.case.eradication import Eradication
-    from workflows.case.evidence import Evidence
+    from workflows.case.evidence import CollectedEvidence, Evidence
     from workflows.case.findings import FindingIntake
+    from workflows.case.going_live import GoingLive
     from workflows.case.inputs import InvalidInput, payload_as_sent, read_input, sent_as_text
     from workflows.case.investigation import Investigation
     from workflows.case.ledger import ApprovalLedger
@@ -93,6 +95,9 @@ class CaseWorkflow:
         self._eradication = Eradication(record, self._approvals, minted, self._continue_as_new)
         self._recovery = Recovery(record, self._approvals)
         self._investigation = Investigation(record)
+        self._going_live = GoingLive(record, self._approvals)
+        # What the evidence phase learned, for containment when a dry run goes live.
+        self._collected: CollectedEvidence | None = None
 
     # -- the playbook ----------------------------------------------------------------------
 
@@ -133,6 +138,7 @@ class CaseWorkflow:
             # Beside the rest of the case: a long look-back must not hold up containment.
             record.beside(self._investigation.investigate(credential, [credential.access_key_id]))
 
+        self._collected = evidence
         outcome = await self._containment.contain(credential, evidence)
         if outcome is None:
             return
@@ -149,8 +155,29 @@ class CaseWorkflow:
             await self._recovery.recover()
         # Only cases opened in an organisation Quench may quarantine in can have one.
         await self._quarantine.lift()
+        if self._record.dry_run:
+            await self._after_dry_run(progress)
+            return
         await self._approvals.offers_decided("closing")
         self._record.close(closing_outcome(self._record.status, progress.outcome))
+
+    async def _after_dry_run(self, progress: EradicationProgress) -> None:
+        """A dry run decided everything: a person makes it real (then containment runs
+        for real from the current state, and the watch, eradication and recovery after
+        it), or it closes having changed nothing."""
+        record = self._record
+        credential = record.status.credential
+        went_live = await self._going_live.decided()
+        if not went_live or credential is None:
+            await self._approvals.offers_decided("closing")
+            record.close("dry run: nothing was changed in AWS")
+            return
+        evidence = self._collected or CollectedEvidence(
+            instance_running=None, user_key=credential.kind is CredentialKind.IAM_USER_KEY
+        )
+        await self._containment.go_live(went_live, credential, evidence)
+        await self._watch.until_clean(credential, evidence)
+        await self._eradicate_and_recover(self._eradication.begin(credential, "contained"))
 
     async def _continue_as_new(self, progress: EradicationProgress) -> None:
         """A fresh run for the next rounds, carrying everything the case knows."""
@@ -326,6 +353,7 @@ def _opened(input: CaseInput) -> CaseStatus:
         approvals=[],
         evidence=[],
         timeline=[TimelineEntry(at=now, what=f"case opened from finding {finding.id}")],
+        dry_run=input.policy.dry_run,
         evidence_folder=(
             f"{input.case_id}/{now:%Y-%m-%dT%H-%M-%S}Z-{workflow.info().run_id[:8]}"
             if workflow.patched(EVIDENCE_FOLDER_PATCH)
