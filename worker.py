@@ -94,6 +94,7 @@ def build_activities(
         iam.deny_user_tokens_before,
         iam.deny_user_everything,
         iam.remove_login_profile,
+        iam.release_change,
         iam.check_containment_in_place,
         ec2.capture_instance_state,
         ec2.snapshot_volumes,

@@ -37,6 +37,8 @@ from models.activities import (
     ContainmentInPlaceInput,
     ContainmentInPlaceResult,
     DenyUserTokensInput,
+    ReleaseChangeInput,
+    ReleaseChangeResult,
     ResolvePrincipalInput,
     ResolvePrincipalResult,
     RevokeRoleSessionsInput,
@@ -46,7 +48,7 @@ from models.activities import (
     TrustedPrincipal,
     UserInput,
 )
-from models.case import EvidenceRecord
+from models.case import CaseChange, EvidenceRecord
 from models.principal import Credential, CredentialKind, Principal, PrincipalType
 from playbook.principal import IAM_NAME, session_name
 
@@ -609,6 +611,48 @@ class IamActivities:
 
     @activity.defn
     @heartbeating
+    def release_change(self, input: ReleaseChangeInput) -> ReleaseChangeResult:
+        """Undo one change the case made, after a false positive: a key it deactivated is
+        made active; an inline policy it put is deleted only while it is still the one it
+        wrote (by name and content), never one someone has since changed."""
+        change = input.change
+        iam = self._iam
+        with aws_errors(change.describe()):
+            if change.kind == "key_deactivated":
+                keys = iam.list_access_keys(UserName=change.user_name)["AccessKeyMetadata"]
+                key = next((k for k in keys if k["AccessKeyId"] == change.access_key_id), None)
+                if key is None:
+                    return ReleaseChangeResult(outcome="kept", detail="the key no longer exists")
+                if key["Status"] == "Active":
+                    return ReleaseChangeResult(outcome="already_released", detail="already active")
+                iam.update_access_key(
+                    UserName=change.user_name, AccessKeyId=change.access_key_id, Status="Active"
+                )
+                return ReleaseChangeResult(outcome="released", detail="active again")
+            named = {"PolicyName": change.policy_name}
+            if change.user_name:
+                named["UserName"] = change.user_name
+                get, delete = iam.get_user_policy, iam.delete_user_policy
+            else:
+                named["RoleName"] = change.role_name
+                get, delete = iam.get_role_policy, iam.delete_role_policy
+            try:
+                document = get(**named)["PolicyDocument"]
+            except ClientError as exc:
+                if error_code(exc) != "NoSuchEntity":
+                    raise
+                return ReleaseChangeResult(outcome="already_released", detail="already gone")
+            if not _ours(document, change):
+                return ReleaseChangeResult(
+                    outcome="kept",
+                    detail="changed since the case wrote it (another cut-off or statement): "
+                    "left in place for a human",
+                )
+            delete(**named)
+        return ReleaseChangeResult(outcome="released", detail="deleted")
+
+    @activity.defn
+    @heartbeating
     def remove_login_profile(self, input: UserInput) -> ChangeResult:
         """Remove console access. No login profile means it is already gone."""
         refuse_if_hands_off(
@@ -622,6 +666,15 @@ class IamActivities:
                     return ChangeResult(changed=False, detail="no console access")
                 raise
         return ChangeResult(changed=True, detail="login profile deleted")
+
+
+def _ours(document: dict[str, Any], change: CaseChange) -> bool:
+    """Whether an inline policy is still the one the case wrote: its deny-everything
+    document, or a revocation with the very cut-off the case wrote."""
+    if change.cutoff is None:
+        return document == DENY_ALL_POLICY
+    written = change.cutoff.astimezone(UTC).replace(microsecond=0)
+    return document == revoke_sessions_policy(written)
 
 
 def _revocation_undone(

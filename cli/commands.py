@@ -53,7 +53,14 @@ from config import names
 from config.settings import Settings, settings_problem
 from config.temporal import connect
 from lab import world as lab_world
-from models.case import ApprovalInput, CaseStatus, EvidenceRecord, NoteInput, Phase
+from models.case import (
+    ApprovalInput,
+    CaseStatus,
+    EvidenceRecord,
+    FalsePositiveInput,
+    NoteInput,
+    Phase,
+)
 from models.intake import FindingOutcome, IngestResult
 from models.principal import PrincipalType
 from stack.binaries import MissingBinaryError
@@ -282,6 +289,31 @@ async def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
         out(_json({"case_id": args.case_id, **result.model_dump(mode="json")}))
     else:
         out(f"note added to {args.case_id} ({result.notes} notes)")
+    return 0
+
+
+async def cmd_false_positive(args: argparse.Namespace, settings: Settings) -> int:
+    """Mark a case a false positive: its response stops; each change it made is offered
+    back as a release action to approve."""
+    marked = _model(FalsePositiveInput, by=args.by, reason=args.reason)
+    if args.verbose:
+        _show_update(settings, args.case_id, names.UPDATE_FALSE_POSITIVE, marked.model_dump_json())
+    client = await _connect(settings)
+    handle = client.get_workflow_handle_for(CaseWorkflow.run, args.case_id)
+    result = await _update(
+        handle,
+        args.case_id,
+        lambda: handle.execute_update(CaseWorkflow.mark_false_positive_now, marked),
+    )
+    if args.json:
+        out(_json({"case_id": args.case_id, **result.model_dump(mode="json")}))
+    elif result.released:
+        out(
+            f"{args.case_id} marked a false positive; approve each release to undo what it "
+            f"changed: {', '.join(result.released)}"
+        )
+    else:
+        out(f"{args.case_id} marked a false positive; it changed nothing to release")
     return 0
 
 
@@ -540,6 +572,16 @@ def add_case_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     note.add_argument("--by", required=True)
     note.add_argument("--text", required=True)
     note.set_defaults(handler=cmd_note)
+
+    false_positive = commands.add_parser(
+        "false-positive",
+        parents=[common, as_json],
+        help="mark a case a false positive: offer back what its containment changed",
+    )
+    false_positive.add_argument("case_id")
+    false_positive.add_argument("--by", required=True, help="who says so (recorded)")
+    false_positive.add_argument("--reason", required=True)
+    false_positive.set_defaults(handler=cmd_false_positive)
 
     report = commands.add_parser(
         "report", parents=[common], help="print a closed case's post-incident report"

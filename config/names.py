@@ -18,6 +18,9 @@ SIGNAL_ADD_NOTE = "add_note"
 UPDATE_APPROVE = "approve_action"
 UPDATE_REJECT = "reject_action"
 UPDATE_ADD_NOTE = "add_note_now"
+# A case marked a false positive: what its containment changed is offered for release.
+SIGNAL_FALSE_POSITIVE = "mark_false_positive"
+UPDATE_FALSE_POSITIVE = "mark_false_positive_now"
 DECISION_REFUSED_ERROR = "DecisionRefused"
 # An update whose input is not the shape its handler takes (no input, two, a wrong field).
 INVALID_INPUT_ERROR = "InvalidInput"

@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from models.case import (
+    CaseChange,
     CaseSnapshot,
     CaseStatus,
     EvidenceRecord,
@@ -234,6 +235,15 @@ class DenyUserTokensInput(ChangesInAccount):
 
 class UserInput(ChangesInAccount):
     user_name: str
+
+
+class ReleaseChangeInput(InAccount):
+    change: CaseChange
+
+
+class ReleaseChangeResult(BaseModel):
+    outcome: Literal["released", "already_released", "kept"]
+    detail: str
 
 
 class ChangeResult(BaseModel):

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -47,6 +47,7 @@ class ActionKind(StrEnum):
     QUARANTINE = "quarantine"  # attach a service control policy to the member account
     LIFT_QUARANTINE = "lift-quarantine"  # detach and delete it once the case is done
     GO_LIVE = "go-live"  # a dry run's case made real: contain for real, and go on
+    RELEASE = "release"  # undo one containment change after a false positive
 
 
 class ActionStatus(StrEnum):
@@ -256,6 +257,28 @@ class CasePolicy(BaseModel):
         return self.approval_deadlines.get(kind, self.approval_deadline_seconds)
 
 
+class CaseChange(BaseModel):
+    """A change the case's containment made that a release can undo after a false
+    positive: a key it deactivated, or an inline policy it put (a revocation with its
+    cut-off, or the deny-everything policy, without one)."""
+
+    kind: Literal["key_deactivated", "policy_put"]
+    user_name: str | None = None
+    role_name: str | None = None
+    access_key_id: str | None = None
+    policy_name: str | None = None
+    cutoff: datetime | None = None
+    made_at: datetime
+    released_by: str | None = None  # the release action that undid it
+
+    def describe(self) -> str:
+        if self.kind == "key_deactivated":
+            return f"reactivate access key {self.access_key_id} of user {self.user_name}"
+        whose = f"user {self.user_name}" if self.user_name else f"role {self.role_name}"
+        written = f" (cut-off {self.cutoff.isoformat()})" if self.cutoff else ""
+        return f"delete the inline policy {self.policy_name}{written} from {whose}"
+
+
 class WouldChange(BaseModel):
     """A change a dry run did not make, where it would have: the action (or phase) and
     the change, in the words of the action's step."""
@@ -435,6 +458,19 @@ class NoteInput(BaseModel):
     text: Words = Field(max_length=10000)
 
 
+class FalsePositiveInput(BaseModel):
+    """Who says the case is a false positive, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: Words = Field(max_length=200)
+    reason: Words = Field(max_length=2000)
+
+
+class FalsePositiveResult(BaseModel):
+    released: list[str]  # the release actions offered, one per change
+
+
 class RejectedSignal(BaseModel):
     """A decision, note or finding the case refused, kept so nothing is silently ignored."""
 
@@ -502,6 +538,10 @@ class CaseStatus(BaseModel):
     dry_run_eradication: list[EradicationPlan] = Field(default_factory=list)
     dry_run_recovery: list[RecoveryStep] = Field(default_factory=list)
     went_live_at: datetime | None = None
+    # What containment changed that a release can undo, and who marked the case a false
+    # positive (a note: by, why, when).
+    made: list[CaseChange] = Field(default_factory=list)
+    false_positive: Note | None = None
     findings: list[Finding]
     phases: list[PhaseChange]
     actions: list[Action]

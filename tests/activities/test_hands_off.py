@@ -2,6 +2,7 @@
 sts:GetCallerIdentity) and anything protected, by name or by the quench:protected tag.
 Each refusal changes nothing in AWS and names the call it did not make."""
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,16 +17,18 @@ from activities.ec2 import Ec2Activities
 from activities.eradication import EradicationActivities
 from activities.evidence import EvidenceStore
 from activities.hands_off import ERROR_HANDS_OFF, QuenchIdentity
-from activities.iam import IamActivities
+from activities.iam import IamActivities, revoke_sessions_policy
 from config.names import PROTECTED_TAG_KEY, REVOKE_SESSIONS_POLICY_NAME
 from models.activities import (
     AccessKeyInput,
     InstanceInput,
+    ReleaseChangeInput,
     RemoveResourceInput,
     ResolvePrincipalInput,
     RevokeRoleSessionsInput,
     UserInput,
 )
+from models.case import CaseChange
 from tests.activities.test_iam import (
     PROFILE,
     create_profile,
@@ -228,3 +231,56 @@ def test_eradication_skips_quenchs_own_user_whatever_the_records_say(
     assert result.outcome == "skipped"
     assert result.detail == "user moto is Quench's own (the worker's credentials)"
     assert iam.get_user(UserName="moto")["User"]["UserName"] == "moto"
+
+
+# release_change: undoing the case's own changes after a false positive
+
+
+def _change(**fields: Any) -> CaseChange:
+    return CaseChange(made_at=CUTOFF, **fields)
+
+
+def test_a_release_reactivates_the_key_the_case_deactivated(
+    iam: Any, iam_activities: IamActivities, activity_env: ActivityEnvironment
+) -> None:
+    create_user(iam, "alice")
+    key = create_key(iam, "alice")["id"]
+    iam.update_access_key(UserName="alice", AccessKeyId=key, Status="Inactive")
+    change = _change(kind="key_deactivated", user_name="alice", access_key_id=key)
+    first = activity_env.run(iam_activities.release_change, ReleaseChangeInput(change=change))
+    again = activity_env.run(iam_activities.release_change, ReleaseChangeInput(change=change))
+    assert (first.outcome, again.outcome) == ("released", "already_released")
+    assert key_statuses(iam, "alice") == {key: "Active"}
+
+
+def test_a_release_deletes_only_the_policy_the_case_wrote(
+    iam: Any, iam_activities: IamActivities, activity_env: ActivityEnvironment
+) -> None:
+    create_role(iam, "web")
+    create_role(iam, "api")
+    for role, cutoff in (("web", CUTOFF), ("api", CUTOFF.replace(hour=13))):
+        iam.put_role_policy(
+            RoleName=role,
+            PolicyName=REVOKE_SESSIONS_POLICY_NAME,
+            PolicyDocument=json.dumps(revoke_sessions_policy(cutoff)),
+        )
+
+    def release(role: str) -> str:
+        change = _change(
+            kind="policy_put",
+            role_name=role,
+            policy_name=REVOKE_SESSIONS_POLICY_NAME,
+            cutoff=CUTOFF,
+        )
+        return activity_env.run(
+            iam_activities.release_change, ReleaseChangeInput(change=change)
+        ).outcome
+
+    # Its own, by name and cut-off, goes; a later cut-off someone else wrote stays.
+    assert (release("web"), release("web"), release("api")) == (
+        "released",
+        "already_released",
+        "kept",
+    )
+    assert iam.list_role_policies(RoleName="web")["PolicyNames"] == []
+    assert iam.list_role_policies(RoleName="api")["PolicyNames"] == [REVOKE_SESSIONS_POLICY_NAME]

@@ -64,6 +64,8 @@ from models.activities import (
     ReadScopeInput,
     ReadScopeResult,
     ReadUnit,
+    ReleaseChangeInput,
+    ReleaseChangeResult,
     RemoveResourceInput,
     RemoveResourceResult,
     ResolvePrincipalInput,
@@ -336,6 +338,11 @@ class FakeAws:
                 access_key_id=input.access_key_id, status="Inactive", changed=True
             )
 
+        @activity.defn(name="release_change")
+        async def release_change(input: ReleaseChangeInput) -> ReleaseChangeResult:
+            fake._record("release_change", input)
+            return ReleaseChangeResult(outcome="released", detail="undone")
+
         @activity.defn(name="deny_user_tokens_before")
         async def deny_user_tokens_before(input: DenyUserTokensInput) -> RevokeRoleSessionsResult:
             fake._record("deny_user_tokens_before", input)
@@ -566,6 +573,7 @@ class FakeAws:
             deny_user_tokens_before,
             deny_user_everything,
             remove_login_profile,
+            release_change,
             resolve_principal,
             store_evidence,
             capture_role_state,

@@ -6,7 +6,7 @@ tokens denied; anything else handed to a human with a checklist."""
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ActionKind,
         ActionStatus,
         Approval,
+        CaseChange,
         CaseStatus,
         Decision,
         Phase,
@@ -146,6 +147,13 @@ class Containment:
                 summary=f"Revoke sessions of {role_name} issued before {cutoff.isoformat()}",
             ),
         )
+        if revoked.changed:
+            self._made(
+                "policy_put",
+                cutoff=revoked.cutoff_in_effect,
+                role_name=role_name,
+                policy_name=revoked.policy_name,
+            )
         if record_cutoff:
             self._record.status.containment_cutoff = revoked.cutoff_in_effect
         self._record.note(
@@ -629,8 +637,8 @@ class Containment:
         self._record.set_phase(Phase.CONTAINED, "key deactivated")
 
     def _deactivate(self, user_name: str, key_id: str) -> Callable[[], Awaitable[AccessKeyResult]]:
-        def deactivate() -> Awaitable[AccessKeyResult]:
-            return workflow.execute_activity_method(
+        async def deactivate() -> AccessKeyResult:
+            key = await workflow.execute_activity_method(
                 IamActivities.deactivate_access_key,
                 self._record.in_account(AccessKeyInput(user_name=user_name, access_key_id=key_id)),
                 start_to_close_timeout=timedelta(minutes=2),
@@ -638,14 +646,30 @@ class Containment:
                 retry_policy=AWS_RETRY,
                 summary=f"Deactivate {key_id}",
             )
+            if key.changed:
+                self._made("key_deactivated", user_name=user_name, access_key_id=key_id)
+            return key
 
         return deactivate
+
+    def _made(
+        self,
+        kind: Literal["key_deactivated", "policy_put"],
+        *,
+        cutoff: datetime | None = None,
+        **names_: str,
+    ) -> None:
+        """A change a release may undo after a false positive (the case's credential's
+        key and the policies it put; never a key the attacker minted)."""
+        self._record.status.made.append(
+            CaseChange(kind=kind, cutoff=cutoff, made_at=workflow.now(), **names_)
+        )
 
     def _deny_tokens(
         self, user_name: str, cutoff: datetime
     ) -> Callable[[], Awaitable[RevokeRoleSessionsResult]]:
-        def deny() -> Awaitable[RevokeRoleSessionsResult]:
-            return workflow.execute_activity_method(
+        async def deny() -> RevokeRoleSessionsResult:
+            denied = await workflow.execute_activity_method(
                 IamActivities.deny_user_tokens_before,
                 self._record.in_account(DenyUserTokensInput(user_name=user_name, cutoff=cutoff)),
                 start_to_close_timeout=timedelta(minutes=2),
@@ -653,6 +677,14 @@ class Containment:
                 retry_policy=AWS_RETRY,
                 summary=f"Deny {user_name}'s tokens issued before {cutoff.isoformat()}",
             )
+            if denied.changed:
+                self._made(
+                    "policy_put",
+                    cutoff=denied.cutoff_in_effect,
+                    user_name=user_name,
+                    policy_name=denied.policy_name,
+                )
+            return denied
 
         return deny
 
@@ -738,6 +770,7 @@ class Containment:
         if done is None:
             record.note(f"denying {user_name} everything failed too: {failure}")
             return False
+        self._made("policy_put", user_name=user_name, policy_name=names.DENY_ALL_POLICY_NAME)
         _settle(record.status.open_items, still_active)
         meanwhile = (
             f"{still_active}; {user_name} is denied everything by "

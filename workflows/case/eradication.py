@@ -98,7 +98,7 @@ class Eradication:
         """Rounds until one finds nothing new; True when the cap stopped them."""
         record = self._record
         policy = record.policy
-        while progress.pending:
+        while progress.pending and not record.status.false_positive:
             if rounds_this_run >= policy.rounds_per_run or (
                 rounds_this_run and workflow.info().is_continue_as_new_suggested()
             ):
@@ -125,6 +125,9 @@ class Eradication:
                 )
                 record.note(record.status.open_items[-1])
                 return True
+        if record.status.false_positive:
+            record.note(f"eradication stopped after round {progress.rounds_done}: a false positive")
+            return True
         record.note(f"eradication round {progress.rounds_done} found no new credential: done")
         return False
 

@@ -54,6 +54,9 @@ class Recovery:
         Quench cannot restore itself goes to the open items with what a human must do."""
         record = self._record
         status = record.status
+        if status.false_positive:
+            record.note("no recovery: the case was marked a false positive")
+            return
         changes = [c for plan in status.eradication for c in plan.changes]
         self._explain_stopped_trails(changes)
         keys: list[str] = []

@@ -61,7 +61,7 @@ class ContainmentWatch:
             return
         while True:
             failed = await self.watch([credential.access_key_id])
-            if failed is None:
+            if failed is None or record.status.false_positive:
                 return
             undone = record.status.watch.undone if record.status.watch else []
             findings = [f"containment undone: {line}" for line in undone]
@@ -117,6 +117,11 @@ class ContainmentWatch:
             wait = min(timedelta(seconds=policy.check_every_seconds), clean_at - workflow.now())
             if wait > timedelta(0):
                 await workflow.sleep(wait, summary="Containment watch: until the next check")
+            if record.status.false_positive:
+                # What containment changed may be released now: the watch would see it.
+                watch.verdict = "stopped: marked a false positive"
+                record.note(f"watch of {', '.join(access_key_ids)} stopped: a false positive")
+                return None
             now = workflow.now()
             check = CheckActivityInput(
                 case_id=record.status.folder,

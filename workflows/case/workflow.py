@@ -25,6 +25,8 @@ with workflow.unsafe.imports_passed_through():
         DecisionResult,
         EradicationPlan,
         EradicationProgress,
+        FalsePositiveInput,
+        FalsePositiveResult,
         Note,
         NoteInput,
         NoteResult,
@@ -60,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.quarantine import OrganizationQuarantine
     from workflows.case.record import CaseRecord
     from workflows.case.recovery import Recovery
+    from workflows.case.release import Release
     from workflows.case.report import write_report
     from workflows.case.watch import ContainmentWatch
 
@@ -70,6 +73,7 @@ _SIGNALS = (
     names.SIGNAL_REJECT,
     names.SIGNAL_ADD_NOTE,
     names.SIGNAL_ADD_FINDING,
+    names.SIGNAL_FALSE_POSITIVE,
 )
 
 
@@ -96,6 +100,7 @@ class CaseWorkflow:
         self._recovery = Recovery(record, self._approvals)
         self._investigation = Investigation(record)
         self._going_live = GoingLive(record, self._approvals)
+        self._release = Release(record, self._approvals)
         # What the evidence phase learned, for containment when a dry run goes live.
         self._collected: CollectedEvidence | None = None
 
@@ -159,7 +164,12 @@ class CaseWorkflow:
             await self._after_dry_run(progress)
             return
         await self._approvals.offers_decided("closing")
-        self._record.close(closing_outcome(self._record.status, progress.outcome))
+        marked = self._record.status.false_positive
+        self._record.close(
+            f"false positive, marked by {marked.author}: {marked.text}"
+            if marked is not None
+            else closing_outcome(self._record.status, progress.outcome)
+        )
 
     async def _after_dry_run(self, progress: EradicationProgress) -> None:
         """A dry run decided everything: a person makes it real (then containment runs
@@ -167,7 +177,7 @@ class CaseWorkflow:
         it), or it closes having changed nothing."""
         record = self._record
         credential = record.status.credential
-        went_live = await self._going_live.decided()
+        went_live = None if record.status.false_positive else await self._going_live.decided()
         if not went_live or credential is None:
             await self._approvals.offers_decided("closing")
             record.close("dry run: nothing was changed in AWS")
@@ -236,6 +246,31 @@ class CaseWorkflow:
         if note is not None:
             self._add_note(note)
 
+    @workflow.signal(name=names.SIGNAL_FALSE_POSITIVE)
+    def mark_false_positive(self, *args: Any) -> None:
+        """A person says the case is a false positive: its response stops, and what its
+        containment changed is offered back (workflows/case/release.py)."""
+        marked = self._signalled(names.SIGNAL_FALSE_POSITIVE, FalsePositiveInput, args)
+        if marked is None:
+            return
+        refusal = self._release.refusal(marked)
+        if refusal is not None:
+            self._approvals.refuse(names.SIGNAL_FALSE_POSITIVE, None, marked.by, refusal)
+            return
+        self._release.mark(marked)
+
+    @workflow.update(name=names.UPDATE_FALSE_POSITIVE)
+    def mark_false_positive_now(self, *args: Any) -> FalsePositiveResult:
+        return FalsePositiveResult(
+            released=self._release.mark(FalsePositiveInput.model_validate(args[0]))
+        )
+
+    @mark_false_positive_now.validator
+    def _validate_false_positive(self, *args: Any) -> None:
+        refusal = self._release.refusal(_update_input(FalsePositiveInput, args))
+        if refusal is not None:
+            raise ApplicationError(refusal, type=names.DECISION_REFUSED_ERROR, non_retryable=True)
+
     @workflow.signal(dynamic=True)
     def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
         """A signal the case does not take (a typo, an update's name sent as a signal) is
@@ -284,7 +319,9 @@ class CaseWorkflow:
         except InvalidInput as bad:
             # Who sent it and about which action, as far as the payload says.
             sender = args[0] if args and isinstance(args[0], dict) else {}
-            by = str(sender.get("approver") or sender.get("author") or "").strip()
+            by = str(
+                sender.get("approver") or sender.get("author") or sender.get("by") or ""
+            ).strip()
             action_id = sender.get("action_id")
             self._approvals.refuse(
                 signal,
