@@ -13,7 +13,8 @@ import os
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from botocore.exceptions import (
@@ -56,6 +57,8 @@ from lab import world as lab_world
 from models.case import (
     ApprovalInput,
     CaseStatus,
+    Decision,
+    DecisionSignature,
     EvidenceRecord,
     FalsePositiveInput,
     NoteInput,
@@ -63,6 +66,7 @@ from models.case import (
 )
 from models.intake import FindingOutcome, IngestResult
 from models.principal import PrincipalType
+from playbook import signing
 from stack.binaries import MissingBinaryError
 from stack.embedded import EmbeddedStack
 from webhook.intake import FindingRefused, submit_finding
@@ -252,6 +256,9 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     )
     update_name = names.UPDATE_APPROVE if args.command == "approve" else names.UPDATE_REJECT
     decision = _model(ApprovalInput, action_id=args.action_id, approver=args.by, reason=args.reason)
+    key_path = args.key or os.environ.get("QUENCH_SIGNING_KEY")
+    if key_path:
+        decision = _signed(decision, args, key_path)
     if args.verbose:
         _show_update(
             settings,
@@ -290,6 +297,28 @@ async def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
     else:
         out(f"note added to {args.case_id} ({result.notes} notes)")
     return 0
+
+
+def _signed(decision: ApprovalInput, args: argparse.Namespace, key_path: str) -> ApprovalInput:
+    """The decision signed with the approver's private key (playbook/signing.py)."""
+    try:
+        key = signing.private_key(Path(key_path).expanduser().read_bytes())
+    except OSError as exc:
+        raise CommandError(f"cannot read the signing key {key_path}: {exc}", EXIT_USAGE) from None
+    except signing.UnreadableKey as exc:
+        raise CommandError(f"{key_path}: {exc}", EXIT_USAGE) from None
+    signed_at = datetime.now(UTC).replace(microsecond=0)
+    verdict = Decision.APPROVED if args.command == "approve" else Decision.REJECTED
+    message = signing.signed_message(
+        args.case_id,
+        decision.action_id,
+        verdict.value,
+        decision.approver,
+        decision.reason,
+        signed_at,
+    )
+    signature = DecisionSignature(signed_at=signed_at, signature=signing.sign(key, message))
+    return decision.model_copy(update={"signature": signature})
 
 
 async def cmd_false_positive(args: argparse.Namespace, settings: Settings) -> int:
@@ -565,6 +594,12 @@ def add_case_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
         decide.add_argument("action_id")
         decide.add_argument("--by", required=True, help="who decides (recorded on the case)")
         decide.add_argument("--reason", required=True)
+        decide.add_argument(
+            "--key",
+            metavar="PATH",
+            help="sign the decision with this Ed25519 private key (OpenSSH or PEM, "
+            "unencrypted; default: $QUENCH_SIGNING_KEY), as a policy with approver keys asks",
+        )
         decide.set_defaults(handler=cmd_decide)
 
     note = commands.add_parser("note", parents=[common, as_json], help="add a note to a case")

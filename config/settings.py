@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     # nothing in AWS until a person approves going live (README, "Switching Quench on
     # safely"). A case can be made a dry run on its own; never real while this is set.
     dry_run: bool = False
+    # Signed decisions: each approver's Ed25519 public keys (JSON, e.g. {"alice":
+    # ["ssh-ed25519 AAAA... alice@laptop"]}). Set, every decision a person takes must be
+    # signed with one of its approver's keys (`quench approve --key`); unset, none is.
+    approver_keys: dict[str, list[str]] = Field(default_factory=dict)
 
     # Notifications when a case needs a human, escalates, proceeds or closes: an SNS topic
     # and an outgoing chat webhook (`{"text": ...}`), each optional. The webhook's URL is
@@ -315,6 +319,7 @@ class Settings(BaseSettings):
             without_approval=overrides.get("no_approval_actions", self.no_approval_actions),
             quarantine=self.quarantine_policy(account_id) if account_id else None,
             dry_run=self.dry_run or dry_run,
+            approver_keys=self.approver_keys,
         )
 
     @property

@@ -17,6 +17,7 @@ from playbook.classify import (
     OtherChange,
 )
 from playbook.plan import RemovalStep
+from playbook.signing import UnreadableKey, public_key
 
 
 class Phase(StrEnum):
@@ -98,6 +99,15 @@ class Decision(StrEnum):
     REJECTED = "rejected"
 
 
+class DecisionSignature(BaseModel):
+    """An approver's Ed25519 signature of a decision (playbook/signing.py's message)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signed_at: datetime
+    signature: str = Field(min_length=1, max_length=200)
+
+
 class Approval(BaseModel):
     action_id: str
     decision: Decision
@@ -106,6 +116,10 @@ class Approval(BaseModel):
     decided_at: datetime
     # Taken by the case itself when the deadline passed and the policy let it proceed.
     automatic: bool = False
+    # Signed, where the policy asks for it: the signature, and the fingerprint of the
+    # policy's key it verified with.
+    signature: DecisionSignature | None = None
+    signed_with: str | None = None
 
 
 class Action(BaseModel):
@@ -239,6 +253,20 @@ class CasePolicy(BaseModel):
     # A dry run: every read, plan and approval, and no change in AWS; what the case would
     # have changed is recorded, in order, until a person approves going live.
     dry_run: bool = False
+    # Approvers' public keys (Ed25519: OpenSSH or PEM), by name: when any is set, every
+    # decision by a person must be signed with a key held here for its approver.
+    approver_keys: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("approver_keys")
+    @classmethod
+    def _keys_readable(cls, keys: dict[str, list[str]]) -> dict[str, list[str]]:
+        for approver, texts in keys.items():
+            for text in texts:
+                try:
+                    public_key(text)
+                except UnreadableKey as exc:
+                    raise ValueError(f"the key of {approver}: {exc}") from None
+        return keys
 
     @field_validator("without_approval")
     @classmethod
@@ -428,13 +456,15 @@ Words = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class ApprovalInput(BaseModel):
-    """What `approve` and `reject` carry: which action, who decides, and why."""
+    """What `approve` and `reject` carry: which action, who decides, and why; signed by
+    the approver's key where the approval policy asks for it (playbook/signing.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
     action_id: Words = Field(max_length=100)
     approver: Words = Field(max_length=200)
     reason: Words = Field(max_length=2000)
+    signature: DecisionSignature | None = None
 
 
 class DecisionResult(BaseModel):

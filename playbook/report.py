@@ -13,6 +13,7 @@ from models.case import (
     DRY_RUN_DONE,
     ActionKind,
     ActionStatus,
+    Approval,
     CaseSnapshot,
     CaseStatus,
     EvidenceRecord,
@@ -24,6 +25,7 @@ from models.investigation import Investigation
 from models.principal import CredentialKind
 from playbook.classify import DataRead, FailedCall, Group, OtherChange
 from playbook.investigation import markdown_section
+from playbook.signing import MESSAGE_KIND
 from playbook.undone import NOT_CONTAINED, containment_verdict
 
 
@@ -168,6 +170,8 @@ class CaseReport(BaseModel):
     others_read: bool = False  # whether any round looked for them
     # Evidence kept of what eradication removed, before it went.
     removed_evidence: list[str] = Field(default_factory=list)
+    # Every decision signed with an approver's key, as the case verified it.
+    signed: list[Approval] = Field(default_factory=list)
     # A dry run (or one until it went live): the changes it did not make, in order.
     dry_run: bool = False
     went_live_at: datetime | None = None
@@ -457,6 +461,12 @@ def build_report(
         removed_evidence=[
             e.name for e in status.evidence if e.name.startswith(("launched-", "removed-"))
         ],
+        signed=[
+            approval
+            for action in status.actions
+            for approval in [*action.endorsements, *([action.approval] if action.approval else [])]
+            if approval.signature is not None
+        ],
         dry_run=status.dry_run,
         went_live_at=status.went_live_at,
         would=[f"{w.action_id}: {w.change}" for w in status.would],
@@ -565,6 +575,27 @@ def _took(value: timedelta | None) -> str:
 
 def _cell(text: object) -> str:
     return str(text if text is not None else "-").replace("|", "\\|").replace("\n", " ")
+
+
+def _signed_section(signed: list[Approval]) -> list[str]:
+    """Each signed decision with what verifies it: the message is playbook/signing.py's
+    canonical JSON of its fields, the key the approver's in the approval policy."""
+    if not signed:
+        return []
+    return [
+        "",
+        "Signed decisions (Ed25519; the signed message is the canonical JSON of kind "
+        f"`{MESSAGE_KIND}`, case, action, decision, approver, reason and time):",
+        "",
+        "| Action | Decision | By | Signed at | Key | Signature |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {a.action_id} | {a.decision.value} | {_cell(a.approver)} | "
+            f"{a.signature.signed_at.isoformat()} | {a.signed_with} | `{a.signature.signature}` |"
+            for a in signed
+            if a.signature is not None
+        ),
+    ]
 
 
 def _dry_run_section(report: CaseReport) -> list[str]:
@@ -695,6 +726,7 @@ def render_markdown(report: CaseReport) -> str:
     ]
     if report.refused_signals:
         lines += ["", "Refused decisions:", *[f"- {_cell(r)}" for r in report.refused_signals]]
+    lines += _signed_section(report.signed)
     if report.investigation is not None:
         lines += ["", *markdown_section(report.investigation, report.investigation_chart)]
     lines += ["", "## Evidence", "", "| Object | SHA-256 | Bytes | Captured |", "|---|---|---|---|"]

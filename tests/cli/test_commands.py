@@ -23,7 +23,9 @@ from cli import commands, findings
 from config import names
 from lab.securityhub import asff_from_guardduty, securityhub_event
 from models.case import ActionStatus, CaseStatus, Phase
+from playbook import signing
 from tests.cli.conftest import address_of, command_line, wait_for
+from tests.playbook.test_signing import _keypair
 from tests.support import ACCOUNT, PROJECT_ROOT, finding_detail, finding_event
 from workflows.case import CaseWorkflow
 
@@ -522,3 +524,36 @@ def test_the_attacker_returns_only_in_its_scenarios_and_only_to_a_running_lab(tm
     argv = ["lab", "ec2-role", "--attacker-returns", "--state-dir", str(tmp_path), *ports]
     assert starter.main(argv) == 1
     assert "error: no lab stack is up" in capsys.readouterr().out
+
+
+async def test_a_policy_with_approver_keys_takes_only_decisions_signed_with_them(
+    cli, tmp_path, monkeypatch
+):
+    """QUENCH_APPROVER_KEYS: `approve --key` signs with the approver's private key; an
+    unsigned decision, or one signed with another's key, is refused and changes nothing."""
+    client, run = cli
+    alice, alice_public = _keypair()
+    mallory, _ = _keypair()
+    (tmp_path / "alice").write_bytes(alice)
+    (tmp_path / "mallory").write_bytes(mallory)
+    monkeypatch.setenv("QUENCH_APPROVER_KEYS", json.dumps({"alice": [alice_public]}))
+    key = _key()
+    case_id = _case_id(key)
+    assert (await run("start", _write(tmp_path, finding_event(access_key_id=key)))).code == 0
+    handle = client.get_workflow_handle_for(CaseWorkflow.run, case_id)
+    (action,) = (await wait_for(handle, lambda s: bool(s.pending_actions()))).pending_actions()
+    decide = ("approve", case_id, action.id, "--by", "alice", "--reason", "seen it")
+
+    unsigned = await run(*decide)
+    assert unsigned.code == 1 and "unsigned: the approval policy asks for" in unsigned.err
+    forged = await run(*decide, "--key", str(tmp_path / "mallory"))
+    assert forged.code == 1
+    assert "does not verify with a key the policy holds for alice" in forged.err
+    assert (await handle.query(CaseWorkflow.status)).pending_actions()[0].id == action.id
+
+    signed = await run(*decide, "--key", str(tmp_path / "alice"))
+    assert signed.out == f"approve sent for {action.id} on {case_id}: approved (1 of 1 approvals)\n"
+    status = await wait_for(handle, lambda s: s.actions[0].approval is not None)
+    approval = status.actions[0].approval
+    assert approval is not None and approval.signed_with == signing.fingerprint(alice_public)
+    await handle.terminate("test over")

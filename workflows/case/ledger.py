@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         RejectedSignal,
         TimelineEntry,
     )
+    from playbook.signing import CLOCK_SKEW, signed_message, verified_by
     from workflows.case.details import duration
 
 
@@ -88,11 +89,53 @@ class ApprovalLedger:
             allowed = approvers.get(ActionKind.RECONTAIN)
         if allowed is not None and input.approver not in allowed:
             return f"{input.approver} may not decide {action.kind.value} actions"
+        _, unsigned = self.signed_with(input, decision, action)
+        if unsigned is not None:
+            return unsigned
         if decision is Decision.APPROVED and any(
             e.approver == input.approver for e in action.endorsements
         ):
             return f"{input.approver} approved it already: it needs a second person"
         return None
+
+    def signed_with(
+        self, input: ApprovalInput, decision: Decision, action: Action
+    ) -> tuple[str | None, str | None]:
+        """Where the policy asks for signed decisions: the fingerprint of the approver's
+        key the signature verifies with, or why the decision is refused. (None, None)
+        when the policy asks for none."""
+        keys = self._policy.approver_keys
+        if not keys:
+            return None, None
+        held = keys.get(input.approver)
+        if not held:
+            return None, f"{input.approver} holds no key in the approval policy: unsigned"
+        signature = input.signature
+        if signature is None:
+            return None, (
+                "unsigned: the approval policy asks for decisions signed with the "
+                "approver's key (quench approve --key)"
+            )
+        now = self._now()
+        if not action.requested_at - CLOCK_SKEW <= signature.signed_at <= now + CLOCK_SKEW:
+            return None, (
+                f"signed at {signature.signed_at.isoformat()}, outside the time of "
+                f"{action.id}: a signature for another decision"
+            )
+        message = signed_message(
+            self._status.case_id,
+            action.id,
+            decision.value,
+            input.approver,
+            input.reason,
+            signature.signed_at,
+        )
+        verified = verified_by(held, message, signature.signature)
+        if verified is None:
+            return None, (
+                f"the signature does not verify with a key the policy holds for {input.approver}"
+            )
+        return verified, None
 
     def decide(self, input: ApprovalInput, decision: Decision, signal: str) -> Action | None:
         """A person's decision: refused (and kept in `refused`), one approval of two
@@ -103,12 +146,15 @@ class ApprovalLedger:
         if refusal is not None or action is None:
             self.refuse(signal, input.action_id, input.approver, refusal or "no such action")
             return None
+        signed_with, _ = self.signed_with(input, decision, action)
         approval = Approval(
             action_id=action.id,
             decision=decision,
             approver=input.approver,
             reason=input.reason,
             decided_at=self._now(),
+            signature=input.signature if signed_with else None,
+            signed_with=signed_with,
         )
         needed = action.approvals_needed
         if decision is Decision.APPROVED and len(action.endorsements) + 1 < needed:
