@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         FalsePositiveInput,
         Note,
+        Phase,
     )
     from workflows.case.approvals import Approvals
     from workflows.case.record import CaseRecord
@@ -44,9 +45,13 @@ class Release:
         self._approvals = approvals
 
     def refusal(self, input: FalsePositiveInput) -> str | None:
-        marked = self._record.status.false_positive
+        status = self._record.status
+        marked = status.false_positive
         if marked is not None:
             return f"marked a false positive already, by {marked.author}"
+        if status.phase is Phase.CLOSED:
+            # Nothing would wait for the releases: undo what it changed by hand.
+            return "the case is closed: undo what it changed by hand (its report lists it)"
         return None
 
     def mark(self, input: FalsePositiveInput) -> list[str]:
