@@ -4,9 +4,10 @@ name, in the settings or the account's list, or tagged quench:protected=true).
 
 Each activity that would change a principal or an instance asks here first, and refuses
 with a HandsOff error naming why: the case then says so where it would have acted, and a
-human decides. A tag that cannot be read does not hold up containment, the worse risk
-being a stolen key left working: the names still hold, the read is logged, and the
-worker's policy grants it (docs/worker-iam-policy.json).
+human decides. A tag the worker may not read (AccessDenied) does not hold up containment,
+the worse risk being a stolen key left working: the names still hold, the read is logged,
+and the worker's policy grants it (docs/worker-iam-policy.json). A throttled or failed
+read is retried, never taken as "not protected".
 """
 
 from dataclasses import dataclass, field
@@ -16,7 +17,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.aws import AwsClients, error_code
+from activities.aws import (
+    ERROR_THROTTLED,
+    ERROR_UNAVAILABLE,
+    AwsClients,
+    classify,
+    error_code,
+    to_application_error,
+)
 from config.names import PROTECTED_TAG_KEY
 from models.activities import ChangesInAccount
 
@@ -160,10 +168,20 @@ def _tagged(clients: AwsClients, target: Target) -> str | None:
     for what, read in checks:
         try:
             tags = read()
-        except (ClientError, BotoCoreError) as exc:
-            if not isinstance(exc, ClientError) or error_code(exc) not in _GONE:
-                activity.logger.warning("whether %s is protected is unknown: %s", what, exc)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in _GONE:
+                continue
+            if classify(code) in (ERROR_THROTTLED, ERROR_UNAVAILABLE):
+                # Only a read the worker may not make is passed over; a busy AWS is asked
+                # again (Temporal retries the activity), never taken as "not protected".
+                raise to_application_error(exc, f"read whether {what} is protected") from exc
+            activity.logger.warning("whether %s is protected is unknown: %s", what, exc)
             continue
+        except BotoCoreError as exc:
+            raise ApplicationError(
+                f"read whether {what} is protected: {exc}", type=ERROR_UNAVAILABLE
+            ) from exc
         if is_protected(tags.get("Tags", [])):
             return f"{what} carries the {PROTECTED_TAG_KEY} tag"
     return None

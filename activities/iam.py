@@ -444,7 +444,11 @@ class IamActivities:
             put(_dumps(revoke_sessions_policy(cutoff)))
         activity.logger.info("denied tokens of %s issued before %s", whose, cutoff)
         return RevokeRoleSessionsResult(
-            policy_name=policy_name, cutoff_in_effect=cutoff, changed=True, unread=unread
+            policy_name=policy_name,
+            cutoff_in_effect=cutoff,
+            changed=True,
+            unread=unread,
+            replaced=current,
         )
 
     @activity.defn
@@ -601,6 +605,17 @@ class IamActivities:
         same document."""
         refuse_if_hands_off(self._clients, input, "iam:PutUserPolicy", user_name=input.user_name)
         with aws_errors(f"deny {input.user_name} everything"):
+            try:
+                current = self._iam.get_user_policy(
+                    UserName=input.user_name, PolicyName=DENY_ALL_POLICY_NAME
+                )["PolicyDocument"]
+            except ClientError as exc:
+                if error_code(exc) != "NoSuchEntity" and not is_denied(exc):
+                    raise
+                current = None
+            if current == DENY_ALL_POLICY:
+                # In place already (an earlier run's, or someone's): not this one's change.
+                return ChangeResult(changed=False, detail=f"{DENY_ALL_POLICY_NAME} was in place")
             self._iam.put_user_policy(
                 UserName=input.user_name,
                 PolicyName=DENY_ALL_POLICY_NAME,
@@ -647,6 +662,17 @@ class IamActivities:
                     outcome="kept",
                     detail="changed since the case wrote it (another cut-off or statement): "
                     "left in place for a human",
+                )
+            if change.previous_cutoff is not None:
+                # The policy denied older tokens before the case: that deny stays.
+                earlier = _dumps(revoke_sessions_policy(change.previous_cutoff))
+                if change.user_name:
+                    iam.put_user_policy(PolicyDocument=earlier, **named)
+                else:
+                    iam.put_role_policy(PolicyDocument=earlier, **named)
+                return ReleaseChangeResult(
+                    outcome="released",
+                    detail=f"the earlier cut-off {change.previous_cutoff.isoformat()} is back",
                 )
             delete(**named)
         return ReleaseChangeResult(outcome="released", detail="deleted")

@@ -29,6 +29,7 @@ from activities.aws import (
 )
 from activities.cloudtrail import CloudTrailSource, TrailQuery, record_time, scan
 from activities.evidence import EvidenceStore, canonical_json
+from activities.hands_off import refuse_if_hands_off
 from activities.liveness import heartbeating
 from models.activities import (
     CaptureTrailsInput,
@@ -88,6 +89,16 @@ def normalized_policy(document: Any) -> Any:
         text = document.strip()
         document = json.loads(unquote(text) if text.startswith("%7B") else text)
     return json.loads(json.dumps(document, sort_keys=True))
+
+
+# Restores that change a user or a role (the change's target names it).
+_PRINCIPAL_RESTORES = frozenset(
+    {
+        RecoveryOperation.RESTORE_TRUST_POLICY,
+        RecoveryOperation.RESTORE_INLINE_POLICY,
+        RecoveryOperation.REATTACH_POLICY,
+    }
+)
 
 
 class RecoveryActivities:
@@ -592,6 +603,16 @@ class RecoveryActivities:
                 f"recovery step has no automatic restore: {input.step.description}",
                 type=ERROR_INVALID_REQUEST,
                 non_retryable=True,
+            )
+        if operation in _PRINCIPAL_RESTORES:
+            # A user's or role's policies put back: never Quench's own, nor a protected one.
+            target = input.step.change.target
+            refuse_if_hands_off(
+                self._clients,
+                input,
+                f"restore {operation.value}",
+                user_name=target,
+                role_name=target,
             )
         before: EvidenceRecord | None = None
         if operation is RecoveryOperation.RESTORE_TRUST_POLICY:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -67,10 +67,14 @@ from models.case import (
 from models.intake import FindingOutcome, IngestResult
 from models.principal import PrincipalType
 from playbook import signing
+from playbook.signing import FALSE_POSITIVE_SUBJECT
 from stack.binaries import MissingBinaryError
 from stack.embedded import EmbeddedStack
 from webhook.intake import FindingRefused, submit_finding
 from workflows.case import CaseWorkflow
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -256,9 +260,20 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     )
     update_name = names.UPDATE_APPROVE if args.command == "approve" else names.UPDATE_REJECT
     decision = _model(ApprovalInput, action_id=args.action_id, approver=args.by, reason=args.reason)
-    key_path = args.key or os.environ.get("QUENCH_SIGNING_KEY")
-    if key_path:
-        decision = _signed(decision, args, key_path)
+    key = _signing_key(args)
+    client = await _connect(settings)
+    handle = client.get_workflow_handle_for(CaseWorkflow.run, args.case_id)
+    if key is not None:
+        # The signature covers the action's time, read from the case.
+        status, _ = await case_status(handle, args.case_id)
+        action = next((a for a in status.actions if a.id == decision.action_id), None)
+        if action is None:
+            raise CommandError(f"{args.case_id} has no action {decision.action_id}")
+        verdict = Decision.APPROVED if args.command == "approve" else Decision.REJECTED
+        signature = _signature(
+            key, args.case_id, action.id, action.requested_at, verdict.value, args.by, args.reason
+        )
+        decision = decision.model_copy(update={"signature": signature})
     if args.verbose:
         _show_update(
             settings,
@@ -266,8 +281,6 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
             update_name,
             decision_input(decision.action_id, decision.approver, decision.reason),
         )
-    client = await _connect(settings)
-    handle = client.get_workflow_handle_for(CaseWorkflow.run, args.case_id)
     result = await _update(handle, args.case_id, lambda: handle.execute_update(update, decision))
     if args.json:
         out(_json({"case_id": args.case_id, **result.model_dump(mode="json")}))
@@ -299,36 +312,59 @@ async def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _signed(decision: ApprovalInput, args: argparse.Namespace, key_path: str) -> ApprovalInput:
-    """The decision signed with the approver's private key (playbook/signing.py)."""
+def _signing_key(args: argparse.Namespace) -> "Ed25519PrivateKey | None":
+    """The approver's private key, from --key or QUENCH_SIGNING_KEY; None: unsigned."""
+    key_path = args.key or os.environ.get("QUENCH_SIGNING_KEY")
+    if not key_path:
+        return None
     try:
-        key = signing.private_key(Path(key_path).expanduser().read_bytes())
+        return signing.private_key(Path(key_path).expanduser().read_bytes())
     except OSError as exc:
         raise CommandError(f"cannot read the signing key {key_path}: {exc}", EXIT_USAGE) from None
     except signing.UnreadableKey as exc:
         raise CommandError(f"{key_path}: {exc}", EXIT_USAGE) from None
+
+
+def _signature(
+    key: "Ed25519PrivateKey",
+    case_id: str,
+    subject: str,
+    since: datetime,
+    decision: str,
+    approver: str,
+    reason: str,
+) -> DecisionSignature:
+    """A decision signed with the approver's key (playbook/signing.py's message); the
+    fields as the case reads them (stripped, as its models strip them)."""
     signed_at = datetime.now(UTC).replace(microsecond=0)
-    verdict = Decision.APPROVED if args.command == "approve" else Decision.REJECTED
     message = signing.signed_message(
-        args.case_id,
-        decision.action_id,
-        verdict.value,
-        decision.approver,
-        decision.reason,
-        signed_at,
+        case_id, subject, since, decision, approver.strip(), reason.strip(), signed_at
     )
-    signature = DecisionSignature(signed_at=signed_at, signature=signing.sign(key, message))
-    return decision.model_copy(update={"signature": signature})
+    return DecisionSignature(signed_at=signed_at, signature=signing.sign(key, message))
 
 
 async def cmd_false_positive(args: argparse.Namespace, settings: Settings) -> int:
     """Mark a case a false positive: its response stops; each change it made is offered
     back as a release action to approve."""
     marked = _model(FalsePositiveInput, by=args.by, reason=args.reason)
-    if args.verbose:
-        _show_update(settings, args.case_id, names.UPDATE_FALSE_POSITIVE, marked.model_dump_json())
+    key = _signing_key(args)
     client = await _connect(settings)
     handle = client.get_workflow_handle_for(CaseWorkflow.run, args.case_id)
+    if key is not None:
+        # Signed as a decision on the case since it opened.
+        status, _ = await case_status(handle, args.case_id)
+        signature = _signature(
+            key,
+            args.case_id,
+            FALSE_POSITIVE_SUBJECT,
+            status.phases[0].at,
+            FALSE_POSITIVE_SUBJECT,
+            args.by,
+            args.reason,
+        )
+        marked = marked.model_copy(update={"signature": signature})
+    if args.verbose:
+        _show_update(settings, args.case_id, names.UPDATE_FALSE_POSITIVE, marked.model_dump_json())
     result = await _update(
         handle,
         args.case_id,
@@ -616,6 +652,12 @@ def add_case_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPar
     false_positive.add_argument("case_id")
     false_positive.add_argument("--by", required=True, help="who says so (recorded)")
     false_positive.add_argument("--reason", required=True)
+    false_positive.add_argument(
+        "--key",
+        metavar="PATH",
+        help="sign the mark with this Ed25519 private key (default: $QUENCH_SIGNING_KEY), "
+        "as a policy with approver keys asks",
+    )
     false_positive.set_defaults(handler=cmd_false_positive)
 
     report = commands.add_parser(

@@ -265,6 +265,8 @@ class RevokeRoleSessionsResult(BaseModel):
     # Why the policy in place could not be read first (so a later cut-off someone else
     # set may have been replaced); empty when it was read.
     unread: str = ""
+    # The cut-off of the policy it replaced, an earlier one; None when there was none.
+    replaced: datetime | None = None
 
 
 class InstanceInput(ChangesInAccount):

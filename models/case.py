@@ -296,6 +296,9 @@ class CaseChange(BaseModel):
     access_key_id: str | None = None
     policy_name: str | None = None
     cutoff: datetime | None = None
+    # The earlier cut-off of the policy it replaced (another case's, or a console
+    # revocation): a release writes it back rather than deleting the policy.
+    previous_cutoff: datetime | None = None
     made_at: datetime
     released_by: str | None = None  # the release action that undid it
 
@@ -304,6 +307,11 @@ class CaseChange(BaseModel):
             return f"reactivate access key {self.access_key_id} of user {self.user_name}"
         whose = f"user {self.user_name}" if self.user_name else f"role {self.role_name}"
         written = f" (cut-off {self.cutoff.isoformat()})" if self.cutoff else ""
+        if self.previous_cutoff is not None:
+            return (
+                f"put back the earlier cut-off {self.previous_cutoff.isoformat()} of the "
+                f"inline policy {self.policy_name}{written} on {whose}"
+            )
         return f"delete the inline policy {self.policy_name}{written} from {whose}"
 
 
@@ -495,6 +503,7 @@ class FalsePositiveInput(BaseModel):
 
     by: Words = Field(max_length=200)
     reason: Words = Field(max_length=2000)
+    signature: DecisionSignature | None = None
 
 
 class FalsePositiveResult(BaseModel):

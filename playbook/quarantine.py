@@ -3,15 +3,13 @@ denies the compromised principals (a role's sessions only those issued before th
 and the principals the attacker made. An SCP applies to every principal of the account and
 cannot be changed from inside it, so an attacker with IAM write there cannot lift it as it
 can delete the role's own revocation policy. Quench's own role there and the protected
-principals (by name or by the quench:protected tag) are exempt.
+principals (by name: never by tag, which the attacker could set) are exempt.
 """
 
 import json
 import re
 from datetime import UTC, datetime
 from typing import Any
-
-from config.names import PROTECTED_TAG_KEY
 
 QUARANTINE_POLICY_PREFIX = "quench-quarantine-"
 # AWS's limit on a service control policy's document, in characters.
@@ -46,12 +44,9 @@ def quarantine_document(
 ) -> dict[str, Any]:
     """The SCP: deny everything to the sessions of `role_sessions` (role ARNs) issued before
     `cutoff`, and to `principals` (user or role ARNs) whenever issued; never to `exempt`."""
-    unless: dict[str, Any] = {
-        # A principal tagged quench:protected=true is never denied (a missing tag is not).
-        "StringNotEquals": {f"aws:PrincipalTag/{PROTECTED_TAG_KEY}": "true"},
-    }
-    if exempt:
-        unless["ArnNotLike"] = {"aws:PrincipalArn": sorted(set(exempt))}
+    # Exempt by ARN only: not by the quench:protected tag, which the attacker, with IAM
+    # write in the account, could put on the principals the policy denies.
+    unless = {"ArnNotLike": {"aws:PrincipalArn": sorted(set(exempt))}} if exempt else {}
     statements: list[dict[str, Any]] = []
     if role_sessions:
         statements.append(

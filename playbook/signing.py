@@ -24,6 +24,8 @@ MESSAGE_KIND = "quench-decision/v1"
 # How far a signature's time may be from the case's clock (either way): a signature made
 # before the action was proposed is one made for another decision.
 CLOCK_SKEW = timedelta(minutes=5)
+# The subject and the decision a false positive's mark signs (there is no action).
+FALSE_POSITIVE_SUBJECT = "false-positive"
 _SSH_ED25519 = b"ssh-ed25519"
 # DER of an Ed25519 SubjectPublicKeyInfo, before its 32 key bytes (RFC 8410).
 _SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
@@ -34,13 +36,21 @@ class UnreadableKey(ValueError):
 
 
 def signed_message(
-    case_id: str, action_id: str, decision: str, approver: str, reason: str, signed_at: datetime
+    case_id: str,
+    action_id: str,
+    proposed_at: datetime,
+    decision: str,
+    approver: str,
+    reason: str,
+    signed_at: datetime,
 ) -> bytes:
-    """The bytes an approver signs: every field of the decision, in canonical JSON."""
+    """The bytes an approver signs: every field of the decision, in canonical JSON; the
+    action's time tells it from the same action id of an earlier case of the same id."""
     fields = {
         "kind": MESSAGE_KIND,
         "case_id": case_id,
         "action_id": action_id,
+        "proposed_at": proposed_at.astimezone(UTC).isoformat(),
         "decision": decision,
         "approver": approver,
         "reason": reason,

@@ -11,6 +11,8 @@ _FIRST_CONTAINMENT = frozenset(
         ActionKind.CONTAIN_USER_KEY,
         ActionKind.CONTAIN_ROLE_SESSION,
         ActionKind.MANUAL_CONTAINMENT,
+        # A dry run made real: its approval is the real containment's.
+        ActionKind.GO_LIVE,
     }
 )
 

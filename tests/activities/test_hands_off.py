@@ -284,3 +284,33 @@ def test_a_release_deletes_only_the_policy_the_case_wrote(
     )
     assert iam.list_role_policies(RoleName="web")["PolicyNames"] == []
     assert iam.list_role_policies(RoleName="api")["PolicyNames"] == [REVOKE_SESSIONS_POLICY_NAME]
+
+
+def test_a_release_puts_back_the_earlier_cut_off_it_replaced(
+    iam: Any, iam_activities: IamActivities, activity_env: ActivityEnvironment
+) -> None:
+    """Another case's (or a console's) earlier revocation was there: releasing this
+    case's later one writes the earlier back, so the sessions it denied stay denied."""
+    create_role(iam, "web")
+    earlier = CUTOFF.replace(hour=9)
+    iam.put_role_policy(
+        RoleName="web",
+        PolicyName=REVOKE_SESSIONS_POLICY_NAME,
+        PolicyDocument=json.dumps(revoke_sessions_policy(earlier)),
+    )
+    revoked = activity_env.run(
+        iam_activities.revoke_role_sessions,
+        RevokeRoleSessionsInput(account_id=ACCOUNT, role_name="web", cutoff=CUTOFF),
+    )
+    assert (revoked.changed, revoked.replaced) == (True, earlier)
+    change = _change(
+        kind="policy_put",
+        role_name="web",
+        policy_name=REVOKE_SESSIONS_POLICY_NAME,
+        cutoff=revoked.cutoff_in_effect,
+        previous_cutoff=revoked.replaced,
+    )
+    released = activity_env.run(iam_activities.release_change, ReleaseChangeInput(change=change))
+    assert released.outcome == "released"
+    kept = iam.get_role_policy(RoleName="web", PolicyName=REVOKE_SESSIONS_POLICY_NAME)
+    assert kept["PolicyDocument"] == revoke_sessions_policy(earlier)

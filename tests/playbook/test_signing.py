@@ -12,9 +12,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from models.case import ActionKind, ActionStatus, CasePolicy, Decision, DecisionSignature
+from models.case import (
+    ActionKind,
+    ActionStatus,
+    CasePolicy,
+    Decision,
+    DecisionSignature,
+    Phase,
+    PhaseChange,
+)
 from playbook import signing
 from tests.workflows.case.test_ledger import OPENED, _decision, _ledger
+from workflows.case.ledger import Signed
 
 
 def _keypair(openssh: bool = True) -> tuple[bytes, str]:
@@ -47,7 +56,7 @@ POLICY = CasePolicy(approver_keys={"alice": [ALICE_PUBLIC], "bob": [BOB_PUBLIC]}
 
 
 def _signed(private: bytes, action_id: str, who: str, why: str, at=OPENED, decision="approved"):
-    message = signing.signed_message("case-test", action_id, decision, who, why, at)
+    message = signing.signed_message("case-test", action_id, OPENED, decision, who, why, at)
     signature = signing.sign(signing.private_key(private), message)
     return _decision(action_id, who, why).model_copy(
         update={"signature": DecisionSignature(signed_at=at, signature=signature)}
@@ -58,18 +67,22 @@ def _signed(private: bytes, action_id: str, who: str, why: str, at=OPENED, decis
 def test_a_signature_verifies_only_with_its_key_and_its_fields(openssh):
     private, public = _keypair(openssh)
     at = OPENED
-    message = signing.signed_message("case-1", "contain-1", "approved", "alice", "ok", at)
+    message = signing.signed_message("case-1", "contain-1", OPENED, "approved", "alice", "ok", at)
     signature = signing.sign(signing.private_key(private), message)
     assert signing.verified_by([BOB_PUBLIC, public], message, signature) == signing.fingerprint(
         public
     )
     assert signing.verified_by([BOB_PUBLIC], message, signature) is None
     for changed in (
-        signing.signed_message("case-2", "contain-1", "approved", "alice", "ok", at),
-        signing.signed_message("case-1", "contain-1", "rejected", "alice", "ok", at),
-        signing.signed_message("case-1", "contain-1", "approved", "alice", "ok!", at),
+        signing.signed_message("case-2", "contain-1", OPENED, "approved", "alice", "ok", at),
+        signing.signed_message("case-1", "contain-1", OPENED, "rejected", "alice", "ok", at),
+        signing.signed_message("case-1", "contain-1", OPENED, "approved", "alice", "ok!", at),
         signing.signed_message(
-            "case-1", "contain-1", "approved", "alice", "ok", at.replace(second=1)
+            "case-1", "contain-1", OPENED, "approved", "alice", "ok", at.replace(second=1)
+        ),
+        # The same action id of a later case of the same id (the credential's).
+        signing.signed_message(
+            "case-1", "contain-1", OPENED + timedelta(days=1), "approved", "alice", "ok", at
         ),
     ):
         assert signing.verified_by([public], changed, signature) is None
@@ -134,6 +147,7 @@ def test_the_ledger_takes_only_decisions_the_policys_keys_vouch_for():
     message = signing.signed_message(
         "case-test",
         approval.action_id,
+        action.requested_at,
         approval.decision.value,
         approval.approver,
         approval.reason,
@@ -146,3 +160,24 @@ def test_without_keys_in_the_policy_decisions_are_taken_as_before():
     ledger, _, _ = _ledger()
     action = ledger.propose(ActionKind.ERADICATE, "Remove", ["delete"])
     assert ledger.refusal(_decision(action.id), Decision.APPROVED) is None
+
+
+def test_a_false_positive_is_marked_only_by_an_approver_with_a_signature():
+    """The mark rejects what waits and offers releases: under a signing policy it is a
+    decision like any other, signed on the case since it opened."""
+    ledger, status, clock = _ledger(POLICY)
+    status.phases.append(PhaseChange(phase=Phase.TRIAGE, at=OPENED))
+    clock.advance(60)
+    what = Signed("false-positive", OPENED, "false-positive", "red team")
+    unsigned = ledger.verify("alice", what, None)
+    assert unsigned[0] is None and (unsigned[1] or "").startswith("unsigned")
+    message = signing.signed_message(
+        "case-test", "false-positive", OPENED, "false-positive", "alice", "red team", clock.now
+    )
+    signature = DecisionSignature(
+        signed_at=clock.now, signature=signing.sign(signing.private_key(ALICE), message)
+    )
+    assert ledger.verify("alice", what, signature) == (signing.fingerprint(ALICE_PUBLIC), None)
+    assert ledger.verify("bob", what, signature)[1] == (
+        "the signature does not verify with a key the policy holds for bob"
+    )

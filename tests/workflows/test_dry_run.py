@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 
 from models.case import ActionKind, ActionStatus, CasePolicy, CaseStatus, Phase
+from playbook.undone import containment_verdict, undone
 from tests.playbook.test_classify import _attack_records
 from tests.support import STOLEN_KEY
 from tests.workflows.test_case_workflow import (
@@ -106,7 +107,7 @@ async def test_a_dry_run_changes_nothing_and_says_what_it_would_have_in_order(ti
         s.outcome in {"dry_run", "skipped", "kept"} for p in result.eradication for s in p.steps
     )
     # Nothing reads as done: the credential is not contained, every removal still open.
-    assert any(item.startswith(f"{STOLEN_KEY} is not contained") for item in result.open_items)
+    assert any(item.startswith(f"{STOLEN_KEY} is not contained") for item in undone(result))
     assert any("(dry run); it is still in AWS" in item for item in result.open_items)
     (markdown,) = fake.report_markdown
     assert "(DRY RUN)" in markdown.splitlines()[0]
@@ -141,6 +142,9 @@ async def test_a_dry_run_made_real_contains_from_now_and_plans_the_same(time_ski
     assert _plans(result.dry_run_eradication) == dry_plans
     assert _plans(result.eradication) == dry_plans
     assert len(result.would) == would
+    # Contained for real now: nothing says otherwise.
+    assert containment_verdict(result) == "partly contained"
+    assert not any(item.startswith(f"{STOLEN_KEY} is not contained") for item in undone(result))
     # The same end as a case that was never a dry run (the fake's federation token).
     assert result.outcome == "partly contained: contained, but not ASIAFEDERATED0000001"
     (markdown,) = fake.report_markdown

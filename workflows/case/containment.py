@@ -151,6 +151,7 @@ class Containment:
             self._made(
                 "policy_put",
                 cutoff=revoked.cutoff_in_effect,
+                previous=revoked.replaced,
                 role_name=role_name,
                 policy_name=revoked.policy_name,
             )
@@ -657,13 +658,39 @@ class Containment:
         kind: Literal["key_deactivated", "policy_put"],
         *,
         cutoff: datetime | None = None,
+        previous: datetime | None = None,
         **names_: str,
     ) -> None:
         """A change a release may undo after a false positive (the case's credential's
-        key and the policies it put; never a key the attacker minted)."""
-        self._record.status.made.append(
-            CaseChange(kind=kind, cutoff=cutoff, made_at=workflow.now(), **names_)
+        key and the policies it put; never a key the attacker minted). A policy written
+        again (a later cut-off) is one change, whose earlier state is the first's."""
+        status = self._record.status
+        change = CaseChange(kind=kind, cutoff=cutoff, made_at=workflow.now(), **names_)
+        same = next(
+            (
+                c
+                for c in status.made
+                if c.released_by is None
+                and (c.kind, c.user_name, c.role_name, c.policy_name, c.access_key_id)
+                == (
+                    kind,
+                    change.user_name,
+                    change.role_name,
+                    change.policy_name,
+                    change.access_key_id,
+                )
+            ),
+            None,
         )
+        if same is not None:
+            same.cutoff = cutoff
+        else:
+            status.made.append(change.model_copy(update={"previous_cutoff": previous}))
+        if status.false_positive is not None:
+            # Made after the mark (a step already under way): its release is a human's.
+            self._record.needs_human(
+                f"{change.describe()}: made after the case was marked a false positive"
+            )
 
     def _deny_tokens(
         self, user_name: str, cutoff: datetime
@@ -681,6 +708,7 @@ class Containment:
                 self._made(
                     "policy_put",
                     cutoff=denied.cutoff_in_effect,
+                    previous=denied.replaced,
                     user_name=user_name,
                     policy_name=denied.policy_name,
                 )
@@ -770,7 +798,8 @@ class Containment:
         if done is None:
             record.note(f"denying {user_name} everything failed too: {failure}")
             return False
-        self._made("policy_put", user_name=user_name, policy_name=names.DENY_ALL_POLICY_NAME)
+        if done.changed:
+            self._made("policy_put", user_name=user_name, policy_name=names.DENY_ALL_POLICY_NAME)
         _settle(record.status.open_items, still_active)
         meanwhile = (
             f"{still_active}; {user_name} is denied everything by "

@@ -3,6 +3,7 @@ taken and refused, deadlines and escalation. Plain bookkeeping on the case's sta
 the clock handed in, so it is tested without a Temporal server."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -21,11 +22,24 @@ with workflow.unsafe.imports_passed_through():
         CaseStatus,
         Decision,
         DecisionResult,
+        DecisionSignature,
         RejectedSignal,
         TimelineEntry,
     )
     from playbook.signing import CLOCK_SKEW, signed_message, verified_by
     from workflows.case.details import duration
+
+
+@dataclass(frozen=True)
+class Signed:
+    """What a signature is of: the action (or `false-positive`), since when it could be
+    decided (so a signature for an earlier case of the same id never verifies), the
+    decision and its reason."""
+
+    subject: str
+    since: datetime
+    decision: str
+    reason: str
 
 
 class ApprovalLedger:
@@ -85,7 +99,13 @@ class ApprovalLedger:
             return f"action is {action.status}"
         approvers = self._policy.approvers
         allowed = approvers.get(action.kind)
-        if allowed is None and action.kind in ORGANIZATION_KINDS:
+        if allowed is None and action.kind in (
+            *ORGANIZATION_KINDS,
+            ActionKind.GO_LIVE,
+            ActionKind.RELEASE,
+        ):
+            # Changes as weighty as containing again: decided by its approvers unless
+            # the policy names their own.
             allowed = approvers.get(ActionKind.RECONTAIN)
         if allowed is not None and input.approver not in allowed:
             return f"{input.approver} may not decide {action.kind.value} actions"
@@ -104,37 +124,45 @@ class ApprovalLedger:
         """Where the policy asks for signed decisions: the fingerprint of the approver's
         key the signature verifies with, or why the decision is refused. (None, None)
         when the policy asks for none."""
+        return self.verify(
+            input.approver,
+            Signed(action.id, action.requested_at, decision.value, input.reason),
+            input.signature,
+        )
+
+    def verify(
+        self, approver: str, what: "Signed", signature: DecisionSignature | None
+    ) -> tuple[str | None, str | None]:
+        """A signed decision (an action's, or the mark of a false positive) checked
+        against the approver's keys in the policy: the key's fingerprint, or why not."""
         keys = self._policy.approver_keys
         if not keys:
             return None, None
-        held = keys.get(input.approver)
+        held = keys.get(approver)
         if not held:
-            return None, f"{input.approver} holds no key in the approval policy: unsigned"
-        signature = input.signature
+            return None, f"{approver} holds no key in the approval policy: unsigned"
         if signature is None:
             return None, (
                 "unsigned: the approval policy asks for decisions signed with the "
-                "approver's key (quench approve --key)"
+                "approver's key (quench ... --key)"
             )
-        now = self._now()
-        if not action.requested_at - CLOCK_SKEW <= signature.signed_at <= now + CLOCK_SKEW:
+        if not what.since - CLOCK_SKEW <= signature.signed_at <= self._now() + CLOCK_SKEW:
             return None, (
                 f"signed at {signature.signed_at.isoformat()}, outside the time of "
-                f"{action.id}: a signature for another decision"
+                f"{what.subject}: a signature for another decision"
             )
         message = signed_message(
             self._status.case_id,
-            action.id,
-            decision.value,
-            input.approver,
-            input.reason,
+            what.subject,
+            what.since,
+            what.decision,
+            approver,
+            what.reason,
             signature.signed_at,
         )
         verified = verified_by(held, message, signature.signature)
         if verified is None:
-            return None, (
-                f"the signature does not verify with a key the policy holds for {input.approver}"
-            )
+            return None, f"the signature does not verify with a key the policy holds for {approver}"
         return verified, None
 
     def decide(self, input: ApprovalInput, decision: Decision, signal: str) -> Action | None:

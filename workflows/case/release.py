@@ -25,7 +25,9 @@ with workflow.unsafe.imports_passed_through():
         Note,
         Phase,
     )
+    from playbook.signing import FALSE_POSITIVE_SUBJECT
     from workflows.case.approvals import Approvals
+    from workflows.case.ledger import Signed
     from workflows.case.record import CaseRecord
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
 
@@ -45,6 +47,9 @@ class Release:
         self._approvals = approvals
 
     def refusal(self, input: FalsePositiveInput) -> str | None:
+        """Why this mark is not taken: marked already, closed, or by someone the policy
+        does not let decide containment again (its approvers, or release's), or unsigned
+        where the policy asks for signed decisions."""
         status = self._record.status
         marked = status.false_positive
         if marked is not None:
@@ -52,7 +57,15 @@ class Release:
         if status.phase is Phase.CLOSED:
             # Nothing would wait for the releases: undo what it changed by hand.
             return "the case is closed: undo what it changed by hand (its report lists it)"
-        return None
+        approvers = self._record.policy.approvers
+        allowed = approvers.get(ActionKind.RELEASE, approvers.get(ActionKind.RECONTAIN))
+        if allowed is not None and input.by not in allowed:
+            return f"{input.by} may not mark a case a false positive"
+        what = Signed(
+            FALSE_POSITIVE_SUBJECT, status.phases[0].at, FALSE_POSITIVE_SUBJECT, input.reason
+        )
+        _, unsigned = self._approvals.ledger.verify(input.by, what, input.signature)
+        return unsigned
 
     def mark(self, input: FalsePositiveInput) -> list[str]:
         """The case marked a false positive: its response stops, and each change it made

@@ -182,8 +182,13 @@ class CaseWorkflow:
             await self._approvals.offers_decided("closing")
             record.close("dry run: nothing was changed in AWS")
             return
-        evidence = self._collected or CollectedEvidence(
-            instance_running=None, user_key=credential.kind is CredentialKind.IAM_USER_KEY
+        # The instance's state when the case opened may not be its state now: it is
+        # stopped and started whatever it was.
+        known = self._collected
+        evidence = CollectedEvidence(
+            instance_running=None,
+            user_key=known.user_key if known else credential.kind is CredentialKind.IAM_USER_KEY,
+            user=known.user if known else None,
         )
         await self._containment.go_live(went_live, credential, evidence)
         await self._watch.until_clean(credential, evidence)
