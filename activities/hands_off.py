@@ -124,7 +124,12 @@ def why_hands_off(
         if own:
             return own
     named = [n for n in (target.user_name, target.role_name, target.instance_id) if n]
-    if any(name in approved for name in named):
+    kinds = (
+        ("user", target.user_name),
+        ("role", target.role_name),
+        ("instance", target.instance_id),
+    )
+    if any(f"{kind}:{name}" in approved for kind, name in kinds if name):
         return None
     for name in named:
         if name and name in protected_names:

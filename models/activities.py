@@ -36,7 +36,8 @@ class ChangesInAccount(InAccount):
     by the names here and the quench:protected tag."""
 
     protected_names: list[str] = Field(default_factory=list)
-    # Protected names two people approved containing anyway (never Quench's own).
+    # Protected principals two people approved containing anyway, as `user:NAME`,
+    # `role:NAME` or `instance:ID` (never Quench's own).
     approved_protected: list[str] = Field(default_factory=list)
 
 

@@ -68,7 +68,7 @@ def public_key(text: str) -> bytes:
         der = _base64(body)
         if len(der) != len(_SPKI_PREFIX) + 32 or not der.startswith(_SPKI_PREFIX):
             raise UnreadableKey("a PEM key that is not Ed25519: only Ed25519 keys sign decisions")
-        return der[len(_SPKI_PREFIX) :]
+        return _strong(der[len(_SPKI_PREFIX) :])
     kind, _, rest = text.partition(" ")
     if kind != _SSH_ED25519.decode():
         raise UnreadableKey(f"a {kind[:40]!r} key: only Ed25519 keys sign decisions")
@@ -76,7 +76,15 @@ def public_key(text: str) -> bytes:
     fields = _ssh_strings(blob)
     if len(fields) != 2 or fields[0] != _SSH_ED25519 or len(fields[1]) != 32:
         raise UnreadableKey("not a public key Quench can read: a malformed ssh-ed25519 key")
-    return fields[1]
+    return _strong(fields[1])
+
+
+def _strong(key: bytes) -> bytes:
+    """A key on the curve, not of small order: such a key "verifies" forged signatures."""
+    point = _decoded(key)
+    if point is None or _same(_times(8, point), (0, 1, 1, 0)):
+        raise UnreadableKey("not a usable Ed25519 public key (off the curve, or of small order)")
+    return key
 
 
 def fingerprint(text: str) -> str:

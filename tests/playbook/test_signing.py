@@ -2,6 +2,7 @@
 with the approver's key and the very fields it signed; the ledger refuses any decision the
 policy's keys do not vouch for, and keeps what verified it."""
 
+import base64
 import shutil
 import subprocess
 from datetime import timedelta
@@ -98,6 +99,12 @@ def test_only_ed25519_keys_are_read():
         signing.public_key(public.decode())
     with pytest.raises(signing.UnreadableKey, match="not a public key"):
         signing.public_key("ssh-ed25519 not-a-key")
+    # The identity point, of small order: any signature would "verify" with it.
+    identity = (1).to_bytes(32, "little")
+    blob = b"".join(len(p).to_bytes(4, "big") + p for p in (b"ssh-ed25519", identity))
+    weak = "ssh-ed25519 " + base64.b64encode(blob).decode()
+    with pytest.raises(signing.UnreadableKey, match="small order"):
+        signing.public_key(weak)
     with pytest.raises(ValueError, match="the key of carol"):
         CasePolicy(approver_keys={"carol": [public.decode()]})
 

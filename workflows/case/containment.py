@@ -198,9 +198,14 @@ class Containment:
         if action.protected is None or credential is None or self._record.status.quench_own:
             return
         principal = credential.principal
-        names_ = [n for n in (principal.user_name, principal.role_name, principal.instance_id) if n]
-        self._record.status.approved_protected = names_
-        self._record.note(f"{', '.join(names_)}: protected, contained as two people approved")
+        kinds = (
+            ("user", principal.user_name),
+            ("role", principal.role_name),
+            ("instance", principal.instance_id),
+        )
+        approved = [f"{kind}:{name}" for kind, name in kinds if name]
+        self._record.status.approved_protected = approved
+        self._record.note(f"{', '.join(approved)}: protected, contained as two people approved")
 
     def _not_made(self, action: Action, changes: list[str]) -> bool:
         """In a dry run, the approved action's changes are recorded as not made, and True."""
