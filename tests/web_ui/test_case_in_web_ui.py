@@ -223,8 +223,10 @@ def _send_approve_signal(
     editor.click()
     # The editor closes brackets and quotes as they open; typing the closing one steps
     # over it, so what it holds is exactly what was typed.
-    editor.send_keys(decision.model_dump_json())
-    _wait(driver).until(lambda d: editor.text == decision.model_dump_json())
+    # As a person types it: the fields they decide (an unsigned decision has no signature).
+    typed = decision.model_dump_json(exclude_none=True)
+    editor.send_keys(typed)
+    _wait(driver).until(lambda d: editor.text == typed)
     driver.save_screenshot(str(screenshot))
     _click(driver, By.CSS_SELECTOR, "dialog[open] [data-testid='confirm-modal-button']")
     _wait(driver).until_not(_shown(By.CSS_SELECTOR, "dialog[open]"))
