@@ -150,6 +150,11 @@ def render_case(
     since = next((p.at for p in reversed(status.phases) if p.phase is status.phase), None)
     severities = [f.severity for f in status.findings]
     fields: list[tuple[str, object]] = [
+        *(
+            [("DRY RUN", f"nothing is changed in AWS; {len(status.would)} change(s) not made")]
+            if status.dry_run
+            else []
+        ),
         ("Phase", f"{status.phase.value} (since {when(since)})"),
         ("Outcome", status.outcome),
         ("Temporal", temporal_status),

@@ -261,6 +261,8 @@ class CasePolicy(BaseModel):
     @classmethod
     def _keys_readable(cls, keys: dict[str, list[str]]) -> dict[str, list[str]]:
         for approver, texts in keys.items():
+            if not texts:
+                raise ValueError(f"{approver} holds no key: nobody could sign as {approver}")
             for text in texts:
                 try:
                     public_key(text)

@@ -70,8 +70,13 @@ def public_key(text: str) -> bytes:
             raise UnreadableKey("a PEM key that is not Ed25519: only Ed25519 keys sign decisions")
         return _strong(der[len(_SPKI_PREFIX) :])
     kind, _, rest = text.partition(" ")
+    if not kind.startswith(("ssh-", "ecdsa-", "sk-")):
+        raise UnreadableKey(
+            "not a public key Quench can read: give `ssh-ed25519 AAAA...` (a .pub file's "
+            "line) or a PEM public key"
+        )
     if kind != _SSH_ED25519.decode():
-        raise UnreadableKey(f"a {kind[:40]!r} key: only Ed25519 keys sign decisions")
+        raise UnreadableKey(f"a {kind[:40]} key: only Ed25519 keys sign decisions")
     blob = _base64(rest.split(" ")[0])
     fields = _ssh_strings(blob)
     if len(fields) != 2 or fields[0] != _SSH_ED25519 or len(fields[1]) != 32:

@@ -27,6 +27,9 @@ def own_credential_contained(status: CaseStatus) -> tuple[bool, str]:
     credential = status.credential
     if credential is None:
         return False, "its principal was never resolved"
+    released = [c for c in status.made if c.released_by]
+    if status.false_positive is not None and released and len(released) == len(status.made):
+        return False, "a false positive: what contained it was released"
     key = credential.access_key_id
     tried = [
         (a.finished_at is None, a.finished_at or a.requested_at, n, a)

@@ -167,15 +167,17 @@ async def read_json(request: Request, content_types: tuple[str, ...], max_bytes:
 def dry_run_asked(request: Request) -> bool:
     """Whether the route asks for dry-run cases (`?dry_run=true`): one EventBridge rule or
     SNS subscription can send its findings to the dry-run URL while another acts."""
-    asked = request.query_params.get("dry_run")
-    if asked is None:
+    asked = request.query_params.getlist("dry_run")
+    if not asked:
         return False
-    if asked.lower() not in _BOOLEANS:
+    if len(asked) > 1:
+        raise RequestProblem(400, "dry_run given more than once", "dry_run")
+    if asked[0].lower() not in _BOOLEANS:
         raise RequestProblem(400, "dry_run must be true or false", "dry_run")
-    return _BOOLEANS[asked.lower()]
+    return _BOOLEANS[asked[0].lower()]
 
 
-_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+_BOOLEANS = {"true": True, "false": False}
 
 
 def loads(document: bytes, field: str) -> Any:

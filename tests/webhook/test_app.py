@@ -490,3 +490,26 @@ async def test_the_webhook_does_not_start_without_the_accounts_it_manages(monkey
     with pytest.raises(RuntimeError, match="QUENCH_ACCOUNT_ID or QUENCH_ACCOUNTS_FILE"):
         async with lifespan(app):
             pass
+
+
+async def test_the_dry_run_route_opens_a_dry_run_case_and_refuses_a_doubtful_one(webhook):
+    """One EventBridge rule (or SNS subscription) can target `?dry_run=true`: its new cases
+    change nothing. A value that is not true or false, or given twice, starts nothing."""
+    key = _unique_key()
+    event = finding_event(access_key_id=key)
+    for query, field in (("maybe", "dry_run"), ("1", "dry_run")):
+        refused = await webhook.http.post(f"{PATH}?dry_run={query}", json=event, headers=_headers())
+        assert (refused.status_code, refused.json()["field"]) == (400, field)
+    twice = await webhook.http.post(
+        f"{PATH}?dry_run=true&dry_run=false", json=event, headers=_headers()
+    )
+    assert twice.status_code == 400 and twice.json()["error"] == "dry_run given more than once"
+    with pytest.raises(RPCError):
+        await webhook.client.get_workflow_handle(names.case_workflow_id(ACCOUNT, key)).describe()
+
+    opened = await webhook.http.post(f"{PATH}?dry_run=true", json=event, headers=_headers())
+    assert opened.status_code == 202, opened.text
+    handle = webhook.client.get_workflow_handle(opened.json()["case_id"])
+    status = await handle.query(CaseWorkflow.status)
+    assert status.dry_run
+    await handle.terminate("test done")

@@ -275,6 +275,13 @@ class Evidence:
             then,
         )
 
+    async def before_going_live(self, credential: Credential) -> None:
+        """A dry run gone live: the instance's state and the EBS snapshots the dry run
+        did not take, before the stop and start."""
+        instance_id = credential.principal.instance_id
+        if instance_id:
+            await self._capture_instance(instance_id, CollectedEvidence(instance_running=False))
+
     async def _capture_instance(self, instance_id: str, collected: CollectedEvidence) -> None:
         """The instance's state and a snapshot of its volumes; whether it was running."""
         record = self._record

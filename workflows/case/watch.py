@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from models.principal import Credential, CredentialKind
     from workflows.case.approvals import Approvals, CaseAbandoned
     from workflows.case.containment import Containment
+    from workflows.case.details import duration
     from workflows.case.evidence import CollectedEvidence
     from workflows.case.patches import CONTAINMENT_IN_PLACE_PATCH
     from workflows.case.record import CaseRecord
@@ -53,10 +54,12 @@ class ContainmentWatch:
         record = self._record
         if record.dry_run:
             # Nothing was contained: there is nothing to watch.
-            minutes = record.policy.watch_seconds // 60
             record.would(
                 "watch",
-                [f"Watch CloudTrail for {credential.access_key_id} for {minutes} minutes"],
+                [
+                    f"Watch CloudTrail for {credential.access_key_id} for "
+                    f"{duration(timedelta(seconds=record.policy.watch_seconds))}"
+                ],
             )
             return
         while True:

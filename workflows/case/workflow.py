@@ -190,6 +190,7 @@ class CaseWorkflow:
             user_key=known.user_key if known else credential.kind is CredentialKind.IAM_USER_KEY,
             user=known.user if known else None,
         )
+        await self._evidence.before_going_live(credential)
         await self._containment.go_live(went_live, credential, evidence)
         await self._watch.until_clean(credential, evidence)
         await self._eradicate_and_recover(self._eradication.begin(credential, "contained"))
