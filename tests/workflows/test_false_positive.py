@@ -8,6 +8,7 @@ from datetime import timedelta
 from config import names
 from models.case import ActionKind, ActionStatus, CasePolicy, FalsePositiveInput, Phase
 from models.principal import CredentialKind
+from playbook.undone import containment_verdict
 from tests.playbook.test_classify import _attack_records
 from tests.support import STOLEN_KEY
 from tests.workflows.test_case_workflow import (
@@ -80,6 +81,8 @@ async def test_a_false_positive_releases_what_containment_changed_and_nothing_mi
     assert result.phase is Phase.CLOSED
     assert result.outcome == "false positive, marked by carol: the red team's key"
     assert all(c.released_by for c in result.made)
+    # Everything that contained it released: the case says it is not contained.
+    assert containment_verdict(result) == "not contained"
     assert result.refused[0].reason == "marked a false positive already, by carol"
     (markdown,) = fake.report_markdown
     assert all(f"| {offer.id} |" in markdown for offer in offers)
