@@ -19,6 +19,7 @@ from workflows.case.details import suggested_reasons
 # What a pending approval's commands are shown with: the person to replace (and reasons
 # that fit the kind of action, from workflows/case/details.py).
 APPROVER_PLACEHOLDER = "you@example.com"
+SIGNING_KEY_PLACEHOLDER = "~/.ssh/quench"
 
 
 class CaseLine(BaseModel):
@@ -199,7 +200,7 @@ def render_case(
     if pending:
         parts += _section(
             f"Waiting for approval ({len(pending)})",
-            "\n\n".join(_pending(status.case_id, a, invocation, settings) for a in pending),
+            "\n\n".join(_pending(status, a, invocation, settings) for a in pending),
         )
     if status.actions:
         parts += _section(
@@ -273,8 +274,9 @@ def _decided_by(action: Action) -> str | None:
     return ", ".join(people) or None
 
 
-def _pending(case_id: str, action: Action, invocation: str, settings: Settings) -> str:
+def _pending(status: CaseStatus, action: Action, invocation: str, settings: Settings) -> str:
     """A pending action: what it would do, who approved it so far, and how to decide it."""
+    case_id = status.case_id
     lines = [f"{action.id}: {action.title}"]
     lines += [f"  - {step}" for step in action.steps]
     if action.approvals_needed > 1:
@@ -288,9 +290,14 @@ def _pending(case_id: str, action: Action, invocation: str, settings: Settings) 
         deadline = action.deadline.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         lines.append(f"  decide before {deadline}{escalated}")
     approve, reject = suggested_reasons(action.kind)
+    # The key's path left for the shell to expand (~), so not quoted.
+    signed = f" --key {SIGNING_KEY_PLACEHOLDER}" if status.signed_decisions else ""
     for verb, reason in (("approve", approve), ("reject", reject)):
         words = [verb, case_id, action.id, "--by", APPROVER_PLACEHOLDER, "--reason", reason]
-        lines.append(f"  {verb + ':':<8} {invocation} {shlex.join(words)}")
+        lines.append(f"  {verb + ':':<8} {invocation} {shlex.join(words)}{signed}")
+    if signed:
+        # A raw `temporal` update cannot sign: the case would refuse it.
+        return "\n".join(lines)
     raw = update_command(
         settings,
         case_id,

@@ -579,6 +579,8 @@ class CaseStatus(BaseModel):
     dry_run_eradication: list[EradicationPlan] = Field(default_factory=list)
     dry_run_recovery: list[RecoveryStep] = Field(default_factory=list)
     went_live_at: datetime | None = None
+    # Whether decisions must be signed with the approver's key (the policy holds keys).
+    signed_decisions: bool = False
     # What containment changed that a release can undo, and who marked the case a false
     # positive (a note: by, why, when).
     made: list[CaseChange] = Field(default_factory=list)

@@ -544,6 +544,10 @@ async def test_a_policy_with_approver_keys_takes_only_decisions_signed_with_them
     (action,) = (await wait_for(handle, lambda s: bool(s.pending_actions()))).pending_actions()
     decide = ("approve", case_id, action.id, "--by", "alice", "--reason", "seen it")
 
+    # `show` gives the commands to decide it signed, and no raw `temporal` one.
+    shown = (await run("show", case_id)).out
+    assert "--reason 'confirmed malicious' --key ~/.ssh/quench" in shown
+    assert "temporal workflow update" not in shown
     unsigned = await run(*decide)
     assert unsigned.code == 1 and "unsigned: the approval policy asks for" in unsigned.err
     forged = await run(*decide, "--key", str(tmp_path / "mallory"))

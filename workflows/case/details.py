@@ -24,6 +24,8 @@ _SUGGESTED_REASONS: dict[ActionKind, tuple[str, str]] = {
     ),
     ActionKind.RECOVER: ("restore what the attacker changed", "it will be restored by hand"),
     ActionKind.MANUAL_CONTAINMENT: ("contained by hand as the checklist says", "not contained yet"),
+    ActionKind.GO_LIVE: ("the dry run decided as we would", "keep it a dry run"),
+    ActionKind.RELEASE: ("a false positive: undo it", "keep it in place"),
 }
 DEFAULT_REASONS = ("confirmed malicious", "false positive")
 
@@ -62,12 +64,19 @@ def approval_request(
         )
         lines.append(f"Decide before {utc(action.deadline)}; then {then}.")
     approve, reject = suggested_reasons(action.kind)
-    lines += [
-        "",
-        f"Approve: quench approve {case_id} {action.id} --by <you> --reason <why>",
-        f"     or: {approve_update_command(case_id, action.id)}",
-        f"(a reason could be '{approve}'; to decline: quench reject ... --reason '{reject}')",
-    ]
+    command = f"quench approve {case_id} {action.id} --by <you> --reason <why>"
+    if status.signed_decisions:
+        # The policy takes signed decisions only: no raw `temporal` command can sign.
+        lines += ["", f"Approve (signed): {command} --key <your key>"]
+    else:
+        lines += [
+            "",
+            f"Approve: {command}",
+            f"     or: {approve_update_command(case_id, action.id)}",
+        ]
+    lines.append(
+        f"(a reason could be '{approve}'; to decline: quench reject ... --reason '{reject}')"
+    )
     return "\n".join(lines)
 
 

@@ -397,6 +397,7 @@ def _opened(input: CaseInput) -> CaseStatus:
         evidence=[],
         timeline=[TimelineEntry(at=now, what=f"case opened from finding {finding.id}")],
         dry_run=input.policy.dry_run,
+        signed_decisions=bool(input.policy.approver_keys),
         evidence_folder=(
             f"{input.case_id}/{now:%Y-%m-%dT%H-%M-%S}Z-{workflow.info().run_id[:8]}"
             if workflow.patched(EVIDENCE_FOLDER_PATCH)
