@@ -3,11 +3,14 @@ at the botocore layer (QUENCH_LAB_LOG_CALLS): until a person approves going live
 case makes no call that is not a read (Describe, Get, List, Lookup, Head), but for the
 evidence bucket's own writes, counted apart, and the two calls that change nothing in
 the account, counted apart too: sessions Quench takes (sts:AssumeRole) and its own
-notifications (sns:Publish). Gone live, the real rounds plan exactly what the dry run did."""
+notifications (sns:Publish). Gone live, the real rounds plan exactly what the dry run did.
+The stack asks for signed decisions: each approval goes with the approver's key."""
 
 import asyncio
+import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -17,24 +20,32 @@ from lab.scenario import run_scenario
 from lab.world import EVIDENCE_BUCKET
 from models.case import ActionKind, CaseStatus, Phase
 from stack.embedded import EmbeddedStack
-from tests.e2e.support import lab_stack_config, starter_approve, wait_for
+from tests.e2e.support import PROJECT_ROOT, lab_stack_config, run_starter, wait_for
+from tests.playbook.test_signing import _keypair
 from workflows.case import CaseWorkflow
 
 pytestmark = pytest.mark.e2e
 CALL = re.compile(r"aws call (\w[\w-]*):(\w+)(?: bucket=(\S+))?(?: workflow=(\S+))?")
 READS = ("Describe", "Get", "List", "Lookup", "Head")
+APPROVER = "e2e@example.com"
+ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "dry-run"
 # Calls that change nothing in the account: a session Quench takes, its own notification.
 QUENCH_OWN = {"sts:AssumeRole", "sns:Publish"}
 
 
 @pytest.fixture(scope="module")
 def dry_stack(tmp_path_factory):
-    """A stack of its own, logging each AWS call the worker makes."""
-    config = lab_stack_config(tmp_path_factory.mktemp("quench-dry-run"))
+    """A stack of its own, logging each AWS call the worker makes, whose cases take only
+    decisions signed with the approver's key (kept beside its state)."""
+    state = tmp_path_factory.mktemp("quench-dry-run")
+    private, public = _keypair()
+    (state / "approver.key").write_bytes(private)
+    config = lab_stack_config(state / "stack")
     config.extra_env["QUENCH_LAB_LOG_CALLS"] = "true"
+    config.extra_env["QUENCH_APPROVER_KEYS"] = json.dumps({APPROVER: [public]})
     stack = EmbeddedStack(config)
     stack.start()
-    yield stack
+    yield stack, state / "approver.key"
     stack.stop()
 
 
@@ -69,8 +80,25 @@ def _plans(plans) -> list[list[str]]:
     return [[step.describe() for step in plan.steps] for plan in plans]
 
 
-async def _approve_until(stack, handle, case_id: str, done) -> CaseStatus:
-    """Approve each action but going live, with Quench's command line, until `done`."""
+async def _approve(stack, key: Path, case_id: str, action_id: str) -> None:
+    out = await run_starter(
+        stack,
+        "approve",
+        case_id,
+        action_id,
+        "--by",
+        APPROVER,
+        "--reason",
+        "seen",
+        "--key",
+        str(key),
+    )
+    assert f"approve sent for {action_id}" in out
+
+
+async def _approve_until(stack, key: Path, handle, case_id: str, done) -> CaseStatus:
+    """Approve each action but going live, signed, with Quench's command line, until
+    `done`."""
     approved: set[str] = set()
     async with asyncio.timeout(300):
         while True:
@@ -84,7 +112,7 @@ async def _approve_until(stack, handle, case_id: str, done) -> CaseStatus:
             ]
             for action in pending:
                 approved.add(action.id)
-                await starter_approve(stack, case_id, action.id)
+                await _approve(stack, key, case_id, action.id)
             await asyncio.sleep(0.5)
 
 
@@ -96,7 +124,7 @@ def _go_live_waits(status: CaseStatus) -> bool:
 async def test_a_lab_scenario_in_dry_run_changes_nothing_then_goes_live_to_the_same_plan(
     dry_stack, scenario
 ):
-    stack = dry_stack
+    stack, key = dry_stack
     case = await asyncio.to_thread(
         lambda: run_scenario(
             stack.aws_url,
@@ -110,21 +138,41 @@ async def test_a_lab_scenario_in_dry_run_changes_nothing_then_goes_live_to_the_s
     )
     client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))
     handle = client.get_workflow_handle_for(CaseWorkflow.run, case.case_id)
-    dry = await _approve_until(stack, handle, case.case_id, _go_live_waits)
+    # Unsigned, a decision is refused and changes nothing.
+    first = (await wait_for(handle, lambda s: bool(s.pending_actions()))).pending_actions()[0]
+    refused = await run_starter(
+        stack,
+        "approve",
+        case.case_id,
+        first.id,
+        "--by",
+        APPROVER,
+        "--reason",
+        "r",
+        expect_status=1,
+    )
+    assert "unsigned: the approval policy asks for" in refused
+    dry = await _approve_until(stack, key, handle, case.case_id, _go_live_waits)
 
     calls = _calls(stack, case.case_id)
     assert _changes(calls) == {}, calls
+    # The count, for whoever wants the figures (test-artifacts/, as the Web UI's shots).
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"calls-{scenario}.json").write_text(json.dumps(dict(sorted(calls.items()))))
     assert calls["evidence s3:PutObject"] > 0 and sum(calls.values()) > 20
     assert dry.dry_run and dry.would and len(dry.eradication) >= 2
     dry_plans = _plans(dry.eradication)
     assert sum(len(plan) for plan in dry_plans) >= 3
 
     go_live = next(a for a in dry.pending_actions() if a.kind is ActionKind.GO_LIVE)
-    await starter_approve(stack, case.case_id, go_live.id)
+    await _approve(stack, key, case.case_id, go_live.id)
     await wait_for(handle, lambda s: not s.dry_run)
     result = await _approve_until(
-        stack, handle, case.case_id, lambda s: s.phase is Phase.CLOSED and s.report is not None
+        stack, key, handle, case.case_id, lambda s: s.phase is Phase.CLOSED and s.report is not None
     )
+    # Every decision a person took is kept with the key that signed it.
+    decided = [a.approval for a in result.actions if a.approval and not a.approval.automatic]
+    assert decided and all(a.signed_with and a.signature for a in decided)
     # The same world, now acted on: the real rounds found and planned what the dry run did.
     assert _plans(result.dry_run_eradication) == dry_plans
     assert _plans(result.eradication) == dry_plans
