@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ from config.settings import LAB_WEBHOOK_TOKEN, Settings
 from config.temporal import connect
 from lab.scenario import run_scenario
 from lab.world import EVIDENCE_BUCKET
-from models.case import ActionKind, CaseStatus, Phase
+from models.case import Action, ActionKind, ApprovalInput, CaseStatus, DecisionSignature, Phase
+from playbook import signing
 from stack.embedded import EmbeddedStack
 from tests.e2e.support import PROJECT_ROOT, lab_stack_config, run_starter, wait_for
 from tests.playbook.test_signing import _keypair
@@ -42,6 +44,9 @@ def dry_stack(tmp_path_factory):
     (state / "approver.key").write_bytes(private)
     config = lab_stack_config(state / "stack")
     config.extra_env["QUENCH_LAB_LOG_CALLS"] = "true"
+    # No attacker returns here: a short watch, once gone live, is watch enough.
+    config.extra_env["QUENCH_WATCH_SECONDS"] = "3"
+    config.extra_env["QUENCH_CHECK_EVERY_SECONDS"] = "1"
     config.extra_env["QUENCH_APPROVER_KEYS"] = json.dumps({APPROVER: [public]})
     stack = EmbeddedStack(config)
     stack.start()
@@ -96,9 +101,26 @@ async def _approve(stack, key: Path, case_id: str, action_id: str) -> None:
     assert f"approve sent for {action_id}" in out
 
 
+async def _approve_signed(handle, key: Path, action: Action) -> None:
+    """What `quench approve --key` sends, from here: a process a decision costs seconds."""
+    signed_at = datetime.now(UTC).replace(microsecond=0)
+    message = signing.signed_message(
+        handle.id, action.id, action.requested_at, "approved", APPROVER, "seen", signed_at
+    )
+    private = signing.private_key(await asyncio.to_thread(key.read_bytes))
+    signature = signing.sign(private, message)
+    decision = ApprovalInput(
+        action_id=action.id,
+        approver=APPROVER,
+        reason="seen",
+        signature=DecisionSignature(signed_at=signed_at, signature=signature),
+    )
+    await handle.execute_update(CaseWorkflow.approve_action, decision)
+
+
 async def _approve_until(stack, key: Path, handle, case_id: str, done) -> CaseStatus:
-    """Approve each action but going live, signed, with Quench's command line, until
-    `done`."""
+    """Approve each action but going live, signed, until `done` (the first with Quench's
+    command line, the rest as it sends them)."""
     approved: set[str] = set()
     async with asyncio.timeout(300):
         while True:
@@ -111,8 +133,11 @@ async def _approve_until(stack, key: Path, handle, case_id: str, done) -> CaseSt
                 if a.kind is not ActionKind.GO_LIVE and a.id not in approved
             ]
             for action in pending:
+                if approved:
+                    await _approve_signed(handle, key, action)
+                else:
+                    await _approve(stack, key, case_id, action.id)
                 approved.add(action.id)
-                await _approve(stack, key, case_id, action.id)
             await asyncio.sleep(0.5)
 
 
