@@ -123,16 +123,12 @@ def why_hands_off(
         )
         if own:
             return own
-    named = [n for n in (target.user_name, target.role_name, target.instance_id) if n]
-    kinds = (
-        ("user", target.user_name),
-        ("role", target.role_name),
-        ("instance", target.instance_id),
-    )
-    if any(f"{kind}:{name}" in approved for kind, name in kinds if name):
+    kinds = {"user": target.user_name, "role": target.role_name, "instance": target.instance_id}
+    named = {kind: name for kind, name in kinds.items() if name}
+    if any(f"{kind}:{name}" in approved for kind, name in named.items()):
         return None
-    for name in named:
-        if name and name in protected_names:
+    for name in named.values():
+        if name in protected_names:
             return f"{name} is on the protected list"
     return _tagged(clients, target)
 
