@@ -16,7 +16,7 @@ from config.settings import LAB_WEBHOOK_TOKEN, Settings
 from config.temporal import connect
 from lab import world as lab_world
 from lab.scenario import Scenario, run_scenario
-from models.case import CaseStatus, Phase
+from models.case import ApprovalInput, CaseStatus, Phase
 from stack import binaries
 from stack.embedded import StackConfig
 from stack.processes import free_port
@@ -92,6 +92,14 @@ async def temporal_cli(stack, *args: str) -> str:
     return out.decode()
 
 
+async def approve_in_process(handle: WorkflowHandle, action_id: str) -> None:
+    """What `quench approve` sends, from the test itself: a new process costs seconds."""
+    decision = ApprovalInput(
+        action_id=action_id, approver="e2e@example.com", reason="attacker persistence"
+    )
+    await handle.execute_update(CaseWorkflow.approve_action, decision)
+
+
 async def starter_approve(stack, case_id: str, action_id: str) -> None:
     out = await run_starter(
         stack,
@@ -152,8 +160,9 @@ async def wait_for_phase(handle: WorkflowHandle, phase: Phase) -> CaseStatus:
 async def approve_until_closed(
     stack, handle: WorkflowHandle, case_id: str, prefixes: tuple[str, ...]
 ) -> list[str]:
-    """Approve each action whose id starts with one of `prefixes` as it comes, with
-    Quench's command line, until the case closes; the ids approved, in order."""
+    """Approve each action whose id starts with one of `prefixes` as it comes (the first
+    with Quench's command line, the rest as it sends them), until the case closes; the
+    ids approved, in order."""
     approved: list[str] = []
     async with asyncio.timeout(240):
         while True:
@@ -164,8 +173,11 @@ async def approve_until_closed(
             if not pending or pending[0].id in approved:
                 await asyncio.sleep(0.5)
                 continue
+            if approved:
+                await approve_in_process(handle, pending[0].id)
+            else:
+                await starter_approve(stack, case_id, pending[0].id)
             approved.append(pending[0].id)
-            await starter_approve(stack, case_id, pending[0].id)
 
 
 def check_evidence_and_report(stack, result: CaseStatus) -> str:

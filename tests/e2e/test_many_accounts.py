@@ -36,6 +36,7 @@ from lab.world import ACCOUNT_ID, APP_ROLE, EVIDENCE_BUCKET, ensure_notification
 from models.case import ActionKind, ActionStatus, ApprovalInput, Phase
 from stack.embedded import LAB_WORKER_KEY, EmbeddedStack
 from tests.e2e.support import (
+    approve_in_process,
     aws,
     lab_stack_config,
     run_starter,
@@ -128,8 +129,12 @@ async def _drive(stack, handle, case_id: str, attack, returns: bool) -> list[Mem
                 )
             for action in status.pending_actions():
                 if action.id not in approved:
+                    # The first with Quench's command line; the rest as it sends them.
+                    if approved:
+                        await approve_in_process(handle, action.id)
+                    else:
+                        await starter_approve(stack, case_id, action.id)
                     approved.add(action.id)
-                    await starter_approve(stack, case_id, action.id)
             await asyncio.sleep(0.5)
 
 
