@@ -5,11 +5,13 @@ containment that two different people must approve; Quench's own only to a human
 import uuid
 
 from models.case import ActionKind, ActionStatus, CasePolicy, Phase
+from tests.support import STOLEN_KEY
 from tests.workflows.test_case_workflow import (
     FakeAws,
     _approval,
     _approve_each_round,
     _decided,
+    _minted_session_records,
     _pending,
     _record,
     _result,
@@ -118,3 +120,28 @@ async def test_a_finding_naming_quench_itself_goes_to_a_human_only(time_skipping
     assert result.phase is Phase.CLOSED
     assert result.outcome == "not contained: alice: it was Quench's own call"
     assert result.quench_own
+
+
+async def test_a_minted_session_of_a_protected_role_is_left_to_a_human(time_skipping_env):
+    """The attacker assumed a protected role: its sessions are not revoked by Quench (no
+    containment proposed for it), and the case says who must contain them."""
+    fake = FakeAws()
+    fake.attacker_records = {STOLEN_KEY: _minted_session_records()}
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(
+            time_skipping_env, fake, queue, CasePolicy(protected_names=["audit-readonly"])
+        )
+        waiting = await _wait_for(handle, _pending("contain-"))
+        await handle.signal(CaseWorkflow.approve, _approval(waiting.pending_actions()[0].id))
+        await _wait_for(handle, lambda s: s.phase is Phase.WATCHING)
+        await _approve_each_round(time_skipping_env, handle)
+        result = await _result(handle)
+
+    revoked = [call.role_name for name, call in fake.calls if name == "revoke_role_sessions"]
+    assert "audit-readonly" not in revoked
+    assert not any(a.kind is ActionKind.CONTAIN_ROLE_SESSION for a in result.actions)
+    assert "ASIAMINTEDAUDIT00001" in result.uncontained
+    assert any(
+        item.startswith("contain role_session ASIAMINTEDAUDIT00001") for item in result.open_items
+    )

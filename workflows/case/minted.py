@@ -150,9 +150,12 @@ class MintedCredentials:
                             "removed this round; its activity is investigated next"
                         )
                         contained.append(credential.access_key_id)
-                    elif await self._contain_session(credential, role):
-                        contained.append(credential.access_key_id)
-                    continue
+                        continue
+                    if role not in record.policy.protected_names:
+                        if await self._contain_session(credential, role):
+                            contained.append(credential.access_key_id)
+                        continue
+                    # A protected role's sessions are a human's to revoke: the open item.
                 if credential.kind == "federation_token":
                     owner = key_owners.get(credential.made_by) or contained_user
                     if (ResourceKind.USER, owner) in removed:
