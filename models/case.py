@@ -65,6 +65,8 @@ class ActionStatus(StrEnum):
 # The outcome of a removal or restore a dry run did not make, and how its action ends.
 DRY_RUN = "dry_run"
 DRY_RUN_DONE = "dry run: nothing changed"
+# A dry run's containment: approved, and nothing changed.
+DRY_RUN_CONTAINED = "dry run: approved, not contained"
 
 # The kinds of action that contain a credential: the ones a policy may let proceed when
 # nobody decides in time.

@@ -114,9 +114,12 @@ async def starter_approve(stack, case_id: str, action_id: str) -> None:
     assert f"approve sent for {action_id}" in out
 
 
-async def open_lab_case(stack, scenario: Scenario) -> tuple[Any, WorkflowHandle, CaseStatus]:
-    """Run a lab scenario to its finding, through the webhook; returns the lab case, the
-    case workflow's handle, and its status once its first action awaits approval."""
+async def open_lab_case(
+    stack, scenario: Scenario, dry_run: bool = False
+) -> tuple[Any, WorkflowHandle, CaseStatus]:
+    """Run a lab scenario to its finding, through the webhook (its dry-run route with
+    `dry_run`); returns the lab case, the case workflow's handle, and its status once its
+    first action awaits approval."""
     case = await asyncio.to_thread(
         lambda: run_scenario(
             stack.aws_url,
@@ -125,6 +128,7 @@ async def open_lab_case(stack, scenario: Scenario) -> tuple[Any, WorkflowHandle,
             Settings(lab=True).webhook_token_header,
             stack.state_dir,
             scenario,
+            dry_run=dry_run,
         )
     )
     client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))

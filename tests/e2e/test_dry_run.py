@@ -15,14 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import LAB_WEBHOOK_TOKEN, Settings
-from config.temporal import connect
-from lab.scenario import run_scenario
 from lab.world import EVIDENCE_BUCKET
 from models.case import Action, ActionKind, ApprovalInput, CaseStatus, DecisionSignature, Phase
 from playbook import signing
 from stack.embedded import EmbeddedStack
-from tests.e2e.support import PROJECT_ROOT, lab_stack_config, run_starter, wait_for
+from tests.e2e.support import (
+    PROJECT_ROOT,
+    lab_stack_config,
+    open_lab_case,
+    run_starter,
+    wait_for,
+)
 from tests.playbook.test_signing import _keypair
 from workflows.case import CaseWorkflow
 
@@ -150,21 +153,9 @@ async def test_a_lab_scenario_in_dry_run_changes_nothing_then_goes_live_to_the_s
     dry_stack, scenario
 ):
     stack, key = dry_stack
-    case = await asyncio.to_thread(
-        lambda: run_scenario(
-            stack.aws_url,
-            stack.webhook_url,
-            LAB_WEBHOOK_TOKEN,
-            Settings(lab=True).webhook_token_header,
-            stack.state_dir,
-            scenario,
-            dry_run=True,
-        )
-    )
-    client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))
-    handle = client.get_workflow_handle_for(CaseWorkflow.run, case.case_id)
+    case, handle, opened = await open_lab_case(stack, scenario, dry_run=True)
     # Unsigned, a decision is refused and changes nothing.
-    first = (await wait_for(handle, lambda s: bool(s.pending_actions()))).pending_actions()[0]
+    first = opened.pending_actions()[0]
     refused = await run_starter(
         stack,
         "approve",

@@ -6,10 +6,9 @@ tokens denied; anything else handed to a human with a checklist."""
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.ec2 import Ec2Activities
@@ -18,10 +17,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.ssm import SsmActivities
     from config import names
     from models.activities import (
-        AccessKeyInput,
-        AccessKeyResult,
-        CaptureUserResult,
-        DenyUserTokensInput,
         InstanceInput,
         ProbeInstanceCredentialsInput,
         RevokeRoleSessionsInput,
@@ -29,34 +24,32 @@ with workflow.unsafe.imports_passed_through():
         RoleTrustInput,
         RoleTrustResult,
         StartTrailsLoggingInput,
-        UserInput,
     )
     from models.case import (
+        DRY_RUN_CONTAINED,
         DRY_RUN_DONE,
         Action,
         ActionKind,
         ActionStatus,
         Approval,
-        CaseChange,
         CaseStatus,
         Decision,
         Phase,
     )
     from models.principal import Credential, CredentialKind
-    from workflows.case.approvals import Approvals, CaseAbandoned, denied_call, failure_detail
+    from workflows.case.approvals import Approvals, CaseAbandoned
     from workflows.case.evidence import CollectedEvidence
     from workflows.case.patches import (
         CONTAINMENT_FIRST_PATCH,
         LOGGING_PATCH,
         ROLE_SESSION_PATCH,
-        USER_DENIED_ALL_PATCH,
     )
     from workflows.case.record import CaseRecord
+    from workflows.case.release import record_change
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT, PROBE_RETRY
+    from workflows.case.user_key import UserKeyContainment
 
 T = TypeVar("T")
-# A dry run's containment: approved, and nothing changed.
-DRY_RUN_CONTAINED = "dry run: approved, not contained"
 
 
 class Containment:
@@ -67,9 +60,7 @@ class Containment:
         # Evidence that could not be kept before the first containment: its approver is
         # told what the change may cost.
         self._missing: list[str] = []
-        # Whether a stolen key's deactivation is offered for a retry beside the case
-        # already: containing it again does not offer another.
-        self._deactivation_offered = False
+        self._user_key = UserKeyContainment(record, approvals, self)
         # A protected credential's containment by hand, offered beside Quench's own.
         self._by_hand: Action | None = None
 
@@ -89,7 +80,7 @@ class Containment:
         if credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
             return await self._contain_instance_role(credential, evidence.instance_running)
         if evidence.user_key:
-            return await self._contain_user_key(credential, evidence.user)
+            return await self._user_key.contain(credential, evidence.user)
         if credential.kind is CredentialKind.ROLE_SESSION and workflow.patched(ROLE_SESSION_PATCH):
             return await self._contain_role_session(credential)
         return await self._hand_to_human(credential)
@@ -106,7 +97,7 @@ class Containment:
         elif credential.kind is CredentialKind.INSTANCE_ROLE_SESSION:
             await self._apply_instance_role(action, credential, evidence.instance_running)
         elif evidence.user_key:
-            await self._apply_user_key(action, credential)
+            await self._user_key.apply(action, credential)
         elif credential.kind is CredentialKind.ROLE_SESSION:
             await self._apply_role_session(action, credential)
         else:
@@ -121,7 +112,7 @@ class Containment:
             for trail in self._stopped_trails()
         ] + steps
 
-    def _first_steps(self, steps: list[str], logging: bool = True) -> list[str]:
+    def first_steps(self, steps: list[str], logging: bool = True) -> list[str]:
         """The first containment's steps, after what evidence it goes ahead without (and,
         when Quench carries it out, starting logging on trails found stopped)."""
         return [
@@ -148,7 +139,8 @@ class Containment:
             ),
         )
         if revoked.changed:
-            self._made(
+            record_change(
+                self._record,
                 "policy_put",
                 cutoff=revoked.cutoff_in_effect,
                 previous=revoked.replaced,
@@ -161,9 +153,9 @@ class Containment:
             f"sessions of {role_name} issued before {revoked.cutoff_in_effect.isoformat()} "
             f"are denied" + ("" if revoked.changed else " (policy was already in place)")
         )
-        self._written_unread(f"role {role_name}", revoked)
+        self.written_unread(f"role {role_name}", revoked)
 
-    def _written_unread(self, whose: str, written: RevokeRoleSessionsResult) -> None:
+    def written_unread(self, whose: str, written: RevokeRoleSessionsResult) -> None:
         """A deny written without reading the policy in place first is said: a later
         cut-off someone else set may have been replaced by the case's earlier one."""
         if written.unread:
@@ -187,7 +179,7 @@ class Containment:
         user = evidence.user
         if evidence.user_key and not self._record.status.quench_own:
             if user is None or user.has_login_profile:
-                await self._remove_console_access(
+                await self._user_key.remove_console_access(
                     credential.principal.user_name or "", known=user is not None
                 )
 
@@ -207,7 +199,7 @@ class Containment:
         self._record.status.approved_protected = approved
         self._record.note(f"{', '.join(approved)}: protected, contained as two people approved")
 
-    def _not_made(self, action: Action, changes: list[str]) -> bool:
+    def not_made(self, action: Action, changes: list[str]) -> bool:
         """In a dry run, the approved action's changes are recorded as not made, and True."""
         if not self._record.dry_run:
             return False
@@ -217,7 +209,7 @@ class Containment:
 
     # -- approval, and logging back on first -----------------------------------------------
 
-    async def _approved(self, action: Action) -> bool:
+    async def approved(self, action: Action) -> bool:
         """Wait for the decision on a containment; a rejection closes the case. Once it is
         approved, logging starts again first on trails found stopped (one of its steps)."""
         if action.protected and self._by_hand is not None:
@@ -299,15 +291,15 @@ class Containment:
             )
         elif not instance_running:
             steps[1] = f"Instance {instance_id} is not running: it gets new credentials at start"
-        action = self._propose(
+        action = self.propose(
             ActionKind.CONTAIN_INSTANCE_ROLE,
             f"Contain {credential.access_key_id}: revoke sessions of {role_name}, "
             f"rotate {instance_id}",
-            self._first_steps(steps),
+            self.first_steps(steps),
         )
-        if not await self._approved(action):
+        if not await self.approved(action):
             return None
-        if self._not_made(action, self.with_logging_steps(steps)):
+        if self.not_made(action, self.with_logging_steps(steps)):
             return DRY_RUN_CONTAINED
         await self._apply_instance_role(action, credential, instance_running)
         return "contained"
@@ -485,14 +477,14 @@ class Containment:
                 f"Review the trust policy: it lets {', '.join(flagged)} assume the role, a way "
                 "back in for the attacker (playbook 2.2, option B)"
             )
-        action = self._propose(
+        action = self.propose(
             ActionKind.CONTAIN_ROLE_SESSION,
             f"Contain {credential.access_key_id}: revoke sessions of {role_name}",
-            self._first_steps(steps + unread),
+            self.first_steps(steps + unread),
         )
-        if not await self._approved(action):
+        if not await self.approved(action):
             return None
-        if self._not_made(action, self.with_logging_steps(steps[:1])):
+        if self.not_made(action, self.with_logging_steps(steps[:1])):
             return DRY_RUN_CONTAINED
         await self._apply_role_session(action, credential)
         return "contained"
@@ -502,382 +494,6 @@ class Containment:
         await self.revoke_role_sessions(role_name, self._ledger.start(action))
         self._ledger.finish(action, ActionStatus.DONE, "sessions revoked")
         self._record.set_phase(Phase.CONTAINED, f"sessions of {role_name} revoked")
-
-    # -- a long-term user key --------------------------------------------------------------
-
-    async def _contain_user_key(
-        self, credential: Credential, user: CaptureUserResult | None
-    ) -> str | None:
-        """Playbook 2.1: deactivate the key (never delete it: it is evidence), deny the
-        user's tokens issued before the approval, then, approved separately, remove
-        console access."""
-        user_name = credential.principal.user_name or ""
-        steps = [
-            f"Deactivate access key {credential.access_key_id} of {user_name} (kept as "
-            "evidence, not deleted)",
-            f"Deny {user_name}'s session tokens issued before the approval (inline "
-            f"policy {names.REVOKE_USER_TOKENS_POLICY_NAME} on aws:TokenIssueTime): "
-            "sessions from GetSessionToken or GetFederationToken outlive the key",
-            f"If deactivating the key is denied (iam:UpdateAccessKey), deny {user_name} "
-            f"everything instead (inline policy {names.DENY_ALL_POLICY_NAME}) until it "
-            "is deactivated, unless the user is protected",
-        ]
-        action = self._propose(
-            ActionKind.CONTAIN_USER_KEY,
-            f"Contain {credential.access_key_id}: deactivate it, deny {user_name}'s older tokens",
-            self._first_steps(steps),
-        )
-        if not await self._approved(action):
-            return None
-        dry = self._not_made(action, self.with_logging_steps(steps[:2]))
-        if not dry:
-            await self._apply_user_key(action, credential)
-        if user is None or user.has_login_profile:
-            await self._remove_console_access(user_name, known=user is not None)
-        return DRY_RUN_CONTAINED if dry else "contained"
-
-    async def _remove_console_access(self, user_name: str, known: bool = True) -> None:
-        step = f"Delete the login profile of {user_name}: its password may be known too"
-        if not known:
-            step = (
-                f"Delete the login profile of {user_name}, if it has one (whether it does is "
-                "unknown: the user's capture failed): its password may be known too"
-            )
-        console = self._propose(
-            ActionKind.REMOVE_CONSOLE_ACCESS, f"Remove console access of {user_name}", [step]
-        )
-        decision = await self._approvals.decision(console)
-        if decision.decision is Decision.REJECTED:
-            self._ledger.finish(console, ActionStatus.REJECTED, decision.reason)
-        elif not self._not_made(console, [step]):
-            self._ledger.start(console)
-            removed = await self._approvals.attempt(
-                "remove console access",
-                lambda: workflow.execute_activity_method(
-                    IamActivities.remove_login_profile,
-                    self._record.in_account(UserInput(user_name=user_name)),
-                    start_to_close_timeout=timedelta(minutes=2),
-                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                    retry_policy=AWS_RETRY,
-                    summary=f"Delete the login profile of {user_name}",
-                ),
-            )
-            self._ledger.finish(console, ActionStatus.DONE, removed.detail)
-        if not self._record.dry_run:
-            self._record.set_phase(Phase.CONTAINED, "console access decided")
-
-    async def _apply_user_key(self, action: Action, credential: Credential) -> None:
-        user_name = credential.principal.user_name or ""
-        key_id = credential.access_key_id
-        cutoff = self._ledger.start(action)
-
-        deactivate = self._deactivate(user_name, key_id)
-        failure = None
-        error = None
-        still_active = ""
-        if workflow.patched(CONTAINMENT_FIRST_PATCH):
-            # The older tokens are denied even while the key's deactivation waits on a
-            # human's retry: one denied call must not leave both working.
-            key, error = await self._approvals.attempt_or_error(
-                "deactivate the access key", deactivate
-            )
-            if key is None and error is not None:
-                failure = failure_detail(error)
-                # Said at once: if the case stops before the retry, it must still say so.
-                still_active = f"{key_id} is still active: deactivating it failed: {failure}"
-                self._record.needs_human(still_active)
-        else:
-            key = await self._approvals.attempt("deactivate the access key", deactivate)
-
-        isolated = workflow.patched(USER_DENIED_ALL_PATCH)
-        tokens_open = ""
-        if isolated:
-            # A denied tokens' deny holds up nothing either: it is an open item at once.
-            denied, tokens_failure = await self._approvals.attempt_or_fail(
-                "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
-            )
-            if denied is None:
-                tokens_open = self._tokens_not_denied(
-                    user_name, key_id, cutoff, tokens_failure or "it failed"
-                )
-        else:
-            denied = await self._approvals.attempt(
-                "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
-            )
-        self._record.status.containment_cutoff = denied.cutoff_in_effect if denied else cutoff
-        if denied is not None:
-            self._written_unread(f"user {user_name}", denied)
-        if key is None:
-            self._record.note(
-                f"{key_id} is still active"
-                + ("" if denied is None else f"; {user_name}'s older tokens are denied")
-            )
-            if isolated and await self._deny_everything(
-                action, credential, (still_active, failure or "it failed", error)
-            ):
-                if tokens_open:
-                    # Denied everything, the older tokens are too, until that is lifted.
-                    _settle(self._record.status.uncontained, f"{user_name}'s older tokens")
-                    self._offer_tokens_deny(user_name, tokens_open)
-                return
-            key = await self._approvals.retry(
-                "deactivate the access key", failure or "it failed", deactivate
-            )
-            if still_active in self._record.status.open_items:
-                self._record.status.open_items.remove(still_active)
-        if denied is None:
-            self._record.note(f"{key_id} is {key.status}")
-            self._offer_tokens_deny(user_name, tokens_open)
-            self._ledger.finish(
-                action, ActionStatus.DONE, "key deactivated; its older tokens are NOT denied"
-            )
-            self._record.set_phase(Phase.CONTAINED, "key deactivated")
-            return
-        self._record.note(
-            f"{key_id} is {key.status}"
-            + ("" if key.changed else " (it already was)")
-            + f"; {user_name}'s tokens issued before {denied.cutoff_in_effect.isoformat()} "
-            "are denied"
-        )
-        self._ledger.finish(action, ActionStatus.DONE, "key deactivated, older tokens denied")
-        self._record.set_phase(Phase.CONTAINED, "key deactivated")
-
-    def _deactivate(self, user_name: str, key_id: str) -> Callable[[], Awaitable[AccessKeyResult]]:
-        async def deactivate() -> AccessKeyResult:
-            key = await workflow.execute_activity_method(
-                IamActivities.deactivate_access_key,
-                self._record.in_account(AccessKeyInput(user_name=user_name, access_key_id=key_id)),
-                start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=AWS_RETRY,
-                summary=f"Deactivate {key_id}",
-            )
-            if key.changed:
-                self._made("key_deactivated", user_name=user_name, access_key_id=key_id)
-            return key
-
-        return deactivate
-
-    def _made(
-        self,
-        kind: Literal["key_deactivated", "policy_put"],
-        *,
-        cutoff: datetime | None = None,
-        previous: datetime | None = None,
-        **names_: str,
-    ) -> None:
-        """A change a release may undo after a false positive (the case's credential's
-        key and the policies it put; never a key the attacker minted). A policy written
-        again (a later cut-off) is one change, whose earlier state is the first's."""
-        status = self._record.status
-        change = CaseChange(kind=kind, cutoff=cutoff, made_at=workflow.now(), **names_)
-        same = next(
-            (
-                c
-                for c in status.made
-                if c.released_by is None
-                and (c.kind, c.user_name, c.role_name, c.policy_name, c.access_key_id)
-                == (
-                    kind,
-                    change.user_name,
-                    change.role_name,
-                    change.policy_name,
-                    change.access_key_id,
-                )
-            ),
-            None,
-        )
-        if same is not None:
-            same.cutoff = cutoff
-        else:
-            status.made.append(change.model_copy(update={"previous_cutoff": previous}))
-        if status.false_positive is not None:
-            # Made after the mark (a step already under way): its release is a human's.
-            self._record.needs_human(
-                f"{change.describe()}: made after the case was marked a false positive"
-            )
-
-    def _deny_tokens(
-        self, user_name: str, cutoff: datetime
-    ) -> Callable[[], Awaitable[RevokeRoleSessionsResult]]:
-        async def deny() -> RevokeRoleSessionsResult:
-            denied = await workflow.execute_activity_method(
-                IamActivities.deny_user_tokens_before,
-                self._record.in_account(DenyUserTokensInput(user_name=user_name, cutoff=cutoff)),
-                start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=AWS_RETRY,
-                summary=f"Deny {user_name}'s tokens issued before {cutoff.isoformat()}",
-            )
-            if denied.changed:
-                self._made(
-                    "policy_put",
-                    cutoff=denied.cutoff_in_effect,
-                    previous=denied.replaced,
-                    user_name=user_name,
-                    policy_name=denied.policy_name,
-                )
-            return denied
-
-        return deny
-
-    def _tokens_not_denied(self, user_name: str, key_id: str, cutoff: datetime, why: str) -> str:
-        """The open item, and the case partly contained, while the user's older tokens
-        are not denied: sessions made with the key before its deactivation still work."""
-        item = (
-            f"{user_name}'s tokens issued before {cutoff.isoformat()} are not denied: {why}: "
-            f"sessions made with {key_id} before its deactivation may still work"
-        )
-        self._record.needs_human(item)
-        self._record.status.uncontained.append(f"{user_name}'s older tokens")
-        return item
-
-    def _offer_tokens_deny(self, user_name: str, tokens_open: str) -> None:
-        """The older tokens' deny, offered for a retry beside the case (and again each time
-        it fails), with the retry's approval as the cut-off; `tokens_open` is the open item
-        it settles."""
-        record = self._record
-
-        async def then(retry: Action, decision: Approval) -> None:
-            if decision.decision is Decision.REJECTED:
-                self._ledger.finish(retry, ActionStatus.REJECTED, decision.reason)
-                return
-            cutoff = self._ledger.start(retry)
-            denied, failure = await self._approvals.attempt_or_fail(
-                "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
-            )
-            if denied is None:
-                self._ledger.finish(retry, ActionStatus.FAILED, f"failed again: {failure}")
-                self._offer_tokens_deny(user_name, tokens_open)
-                return
-            self._ledger.finish(retry, ActionStatus.DONE, "older tokens denied")
-            _settle(record.status.open_items, tokens_open)
-            _settle(record.status.uncontained, f"{user_name}'s older tokens")
-            self._written_unread(f"user {user_name}", denied)
-            record.note(
-                f"{user_name}'s tokens issued before {denied.cutoff_in_effect.isoformat()} "
-                "are denied"
-            )
-
-        self._approvals.offer_beside(
-            ActionKind.RETRY, f"Retry: deny {user_name}'s older tokens", [tokens_open], then
-        )
-
-    async def _deny_everything(
-        self, action: Action, credential: Credential, failed: tuple[str, str, ActivityError | None]
-    ) -> bool:
-        """A key whose deactivation was denied is made useless instead: its user is denied
-        everything, the case goes on, and the deactivation is offered for a retry beside
-        it. Only for a denied UpdateAccessKey (the key was found to be the user's), and
-        never for a protected user. False when it does not apply or fails too (the case
-        then waits on the deactivation's retry). `failed`: the open item saying the key is
-        still active, why, and the error."""
-        still_active, why, error = failed
-        user_name = credential.principal.user_name or ""
-        key_id = credential.access_key_id
-        record = self._record
-        if denied_call(error) != "iam:UpdateAccessKey":
-            return False
-        if user_name in record.policy.protected_names:
-            record.note(f"{user_name} is protected: it is not denied everything")
-            return False
-        if self._deactivation_offered:
-            # Contained once more (the watch saw the key work): its retry is offered already.
-            _settle(record.status.open_items, still_active)
-            self._ledger.finish(
-                action, ActionStatus.DONE, f"{key_id} is still active; its retry is pending"
-            )
-            record.set_phase(Phase.CONTAINED, f"{user_name} denied everything")
-            return True
-        done, failure = await self._approvals.attempt_or_fail(
-            f"deny {user_name} everything",
-            lambda: workflow.execute_activity_method(
-                IamActivities.deny_user_everything,
-                self._record.in_account(UserInput(user_name=user_name)),
-                start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=AWS_RETRY,
-                summary=f"Deny {user_name} everything ({names.DENY_ALL_POLICY_NAME})",
-            ),
-        )
-        if done is None:
-            record.note(f"denying {user_name} everything failed too: {failure}")
-            return False
-        if done.changed:
-            self._made("policy_put", user_name=user_name, policy_name=names.DENY_ALL_POLICY_NAME)
-        _settle(record.status.open_items, still_active)
-        meanwhile = (
-            f"{still_active}; {user_name} is denied everything by "
-            f"{names.DENY_ALL_POLICY_NAME} meanwhile (the key can still get session tokens, "
-            "which are denied too): deactivate the key"
-        )
-        record.needs_human(meanwhile)
-        self._deactivation_offered = True
-        self._offer_deactivation(credential, why, meanwhile)
-        self._ledger.finish(
-            action,
-            ActionStatus.DONE,
-            f"{user_name} denied everything ({names.DENY_ALL_POLICY_NAME}); {key_id} is still "
-            "active",
-        )
-        record.set_phase(Phase.CONTAINED, f"{user_name} denied everything")
-        return True
-
-    def _offer_deactivation(self, credential: Credential, failed: str, meanwhile: str) -> None:
-        """The key's deactivation, offered for a retry beside the case (and again each time
-        it fails); `meanwhile` is the open item it settles. Once the key is inactive, the
-        user's tokens issued before then are denied, and only then is a human told that
-        the deny-everything policy may go."""
-        user_name = credential.principal.user_name or ""
-        key_id = credential.access_key_id
-        record = self._record
-
-        deactivate = self._deactivate(user_name, key_id)
-
-        async def then(retry: Action, decision: Approval) -> None:
-            if decision.decision is Decision.REJECTED:
-                self._ledger.finish(retry, ActionStatus.REJECTED, decision.reason)
-                return
-            cutoff = self._ledger.start(retry)
-            key, failure = await self._approvals.attempt_or_fail(
-                "deactivate the access key", deactivate
-            )
-            if key is None:
-                self._ledger.finish(retry, ActionStatus.FAILED, f"failed again: {failure}")
-                self._offer_deactivation(credential, failure or "it failed", meanwhile)
-                return
-            _settle(record.status.open_items, meanwhile)
-            # Tokens the key got while it was active are denied before anyone lifts the
-            # deny-everything policy.
-            denied, why = await self._approvals.attempt_or_fail(
-                "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
-            )
-            if denied is None:
-                self._ledger.finish(
-                    retry, ActionStatus.DONE, f"{key_id} is {key.status}; tokens not denied"
-                )
-                record.needs_human(
-                    f"{key_id} is {key.status} now, but {user_name}'s tokens issued before "
-                    f"{cutoff.isoformat()} are not denied ({why}): keep "
-                    f"{names.DENY_ALL_POLICY_NAME} on {user_name} until they are"
-                )
-                return
-            self._ledger.finish(
-                retry, ActionStatus.DONE, f"{key_id} is {key.status}, older tokens denied"
-            )
-            self._written_unread(f"user {user_name}", denied)
-            record.needs_human(
-                f"{key_id} is {key.status} now and {user_name}'s tokens issued before "
-                f"{denied.cutoff_in_effect.isoformat()} are denied: remove "
-                f"{names.DENY_ALL_POLICY_NAME} from {user_name} when {user_name} may work again"
-            )
-
-        self._approvals.offer_beside(
-            ActionKind.RETRY,
-            f"Retry: deactivate {key_id}",
-            [f"It failed: {failed}", f"{user_name} is denied everything meanwhile"],
-            then,
-        )
 
     # -- by a human ------------------------------------------------------------------------
 
@@ -891,7 +507,7 @@ class Containment:
         action = self._approvals.propose(
             ActionKind.MANUAL_CONTAINMENT,
             f"Contain {credential.access_key_id} ({principal.type.value}) by hand, then approve",
-            self._first_steps(checklist or _manual_checklist(credential), logging=False),
+            self.first_steps(checklist or _manual_checklist(credential), logging=False),
         )
         return await self._decided_by_hand(action, await self._approvals.decision(action))
 
@@ -920,7 +536,7 @@ class Containment:
         self._by_hand = self._approvals.propose(
             ActionKind.MANUAL_CONTAINMENT,
             f"Contain {key} by hand, then approve: it is protected",
-            self._first_steps(
+            self.first_steps(
                 [
                     f"{why}: Quench does not contain it on its own",
                     *_manual_checklist(credential),
@@ -935,7 +551,7 @@ class Containment:
         except _DecidedByHand as by_hand:
             return await self._decided_by_hand(by_hand.action, by_hand.approval)
 
-    def _propose(self, kind: ActionKind, title: str, steps: list[str]) -> Action:
+    def propose(self, kind: ActionKind, title: str, steps: list[str]) -> Action:
         """A containment action; on a protected credential, one that needs two people
         and never goes ahead on the policy's say-so."""
         why = self._record.status.hands_off
@@ -1006,9 +622,3 @@ def _own_checklist(credential: Credential, status: CaseStatus) -> list[str]:
         "Check CloudTrail for what the credential did, and open a case for what it made",
         "Approve this action when done, or reject it to close the case as not contained",
     ]
-
-
-def _settle(items: list[str], item: str) -> None:
-    """An open item (or an uncontained credential) settled, if it is still listed."""
-    if item in items:
-        items.remove(item)

@@ -6,7 +6,8 @@ deleted while it is still the one it wrote. Each after approval, each recorded. 
 case found in the attacker's hands is never offered; the quarantine SCP is lifted, after
 approval, as at the end of every case."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Literal
 
 from temporalio import workflow
 
@@ -136,3 +137,36 @@ class Release:
             ],
             then,
         )
+
+
+def record_change(
+    record: CaseRecord,
+    kind: Literal["key_deactivated", "policy_put"],
+    *,
+    cutoff: datetime | None = None,
+    previous: datetime | None = None,
+    **names_: str,
+) -> None:
+    """A change containment made that a release may undo after a false positive (the
+    case's credential's key and the policies it put; never a key the attacker minted). A
+    policy written again (a later cut-off) is one change, whose earlier state is the
+    first's."""
+    status = record.status
+    change = CaseChange(kind=kind, cutoff=cutoff, made_at=workflow.now(), **names_)
+    same = next(
+        (
+            c
+            for c in status.made
+            if c.released_by is None
+            and (c.kind, c.user_name, c.role_name, c.policy_name, c.access_key_id)
+            == (kind, change.user_name, change.role_name, change.policy_name, change.access_key_id)
+        ),
+        None,
+    )
+    if same is not None:
+        same.cutoff = cutoff
+    else:
+        status.made.append(change.model_copy(update={"previous_cutoff": previous}))
+    if status.false_positive is not None:
+        # Made after the mark (a step already under way): its release is a human's.
+        record.needs_human(f"{change.describe()}: made after the case was marked a false positive")
