@@ -1,4 +1,5 @@
-# The Quench image: one image, two commands (the worker, the webhook); see docker-compose.yml.
+# The Quench image: one image for every `quench` command that compose runs (setup, the workers,
+# the webhook, the codec server); see docker-compose.yml.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -24,4 +25,5 @@ RUN pip install --no-deps --no-build-isolation . && rm -rf build ./*.egg-info
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/quench quench
 USER 10001:10001
 
-CMD ["python", "worker.py"]
+# `quench` is pyproject's console script; with no command given, a worker on both queues.
+CMD ["quench", "worker"]

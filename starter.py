@@ -10,6 +10,11 @@ python starter.py approve CASE_ID ACTION_ID --by NAME --reason TEXT
 python starter.py reject CASE_ID ACTION_ID --by NAME --reason TEXT
 python starter.py note CASE_ID --by NAME --text TEXT
 python starter.py report CASE_ID [--json] [--lab]   # the post-incident report
+python starter.py setup               # a Temporal of your own: namespace, search attributes
+python starter.py worker              # the worker, with the QUENCH_* settings
+python starter.py webhook             # the finding webhook, on QUENCH_WEBHOOK_HOST:PORT
+python starter.py codec-server        # decrypts payloads for the Web UI and `temporal`
+python starter.py keygen              # a new payload key, for QUENCH_PAYLOAD_KEYS
 
 Installed, the same command line is `quench` (quench list, quench show CASE_ID, ...).
 """
@@ -32,6 +37,7 @@ from temporalio.service import RPCError
 from cli.commands import CommandError, add_case_commands, case_status, run_case_command
 from cli.queries import CaseFilter, build_query
 from cli.render import program_path, update_command
+from cli.serve import add_process_commands, run_process_command
 from cli.stack_options import add_stack_options, record_ports, stack_config
 from config import names
 from config.settings import Settings
@@ -118,6 +124,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         say(f"Temporal Web UI: {stack.ui_url}")
         say(f"Webhook:         {stack.webhook_url}/v1/events/eventbridge")
         if config.lab:
+            say_lab_webhook_token()
             say(f"Lab AWS (moto):  {stack.aws_url}")
             if has_run(stack.state_dir, args.scenario):
                 say_resumed(stack)
@@ -148,6 +155,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def lab_webhook_token() -> str:
+    """The token the lab stack's webhook takes: a configured one, or else the lab's own."""
+    return Settings(lab=True).webhook_tokens()[0]
+
+
+def say_lab_webhook_token() -> None:
+    """The lab's published token, for posting findings by hand; a token of the user's own
+    is a secret even in the lab, so it is said to be set, not shown."""
+    settings = Settings(lab=True)
+    header = settings.webhook_token_header
+    if settings.webhook_token is not None:
+        say(f"Webhook token:   QUENCH_WEBHOOK_TOKEN's, in header {header}")
+    else:
+        say(f"Webhook token:   {lab_webhook_token()} (in header {header})")
+
+
 def run_lab_scenario(stack: EmbeddedStack, scenario: Scenario, dry_run: bool = False) -> None:
     """Run (or resume) a lab scenario on the stack, and say where its case stands; with
     `dry_run`, its case changes nothing until a person approves going live."""
@@ -155,13 +178,11 @@ def run_lab_scenario(stack: EmbeddedStack, scenario: Scenario, dry_run: bool = F
     say(
         f"Lab scenario: {TITLES[scenario]}" + (" (run before: not run again)" if ran_before else "")
     )
-    # The token the stack's webhook takes: a configured one, or else the lab's own.
-    webhook = Settings(lab=True)
     case = run_scenario(
         stack.aws_url,
         stack.webhook_url,
-        webhook.webhook_tokens()[0],
-        webhook.webhook_token_header,
+        lab_webhook_token(),
+        Settings(lab=True).webhook_token_header,
         stack.state_dir,
         scenario,
         dry_run,
@@ -343,6 +364,7 @@ def parser(prog: str = "starter.py") -> argparse.ArgumentParser:
     lab.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     add_stack_options(lab)
     add_case_commands(commands)
+    add_process_commands(commands)
     return root
 
 
@@ -354,6 +376,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return cmd_up(args)
     if args.command == "lab":
         return cmd_lab(args)
+    if args.command in {"worker", "webhook", "setup", "codec-server", "keygen"}:
+        return run_process_command(args)
     return run_case_command(args, prog or f"{shlex.quote(sys.executable)} starter.py")
 
 

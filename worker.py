@@ -1,6 +1,9 @@
-"""The Quench worker: runs case workflows and every AWS activity on the case task queue."""
+"""The Quench worker: case workflows and every AWS activity on the case task queue, and
+CloudTrail's long reads (each round's classification, the investigation) on the scan task
+queue; one process serves either queue or both (`quench worker --queue`)."""
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -12,6 +15,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from temporalio.client import Client
+from temporalio.runtime import Runtime
+from temporalio.service import RPCError
 from temporalio.worker import Interceptor, Worker
 
 from activities.accounts import AccountClients, ActInCaseAccount, unassumed_elsewhere
@@ -36,14 +41,27 @@ from activities.organizations import OrganizationActivities
 from activities.permissions import calls_log
 from activities.recovery import RecoveryActivities
 from activities.ssm import SsmActivities
+from cli.queries import CaseFilter, build_query
 from config.accounts import TrailSource
 from config.settings import Settings, settings_problem
-from config.temporal import connect, setup_tracing
+from config.telemetry import instrument_aws_calls, setup_logging, setup_tracing
+from config.temporal import connect, metrics_runtime, search_attributes_wanting
+from models.case import Phase
 from workflows.case import CaseWorkflow
 from workflows.investigation import InvestigationWorkflow
 
 # The case, and its investigation as a child with a history of its own.
 WORKFLOWS = [CaseWorkflow, InvestigationWorkflow]
+QUEUES = ("cases", "scans")
+# What the scan queue runs: the reads that take minutes to hours in a busy account.
+SCAN_WORKFLOWS = [InvestigationWorkflow]
+SCAN_ACTIVITIES = {
+    "classify_credential_activity",
+    "plan_reads",
+    "count_baseline",
+    "read_scope",
+    "investigate_credentials",
+}
 STICKY_TIMEOUT = timedelta(seconds=3)
 
 
@@ -188,6 +206,52 @@ def aws_clients(settings: Settings) -> AwsClients:
     return AwsClients.from_settings(settings, faults)
 
 
+def build_workers(
+    client: Client,
+    settings: Settings,
+    clients: AwsClients,
+    poll_seconds: float = 5.0,
+    interceptors: Sequence[Interceptor] = (),
+    queues: Sequence[str] = QUEUES,
+) -> list[Worker]:
+    """A worker for each queue served. The case queue's runs everything, as cases opened
+    before the scan queue existed read CloudTrail there; the scan queue's runs the reads."""
+    activities = build_activities(settings, clients, poll_seconds)
+    common: dict[str, Any] = {
+        "activity_executor": ThreadPoolExecutor(max_workers=16),
+        "interceptors": [ActInCaseAccount(), *interceptors],
+        # A case's next workflow task waits this long for a worker that died before it goes
+        # to any worker (which replays the history): the 10 s default cost a chaos kill 17 s.
+        "sticky_queue_schedule_to_start_timeout": STICKY_TIMEOUT,
+    }
+    workers = []
+    if "cases" in queues:
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.task_queue,
+                workflows=WORKFLOWS,
+                activities=activities,
+                **common,
+            )
+        )
+    if "scans" in queues:
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.scan_task_queue,
+                workflows=SCAN_WORKFLOWS,
+                activities=[a for a in activities if _name(a) in SCAN_ACTIVITIES],
+                **common,
+            )
+        )
+    return workers
+
+
+def _name(activity: Callable[..., Any]) -> str:
+    return getattr(activity, "__name__", "")
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -195,30 +259,72 @@ def build_worker(
     poll_seconds: float = 5.0,
     interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
-    return Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=WORKFLOWS,
-        activities=build_activities(settings, clients, poll_seconds),
-        activity_executor=ThreadPoolExecutor(max_workers=16),
-        interceptors=[ActInCaseAccount(), *interceptors],
-        # A case's next workflow task waits this long for a worker that died before it goes
-        # to any worker (which replays the history): the 10 s default cost a chaos kill 17 s.
-        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
+    """The case queue's worker alone (tests, benchmarks): it runs every activity."""
+    (worker,) = build_workers(client, settings, clients, poll_seconds, interceptors, ["cases"])
+    return worker
+
+
+# How often the cases in each phase are counted from visibility, for the gauge.
+COUNT_EVERY_SECONDS = 30.0
+
+
+async def count_cases_by_phase(
+    client: Client, runtime: Runtime, every: float = COUNT_EVERY_SECONDS
+) -> None:
+    """Gauges on the Prometheus endpoint, counted from visibility so they hold whatever
+    the worker's restarts: quench_cases{phase} (running cases in each phase) and
+    quench_cases_awaiting_approval."""
+    meter = runtime.metric_meter
+    by_phase = meter.create_gauge("quench_cases", "running cases, by phase")
+    awaiting = meter.create_gauge(
+        "quench_cases_awaiting_approval", "running cases with a decision pending"
     )
+    while True:
+        try:
+            for phase in Phase:
+                query = build_query(CaseFilter(phases=[phase], open=True))
+                counted = await client.count_workflows(query)
+                by_phase.with_additional_attributes({"phase": phase.value}).set(counted.count)
+            counted = await client.count_workflows(
+                build_query(CaseFilter(awaiting=True, open=True))
+            )
+            awaiting.set(counted.count)
+        except RPCError as exc:
+            logging.warning("cannot count cases for the metrics: %s", exc.message)
+        await asyncio.sleep(every)
 
 
-async def main(interceptors: Sequence[Interceptor] = ()) -> None:
-    """Run the worker until SIGINT or SIGTERM; `interceptors` are the chaos run's."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+async def _require_search_attributes(client: Client, namespace: str) -> None:
+    """A case sets Quench's search attributes as it runs: one the namespace lacks would
+    fail its workflow task until it is added, so the worker does not start without them."""
+    try:
+        missing, clashes = await search_attributes_wanting(client, namespace)
+    except RPCError as exc:
+        # An identity that may not read them (Temporal Cloud API keys, some authorizers):
+        # whoever runs the worker has registered them by other means.
+        logging.warning("cannot check the search attributes of %s: %s", namespace, exc.message)
+        return
+    if missing or clashes:
+        wrong = [key.name for key in missing] + clashes
+        raise SystemExit(
+            f"worker not started: namespace {namespace} lacks Quench's search attributes "
+            f"({', '.join(wrong)}): run `quench setup` with the same QUENCH_TEMPORAL_* settings"
+        )
+
+
+async def main(interceptors: Sequence[Interceptor] = (), queues: Sequence[str] = QUEUES) -> None:
+    """Serve `queues` until SIGINT or SIGTERM; `interceptors` are the chaos run's."""
     try:
         settings = Settings()
         settings.require_aws_targets()
+        settings.require_payload_encryption()
     except (ValidationError, SettingsError) as exc:
         raise SystemExit(f"worker not started: {settings_problem(exc)}") from None
     except ValueError as exc:
         raise SystemExit(f"worker not started: {exc}") from None
+    setup_logging(settings.log_format)
     setup_tracing("quench-worker")
+    instrument_aws_calls()
     clients = aws_clients(settings)
     try:
         clients.identity = QuenchIdentity.learn(clients, quench_roles(settings))
@@ -231,15 +337,25 @@ async def main(interceptors: Sequence[Interceptor] = ()) -> None:
     wrong = unassumed_elsewhere(settings.managed_accounts, clients.identity)
     if wrong:
         raise SystemExit(f"worker not started: {'; '.join(wrong)}")
-    client = await connect(settings)
-    worker = build_worker(client, settings, clients, interceptors=interceptors)
+    client = await connect(settings, runtime=metrics_runtime(settings))
+    await _require_search_attributes(client, settings.temporal_namespace)
+    workers = build_workers(client, settings, clients, interceptors=interceptors, queues=queues)
+    runtime = client.service_client.config.runtime
+    background: list[asyncio.Task[None]] = []
+    if settings.prometheus_bind and runtime is not None and "cases" in queues:
+        background.append(asyncio.create_task(count_cases_by_phase(client, runtime)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with worker:
-        logging.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+    async with contextlib.AsyncExitStack() as running:
+        for worker in workers:
+            await running.enter_async_context(worker)
+        served = ", ".join(worker.task_queue for worker in workers)
+        logging.info("worker polling %s on %s", served, settings.temporal_address)
         await stop.wait()
+    for task in background:
+        task.cancel()
     logging.info("worker stopped")
 
 

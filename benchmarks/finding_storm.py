@@ -287,10 +287,13 @@ async def run(
         temporal_port=free_port(),
         ui_port=free_port(),
         webhook_port=free_port(),
+        codec_port=free_port(),
         lab=False,
         extra_env={
             "QUENCH_WEBHOOK_TOKEN": TOKEN,
             "QUENCH_TASK_QUEUE": webhook_queue,
+            # Its case worker reads the cases in clear: taking a finding is what is timed.
+            "QUENCH_ENCRYPT_PAYLOADS": "false",
             "QUENCH_WEBHOOK_ACCEPT_TIMEOUT_SECONDS": "30",
             "QUENCH_ACCOUNTS_FILE": str(accounts),
         },

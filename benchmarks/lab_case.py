@@ -63,6 +63,7 @@ def start_stack(
             ui_port=free_port(),
             lab_aws_port=free_port(),
             webhook_port=free_port(),
+            codec_port=free_port(),
             lab=True,
             extra_env={**CASE_SETTINGS, **env},
             supervise=supervise,

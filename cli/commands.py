@@ -677,7 +677,11 @@ def run_case_command(args: argparse.Namespace, invocation: str) -> int:
     try:
         if getattr(args, "lab", False):
             # The lab's AWS and Temporal, as `up` runs them with the same options.
-            os.environ.update(EmbeddedStack(stack_config(args, lab=True)).child_env())
+            # A Temporal named in the shell is still the one meant.
+            lab_env = EmbeddedStack(stack_config(args, lab=True)).child_env()
+            for named in ("QUENCH_TEMPORAL_ADDRESS", "QUENCH_TEMPORAL_NAMESPACE"):
+                lab_env[named] = os.environ.get(named, lab_env[named])
+            os.environ.update(lab_env)
         try:
             # The lab's faults and call log are the worker's: a shell that exported them to
             # run `up` can still run the case commands, which never use them.

@@ -12,7 +12,8 @@ from cli.tables import render_fields, render_table
 from config import names
 from config.settings import Settings
 from lab.world import EVIDENCE_BUCKET as LAB_EVIDENCE_BUCKET
-from models.case import Action, CaseStatus
+from models.case import Action, CaseStatus, WatchStatus
+from playbook.words import counted
 from stack.binaries import MissingBinaryError, temporal_cli
 from workflows.case.details import suggested_reasons
 
@@ -31,6 +32,7 @@ class CaseLine(BaseModel):
     phase: str | None
     pending_approvals: int | None
     escalations: int | None  # approvals that passed their deadline (unset before any did)
+    outcome: str | None  # set when the case closes
     severity: float | None
     account_id: str | None
     access_key_id: str | None
@@ -51,6 +53,7 @@ class CaseLine(BaseModel):
             phase=attributes.get(names.SA_PHASE),
             pending_approvals=attributes.get(names.SA_PENDING_APPROVALS),
             escalations=attributes.get(names.SA_ESCALATIONS),
+            outcome=attributes.get(names.SA_OUTCOME),
             severity=attributes.get(names.SA_SEVERITY),
             account_id=attributes.get(names.SA_ACCOUNT_ID),
             access_key_id=attributes.get(names.SA_ACCESS_KEY_ID),
@@ -65,11 +68,22 @@ class CaseLine(BaseModel):
 
 def render_case_lines(lines: list[CaseLine]) -> str:
     table = render_table(
-        ["CASE", "PHASE", "PENDING", "SEVERITY", "ACCOUNT", "PRINCIPAL", "FINDING TYPE", "STARTED"],
+        [
+            "CASE",
+            "PHASE",
+            "OUTCOME",
+            "PENDING",
+            "SEVERITY",
+            "ACCOUNT",
+            "PRINCIPAL",
+            "FINDING TYPE",
+            "STARTED",
+        ],
         [
             [
                 line.case_id,
                 _phase_and_status(line),
+                line.outcome,
                 line.pending_approvals,
                 line.severity,
                 line.account_id,
@@ -79,7 +93,7 @@ def render_case_lines(lines: list[CaseLine]) -> str:
             ]
             for line in lines
         ],
-        right=(2, 3),
+        right=(3, 4),
     )
     return table if lines else f"{table}\n(no cases)"
 
@@ -111,7 +125,15 @@ def temporal_command(settings: Settings, *words: str) -> str:
     connection = ["--address", settings.temporal_address]
     if settings.temporal_namespace != "default":
         connection += ["--namespace", settings.temporal_namespace]
-    return " ".join(shell_word(w) for w in [binary, "workflow", *words, *connection])
+    command = " ".join(shell_word(w) for w in [binary, "workflow", *words, *connection])
+    if settings.payload_keys is not None:
+        # Payloads are encrypted: through the codec server, its token from the shell
+        # (never printed).
+        command += (
+            f" --codec-endpoint {shell_word(settings.codec_endpoint)}"
+            ' --codec-auth "Bearer $QUENCH_CODEC_TOKEN"'
+        )
+    return command
 
 
 def update_command(settings: Settings, case_id: str, update: str, payload: str) -> str:
@@ -184,6 +206,9 @@ def render_case(
         ),
         ("Opened", when(status.phases[0].at if status.phases else None)),
     ]
+    watch = status.watch
+    if watch is not None and watch.verdict is None:
+        fields.append(("Watch", _watching(watch)))
     parts = [f"Case {status.case_id}", render_fields(fields)]
     parts += _section(
         "Findings",
@@ -306,3 +331,13 @@ def _pending(status: CaseStatus, action: Action, invocation: str, settings: Sett
     )
     lines.append(f"  or:      {raw}")
     return "\n".join(lines)
+
+
+def _watching(watch: WatchStatus) -> str:
+    """The watch under way: when it can end clean, and what it has seen so far."""
+    seen = f"{counted(watch.checks, 'check')}"
+    if watch.last_checked_at is not None:
+        seen += f", the last at {when(watch.last_checked_at)}"
+    if watch.denied_attempts:
+        seen += f"; {counted(watch.denied_attempts, 'denied attempt')}"
+    return f"ends clean no earlier than {when(watch.clean_at)} ({seen})"

@@ -13,7 +13,7 @@ from pathlib import Path
 from stack.embedded import StackConfig
 
 RECORDED = "stack.json"  # in the state directory, written by `up`
-PORTS = ("temporal_port", "ui_port", "lab_aws_port", "webhook_port")
+PORTS = ("temporal_port", "ui_port", "lab_aws_port", "webhook_port", "codec_port")
 
 
 def add_stack_options(command: argparse.ArgumentParser) -> None:

@@ -6,6 +6,10 @@ Defined once here and imported everywhere, so a rename can never leave a caller 
 from temporalio.common import SearchAttributeKey
 
 TASK_QUEUE = "quench-cases"
+# CloudTrail's long reads: each round's classification and the investigation (a child
+# workflow and its activities), apart from containment's queue so that they never hold up
+# a cut-off. A worker serves either queue or both.
+SCAN_TASK_QUEUE = "quench-scans"
 
 CASE_WORKFLOW_ID_PREFIX = "case"
 
@@ -48,6 +52,9 @@ SA_INSTANCE_ID = SearchAttributeKey.for_keyword("QuenchInstanceId")
 SA_PENDING_APPROVALS = SearchAttributeKey.for_int("QuenchPendingApprovals")
 # How many times the case's approvals passed their deadline with nobody deciding.
 SA_ESCALATIONS = SearchAttributeKey.for_int("QuenchEscalations")
+# How a closed case came out, in a word: contained, partly contained, not contained,
+# false positive, dry run (unset while it runs, and on cases closed before it existed).
+SA_OUTCOME = SearchAttributeKey.for_keyword("QuenchOutcome")
 
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (
     SA_PHASE,
@@ -60,6 +67,7 @@ SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (
     SA_INSTANCE_ID,
     SA_PENDING_APPROVALS,
     SA_ESCALATIONS,
+    SA_OUTCOME,
 )
 
 # The server's names for the indexed value types, as `temporal server start-dev

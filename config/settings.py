@@ -20,6 +20,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from activities.faults import FaultPlan, parse_fault_plan
+from codec.aesgcm import AesGcmCodec, CodecKeyError, parse_keys
+from codec.server import check_token
 from config.accounts import (
     ACCOUNT_ID_PATTERN,
     Account,
@@ -27,7 +29,7 @@ from config.accounts import (
     Organization,
     load_accounts,
 )
-from config.names import TASK_QUEUE
+from config.names import SCAN_TASK_QUEUE, TASK_QUEUE
 from models.case import ActionKind, CasePolicy, QuarantinePolicy, approved_by_people
 from playbook.quarantine import principal_arns
 
@@ -89,6 +91,7 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = TASK_QUEUE
+    scan_task_queue: str = SCAN_TASK_QUEUE
     temporal_ui_url: str = "http://127.0.0.1:8233"
 
     # The finding webhook.
@@ -151,10 +154,29 @@ class Settings(BaseSettings):
     notify_sns_topic_arn: str | None = None
     notify_webhook_url: SecretStr | None = None
 
+    # Payloads (findings, principals, plans, decisions) are encrypted with AES-256-GCM
+    # before they reach Temporal: the keys as JSON, key id -> base64 of 32 bytes (several,
+    # so keys rotate: the one named by payload_key_id encrypts, every one decrypts).
+    # Required outside the lab by the worker and the webhook, unless encrypt_payloads is
+    # false; unset (None) means on outside the lab and off in it.
+    payload_keys: SecretStr | None = None
+    payload_key_id: str | None = None
+    encrypt_payloads: bool | None = None
+    # The codec server: lets the Web UI and `temporal --codec-endpoint` show what the
+    # keys encrypted, to callers with the token (and, for the UI, from its origin only).
+    codec_token: SecretStr | None = None
+    codec_host: str = "127.0.0.1"
+    codec_port: int = Field(default=8089, ge=1, le=65535)
+    codec_url: str | None = None  # how the UI and CLI reach it, when not host:port
+    codec_ui_origin: str | None = None  # default: QUENCH_TEMPORAL_UI_URL's origin
+
+    # Logs: text, or JSON lines carrying the case id. Metrics: Temporal's and the cases',
+    # for Prometheus at this host:port (the worker; unset, none are served).
+    log_format: Literal["text", "json"] = "text"
+    prometheus_bind: str | None = Field(default=None, pattern=r"^[^\s:]*:\d{1,5}$")
+
     # The lab: moto standing in for AWS, with a simulated compromise.
     lab: bool = False
-    lab_aws_port: int = Field(default=5055, ge=1, le=65535)
-    state_dir: Path = Path(".quench")
     # Faults injected into the worker's own AWS calls, in the lab only (JSON, e.g.
     # {"iam:DeleteUser": "access_denied", "ec2:StopInstances": {"fault": "throttling",
     # "times": 3}}); read here rather than by pydantic-settings, so a bad entry is named.
@@ -206,6 +228,7 @@ class Settings(BaseSettings):
                 "QUENCH_LAB_FAULTS makes the worker's own AWS calls fail; "
                 "it is for the lab only (QUENCH_LAB=true)"
             )
+        self._check_payload_encryption()
         if self.lab_log_calls and not self.lab:
             raise ValueError("QUENCH_LAB_LOG_CALLS is for the lab only (QUENCH_LAB=true)")
         if self.accounts_file is not None and self.account_id is not None:
@@ -243,6 +266,65 @@ class Settings(BaseSettings):
                 )
                 raise ValueError(f"{where} case policy: {problems}") from None
         return self
+
+    def _check_payload_encryption(self) -> None:
+        if self.payload_keys is None:
+            if self.payload_key_id is not None:
+                raise ValueError(
+                    "QUENCH_PAYLOAD_KEY_ID names a key, but QUENCH_PAYLOAD_KEYS is unset"
+                )
+        else:
+            if self.encrypt_payloads is False:
+                raise ValueError(
+                    "QUENCH_ENCRYPT_PAYLOADS is false but QUENCH_PAYLOAD_KEYS is set: unset one"
+                )
+            try:
+                keys = parse_keys(self.payload_keys.get_secret_value())
+            except CodecKeyError as exc:
+                raise ValueError(f"QUENCH_PAYLOAD_KEYS: {exc}") from None
+            if self.payload_key_id is None and len(keys) > 1:
+                raise ValueError(
+                    "QUENCH_PAYLOAD_KEY_ID must name the key that encrypts, among the "
+                    f"{len(keys)} of QUENCH_PAYLOAD_KEYS: {', '.join(keys)}"
+                )
+            if self.payload_key_id is not None and self.payload_key_id not in keys:
+                raise ValueError(
+                    f"QUENCH_PAYLOAD_KEY_ID {self.payload_key_id!r} is not a key of "
+                    f"QUENCH_PAYLOAD_KEYS ({', '.join(keys)})"
+                )
+        if self.codec_token is not None:
+            try:
+                check_token(self.codec_token.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"QUENCH_CODEC_TOKEN: {exc}") from None
+
+    def payload_codec(self) -> AesGcmCodec | None:
+        """The codec every Temporal client of this process uses; None with no keys."""
+        if self.payload_keys is None:
+            return None
+        keys = parse_keys(self.payload_keys.get_secret_value())
+        return AesGcmCodec(keys, self.payload_key_id or next(iter(keys)))
+
+    def require_payload_encryption(self) -> None:
+        """The worker and the webhook, which write cases, refuse to write them in clear
+        outside the lab unless told to (ValueError saying how)."""
+        wanted = self.encrypt_payloads if self.encrypt_payloads is not None else not self.lab
+        if wanted and self.payload_keys is None:
+            raise ValueError(
+                "payloads are encrypted outside the lab: set QUENCH_PAYLOAD_KEYS (`quench "
+                "keygen` makes a key), or QUENCH_ENCRYPT_PAYLOADS=false to store cases in clear"
+            )
+
+    @property
+    def codec_endpoint(self) -> str:
+        """Where the `temporal` CLI reaches the codec server (`--codec-endpoint`)."""
+        return (self.codec_url or f"http://{self.codec_host}:{self.codec_port}").rstrip("/")
+
+    @property
+    def codec_origin(self) -> str:
+        """The one browser origin the codec server answers: the Web UI's."""
+        url = urlsplit(self.codec_ui_origin or self.temporal_ui_url)
+        return f"{url.scheme}://{url.netloc}"
 
     def _read_accounts(self) -> dict[str, Account]:
         if self.accounts_file is not None:
@@ -320,6 +402,7 @@ class Settings(BaseSettings):
             quarantine=self.quarantine_policy(account_id) if account_id else None,
             dry_run=self.dry_run or dry_run,
             approver_keys=self.approver_keys,
+            scan_task_queue=self.scan_task_queue,
         )
 
     @property
@@ -385,3 +468,11 @@ def settings_problem(exc: ValidationError | SettingsError) -> str:
             message = f"{variable}: {message}"
         problems.append(message)
     return "; ".join(problems)
+
+
+def settings_or_exit(process: str) -> Settings:
+    """The settings a process starts with, or SystemExit saying on one line what is wrong."""
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as exc:
+        raise SystemExit(f"{process} not started: {settings_problem(exc)}") from None

@@ -214,6 +214,10 @@ class QuarantinePolicy(BaseModel):
 class CasePolicy(BaseModel):
     """How a case runs, fixed when it opens so that replays and retries agree."""
 
+    # The task queue of CloudTrail's long reads (each round's classification, the
+    # investigation); None, as for cases opened before there was one: the case's own.
+    scan_task_queue: str | None = None
+
     watch_seconds: int = Field(default=30 * 60, ge=1, le=24 * 3600)
     check_every_seconds: int = Field(default=5 * 60, ge=1, le=3600)
     # CloudTrail delivers within about 15 minutes: a window is not called clean before its

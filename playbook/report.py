@@ -27,6 +27,7 @@ from playbook.classify import DataRead, FailedCall, Group, OtherChange
 from playbook.investigation import markdown_section
 from playbook.signing import MESSAGE_KIND
 from playbook.undone import NOT_CONTAINED, containment_verdict
+from playbook.words import counted
 
 
 class Milestones(BaseModel):
@@ -208,11 +209,6 @@ def in_words(outcome: str | None) -> str:
     return _OUTCOME_NAME.sub(lambda m: m.group(0).replace("_", " "), outcome)
 
 
-def _counted(count: int, word: str) -> str:
-    """`1 check`, `2 checks`."""
-    return f"{count} {word}" + ("" if count == 1 else "s")
-
-
 def _first_phase(status: CaseStatus, phase: Phase) -> datetime | None:
     return next((p.at for p in status.phases if p.phase is phase), None)
 
@@ -341,7 +337,7 @@ def build_report(
     milestones = Milestones(
         minted_watch_results=[
             f"{', '.join(w.access_key_ids)}: {w.verdict} after "
-            f"{_counted(w.checks, 'check')}{_blind(w)}"
+            f"{counted(w.checks, 'check')}{_blind(w)}"
             for w in status.minted_watches
             if w.verdict
         ],
@@ -350,7 +346,7 @@ def build_report(
         response_started=response_started,
         contained=contained,
         watch_result=(
-            f"{watch.verdict} after {_counted(watch.checks, 'check')}, last at "
+            f"{watch.verdict} after {counted(watch.checks, 'check')}, last at "
             f"{watch.last_checked_at.isoformat() if watch.last_checked_at else '-'}"
             f"{_blind(watch)}"
             if watch and watch.verdict
@@ -669,7 +665,7 @@ def render_markdown(report: CaseReport) -> str:
         ]
         lines.append("")
         lines.append(
-            f"{_counted(report.failed_calls, 'call')} failed. Credentials investigated: "
+            f"{counted(report.failed_calls, 'call')} failed. Credentials investigated: "
             + ", ".join(f"`{k}`" for k in report.credentials_investigated)
             + "."
         )

@@ -66,6 +66,20 @@ def containment_verdict(status: CaseStatus) -> str:
     return PARTLY_CONTAINED if status.uncontained else CONTAINED
 
 
+FALSE_POSITIVE = "false positive"
+DRY_RUN_ONLY = "dry run"
+
+
+def outcome_word(status: CaseStatus) -> str:
+    """How a closed case came out, for lists: a false positive, a dry run that never went
+    live, or how contained its credentials are."""
+    if status.false_positive is not None:
+        return FALSE_POSITIVE
+    if status.dry_run and status.went_live_at is None:
+        return DRY_RUN_ONLY
+    return containment_verdict(status)
+
+
 def closing_outcome(status: CaseStatus, outcome: str) -> str:
     """The outcome a case closes with once its rounds are done: `outcome` (contained, or
     contained by a human), unless credentials it found are still not contained."""

@@ -19,6 +19,7 @@ import httpx
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from codec.server import generate_token
 from config import names
 from config.settings import Settings, settings_problem
 from lab import organization as lab_organization
@@ -40,7 +41,7 @@ LAB_WORKER_KEY = "AKIAQUENCHLABWORKER1"
 # so their death points at the machine or that state (disk full, a damaged database),
 # which a restart loop would hide while cases stall. Their death stops the stack, saying
 # why; `up` again resumes every case.
-RESTARTED = ("worker", "webhook")
+RESTARTED = ("worker", "webhook", "codec")
 
 # WAL with normal sync gave about 2.6x the workflow throughput of SQLite's defaults.
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
@@ -54,6 +55,7 @@ class StackConfig:
     ui_port: int = 8233
     lab_aws_port: int = 5055
     webhook_port: int = 8787
+    codec_port: int = 8089
     namespace: str = "default"
     lab: bool = True
     # More QUENCH_* settings for the worker and webhook (tests shorten the watch).
@@ -67,6 +69,9 @@ class EmbeddedStack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.state_dir = config.state_dir.resolve()
+        # The codec server's token: the user's, or one for this run of the stack (the UI is
+        # told it with the endpoint, and nothing else needs it).
+        self._codec_token = self._setting("QUENCH_CODEC_TOKEN") or generate_token()
         self._started: list[ManagedProcess] = []
         self.processes = self._processes()
         self._lock = StateDirLock(self.state_dir)
@@ -88,6 +93,20 @@ class EmbeddedStack:
     def webhook_url(self) -> str:
         return f"http://{self.config.host}:{self.config.webhook_port}"
 
+    @property
+    def codec_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.codec_port}"
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether the stack's payloads are encrypted: keys are set, so the codec server
+        runs and the Web UI decodes through it."""
+        return bool(self._setting("QUENCH_PAYLOAD_KEYS"))
+
+    def _setting(self, name: str) -> str | None:
+        """A QUENCH_* setting as the children get it: the stack's own, or the shell's."""
+        return self.config.extra_env.get(name) or os.environ.get(name)
+
     def case_url(self, case_id: str) -> str:
         return f"{self.ui_url}/namespaces/{self.config.namespace}/workflows/{case_id}"
 
@@ -100,7 +119,9 @@ class EmbeddedStack:
             "QUENCH_TEMPORAL_UI_URL": self.ui_url,
             "QUENCH_WEBHOOK_HOST": self.config.host,
             "QUENCH_WEBHOOK_PORT": str(self.config.webhook_port),
-            "QUENCH_STATE_DIR": str(self.state_dir),
+            "QUENCH_CODEC_HOST": self.config.host,
+            "QUENCH_CODEC_PORT": str(self.config.codec_port),
+            "QUENCH_CODEC_TOKEN": self._codec_token,
             "PYTHONUNBUFFERED": "1",
         }
         env.update(self.config.extra_env)
@@ -137,6 +158,7 @@ class EmbeddedStack:
                 settings = Settings()
                 if not self.config.lab:
                     settings.require_aws_targets()
+                    settings.require_payload_encryption()
             except (ValidationError, SettingsError) as exc:
                 raise StackError(settings_problem(exc)) from None
             except ValueError as exc:
@@ -171,6 +193,9 @@ class EmbeddedStack:
         ]
         for pragma in SQLITE_PRAGMAS:
             temporal_argv += ["--sqlite-pragma", pragma]
+        if self.encrypts:
+            # The UI cannot send a token of its own: it is in the endpoint's path.
+            temporal_argv += ["--ui-codec-endpoint", f"{self.codec_url}/ui/{self._codec_token}"]
         for key in names.SEARCH_ATTRIBUTES:
             temporal_argv += [
                 "--search-attribute",
@@ -213,24 +238,34 @@ class EmbeddedStack:
                     ready_timeout=180,
                 )
             )
+        # The same commands as the README's "Running against your AWS" (`quench worker`,
+        # `quench webhook`), run as modules so they need no particular working directory.
+        if self.encrypts:
+            processes.append(
+                ManagedProcess(
+                    "codec",
+                    [python, "-m", "starter", "codec-server"],
+                    ready=lambda: _http_ok(f"{self.codec_url}/healthz"),
+                    state_dir=state,
+                    ports=[cfg.codec_port],
+                    host=cfg.host,
+                    env=env,
+                )
+            )
         worker = ManagedProcess(
-            "worker", [python, "worker.py"], ready=lambda: False, state_dir=state, env=env
+            "worker",
+            [python, "-m", "starter", "worker"],
+            ready=lambda: False,
+            state_dir=state,
+            env=env,
         )
         worker.ready = lambda: WORKER_READY_LINE in worker.log_since_start()
         processes.append(worker)
         processes.append(
             ManagedProcess(
                 "webhook",
-                [
-                    python,
-                    "-m",
-                    "uvicorn",
-                    "webhook.app:app",
-                    "--host",
-                    cfg.host,
-                    "--port",
-                    str(cfg.webhook_port),
-                ],
+                # Its listen address is QUENCH_WEBHOOK_HOST and _PORT, from child_env.
+                [python, "-m", "starter", "webhook"],
                 ready=lambda: _http_ok(f"{self.webhook_url}/readyz"),
                 state_dir=state,
                 ports=[cfg.webhook_port],

@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1 import EventType, IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from config.names import SEARCH_ATTRIBUTES
 from lab.guardduty import eventbridge_event, instance_role_finding
@@ -71,3 +71,21 @@ async def register_search_attributes(client: Client, namespace: str = "default")
             },
         )
     )
+
+
+# The events a delivery (a finding, a decision) could add to a case's history.
+_DELIVERY_EVENTS = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_REJECTED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ADMITTED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+}
+
+
+async def deliveries_recorded(handle: WorkflowHandle) -> int:
+    """How many updates and signals the case's history holds. Workflow-task events are
+    left out: under load a task can time out and be retried, which says nothing of what
+    was delivered."""
+    history = await handle.fetch_history()
+    return sum(1 for event in history.events if event.event_type in _DELIVERY_EVENTS)

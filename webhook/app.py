@@ -18,13 +18,15 @@ import httpx
 import pydantic_core
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
-from config.temporal import connect, setup_tracing
+from config.telemetry import setup_tracing
+from config.temporal import connect
 from models.finding import FindingParseError
 from models.intake import FindingOutcome, IngestResult
 from webhook.events import triage_event
@@ -77,6 +79,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if not settings.managed_accounts:
         # It would answer every finding "ignored": say so once, at start, instead.
         raise RuntimeError("QUENCH_ACCOUNT_ID or QUENCH_ACCOUNTS_FILE is required outside the lab")
+    settings.require_payload_encryption()
     setup_tracing("quench-webhook")
     app.state.settings = settings
     app.state.client = await connect_lazily(settings)
@@ -108,6 +111,8 @@ app = FastAPI(
     ),
     lifespan=lifespan,
 )
+# A span for each request, the parent of the case's update and everything it leads to.
+FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
 
 
 def get_settings(request: Request) -> Settings:

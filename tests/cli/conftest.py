@@ -103,6 +103,7 @@ def command_line(
     Temporal and task queue, with its exit status and what it printed."""
     monkeypatch.setenv("QUENCH_TEMPORAL_ADDRESS", address_of(client))
     monkeypatch.setenv("QUENCH_TASK_QUEUE", queue)
+    monkeypatch.setenv("QUENCH_SCAN_TASK_QUEUE", queue)
     monkeypatch.setenv("QUENCH_ACCOUNT_ID", ACCOUNT)
 
     async def run(*argv: str, stdin: bytes | None = None) -> Ran:

@@ -85,7 +85,7 @@ async def cases(dev_server_env) -> Cases:
         ),
     }
     async with case_worker(client) as queue:
-        settings = Settings(task_queue=queue)
+        settings = Settings(task_queue=queue, scan_task_queue=queue)
         ids = {
             label: (await submit_finding(client, settings, found)).case_id
             for label, found in findings.items()
@@ -215,8 +215,11 @@ async def test_json_lines_carry_the_search_attributes(cases, run):
         "finding_type": "UnauthorizedAccess:IAMUser/MaliciousIPCaller.Custom",
         "instance_id": cases.instances["web"],
         "closed_at": None,
+        "outcome": None,
     }
     assert (ci["status"], ci["phase"], ci["pending_approvals"]) == ("completed", "closed", 0)
+    # Rejected containment: the closed case says it is not contained.
+    assert ci["outcome"] == "not contained"
     assert ci["closed_at"] is not None
 
 
@@ -236,6 +239,7 @@ async def test_the_table_and_the_query_it_ran(cases, run):
     assert header.split() == [
         "CASE",
         "PHASE",
+        "OUTCOME",
         "PENDING",
         "SEVERITY",
         "ACCOUNT",
@@ -245,14 +249,15 @@ async def test_the_table_and_the_query_it_ran(cases, run):
         "STARTED",
     ]
     by_case = {row.split()[0]: row.split() for row in rows}
-    assert by_case[cases.ids["web"]][1:6] == [
+    assert by_case[cases.ids["web"]][1:7] == [
         "awaiting_approval",
+        "-",
         "1",
         "8.0",
         cases.accounts[0],
         cases.principals["web"],
     ]
-    assert by_case[cases.ids["ci"]][1:4] == ["closed", "0", "5.0"]
+    assert by_case[cases.ids["ci"]][1:6] == ["closed", "not", "contained", "0", "5.0"]
     # The columns line up: each value starts where its header does.
     account = f"  {cases.accounts[0]}  "
     assert {row.index(account) + 2 for row in rows} == {header.index("ACCOUNT")}

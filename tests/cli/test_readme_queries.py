@@ -148,7 +148,7 @@ async def readme_cases() -> AsyncIterator[ReadmeCases]:
         assert FINDINGS["web"][0].access_key.access_key_id == STOLEN_KEY
         assert FINDINGS["web"][0].instance_id == INSTANCE
         async with case_worker(client) as queue:
-            settings = Settings(task_queue=queue)
+            settings = Settings(task_queue=queue, scan_task_queue=queue)
             ids: dict[str, str] = {}
             for label, (found, _) in FINDINGS.items():
                 answer = await submit_finding(client, settings, found)

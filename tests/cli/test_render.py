@@ -1,9 +1,12 @@
 """What `show` prints for a pending action: the commands to decide it, with reasons that
 fit its kind (a retry is not "confirmed malicious", nor declined as a "false positive")."""
 
+import json
+import shlex
 from datetime import UTC, datetime
 
-from cli.render import render_case
+from cli.render import render_case, update_command
+from codec.aesgcm import generate_key_entry
 from config.settings import Settings
 from lab.world import EVIDENCE_BUCKET as LAB_EVIDENCE_BUCKET
 from models.case import (
@@ -108,3 +111,22 @@ def test_a_refused_decision_shows_what_was_sent_cut_short():
     (row,) = [line for line in text.splitlines() if "malformed input" in line]
     assert '[{"action_id": "contain-1"}, "xxx' in row and row.endswith("…")
     assert "x" * 100 not in row
+
+
+def test_a_temporal_command_for_encrypted_cases_goes_through_the_codec_server():
+    key_id, key = generate_key_entry("k1")
+    token = "t" * 40
+    settings = Settings(
+        lab=True,
+        payload_keys=json.dumps({key_id: key}),
+        codec_token=token,
+        codec_port=18089,
+    )
+    command = update_command(settings, "case-1", "approve_action", '{"action_id": "x"}')
+    words = shlex.split(command.replace("$QUENCH_CODEC_TOKEN", "TOKEN-FROM-THE-SHELL"))
+    assert words[words.index("--codec-endpoint") + 1] == "http://127.0.0.1:18089"
+    assert words[words.index("--codec-auth") + 1] == "Bearer TOKEN-FROM-THE-SHELL"
+    # The token itself is never printed.
+    assert token not in command and key not in command
+    # In clear, no codec.
+    assert "--codec" not in update_command(Settings(lab=True), "case-1", "approve_action", "{}")

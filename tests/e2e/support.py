@@ -68,6 +68,7 @@ def lab_stack_config(state_dir: Path) -> StackConfig:
         ui_port=free_port(),
         lab_aws_port=free_port(),
         webhook_port=free_port(),
+        codec_port=free_port(),
         lab=True,
         extra_env={
             "QUENCH_WATCH_SECONDS": "12",
@@ -115,7 +116,7 @@ async def starter_approve(stack, case_id: str, action_id: str) -> None:
 
 
 async def open_lab_case(
-    stack, scenario: Scenario, dry_run: bool = False
+    stack, scenario: Scenario, dry_run: bool = False, wait_for_approval: bool = True
 ) -> tuple[Any, WorkflowHandle, CaseStatus]:
     """Run a lab scenario to its finding, through the webhook (its dry-run route with
     `dry_run`); returns the lab case, the case workflow's handle, and its status once its
@@ -135,7 +136,7 @@ async def open_lab_case(
     handle = client.get_workflow_handle_for(CaseWorkflow.run, case.case_id)
     async with asyncio.timeout(90):
         status = await handle.query(CaseWorkflow.status)
-        while not status.pending_actions():
+        while wait_for_approval and not status.pending_actions():
             await asyncio.sleep(0.5)
             status = await handle.query(CaseWorkflow.status)
     return case, handle, status

@@ -90,6 +90,7 @@ def test_a_failed_start_stops_what_already_started(tmp_path):
         ui_port=free_port(),
         lab_aws_port=free_port(),
         webhook_port=free_port(),
+        codec_port=free_port(),
     )
     stack = EmbeddedStack(config)
     with socket.socket() as busy:

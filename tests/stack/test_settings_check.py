@@ -2,6 +2,7 @@
 starts: a mistake is one line naming the variable and what it takes, the exit status is 2,
 and no process was started (the state directory is not even made)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from codec.aesgcm import generate_key_entry
 from stack.processes import free_port
 from tests.support import PROJECT_ROOT
 
@@ -101,6 +103,15 @@ def test_up_without_the_lab_needs_its_buckets_and_credentials_before_anything_st
         "QUENCH_CLOUDTRAIL_BUCKET": "trail",
         "QUENCH_ACCOUNT_ID": "123456789012",
     }
+    ran = _starter("up", "--no-lab", *_options(state_dir), env=_env(tmp_path, **buckets))
+
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    (line,) = ran.stdout.splitlines()
+    assert "set QUENCH_PAYLOAD_KEYS" in line and "QUENCH_ENCRYPT_PAYLOADS=false" in line
+    assert not state_dir.exists()
+
+    key_id, key = generate_key_entry()
+    buckets["QUENCH_PAYLOAD_KEYS"] = json.dumps({key_id: key})
     ran = _starter("up", "--no-lab", *_options(state_dir), env=_env(tmp_path, **buckets))
 
     assert ran.returncode == 2, ran.stdout + ran.stderr

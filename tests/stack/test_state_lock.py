@@ -87,6 +87,7 @@ def test_a_refused_stack_touches_nothing(tmp_path, holder):
             ui_port=free_port(),
             lab_aws_port=free_port(),
             webhook_port=free_port(),
+            codec_port=free_port(),
         )
     )
 

@@ -80,7 +80,7 @@ async def cases(web_ui: WebUi) -> AsyncIterator[Cases]:
     details), on fake AWS, each waiting for approval of its containment; one is rejected."""
     client = web_ui.env.client
     queue = f"web-ui-{uuid.uuid4()}"
-    settings = Settings(_env_file=None, task_queue=queue)
+    settings = Settings(_env_file=None, task_queue=queue, scan_task_queue=queue)
     fake = FakeAws()
     async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=fake.activities()):
         waiting, closed, to_approve = [

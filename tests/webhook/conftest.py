@@ -58,6 +58,7 @@ class Webhook:
             "webhook_token": TOKEN,
             "account_id": ACCOUNT,
             "task_queue": self.queue,
+            "scan_task_queue": self.queue,
             "sns_topic_arns": [TOPIC_ARN],
         }
         values.update(settings)

@@ -18,7 +18,7 @@ from config.settings import LAB_WEBHOOK_TOKEN, Settings
 from config.temporal import connect
 from lab.guardduty import eventbridge_event, user_key_finding
 from lab.securityhub import asff_from_guardduty, securityhub_event
-from tests.support import ACCOUNT, REGION, finding_detail, finding_event
+from tests.support import ACCOUNT, REGION, deliveries_recorded, finding_detail, finding_event
 from tests.webhook.conftest import TOKEN, Webhook
 from webhook.app import MAX_BODY_BYTES, app, lifespan
 from worker import WORKFLOWS
@@ -44,7 +44,7 @@ async def _case_exists(client: Client, key: str) -> bool:
 
 
 async def _history_length(client: Client, case_id: str) -> int:
-    return len((await client.get_workflow_handle(case_id).fetch_history()).events)
+    return await deliveries_recorded(client.get_workflow_handle(case_id))
 
 
 def _unique_key() -> str:
@@ -402,7 +402,11 @@ async def test_no_answer_before_the_case_has_taken_the_finding(dev_server_env):
     the accept timeout, and EventBridge's retry, once a worker runs, gets the answer."""
     queue = f"no-worker-{uuid.uuid4()}"
     app.state.settings = Settings(
-        webhook_token=TOKEN, account_id=ACCOUNT, task_queue=queue, webhook_accept_timeout_seconds=1
+        webhook_token=TOKEN,
+        account_id=ACCOUNT,
+        task_queue=queue,
+        scan_task_queue=queue,
+        webhook_accept_timeout_seconds=1,
     )
     app.state.client = dev_server_env.client
     key = _unique_key()
@@ -413,7 +417,9 @@ async def test_no_answer_before_the_case_has_taken_the_finding(dev_server_env):
         assert unanswered.status_code == 503
         assert unanswered.headers["retry-after"] == "5"
         async with Worker(dev_server_env.client, task_queue=queue, workflows=WORKFLOWS):
-            app.state.settings = Settings(webhook_token=TOKEN, account_id=ACCOUNT, task_queue=queue)
+            app.state.settings = Settings(
+                webhook_token=TOKEN, account_id=ACCOUNT, task_queue=queue, scan_task_queue=queue
+            )
             retried = await http.post(PATH, content=json.dumps(event), headers=_headers())
             handle = dev_server_env.client.get_workflow_handle(retried.json()["case_id"])
             status = await handle.query(CaseWorkflow.status)

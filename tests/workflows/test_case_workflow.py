@@ -1347,7 +1347,7 @@ async def test_the_round_cap_stops_eradication_and_says_what_is_left(time_skippi
         result = await _result(handle)
     assert [p.round for p in result.eradication] == [1]
     assert result.open_items[-1] == (
-        "eradication stopped after 1 rounds (the cap): investigate "
+        "eradication stopped after 1 round (the cap): investigate "
         "AKIABACKDOORKEY00001, ASIAFEDERATED0000001 by hand"
     )
 

@@ -20,7 +20,7 @@ from config import names
 from models.case import CaseInput, CaseResume, CaseStatus, EradicationProgress, Phase, PhaseChange
 from models.finding import Finding
 from models.intake import FindingOutcome, SubmitFindingInput
-from tests.support import ACCOUNT, finding, history_for_the_repo
+from tests.support import ACCOUNT, deliveries_recorded, finding, history_for_the_repo
 from worker import WORKFLOWS
 from workflows.case import CaseWorkflow
 
@@ -54,7 +54,7 @@ async def _submit(handle: WorkflowHandle, submitted: Finding) -> FindingOutcome:
 
 
 async def _events(handle: WorkflowHandle) -> int:
-    return len((await handle.fetch_history()).events)
+    return await deliveries_recorded(handle)
 
 
 async def _start(client: Client, queue: str, opening: Finding, **kwargs) -> WorkflowHandle:

@@ -40,6 +40,7 @@ async def opened(dev_server_env) -> AsyncIterator[tuple[Client, WorkflowHandle, 
     queue = f"visibility-{uuid.uuid4()}"
     settings = Settings(
         task_queue=queue,
+        scan_task_queue=queue,
         watch_seconds=1,
         check_every_seconds=1,
         delivery_lag_seconds=0,

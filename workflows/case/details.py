@@ -7,6 +7,8 @@ from urllib.parse import quote
 
 from temporalio import workflow
 
+from playbook.words import counted
+
 with workflow.unsafe.imports_passed_through():
     from config import names
     from models.case import Action, ActionKind, ActionStatus, CaseStatus, EvidenceRecord
@@ -138,7 +140,7 @@ def render_details(status: CaseStatus) -> str:
     watch = status.watch
     if watch is not None and watch.verdict is None:
         lines.append(
-            f"**Containment watch:** {watch.checks} checks of CloudTrail so far, "
+            f"**Containment watch:** {counted(watch.checks, 'check')} of CloudTrail so far, "
             f"{watch.denied_attempts} denied attempts; clean at "
             f"{watch.clean_at.isoformat(timespec='seconds')} if no call works"
             + (
@@ -202,7 +204,7 @@ def render_details(status: CaseStatus) -> str:
             for group, count in plan.impact.items()
             if count
         ]
-        lines += ["", f"#### Removal plan ({len(plan.steps)} steps)"]
+        lines += ["", f"#### Removal plan ({counted(len(plan.steps), 'step')})"]
         lines += [
             f"{step.order}. {step.describe()}"
             + (f" — {in_words(step.outcome)}" if step.outcome else "")
@@ -240,6 +242,6 @@ def render_details(status: CaseStatus) -> str:
             f"(JSON: `{status.report.json_report.uri}`)",
         ]
     if status.evidence:
-        lines += ["", f"### Evidence ({len(status.evidence)} objects)"]
+        lines += ["", f"### Evidence ({counted(len(status.evidence), 'object')})"]
         lines += [f"- `{e.uri}` sha256 `{e.sha256[:16]}…`" for e in status.evidence]
     return "\n".join(lines)

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 
+from playbook.words import counted
+
 with workflow.unsafe.imports_passed_through():
     from activities.cloudtrail import CloudTrailActivities
     from activities.eradication import EradicationActivities
@@ -120,8 +122,8 @@ class Eradication:
             progress.pending = [c.access_key_id for c in fresh]
             if progress.pending and round_number >= policy.max_eradication_rounds:
                 record.status.open_items.append(
-                    f"eradication stopped after {round_number} rounds (the cap): investigate "
-                    f"{', '.join(progress.pending)} by hand"
+                    f"eradication stopped after {counted(round_number, 'round')} (the cap): "
+                    f"investigate {', '.join(progress.pending)} by hand"
                 )
                 record.note(record.status.open_items[-1])
                 return True
@@ -153,6 +155,7 @@ class Eradication:
             lambda: workflow.execute_activity_method(
                 CloudTrailActivities.classify_credential_activity,
                 request,
+                task_queue=record.policy.scan_task_queue,
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=AWS_RETRY,
@@ -181,8 +184,9 @@ class Eradication:
         record.note(
             f"round {round_number}: {sum(report.counts.values())} calls since the compromise: "
             + ", ".join(f"{g.value} {n}" for g, n in report.counts.items() if n)
-            + f"; {len(plan.steps)} attacker resources to remove, {len(plan.changes)} changes "
-            f"to restore, {len(plan.new_credentials)} new credentials"
+            + f"; {counted(len(plan.steps), 'attacker resource')} to remove, "
+            f"{counted(len(plan.changes), 'change')} to restore, "
+            f"{counted(len(plan.new_credentials), 'new credential')}"
         )
         record.refresh()
         if plan.steps and workflow.patched(PERMISSIONS_PATCH):
@@ -271,7 +275,7 @@ class Eradication:
         minted_first = workflow.patched(MINTED_FIRST_PATCH)
         action = self._approvals.propose(
             ActionKind.ERADICATE,
-            f"Round {plan.round}: remove {_count(len(to_remove), 'resource')} the attacker made",
+            f"Round {plan.round}: remove {counted(len(to_remove), 'resource')} the attacker made",
             (self._minted.first_steps(plan) if minted_first else [])
             + [step.describe() for step in plan.steps],
         )
@@ -467,10 +471,6 @@ def _failure(step: RemovalStep) -> str:
     already starts with it."""
     detail = step.detail or "no detail"
     return detail.removeprefix(f"{step.describe()}: ")
-
-
-def _count(n: int, thing: str) -> str:
-    return f"{n} {thing}" + ("" if n == 1 else "s")
 
 
 def _undone(step: RemovalStep) -> str:

@@ -84,6 +84,7 @@ class Investigation:
             request,
             # Found beside its case in the Web UI; its evidence goes to the case's folder.
             id=f"{self._record.status.case_id}/{request.name}",
+            task_queue=self._record.policy.scan_task_queue,
             static_summary=f"{request.name} of {', '.join(request.credentials)}",
         )
 

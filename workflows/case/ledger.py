@@ -57,6 +57,8 @@ class ApprovalLedger:
         self._now = clock
         # Actions proposed so far, in every run of the case: the next id's number.
         self.proposed = proposed
+        # Set by the workflow from ACTION_IDS_BY_KIND_PATCH: how ids are numbered.
+        self.number_by_kind = True
 
     # -- proposing -------------------------------------------------------------------------
 
@@ -67,7 +69,7 @@ class ApprovalLedger:
         acts on something `protected` needs two people, whatever the policy."""
         self.proposed += 1
         action = Action(
-            id=f"{kind.value}-{self.proposed}",
+            id=self._next_id(kind),
             kind=kind,
             title=title,
             steps=steps,
@@ -79,6 +81,18 @@ class ApprovalLedger:
         )
         self._status.actions.append(action)
         return action
+
+    def _next_id(self, kind: ActionKind) -> str:
+        """`eradicate-2` for the second removal the case proposes; an id taken by an
+        action numbered case-wide before (a case continued as new from an older version)
+        is skipped. Before ACTION_IDS_BY_KIND_PATCH, every kind shared one count."""
+        if not self.number_by_kind:
+            return f"{kind.value}-{self.proposed}"
+        taken = {a.id for a in self._status.actions}
+        number = 1 + sum(1 for a in self._status.actions if a.kind is kind)
+        while f"{kind.value}-{number}" in taken:
+            number += 1
+        return f"{kind.value}-{number}"
 
     def action(self, action_id: str) -> Action | None:
         return next((a for a in self._status.actions if a.id == action_id), None)

@@ -52,3 +52,8 @@ QUARANTINE_PATCH = "organisation-quarantine"
 # A credential that is protected or Quench's own is never contained on its own: a human
 # contains it by hand (manual-N), or two people approve containing a protected one anyway.
 HANDS_OFF_PATCH = "hands-off-protected-and-own"
+# Each kind of action is numbered on its own (round 1's removal is eradicate-1, not the
+# case's second action, eradicate-2).
+ACTION_IDS_BY_KIND_PATCH = "action-ids-numbered-by-kind"
+# A closed case sets QuenchOutcome, so lists tell contained cases from those given up.
+OUTCOME_ATTRIBUTE_PATCH = "outcome-search-attribute"

@@ -23,8 +23,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.finding import Finding
     from models.principal import Credential
-    from playbook.undone import undone
+    from playbook.undone import outcome_word, undone
     from workflows.case.details import render_details
+    from workflows.case.metrics import CaseMetrics
+    from workflows.case.patches import OUTCOME_ATTRIBUTE_PATCH
 
 Request = TypeVar("Request", bound="InAccount")
 
@@ -35,6 +37,7 @@ class CaseRecord:
     def __init__(self, status: CaseStatus, policy: CasePolicy) -> None:
         self.status = status
         self.policy = policy
+        self._metrics = CaseMetrics(status)
         # Work the case goes on beside: notifications on their way, the investigation.
         self._background: list[asyncio.Task[None]] = []
 
@@ -90,6 +93,10 @@ class CaseRecord:
         for item in undone(self.status):
             self.needs_human(item)
         self.status.outcome = outcome
+        if workflow.patched(OUTCOME_ATTRIBUTE_PATCH):
+            workflow.upsert_search_attributes(
+                [names.SA_OUTCOME.value_set(outcome_word(self.status))]
+            )
         self.set_phase(Phase.CLOSED, outcome)
 
     def record_evidence(self, record: EvidenceRecord) -> None:
@@ -107,6 +114,7 @@ class CaseRecord:
             ]
         )
         workflow.set_current_details(render_details(self.status))
+        self._metrics.refresh()
 
     def upsert_finding_attributes(self, finding: Finding) -> None:
         updates: list[SearchAttributeUpdate[Any]] = [

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 
+from playbook.words import counted
+
 with workflow.unsafe.imports_passed_through():
     from activities.recovery import TRAILS_EVIDENCE_NAME, RecoveryActivities, trail_name
     from models.activities import PlanRecoveryInput, RestoreChangeInput
@@ -65,7 +67,7 @@ class Recovery:
             keys = attacker_keys(status)
         if not changes:
             return
-        record.set_phase(Phase.RECOVERY, f"planning how to undo {len(changes)} changes")
+        record.set_phase(Phase.RECOVERY, f"planning how to undo {counted(len(changes), 'change')}")
         request = PlanRecoveryInput(
             case_id=status.folder,
             account_id=status.account_id,
@@ -167,9 +169,7 @@ class Recovery:
         ledger = self._approvals.ledger
         action = self._approvals.propose(
             ActionKind.RECOVER,
-            f"Restore {len(steps)} "
-            + ("change" if len(steps) == 1 else "changes")
-            + " the attacker made",
+            f"Restore {counted(len(steps), 'change')} the attacker made",
             [s.description + (f" (from {s.source})" if s.source else "") for s in steps],
         )
         decision = await self._approvals.decision(action)

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.minted import MintedCredentials
     from workflows.case.notifications import Notifications
     from workflows.case.patches import (
+        ACTION_IDS_BY_KIND_PATCH,
         EVIDENCE_FOLDER_PATCH,
         INVESTIGATION_PATCH,
         PLAN_PATCH,
@@ -109,6 +110,7 @@ class CaseWorkflow:
     @workflow.run
     async def run(self, input: CaseInput) -> CaseStatus:
         record = self._record
+        self._approvals.ledger.number_by_kind = workflow.patched(ACTION_IDS_BY_KIND_PATCH)
         try:
             if input.resume is not None:
                 record.note(f"continued as new after round {input.resume.eradication.rounds_done}")

@@ -63,7 +63,7 @@ def test_proposed_actions_get_ids_unique_in_the_case_and_wait_for_a_decision():
     clock.advance(5)
     eradicate = ledger.propose(ActionKind.ERADICATE, "Remove", ["delete user"])
 
-    assert [a.id for a in status.actions] == ["contain-5", "eradicate-6"]
+    assert [a.id for a in status.actions] == ["contain-1", "eradicate-1"]
     assert ledger.proposed == 6
     assert contain.status is ActionStatus.PENDING_APPROVAL
     assert contain.steps == ["revoke", "rotate"]
@@ -71,6 +71,26 @@ def test_proposed_actions_get_ids_unique_in_the_case_and_wait_for_a_decision():
     assert eradicate.requested_at == OPENED + timedelta(seconds=5)
     assert (contain.approvals_needed, eradicate.approvals_needed) == (1, 2)
     assert status.pending_actions() == [contain, eradicate]
+
+
+def test_each_kind_is_numbered_on_its_own_and_never_reuses_an_id():
+    ledger, status, _ = _ledger()
+    # Numbered case-wide, as a case continued as new from an older version was.
+    ledger.number_by_kind = False
+    ledger.propose(ActionKind.CONTAIN_INSTANCE_ROLE, "Contain", [])
+    ledger.propose(ActionKind.ERADICATE, "Round 1", [])
+    ledger.number_by_kind = True
+    ledger.propose(ActionKind.ERADICATE, "Round 2", [])
+    ledger.propose(ActionKind.ERADICATE, "Round 3", [])
+    ledger.propose(ActionKind.RETRY, "Retry", [])
+
+    assert [a.id for a in status.actions] == [
+        "contain-1",
+        "eradicate-2",
+        "eradicate-3",  # the second eradicate, whose own number 2 was taken
+        "eradicate-4",
+        "retry-1",
+    ]
 
 
 def test_an_approval_settles_the_action_and_is_kept_with_who_and_why():

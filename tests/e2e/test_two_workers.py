@@ -1,0 +1,73 @@
+"""Two workers on one Temporal: the one running a case is killed (SIGKILL) in the middle of
+containment, and the other, a `quench worker` process of its own, finishes the case."""
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from models.case import Phase
+from stack.embedded import EmbeddedStack
+from stack.processes import ManagedProcess
+from tests.e2e.support import lab_stack_config, open_lab_case, wait_for, wait_for_phase
+
+pytestmark = pytest.mark.e2e
+
+# The whole case runs on its own: no approval to wait for, a short watch.
+UNATTENDED = {
+    "QUENCH_NO_APPROVAL_ACTIONS": '["contain", "eradicate", "recover"]',
+    "QUENCH_WATCH_SECONDS": "3",
+    "QUENCH_CHECK_EVERY_SECONDS": "1",
+    "QUENCH_DELIVERY_LAG_SECONDS": "0",
+}
+# Containment under way: the instance's stop and start take seconds in the lab.
+UNDER_WAY = {Phase.CONTAINMENT, Phase.VERIFICATION}
+
+
+@pytest.fixture
+def two_workers(tmp_path):
+    """The lab stack unsupervised (a killed worker stays dead), and a second worker."""
+    config = lab_stack_config(tmp_path / "state")
+    config.extra_env.update(UNATTENDED)
+    config.supervise = False
+    stack = EmbeddedStack(config)
+    stack.start()
+    second = ManagedProcess(
+        "worker-2",
+        [sys.executable, "-m", "starter", "worker"],
+        ready=lambda: b"worker polling" in second.log_since_start(),
+        state_dir=stack.state_dir,
+        env=stack.child_env(),
+    )
+    try:
+        second.start()
+        yield stack, second
+    finally:
+        second.stop()
+        stack.stop()
+
+
+async def test_a_case_whose_worker_is_killed_finishes_on_the_other(two_workers) -> None:
+    stack, second = two_workers
+    (first,) = [p for p in stack.processes if p.name == "worker"]
+    # The case opens and, with nothing to approve, goes straight on to containment.
+    _, handle, _ = await open_lab_case(stack, "ec2-role", wait_for_approval=False)
+    await wait_for(handle, lambda status: status.phase in UNDER_WAY)
+    assert first.pid is not None
+    os.kill(first.pid, signal.SIGKILL)
+    await asyncio.to_thread(_wait_dead, first)
+
+    status = await wait_for_phase(handle, Phase.CLOSED)
+    assert status.outcome is not None and status.outcome.startswith("contained"), status.outcome
+    assert status.open_items == []
+    assert second.running
+    # The second serves both queues, as `quench worker` does by default.
+    assert b"worker polling quench-cases, quench-scans" in second.log_since_start()
+
+
+def _wait_dead(process: ManagedProcess) -> None:
+    while process.exit_code() is None:
+        time.sleep(0.1)
