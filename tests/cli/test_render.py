@@ -3,7 +3,7 @@ fit its kind (a retry is not "confirmed malicious", nor declined as a "false pos
 
 import json
 import shlex
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cli.render import render_case, update_command
 from codec.aesgcm import generate_key_entry
@@ -19,6 +19,7 @@ from models.case import (
     Phase,
     PhaseChange,
     RejectedSignal,
+    WatchStatus,
 )
 from tests.support import ACCOUNT, finding
 
@@ -130,3 +131,20 @@ def test_a_temporal_command_for_encrypted_cases_goes_through_the_codec_server():
     assert token not in command and key not in command
     # In clear, no codec.
     assert "--codec" not in update_command(Settings(lab=True), "case-1", "approve_action", "{}")
+
+
+def test_show_during_the_watch_says_when_it_can_end_clean():
+    status = _waiting_on()
+    status.phase = Phase.WATCHING
+    status.watch = WatchStatus(
+        access_key_ids=["ASIAEXAMPLE"],
+        start=AT,
+        clean_at=AT + timedelta(minutes=45),
+        checks=1,
+        last_checked_at=AT + timedelta(minutes=5),
+    )
+    shown = render_case(status, "running", "quench", Settings(lab=True))
+    assert "ends clean no earlier than 2026-11-22 08:45:00Z (1 check, the last at " in shown
+    # Once it has a verdict, the field goes.
+    status.watch.verdict = "clean"
+    assert "ends clean" not in render_case(status, "running", "quench", Settings(lab=True))

@@ -2,7 +2,12 @@
 directory; a port given on the command line wins; `up` itself takes only what it is given."""
 
 import argparse
+import os
 
+import pytest
+
+import starter
+from cli.commands import run_case_command
 from cli.stack_options import add_stack_options, record_ports, stack_config
 from stack.embedded import StackConfig
 
@@ -41,3 +46,28 @@ def test_without_a_record_or_with_a_damaged_one_the_defaults_stand(tmp_path):
     assert stack_config(_args("--state-dir", str(tmp_path)), lab=True).temporal_port == 7233
     (tmp_path / "stack.json").write_text("{not json")
     assert stack_config(_args("--state-dir", str(tmp_path)), lab=True).temporal_port == 7233
+
+
+SHELLS = [({}, "127.0.0.1:7233"), ({"QUENCH_TEMPORAL_ADDRESS": "10.0.0.9:7233"}, "10.0.0.9:7233")]
+
+
+@pytest.mark.parametrize(("shell", "expected"), SHELLS)
+def test_a_lab_case_command_keeps_the_temporal_the_shell_names(
+    tmp_path, monkeypatch, shell, expected
+):
+    """`report --lab` reads the lab's AWS, but the Temporal the shell names is still the one
+    meant (a stack on other ports, a server of one's own)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("QUENCH_")}
+    monkeypatch.setattr(os, "environ", clean | shell)
+    seen: dict[str, str] = {}
+
+    async def handler(args, settings) -> int:
+        seen["temporal"] = settings.temporal_address
+        seen["aws"] = settings.aws_endpoint_url or ""
+        return 0
+
+    args = starter.parser().parse_args(["report", "case-1", "--lab", "--state-dir", str(tmp_path)])
+    args.handler = handler
+    assert run_case_command(args, "quench") == 0
+    assert seen["temporal"] == expected
+    assert seen["aws"].startswith("http://127.0.0.1:")  # the lab's AWS all the same

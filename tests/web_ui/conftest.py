@@ -6,7 +6,11 @@ Without the browser the tests skip, saying how to install it; with QUENCH_REQUIR
 """
 
 import asyncio
+import base64
+import json
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +20,10 @@ import pytest
 import pytest_asyncio
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from codec.aesgcm import AesGcmCodec, encrypting_data_converter, generate_key_entry
+from codec.server import generate_token
 from stack.binaries import temporal_cli
 from stack.processes import free_port
 from tests.support import PROJECT_ROOT, register_search_attributes
@@ -90,24 +95,56 @@ def browser(chromium_installed, tmp_path_factory) -> Iterator[webdriver.Chrome]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def web_ui(chromium_installed) -> AsyncIterator[WebUi]:
+async def web_ui(chromium_installed, tmp_path_factory) -> AsyncIterator[WebUi]:
     """Its own dev server, in memory, with the Web UI on a free port and Quench's search
-    attributes (the shared dev server runs without a UI)."""
-    ui_port = free_port()
+    attributes (the shared dev server runs without a UI). Its cases are encrypted, as
+    outside the lab: the UI reads them through `quench codec-server`, a process of its own."""
+    ui_port, codec_port = free_port(), free_port()
+    ui_url = f"http://127.0.0.1:{ui_port}"
+    key_id, key = generate_key_entry("web-ui")
+    token = generate_token()
+    codec_log = tmp_path_factory.mktemp("codec") / "codec.log"
+    codec = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starter",
+        "codec-server",
+        cwd=PROJECT_ROOT,
+        env={
+            **os.environ,
+            "QUENCH_PAYLOAD_KEYS": json.dumps({key_id: key}),
+            "QUENCH_CODEC_TOKEN": token,
+            "QUENCH_CODEC_PORT": str(codec_port),
+            "QUENCH_CODEC_UI_ORIGIN": ui_url,
+        },
+        stdout=codec_log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=encrypting_data_converter(
+            AesGcmCodec({key_id: base64.b64decode(key)}, key_id)
+        ),
         dev_server_existing_path=str(temporal_cli()),
         ui=True,
         ui_port=ui_port,
-        dev_server_extra_args=["--log-level", "error", "--ui-disable-news-fetch"],
+        dev_server_extra_args=[
+            "--log-level",
+            "error",
+            "--ui-disable-news-fetch",
+            "--ui-codec-endpoint",
+            f"http://127.0.0.1:{codec_port}/ui/{token}",
+        ],
     )
     try:
         await register_search_attributes(env.client)
-        ui = WebUi(env=env, url=f"http://127.0.0.1:{ui_port}")
+        ui = WebUi(env=env, url=ui_url)
         await _until_serving(ui.url)
+        await _until_serving(f"http://127.0.0.1:{codec_port}/healthz")
         yield ui
     finally:
         await env.shutdown()
+        codec.terminate()
+        await codec.wait()
 
 
 async def _until_serving(url: str) -> None:

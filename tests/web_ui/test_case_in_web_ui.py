@@ -252,6 +252,14 @@ async def test_the_phase_filter_finds_the_case_awaiting_approval_and_no_other(
 async def test_the_case_page_shows_its_summary_current_details_and_history(
     browser, web_ui, cases, artifacts
 ):
+    # Temporal holds the case encrypted: a client without the keys sees ciphertext only...
+    plain = await Client.connect(web_ui.env.client.service_client.config.target_host)
+    history = await plain.get_workflow_handle(cases.waiting.id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    (stored,) = started.input.payloads
+    assert stored.metadata["encoding"] == b"binary/encrypted"
+    assert cases.waiting.finding.id.encode() not in stored.data
+    # ...and the page below reads its summary, details and history through the codec server.
     screenshot = artifacts / "case-details.png"
     await asyncio.to_thread(_read_the_case, browser, web_ui, cases.waiting, screenshot)
     assert screenshot.stat().st_size > 0
