@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from temporalio.client import Client
 from temporalio.runtime import Runtime
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Interceptor, Worker
 
 from activities.accounts import AccountClients, ActInCaseAccount, unassumed_elsewhere
@@ -53,6 +53,10 @@ from workflows.investigation import InvestigationWorkflow
 # The case, and its investigation as a child with a history of its own.
 WORKFLOWS = [CaseWorkflow, InvestigationWorkflow]
 QUEUES = ("cases", "scans")
+# Activities each queue runs at once in a worker: containment's many short calls; the
+# scans' few long reads (each reads several regions in threads of its own).
+CASE_ACTIVITY_THREADS = 16
+SCAN_ACTIVITY_THREADS = 8
 # What the scan queue runs: the reads that take minutes to hours in a busy account.
 SCAN_WORKFLOWS = [InvestigationWorkflow]
 SCAN_ACTIVITIES = {
@@ -218,7 +222,6 @@ def build_workers(
     before the scan queue existed read CloudTrail there; the scan queue's runs the reads."""
     activities = build_activities(settings, clients, poll_seconds)
     common: dict[str, Any] = {
-        "activity_executor": ThreadPoolExecutor(max_workers=16),
         "interceptors": [ActInCaseAccount(), *interceptors],
         # A case's next workflow task waits this long for a worker that died before it goes
         # to any worker (which replays the history): the 10 s default cost a chaos kill 17 s.
@@ -232,6 +235,7 @@ def build_workers(
                 task_queue=settings.task_queue,
                 workflows=WORKFLOWS,
                 activities=activities,
+                **_threads(CASE_ACTIVITY_THREADS),
                 **common,
             )
         )
@@ -242,10 +246,21 @@ def build_workers(
                 task_queue=settings.scan_task_queue,
                 workflows=SCAN_WORKFLOWS,
                 activities=[a for a in activities if _name(a) in SCAN_ACTIVITIES],
+                **_threads(SCAN_ACTIVITY_THREADS),
                 **common,
             )
         )
     return workers
+
+
+def _threads(count: int) -> dict[str, Any]:
+    """Threads of a queue's own, and no more activities taken than it has: a queue's
+    activities never wait in line behind the other's (an investigation's hour-long reads
+    behind a key's deactivation), and none waits for a thread while its timeout runs."""
+    return {
+        "activity_executor": ThreadPoolExecutor(max_workers=count),
+        "max_concurrent_activities": count,
+    }
 
 
 def _name(activity: Callable[..., Any]) -> str:
@@ -291,6 +306,9 @@ async def count_cases_by_phase(
             awaiting.set(counted.count)
         except RPCError as exc:
             logging.warning("cannot count cases for the metrics: %s", exc.message)
+        except Exception:
+            # The gauges stop changing, the worker goes on: said, and tried again.
+            logging.exception("counting cases for the metrics failed")
         await asyncio.sleep(every)
 
 
@@ -300,6 +318,11 @@ async def _require_search_attributes(client: Client, namespace: str) -> None:
     try:
         missing, clashes = await search_attributes_wanting(client, namespace)
     except RPCError as exc:
+        if exc.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+            raise SystemExit(
+                f"worker not started: cannot read the search attributes of {namespace}: "
+                f"{exc.message}"
+            ) from None
         # An identity that may not read them (Temporal Cloud API keys, some authorizers):
         # whoever runs the worker has registered them by other means.
         logging.warning("cannot check the search attributes of %s: %s", namespace, exc.message)

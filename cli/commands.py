@@ -50,6 +50,7 @@ from cli.render import (
 )
 from cli.stack_options import add_stack_options, stack_config
 from cli.tables import render_table
+from codec.aesgcm import ENCRYPTED_ENCODING
 from config import names
 from config.settings import Settings, settings_problem
 from config.temporal import connect
@@ -116,6 +117,11 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
             "`start --lab`); nothing was started",
             EXIT_USAGE,
         )
+    try:
+        # New cases are written as the webhook writes them: encrypted outside the lab.
+        settings.require_payload_encryption()
+    except ValueError as exc:
+        raise CommandError(f"{exc}; nothing was started", EXIT_USAGE) from None
     try:
         entries = triage_document(read_document(args.file), settings)
     except FindingFileError as exc:
@@ -281,7 +287,9 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
             update_name,
             decision_input(decision.action_id, decision.approver, decision.reason),
         )
-    result = await _update(handle, args.case_id, lambda: handle.execute_update(update, decision))
+    result = await _update(
+        handle, args.case_id, lambda: handle.execute_update(update, decision), settings
+    )
     if args.json:
         out(_json({"case_id": args.case_id, **result.model_dump(mode="json")}))
     else:
@@ -303,7 +311,10 @@ async def cmd_note(args: argparse.Namespace, settings: Settings) -> int:
     client = await _connect(settings)
     handle = client.get_workflow_handle_for(CaseWorkflow.run, args.case_id)
     result = await _update(
-        handle, args.case_id, lambda: handle.execute_update(CaseWorkflow.add_note_now, note)
+        handle,
+        args.case_id,
+        lambda: handle.execute_update(CaseWorkflow.add_note_now, note),
+        settings,
     )
     if args.json:
         out(_json({"case_id": args.case_id, **result.model_dump(mode="json")}))
@@ -369,6 +380,7 @@ async def cmd_false_positive(args: argparse.Namespace, settings: Settings) -> in
         handle,
         args.case_id,
         lambda: handle.execute_update(CaseWorkflow.mark_false_positive_now, marked),
+        settings,
     )
     if args.json:
         out(_json({"case_id": args.case_id, **result.model_dump(mode="json")}))
@@ -472,10 +484,15 @@ async def case_status(
 
 
 async def _update(
-    handle: WorkflowHandle[Any, Any], case_id: str, send: Callable[[], Awaitable[T]]
+    handle: WorkflowHandle[Any, Any],
+    case_id: str,
+    send: Callable[[], Awaitable[T]],
+    settings: Settings,
 ) -> T:
     """An update's answer; a refusal, an unknown case, an ended one, and no worker to
     answer, as errors."""
+    if settings.payload_keys is None:
+        await _refuse_clear_writes_to_encrypted(handle, case_id)
     try:
         async with asyncio.timeout(QUERY_TIMEOUT.total_seconds()):
             return await send()
@@ -496,6 +513,30 @@ async def _update(
         await _raise_if_unknown(handle, case_id)
         # The case exists: its run has ended, so nothing can be decided on it any more.
         raise CommandError(f"refused: {case_id} has ended: {exc.message}") from None
+
+
+async def _refuse_clear_writes_to_encrypted(handle: WorkflowHandle[Any, Any], case_id: str) -> None:
+    """A command without the payload keys must not write into a case that is encrypted:
+    its decision would be kept in clear (and its answer could not be read). A case kept in
+    clear (the lab, QUENCH_ENCRYPT_PAYLOADS=false) takes it as it is."""
+    try:
+        async for event in handle.fetch_history_events(page_size=1):
+            started = event.workflow_execution_started_event_attributes
+            encrypted = any(
+                payload.metadata.get("encoding") == ENCRYPTED_ENCODING
+                for payload in started.input.payloads
+            )
+            if encrypted:
+                raise CommandError(
+                    f"{case_id} is encrypted: set QUENCH_PAYLOAD_KEYS (and "
+                    "QUENCH_PAYLOAD_KEY_ID) as the worker has them; nothing was sent",
+                    EXIT_USAGE,
+                )
+            return
+    except RPCError as exc:
+        if exc.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        await _raise_if_unknown(handle, case_id)
 
 
 async def _raise_if_unknown(handle: WorkflowHandle[Any, Any], case_id: str) -> None:

@@ -161,8 +161,8 @@ def test_readme_running_against_your_aws(tmp_path: Path, moto_server: str) -> No
     settings = "\n".join(f"export {name}={value}" for name, value in ours.items())
 
     script = "\n".join(["set -eu", settings, temporal, processes, finding])
-    for port, free in ports.items():
-        script = script.replace(port, str(free))
+    # In one pass, whole numbers only: a free port may hold another's digits.
+    script = re.sub(r"(?<!\d)(7233|8233|8787|8089)(?!\d)", lambda m: str(ports[m[1]]), script)
     env = {
         key: value
         for key, value in os.environ.items()

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from moto import mock_aws
 from opentelemetry import trace
+from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -57,9 +58,13 @@ def spans() -> Iterator[InMemorySpanExporter]:
     else:
         setup_tracing("quench-test", processor)
     instrument_aws_calls()
+    state = dict(vars(app.state)["_state"])
     yield exporter
     exporter.clear()
-    exporter.shutdown()
+    exporter.shutdown()  # the processor stays on the provider, exporting nothing
+    BotocoreInstrumentor().uninstrument()
+    vars(app.state)["_state"].clear()
+    vars(app.state)["_state"].update(state)
 
 
 def _user_key_event(access_key_id: str) -> dict:

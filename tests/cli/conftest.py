@@ -105,6 +105,8 @@ def command_line(
     monkeypatch.setenv("QUENCH_TASK_QUEUE", queue)
     monkeypatch.setenv("QUENCH_SCAN_TASK_QUEUE", queue)
     monkeypatch.setenv("QUENCH_ACCOUNT_ID", ACCOUNT)
+    # The dev server's client reads cases in clear (test_encrypted.py has them encrypted).
+    monkeypatch.setenv("QUENCH_ENCRYPT_PAYLOADS", "false")
 
     async def run(*argv: str, stdin: bytes | None = None) -> Ran:
         if stdin is not None:

@@ -3,7 +3,7 @@ worker, with its own test double for AWS, on a task queue; with --start, it also
 case the way that version did, and prints the case's id once it awaits its first approval.
 
 Only what every version has is used: `worker.WORKFLOWS`, the case workflow's `run`, its
-`CaseInput` and `CasePolicy`, and the FakeAws of its workflow tests."""
+`CaseInput` and `CasePolicy`, and the FakeAws and attack records of its tests."""
 
 import argparse
 import asyncio
@@ -14,10 +14,18 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from models.case import CaseInput, CasePolicy
-from tests.support import finding
+from tests.playbook.test_classify import _attack_records
+from tests.support import STOLEN_KEY, finding
 from tests.workflows.test_case_workflow import FakeAws
 from worker import WORKFLOWS
 from workflows.case import CaseWorkflow
+
+
+def attacked_aws() -> FakeAws:
+    """AWS as the attacker left it: a backdoor user and more, for eradication to remove."""
+    fake = FakeAws()
+    fake.attacker_records = {STOLEN_KEY: _attack_records()}
+    return fake
 
 
 async def main(address: str, queue: str, start: bool) -> None:
@@ -26,7 +34,7 @@ async def main(address: str, queue: str, start: bool) -> None:
         client, task_queue=queue, workflows=WORKFLOWS, activities=FakeAws().activities()
     ):
         if start:
-            opening = finding(access_key_id=f"ASIA{uuid.uuid4().hex[:16].upper()}")
+            opening = finding()  # the stolen key the attack records name
             case_id = f"case-upgrade-{uuid.uuid4().hex[:12]}"
             policy = CasePolicy(watch_seconds=1, check_every_seconds=1, delivery_lag_seconds=0)
             handle = await client.start_workflow(

@@ -39,7 +39,7 @@ class CaseMetrics:
         # What was counted already: a case continued as new starts from what it carries.
         self._pending = {a.id for a in status.actions if a.status is ActionStatus.PENDING_APPROVAL}
         self._seen = {a.id for a in status.actions}
-        self._items = len(status.open_items)
+        self._items = set(status.open_items)
         self._contained = self._reached(Phase.CONTAINED)
         self._eradicated = self._reached(Phase.RECOVERY)
 
@@ -56,9 +56,11 @@ class CaseMetrics:
                 self._pending.discard(action.id)
                 settled = {**kind, "status": action.status.value}
                 self._settled.with_additional_attributes(settled).add(1)
-        if len(status.open_items) > self._items:
-            self._open_items.add(len(status.open_items) - self._items)
-            self._items = len(status.open_items)
+        # Items come and go (a retry that succeeds takes its item away): each new one counts.
+        raised = [item for item in status.open_items if item not in self._items]
+        if raised:
+            self._open_items.add(len(raised))
+            self._items.update(raised)
         if not self._contained and status.phase is Phase.CONTAINED:
             self._contained = True
             self._to_contain.record(self._since_opened())
