@@ -1275,6 +1275,8 @@ async def test_eradication_runs_in_rounds_until_nothing_new_is_found(time_skippi
         "classify_credential_activity"
     )
     await _record(handle, "eradicated")
+    # The same case as this version records it: actions numbered by kind, QuenchOutcome.
+    await _record(handle, "eradicated_ids_by_kind_and_outcome")
 
 
 async def test_launched_resources_are_kept_before_removal_and_the_report_tells_the_story(
