@@ -67,6 +67,7 @@ SCAN_ACTIVITIES = {
     "investigate_credentials",
 }
 STICKY_TIMEOUT = timedelta(seconds=3)
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 
 def build_activities(
@@ -223,6 +224,8 @@ def build_workers(
     activities = build_activities(settings, clients, poll_seconds)
     common: dict[str, Any] = {
         "interceptors": [ActInCaseAccount(), *interceptors],
+        # Stopped (a deployment), a worker finishes what it holds before it cancels it.
+        "graceful_shutdown_timeout": GRACEFUL_SHUTDOWN,
         # A case's next workflow task waits this long for a worker that died before it goes
         # to any worker (which replays the history): the 10 s default cost a chaos kill 17 s.
         "sticky_queue_schedule_to_start_timeout": STICKY_TIMEOUT,
@@ -360,7 +363,14 @@ async def main(interceptors: Sequence[Interceptor] = (), queues: Sequence[str] =
     wrong = unassumed_elsewhere(settings.managed_accounts, clients.identity)
     if wrong:
         raise SystemExit(f"worker not started: {'; '.join(wrong)}")
-    client = await connect(settings, runtime=metrics_runtime(settings))
+    try:
+        client = await connect(settings, runtime=metrics_runtime(settings))
+    except ValueError as exc:  # the Prometheus address cannot be bound
+        raise SystemExit(f"worker not started: QUENCH_PROMETHEUS_BIND: {exc}") from None
+    except RuntimeError as exc:  # how the client says it cannot connect
+        raise SystemExit(
+            f"worker not started: cannot reach Temporal at {settings.temporal_address}: {exc}"
+        ) from None
     await _require_search_attributes(client, settings.temporal_namespace)
     workers = build_workers(client, settings, clients, interceptors=interceptors, queues=queues)
     runtime = client.service_client.config.runtime

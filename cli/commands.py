@@ -736,6 +736,15 @@ def run_case_command(args: argparse.Namespace, invocation: str) -> int:
     except (RPCError, RuntimeError, MissingBinaryError) as exc:
         err(f"error: {exc}")
         return EXIT_ERROR
+    except KeyError as exc:
+        # What the data converter says of a payload it has no codec for.
+        if "payload encoding" not in str(exc):
+            raise
+        err(
+            "error: this case's payloads are encrypted: set QUENCH_PAYLOAD_KEYS (and "
+            "QUENCH_PAYLOAD_KEY_ID) as the worker has them"
+        )
+        return EXIT_ERROR
     except BrokenPipeError:
         # The reader went away (`list | head`): nothing left to say to it.
         sys.stdout = open(os.devnull, "w")

@@ -205,6 +205,7 @@ def render_case(
             + (f" (highest of {len(severities)} findings)" if len(severities) > 1 else ""),
         ),
         ("Opened", when(status.phases[0].at if status.phases else None)),
+        ("Web UI", f"{settings.case_url_base}/{status.case_id}"),
     ]
     watch = status.watch
     if watch is not None and watch.verdict is None:

@@ -158,6 +158,7 @@ def run_codec_server() -> int:
             "codec server not started: it needs QUENCH_PAYLOAD_KEYS (the keys that encrypt the "
             "payloads) and QUENCH_CODEC_TOKEN (`quench keygen` and `openssl rand -hex 32`)"
         )
+    setup_logging(settings.log_format)
     app = create_codec_app(codec, settings.codec_token.get_secret_value(), settings.codec_origin)
     print(
         f"codec server on {settings.codec_host}:{settings.codec_port} for the Web UI at "

@@ -21,7 +21,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from google.protobuf import json_format
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
 from pydantic_core import PydanticCustomError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
@@ -85,7 +92,8 @@ class WirePayload(BaseModel):
 
 
 class WirePayloads(BaseModel):
-    payloads: list[WirePayload]
+    # `{}` is an empty list in protobuf's JSON: the CLI sends it for a query without input.
+    payloads: list[WirePayload] = Field(default_factory=list)
 
     def to_protos(self) -> list[Payload]:
         return [payload.to_proto() for payload in self.payloads]

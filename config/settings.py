@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     task_queue: str = TASK_QUEUE
     scan_task_queue: str = SCAN_TASK_QUEUE
     temporal_ui_url: str = "http://127.0.0.1:8233"
+    # A Temporal behind TLS: on with a client certificate (mTLS) or an API key (Temporal
+    # Cloud takes either), or by temporal_tls for server-side TLS alone.
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_api_key: SecretStr | None = None
 
     # The finding webhook.
     webhook_host: str = "127.0.0.1"
@@ -173,7 +179,7 @@ class Settings(BaseSettings):
     # Logs: text, or JSON lines carrying the case id. Metrics: Temporal's and the cases',
     # for Prometheus at this host:port (the worker; unset, none are served).
     log_format: Literal["text", "json"] = "text"
-    prometheus_bind: str | None = Field(default=None, pattern=r"^[^\s:]*:\d{1,5}$")
+    prometheus_bind: str | None = None
 
     # The lab: moto standing in for AWS, with a simulated compromise.
     lab: bool = False
@@ -229,6 +235,24 @@ class Settings(BaseSettings):
                 "it is for the lab only (QUENCH_LAB=true)"
             )
         self._check_payload_encryption()
+        if self.prometheus_bind is not None and not re.fullmatch(
+            r"[^\s:]*:\d{1,5}", self.prometheus_bind
+        ):
+            raise ValueError(
+                f"QUENCH_PROMETHEUS_BIND is host:port (e.g. 0.0.0.0:9464), not "
+                f"{self.prometheus_bind!r}"
+            )
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError(
+                "QUENCH_TEMPORAL_TLS_CERT and QUENCH_TEMPORAL_TLS_KEY go together: the client "
+                "certificate and its private key"
+            )
+        for variable, path in (
+            ("QUENCH_TEMPORAL_TLS_CERT", self.temporal_tls_cert),
+            ("QUENCH_TEMPORAL_TLS_KEY", self.temporal_tls_key),
+        ):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{variable}: no such file {path}")
         if self.lab_log_calls and not self.lab:
             raise ValueError("QUENCH_LAB_LOG_CALLS is for the lab only (QUENCH_LAB=true)")
         if self.accounts_file is not None and self.account_id is not None:

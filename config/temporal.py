@@ -10,7 +10,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from codec.aesgcm import encrypting_data_converter
 from config import names
@@ -24,11 +24,26 @@ async def connect(settings: Settings, lazy: bool = False, runtime: Runtime | Non
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
+        tls=_tls(settings),
+        api_key=(
+            settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+        ),
         data_converter=encrypting_data_converter(codec) if codec else pydantic_data_converter,
         interceptors=[TracingInterceptor()],
         lazy=lazy,
         runtime=runtime,
     )
+
+
+def _tls(settings: Settings) -> TLSConfig | bool:
+    """TLS to Temporal: a client certificate (mTLS), or the server's alone; an API key
+    needs TLS too."""
+    if settings.temporal_tls_cert is not None and settings.temporal_tls_key is not None:
+        return TLSConfig(
+            client_cert=settings.temporal_tls_cert.read_bytes(),
+            client_private_key=settings.temporal_tls_key.read_bytes(),
+        )
+    return settings.temporal_tls or settings.temporal_api_key is not None
 
 
 def metrics_runtime(settings: Settings) -> Runtime | None:

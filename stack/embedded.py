@@ -99,9 +99,15 @@ class EmbeddedStack:
 
     @property
     def encrypts(self) -> bool:
-        """Whether the stack's payloads are encrypted: keys are set, so the codec server
-        runs and the Web UI decodes through it."""
-        return bool(self._setting("QUENCH_PAYLOAD_KEYS"))
+        """Whether the stack's payloads are encrypted: keys are set (in its settings, the
+        shell or `.env`), so the codec server runs and the Web UI decodes through it."""
+        if self._setting("QUENCH_PAYLOAD_KEYS"):
+            return True
+        with mock.patch.dict(os.environ, self.child_env()):
+            try:
+                return Settings().payload_keys is not None
+            except (ValidationError, SettingsError, ValueError):
+                return False  # check_settings says what is wrong
 
     def _setting(self, name: str) -> str | None:
         """A QUENCH_* setting as the children get it: the stack's own, or the shell's."""

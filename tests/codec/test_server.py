@@ -211,7 +211,6 @@ async def test_the_web_ui_preflight_is_answered_for_its_origin_only(http):
             "payloads.0.metadata.encoding",
             "must be a base64 string",
         ),
-        (b"{}", "payloads", "required"),
     ],
 )
 async def test_a_body_that_is_not_protobufs_payloads_json_is_a_400(http, body, field, reason):
@@ -220,6 +219,15 @@ async def test_a_body_that_is_not_protobufs_payloads_json_is_a_400(http, body, f
     assert refused.status_code == 400
     assert refused.json()["field"] == field
     assert reason in refused.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/encode", "/decode"])
+async def test_no_payloads_is_protobufs_empty_list_as_the_cli_sends_it(http, path):
+    # `temporal workflow query --codec-endpoint` encodes its empty input as `{}`.
+    answered = await http.post(path, content=b"{}", headers=BEARER)
+
+    assert answered.status_code == 200, answered.text
+    assert answered.json() == {"payloads": []}
 
 
 async def test_a_payload_under_an_unknown_key_is_a_400_naming_the_key_id(http):
