@@ -121,7 +121,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         stack.start(report=lambda line: say(f"  {line}"))
         record_ports(config)
+        say(f"Temporal:        {stack.temporal_address} (QUENCH_TEMPORAL_ADDRESS for quench)")
         say(f"Temporal Web UI: {stack.ui_url}")
+        if stack.encrypts:
+            say(f"Codec server:    {stack.codec_url} (the Web UI decrypts through it)")
         say(f"Webhook:         {stack.webhook_url}/v1/events/eventbridge")
         if config.lab:
             say_lab_webhook_token()
