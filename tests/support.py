@@ -9,7 +9,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
 
 from config.names import SEARCH_ATTRIBUTES
-from lab.guardduty import eventbridge_event, instance_role_finding
+from lab.guardduty import eventbridge_event, instance_role_finding, user_key_finding
 from models.finding import Finding, finding_from_guardduty
 
 ACCOUNT = "123456789012"
@@ -89,3 +89,27 @@ async def deliveries_recorded(handle: WorkflowHandle) -> int:
     was delivered."""
     history = await handle.fetch_history()
     return sum(1 for event in history.events if event.event_type in _DELIVERY_EVENTS)
+
+
+def user_key_event(
+    access_key_id: str, user_name: str, principal_id: str, remote_ip: str, account_id: str = ACCOUNT
+) -> dict[str, Any]:
+    """GuardDuty's event for an IAM user's key used just now from `remote_ip` (a Tor exit),
+    as EventBridge delivers it."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return eventbridge_event(
+        user_key_finding(
+            account_id=account_id,
+            region=REGION,
+            access_key_id=access_key_id,
+            principal_id=principal_id,
+            user_name=user_name,
+            remote_ip=remote_ip,
+            api="ListBuckets",
+            service_name="s3.amazonaws.com",
+            user_agent="aws-cli/2.15.0",
+            first_seen=now - timedelta(minutes=5),
+            last_seen=now,
+            count=1,
+        )
+    )

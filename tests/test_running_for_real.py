@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -25,8 +24,8 @@ import pytest
 from temporalio.client import Client
 
 from config import names
-from lab.guardduty import eventbridge_event, user_key_finding
 from stack.processes import free_port
+from tests.support import user_key_event
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Running against your AWS"
@@ -98,26 +97,6 @@ def a_world(url: str, evidence: str, trail: str) -> str:
     return key
 
 
-def finding_event(access_key_id: str) -> dict:
-    now = datetime.now(UTC).replace(microsecond=0)
-    return eventbridge_event(
-        user_key_finding(
-            account_id=ACCOUNT,
-            region="us-east-1",
-            access_key_id=access_key_id,
-            principal_id="AIDAEXAMPLEDEPLOYBOT",
-            user_name=USER,
-            remote_ip="198.51.100.7",
-            api="ListBuckets",
-            service_name="s3.amazonaws.com",
-            user_agent="aws-cli/2.15.0",
-            first_seen=now - timedelta(minutes=5),
-            last_seen=now,
-            count=3,
-        )
-    )
-
-
 def stop_group(group: int) -> None:
     """Stop the dev server, worker and webhook the script left in the background."""
     os.killpg(group, signal.SIGTERM)
@@ -140,7 +119,11 @@ def test_readme_running_against_your_aws(tmp_path: Path, moto_server: str) -> No
 
     evidence, trail = "quench-evidence-test", "cloudtrail-test"
     access_key_id = a_world(moto_server, evidence, trail)
-    (tmp_path / "finding.json").write_text(json.dumps(finding_event(access_key_id)))
+    (tmp_path / "finding.json").write_text(
+        json.dumps(
+            user_key_event(access_key_id, USER, "AIDAEXAMPLEDEPLOYBOT", "198.51.100.7", ACCOUNT)
+        )
+    )
     ports = {"7233": free_port(), "8233": free_port(), "8787": free_port(), "8089": free_port()}
     ours = {
         "QUENCH_ACCOUNT_ID": ACCOUNT,

@@ -8,7 +8,6 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 
 import boto3
 import httpx
@@ -32,11 +31,10 @@ from config import names
 from config.settings import Settings
 from config.telemetry import JsonFormatter, instrument_aws_calls, setup_tracing
 from config.temporal import connect
-from lab.guardduty import eventbridge_event, user_key_finding
 from models.case import ApprovalInput, Phase
 from stack.processes import free_port
 from tests.e2e.support import wait_for, wait_for_phase
-from tests.support import finding
+from tests.support import finding, user_key_event
 from tests.workflows.test_case_workflow import FakeAws
 from webhook.app import app
 from webhook.intake import submit_finding
@@ -65,26 +63,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
     BotocoreInstrumentor().uninstrument()
     vars(app.state)["_state"].clear()
     vars(app.state)["_state"].update(state)
-
-
-def _user_key_event(access_key_id: str) -> dict:
-    now = datetime.now(UTC).replace(microsecond=0)
-    return eventbridge_event(
-        user_key_finding(
-            account_id=ACCOUNT,
-            region="us-east-1",
-            access_key_id=access_key_id,
-            principal_id="AIDAEXAMPLETRACEDUSER",
-            user_name="traced",
-            remote_ip="198.51.100.9",
-            api="ListBuckets",
-            service_name="s3.amazonaws.com",
-            user_agent="aws-cli/2.15.0",
-            first_seen=now - timedelta(minutes=5),
-            last_seen=now,
-            count=1,
-        )
-    )
 
 
 async def test_one_trace_runs_from_the_webhook_request_to_each_aws_call(dev_server_env, spans):
@@ -119,7 +97,9 @@ async def test_one_trace_runs_from_the_webhook_request_to_each_aws_call(dev_serv
         ):
             answer = await http.post(
                 "/v1/events/eventbridge",
-                json=_user_key_event(key),
+                json=user_key_event(
+                    key, "traced", "AIDAEXAMPLETRACEDUSER", "198.51.100.9", ACCOUNT
+                ),
                 headers={settings.webhook_token_header: TOKEN},
             )
             assert answer.status_code == 202, answer.text
