@@ -9,25 +9,32 @@ request draws moto's random ids from its own seeded stream (`lab/id_streams.py`)
 replayed world gets the same ids whatever else was called, and how concurrently. The
 recording keeps no secret, and keeps S3 objects byte for byte, so evidence reads back with
 the hash its case recorded.
+
+Replaying the whole recording grew with every case (28 s for 1,683 requests), so the
+server also writes a checkpoint of its state (`lab/checkpoint.py`) every so many requests,
+when idle, and when stopped; a restart loads it and replays only what was recorded after.
 """
 
 import argparse
 import base64
+import dataclasses
 import json
 import logging
 import os
-import re
+import signal
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlparse
+from urllib.parse import urlparse
 
 import requests
 
-from activities.redaction import REDACTED, is_secret_field
-from lab import id_streams
+from lab import checkpoint, id_streams
+from lab.checkpoint import CHECKPOINT_NAME, CheckpointUnusable, RecordingPlace
 from lab.instances import InstanceCredentials, InstanceWorld
+from lab.scrubbing import SCRUBBED as SCRUBBED
+from lab.scrubbing import scrub_entry as scrub_entry
 
 LAB_SEED = 20241717
 RECORDING_NAME = "lab-aws.recording.jsonl"
@@ -132,153 +139,32 @@ def _install_instance_world() -> InstanceWorld:
     return world
 
 
-# What the recording must not keep: a session's token (a request header) and passwords
-# and secret values in request bodies. Replay needs none of them; idempotency tokens
-# (ClientToken) are kept, since replay depends on them.
-_SECRET_HEADERS = frozenset({"x-amz-security-token"})
-_SECRET_PARAMETERS = frozenset(
-    {"password", "newpassword", "oldpassword", "secretstring", "secretaccesskey", "privatekey"}
-)
-SCRUBBED = "quench-lab-scrubbed"
-# Headers that are digests of the body, wrong once it is scrubbed: moto would keep the
-# checksum with the replayed object, and boto3 would refuse to read it.
-_BODY_DIGEST_HEADERS = ("content-md5", "x-amz-checksum-", "x-amz-sdk-checksum-algorithm")
-# S3 requests by their signature's scope, as moto's server routes them.
-_S3_SIGNATURE = re.compile(r"Credential=[^/,]+/\d{8}/[^/,]+/s3/aws4_request")
-
-
-def _secret(name: str) -> bool:
-    return name.replace("_", "").lower() in _SECRET_PARAMETERS
-
-
-def _scrub_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: SCRUBBED if _secret(str(k)) else _scrub_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub_json(v) for v in value]
-    return value
-
-
-def _scrub_parameters(raw: bytes) -> bytes:
-    """An API call's parameters (form or JSON) without their secret values."""
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        pairs = parse_qsl(raw.decode(errors="replace"), keep_blank_values=True)
-        if any(_secret(k) for k, _ in pairs):
-            return urlencode([(k, SCRUBBED if _secret(k) else v) for k, v in pairs]).encode()
-        return raw
-    scrubbed = json.dumps(_scrub_json(document)).encode()
-    if scrubbed == json.dumps(document).encode():
-        return raw  # nothing secret: the bytes stay as sent
-    return scrubbed
-
-
-# An S3 request's body is an object's content (or a bucket's configuration), never API
-# parameters: S3 has none that is a secret. Scrubbing it by parameter names changed
-# evidence: a CloudTrail record of CreateLoginProfile or CreateAccessKey has a "password" or
-# "secretAccessKey" field, already REDACTED by Quench, and the scrubber replaced the value
-# and re-serialised the whole document, so the replayed object no longer matched the
-# SHA-256 its case recorded (issue 14). Content is judged by the rule Quench's evidence is
-# written under (activities/redaction.py): JSON in which no field that rule names holds
-# anything but REDACTED is kept byte for byte, as is all of Quench's evidence, since the
-# evidence store redacts before it writes. Other JSON is scrubbed by that broader rule, and
-# reads back changed after a restart: the price of not keeping a secret. Content that is
-# not JSON (the report's Markdown and the investigation's chart, rendered from redacted
-# documents; the lab's gzip CloudTrail files, which hide secrets as CloudTrail does) is
-# kept as sent, as it was before: reading it as form parameters could only corrupt it.
-#
-# Keeping evidence bodies in the recording, rather than in a store of bodies by hash that
-# is restored after replay, keeps the same bytes on disk, and replays each object as it was
-# written: in its place among the other requests, with the same version and no second write
-# (which an evidence bucket with Object Lock would refuse).
-
-
-def _holds_secret(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any(
-            v not in (None, "", REDACTED) if is_secret_field(str(k)) else _holds_secret(v)
-            for k, v in value.items()
-        )
-    if isinstance(value, list):
-        return any(_holds_secret(v) for v in value)
-    return False
-
-
-def _scrub_content(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: SCRUBBED
-            if is_secret_field(str(k)) and v not in (None, "", REDACTED)
-            else _scrub_content(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_scrub_content(v) for v in value]
-    return value
-
-
-def _scrub_s3_body(raw: bytes) -> bytes:
-    """An S3 object's content, exactly as sent unless it holds a secret field."""
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        return raw
-    if not _holds_secret(document):
-        return raw
-    return json.dumps(_scrub_content(document)).encode()
-
-
-def scrub_entry(entry: dict[str, Any]) -> dict[str, Any]:
-    """A recorded request without its secrets, still replayable."""
-    headers = {
-        k: v for k, v in (entry.get("headers") or {}).items() if k.lower() not in _SECRET_HEADERS
-    }
-    body = entry.get("body") or ""
-    raw = base64.b64decode(body) if entry.get("body_encoded") else body.encode()
-    authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-    if _S3_SIGNATURE.search(authorization):
-        scrubbed = _scrub_s3_body(raw)
-        if scrubbed != raw:
-            log.warning(
-                "recording %s without its secret fields: it will read back changed after a restart",
-                entry.get("url"),
-            )
-    else:
-        scrubbed = _scrub_parameters(raw)
-    if scrubbed != raw:
-        body = (
-            base64.b64encode(scrubbed).decode() if entry.get("body_encoded") else scrubbed.decode()
-        )
-        headers = {
-            k: v for k, v in headers.items() if not k.lower().startswith(_BODY_DIGEST_HEADERS)
-        }
-        for name in list(headers):
-            if name.lower() == "content-length":
-                headers[name] = str(len(scrubbed))
-            elif name.lower() == "x-amz-content-sha256":
-                headers[name] = "UNSIGNED-PAYLOAD"
-    return {**entry, "headers": headers, "body": body}
-
-
 class _Recording:
     """moto's recorder, made to keep no secret and to give each request its own ids.
 
     moto's recorder writes each request to a scratch file; it moves to the recording
     scrubbed, so no secret of the lab's story is ever on disk. Each recorded request gets
     the next sequence number, kept in its entry, and draws its ids from that number's
-    stream; a replayed request carries its number in a header."""
+    stream; a replayed request carries its number in a header. `place` is the end of the
+    recording: where the next request goes, once the recording has been replayed."""
 
     def __init__(self, recording: Path) -> None:
         self.path = recording
         self.replaying = False
+        self.place = RecordingPlace()
         self._lock = threading.Lock()
-        self._next = _entries_in(recording)
+        self._scratch = recording.with_name(recording.name + ".pending")
+        _drop_torn_line(recording)
+        if self._scratch.exists():
+            # A crash between moto's recorder and the recording: never answered, and not to
+            # be recorded with the next request, as if it had been.
+            log.warning("dropping %s, a request a crash left unrecorded", self._scratch.name)
+            self._scratch.unlink()
 
     def install(self) -> None:
         from moto.moto_api import recorder
 
-        scratch = self.path.with_name(self.path.name + ".pending")
+        scratch = self._scratch
         record = recorder._record_request
 
         def recording(request: Any, body: bytes | None = None) -> None:
@@ -297,24 +183,27 @@ class _Recording:
                     return
                 lines = scratch.read_text().splitlines()
                 scratch.unlink()
-                with self.path.open("a") as out:
+                with self.path.open("ab") as out:
                     for line in lines:
-                        entry = {**scrub_entry(json.loads(line)), "sequence": self._next}
-                        out.write(json.dumps(entry) + "\n")
-                        id_streams.enter_call(self._next)
-                        self._next += 1
+                        sequence = self.place.entries
+                        entry = {**scrub_entry(json.loads(line)), "sequence": sequence}
+                        written = (json.dumps(entry) + "\n").encode()
+                        out.write(written)
+                        id_streams.enter_call(sequence)
+                        self.place = self.place.after(written)
 
         recorder._record_request = recording  # type: ignore[method-assign]
 
-    def replay(self, url: str) -> None:
-        """Send every recorded request again, in order, each with its sequence number.
-        Requests recorded before they had one replay as they were recorded, from moto's
-        one seeded generator."""
-        log.info("replaying %s to restore the lab's AWS state", self.path)
+    def replay(self, url: str, start: RecordingPlace) -> int:
+        """Send every request recorded after `start` again, in order, each with its
+        sequence number; how many were sent. Requests recorded before they had one replay
+        as they were recorded, from moto's one seeded generator."""
+        self.place = start
         self.replaying = True
         target = urlparse(url)
         try:
-            with requests.Session() as http, self.path.open() as lines:
+            with requests.Session() as http, self.path.open("rb") as lines:
+                lines.seek(start.offset)
                 for line in lines:
                     entry = json.loads(line)
                     body = entry.get("body") or ""
@@ -328,22 +217,93 @@ class _Recording:
                     if sequence is None:
                         with id_streams.legacy_replay():
                             http.request(entry["method"], sent.geturl(), headers=headers, data=data)
-                        continue
-                    headers[REPLAY_SEQUENCE_HEADER] = str(sequence)
-                    http.request(entry["method"], sent.geturl(), headers=headers, data=data)
+                    else:
+                        headers[REPLAY_SEQUENCE_HEADER] = str(sequence)
+                        http.request(entry["method"], sent.geturl(), headers=headers, data=data)
+                    self.place = self.place.after(line)
         finally:
             self.replaying = False
-        log.info("lab AWS state restored")
+        return self.place.entries - start.entries
+
+    def sync(self) -> None:
+        """The recording so far is on disk, not only in the system's cache."""
+        if self.path.exists():
+            with self.path.open("rb") as recording:
+                os.fsync(recording.fileno())
 
 
-def _entries_in(recording: Path) -> int:
-    if not recording.exists():
-        return 0
-    with recording.open() as lines:
-        return sum(1 for _ in lines)
+def _drop_torn_line(recording: Path) -> None:
+    """A crash while a request was being recorded can leave its line half written. That
+    request was never answered; the rest of the recording replays without it."""
+    if not recording.exists() or recording.stat().st_size == 0:
+        return
+    with recording.open("rb+") as lines:
+        lines.seek(-1, os.SEEK_END)
+        if lines.read(1) == b"\n":
+            return
+        end = lines.tell()
+        while end > 0:
+            start = max(0, end - 64 * 1024)
+            lines.seek(start)
+            newline = lines.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        log.warning("dropping the half-written last line of %s, left by a crash", recording)
+        lines.truncate(end)
 
 
-def serve(host: str, port: int, state_dir: Path) -> None:
+def _lab_state(world: InstanceWorld) -> dict[str, Any]:
+    """What the lab's server keeps outside moto: each instance's boots and the role
+    credentials its metadata serves, without their secrets."""
+    return {
+        "instance_boots": dict(world.generations),
+        "instance_credentials": {
+            key: dataclasses.replace(credentials, secret_access_key=SCRUBBED, token=SCRUBBED)
+            for key, credentials in world.credentials.items()
+        },
+    }
+
+
+def _instance_secrets(world: InstanceWorld) -> set[str]:
+    """What an instance's scripts can print that is a secret: its role credentials."""
+    return {
+        secret
+        for credentials in world.credentials.values()
+        for secret in (credentials.secret_access_key, credentials.token)
+    }
+
+
+def _resume(checkpoint_path: Path, recording: Path, world: InstanceWorld) -> RecordingPlace | None:
+    """Load the checkpoint into moto and the instance world: the place in the recording it
+    reaches, or None if there is none to use (the whole recording is replayed)."""
+    from lab import moto_state
+
+    checkpoint.remove_leftovers(checkpoint_path)
+    try:
+        place, state = checkpoint.read(checkpoint_path, recording)
+        lab = moto_state.restore(state)
+    except CheckpointUnusable as exc:
+        if checkpoint_path.exists():
+            log.warning("replaying the whole recording: the checkpoint is not used: %s", exc)
+        return None
+    except Exception as exc:  # written by this code and moto, yet it does not load
+        log.warning("replaying the whole recording: the checkpoint does not load: %r", exc)
+        return None
+    world.generations.update(lab["instance_boots"])
+    world.credentials.update(lab["instance_credentials"])
+    log.info("loaded the checkpoint after request %d", place.entries)
+    return place
+
+
+def serve(
+    host: str,
+    port: int,
+    state_dir: Path,
+    checkpoint_every: int = 1000,
+    checkpoint_idle: float = 30.0,
+) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     recording = state_dir / RECORDING_NAME
     os.environ["MOTO_RECORDER_FILEPATH"] = str(recording)
@@ -357,27 +317,54 @@ def serve(host: str, port: int, state_dir: Path) -> None:
     from moto.server import MotoRequestHandler
     from werkzeug.serving import make_server
 
-    from lab import moto_gaps, trust
+    from lab import moto_gaps, moto_state, trust
 
     moto_gaps.install()
     trust.install()
     trust.install_invitations()
-    _install_instance_world()
+    world = _install_instance_world()
     recorder = _Recording(recording)
     recorder.install()
     id_streams.install(LAB_SEED)
-    app = DomainDispatcherApplication(create_backend_app)
+    checkpoint_path = state_dir / CHECKPOINT_NAME
+    resumed = _resume(checkpoint_path, recording, world)
+    gate = checkpoint.Gate()
+    app = checkpoint.gated(DomainDispatcherApplication(create_backend_app), gate)
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
-    if recording.exists() and recording.stat().st_size > 0:
-        # Replay before anyone else can talk to the server, so ids come out the same.
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        recorder.replay(f"http://{host}:{port}")
-        (state_dir / "lab-aws.ready").write_text("replayed")
-        thread.join()
-    else:
-        (state_dir / "lab-aws.ready").write_text("fresh")
-        server.serve_forever()
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    # Replay before anyone else can talk to the server, so ids come out the same.
+    start = resumed or RecordingPlace()
+    if recording.exists() and recording.stat().st_size > start.offset:
+        log.info("replaying %s after request %d", recording, start.entries)
+    replayed = recorder.replay(f"http://{host}:{port}", start) if recording.exists() else 0
+    if recorder.place.entries:
+        log.info(
+            "lab AWS state restored: %s, %d requests replayed",
+            "from the checkpoint" if resumed else "without a checkpoint",
+            replayed,
+        )
+    checkpoints = checkpoint.Checkpointer(
+        checkpoint_path,
+        gate,
+        place=lambda: recorder.place,
+        capture=lambda: moto_state.capture(_lab_state(world), _instance_secrets(world)),
+        sync_recording=recorder.sync,
+        written=resumed,
+        every=checkpoint_every,
+        idle=checkpoint_idle,
+    )
+    stopping = threading.Event()
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: stopping.set())
+    checkpoints.start()
+    (state_dir / "lab-aws.ready").write_text("replayed" if recorder.place.entries else "fresh")
+    while not stopping.wait(1.0):
+        pass
+    # Stopped (the stack stops with SIGTERM): no new request, a checkpoint of the last.
+    server.shutdown()
+    checkpoints.stop()
+    checkpoints.checkpoint(wait=5.0)
 
 
 def main() -> None:
@@ -385,9 +372,21 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5055)
     parser.add_argument("--state-dir", type=Path, default=Path(".quench"))
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        help="write a checkpoint after this many requests recorded (0: only when idle or stopped)",
+    )
+    parser.add_argument(
+        "--checkpoint-idle",
+        type=float,
+        default=30.0,
+        help="write a checkpoint once no request came for this many seconds",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    serve(args.host, args.port, args.state_dir)
+    serve(args.host, args.port, args.state_dir, args.checkpoint_every, args.checkpoint_idle)
 
 
 if __name__ == "__main__":

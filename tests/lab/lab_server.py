@@ -7,7 +7,8 @@ from pathlib import Path
 from stack.processes import ManagedProcess, port_open
 
 
-def start_lab_server(state_dir: Path, port: int) -> ManagedProcess:
+def start_lab_server(state_dir: Path, port: int, *options: str) -> ManagedProcess:
+    """Started and ready; `options` are more of its command line (--checkpoint-every...)."""
     process = ManagedProcess(
         "lab-aws",
         [
@@ -18,6 +19,7 @@ def start_lab_server(state_dir: Path, port: int) -> ManagedProcess:
             str(port),
             "--state-dir",
             str(state_dir),
+            *options,
         ],
         ready=lambda: (state_dir / "lab-aws.ready").exists() and port_open("127.0.0.1", port),
         state_dir=state_dir,

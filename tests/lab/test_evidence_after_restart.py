@@ -1,9 +1,9 @@
 """Issue 14: a lab case's evidence after `quench up` resumes. The real stack runs the
 ec2-role scenario to a closed case, then the user-key scenario to its first approval,
-stops, and starts again on the same state directory, so the lab's AWS is rebuilt from its
-recording; then every evidence object must read back with the SHA-256 its case recorded,
-the lab's AWS must hold the ids the scenarios saved (build-bot's key above all), and no
-secret of the attacks may be on disk."""
+stops, and starts again on the same state directory, so the lab's AWS is rebuilt from the
+checkpoint its stop wrote; then every evidence object must read back with the SHA-256 its
+case recorded, the lab's AWS must hold the ids the scenarios saved (build-bot's key above
+all), and no secret of the attacks may be on disk, in the recording or the checkpoint."""
 
 import asyncio
 import base64
@@ -19,65 +19,18 @@ from botocore.config import Config
 
 from config.settings import Settings
 from config.temporal import connect
-from lab import attack as lab_attack
+from lab import checkpoint
 from lab import world as lab_world
 from lab.aws_server import RECORDING_NAME
-from lab.calls import Caller
+from lab.checkpoint import CHECKPOINT_NAME
 from lab.scenario import cases_run
 from lab.user_key_attack import UserKeyAttackReport
 from stack.embedded import LAB_READY_FILE, EmbeddedStack
 from tests.e2e.support import approve_until_closed, lab_stack_config, open_lab_case, session
+from tests.lab.story_secrets import capture_story_secrets
 from workflows.case import CaseWorkflow
 
 pytestmark = pytest.mark.e2e
-
-# Where the attack's secrets are, by field name: its calls' parameters (a console
-# password) and responses (a new key's secret), and the instance's credential document.
-STORY_SECRET_FIELDS = frozenset(
-    {"password", "newpassword", "secretaccesskey", "sessiontoken", "token"}
-)
-
-
-def _walk_secret_fields(value: Any) -> Iterator[tuple[str, str]]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            name = str(key).replace("_", "").lower()
-            if name in STORY_SECRET_FIELDS and isinstance(item, str) and item:
-                yield name, item
-            else:
-                yield from _walk_secret_fields(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _walk_secret_fields(item)
-
-
-def _capture_story_secrets(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
-    """The secrets the scenario makes or steals, by field name, as they pass through this
-    process (the scenario runs here; they are kept in memory only)."""
-    captured: dict[str, set[str]] = {}
-
-    def keep(document: Any) -> None:
-        for key, item in _walk_secret_fields(document):
-            captured.setdefault(key, set()).add(item)
-
-    steal = lab_attack.steal_instance_credentials
-
-    def stealing(*args: Any, **kwargs: Any) -> dict[str, str]:
-        stolen = steal(*args, **kwargs)
-        keep(stolen)
-        return stolen
-
-    call = Caller.__call__
-
-    def calling(self: Caller, service: str, operation: str, *args: Any, **params: Any) -> Any:
-        keep(params)
-        response = call(self, service, operation, *args, **params)
-        keep(response)
-        return response
-
-    monkeypatch.setattr(lab_attack, "steal_instance_credentials", stealing)
-    monkeypatch.setattr(Caller, "__call__", calling)
-    return captured
 
 
 def _s3(stack: EmbeddedStack) -> Any:
@@ -112,7 +65,7 @@ async def resumed(tmp_path_factory):
     restart, and the attacks' secrets."""
     config = lab_stack_config(tmp_path_factory.mktemp("quench-resume"))
     with pytest.MonkeyPatch.context() as monkeypatch:
-        secrets = _capture_story_secrets(monkeypatch)
+        secrets = capture_story_secrets(monkeypatch)
         stack = EmbeddedStack(config)
         await asyncio.to_thread(stack.start)
         try:
@@ -128,7 +81,8 @@ async def resumed(tmp_path_factory):
             await open_lab_case(stack, "user-key")
         finally:
             await asyncio.to_thread(stack.stop)
-    # `quench up` again: the same state directory, so the lab's AWS replays its recording.
+    # `quench up` again: the same state directory, so the lab's AWS loads the checkpoint
+    # its stop wrote, and replays what was recorded after it (nothing).
     stack = EmbeddedStack(config)
     await asyncio.to_thread(stack.start)
     try:
@@ -140,6 +94,8 @@ async def resumed(tmp_path_factory):
 async def test_every_evidence_object_keeps_its_recorded_hash_after_the_lab_resumes(resumed):
     stack, case, before, _ = resumed
     assert (stack.state_dir / LAB_READY_FILE).read_text() == "replayed"
+    lab_log = (stack.state_dir / "logs" / "lab-aws.log").read_text().split("starting lab-aws")[-1]
+    assert "from the checkpoint, 0 requests replayed" in lab_log
     client = await connect(Settings(lab=True, temporal_address=stack.temporal_address))
     result = await client.get_workflow_handle_for(CaseWorkflow.run, case.case_id).result()
     assert result.report is not None
@@ -210,6 +166,9 @@ def test_no_secret_of_the_attack_is_on_disk(resumed):
     assert holding == []
     # Nor inside a recorded body, kept in base64, or in a gzip file written to S3.
     assert not any(secret in body for body in _bodies(entries) for secret in known)
+    # Nor in moto's state as the checkpoint keeps it, compressed on disk.
+    _, state = checkpoint.read(stack.state_dir / CHECKPOINT_NAME, recording)
+    assert not any(secret in state for secret in known)
 
 
 def _bodies(entries: list[dict[str, Any]]) -> Iterator[bytes]:
