@@ -19,7 +19,6 @@ import json
 import re
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,9 +29,10 @@ from benchmarks.finding_storm import machine
 from lab import world as lab_world
 from lab.aws_server import RECORDING_NAME
 from lab.checkpoint import CHECKPOINT_NAME
-from stack.processes import ManagedProcess, StackError, free_port, port_open
+from stack.embedded import LAB_READY_FILE, lab_aws_process
+from stack.processes import ManagedProcess, StackError, free_port
 
-READY = "lab-aws.ready"
+READY = LAB_READY_FILE
 BUCKET = lab_world.EVIDENCE_BUCKET
 # The server's own log lines: how it restored its state, and each checkpoint it wrote.
 RESTORED = re.compile(r"state restored: (from the checkpoint|without a checkpoint), (\d+)")
@@ -40,28 +40,9 @@ WRITTEN = re.compile(r"checkpoint after request \d+ written: ([\d.]+) MiB, reque
 
 
 def _server(state_dir: Path) -> ManagedProcess:
-    port = free_port()
-    return ManagedProcess(
-        "lab-aws",
-        [
-            sys.executable,
-            "-m",
-            "lab.aws_server",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state_dir),
-            # Checkpoints only when stopped: the build is timed as one history.
-            "--checkpoint-every",
-            "0",
-            "--checkpoint-idle",
-            "3600",
-        ],
-        ready=lambda: (state_dir / READY).exists() and port_open("127.0.0.1", port),
-        state_dir=state_dir,
-        ports=[port],
-        ready_timeout=1800,
-    )
+    # Checkpoints only when stopped: the build is timed as one history.
+    options = ("--checkpoint-every", "0", "--checkpoint-idle", "3600")
+    return lab_aws_process(state_dir, free_port(), "127.0.0.1", *options, ready_timeout=1800)
 
 
 def _start(state_dir: Path) -> tuple[ManagedProcess, float]:

@@ -221,42 +221,13 @@ class EmbeddedStack:
         ]
         if cfg.lab:
             processes.append(
-                ManagedProcess(
-                    "lab-aws",
-                    [
-                        python,
-                        "-m",
-                        "lab.aws_server",
-                        "--host",
-                        cfg.host,
-                        "--port",
-                        str(cfg.lab_aws_port),
-                        "--state-dir",
-                        str(state),
-                    ],
-                    ready=lambda: (
-                        (state / LAB_READY_FILE).exists() and port_open(cfg.host, cfg.lab_aws_port)
-                    ),
-                    state_dir=state,
-                    ports=[cfg.lab_aws_port],
-                    host=cfg.host,
-                    env=env,
-                    ready_timeout=180,
-                )
+                lab_aws_process(state, cfg.lab_aws_port, cfg.host, env=env, ready_timeout=180)
             )
         # The same commands as the README's "Running against your AWS" (`quench worker`,
         # `quench webhook`), run as modules so they need no particular working directory.
         if self.encrypts:
             processes.append(
-                ManagedProcess(
-                    "codec",
-                    [python, "-m", "starter", "codec-server"],
-                    ready=lambda: _http_ok(f"{self.codec_url}/healthz"),
-                    state_dir=state,
-                    ports=[cfg.codec_port],
-                    host=cfg.host,
-                    env=env,
-                )
+                self._served("codec", "codec-server", f"{self.codec_url}/healthz", cfg.codec_port)
             )
         worker = ManagedProcess(
             "worker",
@@ -267,19 +238,24 @@ class EmbeddedStack:
         )
         worker.ready = lambda: WORKER_READY_LINE in worker.log_since_start()
         processes.append(worker)
+        # Its listen address is QUENCH_WEBHOOK_HOST and _PORT, from child_env.
         processes.append(
-            ManagedProcess(
-                "webhook",
-                # Its listen address is QUENCH_WEBHOOK_HOST and _PORT, from child_env.
-                [python, "-m", "starter", "webhook"],
-                ready=lambda: _http_ok(f"{self.webhook_url}/readyz"),
-                state_dir=state,
-                ports=[cfg.webhook_port],
-                host=cfg.host,
-                env=env,
-            )
+            self._served("webhook", "webhook", f"{self.webhook_url}/readyz", cfg.webhook_port)
         )
         return processes
+
+    def _served(self, name: str, command: str, health_url: str, port: int) -> ManagedProcess:
+        """A `quench COMMAND` process that serves HTTP on `port`, ready once `health_url`
+        answers 200."""
+        return ManagedProcess(
+            name,
+            [sys.executable, "-m", "starter", command],
+            ready=lambda: _http_ok(health_url),
+            state_dir=self.state_dir,
+            ports=[port],
+            host=self.config.host,
+            env=self.child_env(),
+        )
 
     def _temporal_ready(self) -> bool:
         if not port_open(self.config.host, self.config.temporal_port):
@@ -351,6 +327,39 @@ class EmbeddedStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def lab_aws_process(
+    state_dir: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    *options: str,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 180,
+) -> ManagedProcess:
+    """The lab's AWS (`python -m lab.aws_server`), ready once it has restored its world
+    and listens; `options` are more of its command line (--checkpoint-every...)."""
+    return ManagedProcess(
+        "lab-aws",
+        [
+            sys.executable,
+            "-m",
+            "lab.aws_server",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state_dir),
+            *options,
+        ],
+        ready=lambda: (state_dir / LAB_READY_FILE).exists() and port_open(host, port),
+        state_dir=state_dir,
+        ports=[port],
+        host=host,
+        env=env or {},
+        ready_timeout=ready_timeout,
+    )
 
 
 def _http_ok(url: str) -> bool:

@@ -1,30 +1,15 @@
 """The lab's AWS server for tests: `python -m lab.aws_server` on a free port, as the
 embedded stack runs it."""
 
-import sys
 from pathlib import Path
 
-from stack.processes import ManagedProcess, port_open
+from stack.embedded import LAB_READY_FILE, lab_aws_process
+from stack.processes import ManagedProcess
 
 
 def start_lab_server(state_dir: Path, port: int, *options: str) -> ManagedProcess:
     """Started and ready; `options` are more of its command line (--checkpoint-every...)."""
-    process = ManagedProcess(
-        "lab-aws",
-        [
-            sys.executable,
-            "-m",
-            "lab.aws_server",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state_dir),
-            *options,
-        ],
-        ready=lambda: (state_dir / "lab-aws.ready").exists() and port_open("127.0.0.1", port),
-        state_dir=state_dir,
-        ports=[port],
-    )
-    (state_dir / "lab-aws.ready").unlink(missing_ok=True)
+    process = lab_aws_process(state_dir, port, "127.0.0.1", *options, ready_timeout=60)
+    (state_dir / LAB_READY_FILE).unlink(missing_ok=True)
     process.start()
     return process
