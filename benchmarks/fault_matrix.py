@@ -26,6 +26,7 @@ from typing import Any
 from activities.faults import FAULTS, SETTING, parse_fault_plan
 from benchmarks.finding_storm import machine
 from benchmarks.lab_case import (
+    SETTLE_SECONDS,
     WAITING_KINDS,
     add_choices_option,
     aws_state,
@@ -101,7 +102,11 @@ class Run:
 
 
 async def run_case(
-    scenario: Scenario, operation: str | None, fault: str | None, limit: float
+    scenario: Scenario,
+    operation: str | None,
+    fault: str | None,
+    limit: float,
+    settle: float = SETTLE_SECONDS,
 ) -> tuple[Run, dict[str, Any], Counter[str]]:
     """One case on a fresh stack; with no operation, the undisturbed run."""
     run = Run(scenario, operation or "(none)", fault or "(none)")
@@ -112,7 +117,7 @@ async def run_case(
     try:
         try:
             run.case_id, status, run.ended, run.seconds = await drive_case(
-                stack, scenario, limit, APPROVER
+                stack, scenario, limit, APPROVER, settle=settle
             )
         except Exception as exc:  # a run that breaks is a row of the table, not a stop
             run.error = f"{type(exc).__name__}: {exc}"
@@ -204,7 +209,9 @@ async def matrix(args: argparse.Namespace) -> list[Run]:
         calls: Counter[str] = Counter()
         if not args.no_baseline:
             print(f"{scenario}: the undisturbed run", flush=True)
-            baseline, base_state, calls = await run_case(scenario, None, None, args.timeout)
+            baseline, base_state, calls = await run_case(
+                scenario, None, None, args.timeout, args.settle_seconds
+            )
             runs.append(baseline)
             operations[scenario] = sorted(calls)
             print(row(baseline), flush=True)
@@ -212,7 +219,9 @@ async def matrix(args: argparse.Namespace) -> list[Run]:
         chosen = args.operations or sorted(calls)
         for operation in chosen:
             for fault in args.faults:
-                run, state, _ = await run_case(scenario, operation, fault, args.timeout)
+                run, state, _ = await run_case(
+                    scenario, operation, fault, args.timeout, args.settle_seconds
+                )
                 if base_state is not None:
                     run.differences = differences(base_state, state)
                     run.compared = True
@@ -245,6 +254,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=600,
         help="seconds a case may take (a throttled step retries for about 5 minutes)",
+    )
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=SETTLE_SECONDS,
+        help="seconds a case must stay unchanged, waiting only on a retry, to count as ended",
     )
     parser.add_argument("--output", type=Path, default=Path("fault-matrix.md"))
     args = parser.parse_args(argv)

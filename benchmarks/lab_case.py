@@ -51,11 +51,16 @@ STARTER = (sys.executable, "starter.py")
 
 
 def start_stack(
-    env: dict[str, str], prefix: str, without: Sequence[str] = (), supervise: bool = True
+    env: dict[str, str],
+    prefix: str,
+    without: Sequence[str] = (),
+    supervise: bool = True,
+    lab_options: Sequence[str] = (),
 ) -> EmbeddedStack:
     """A fresh lab stack in a new state directory, with CASE_SETTINGS and `env` for the
     worker and webhook; the processes named in `without` are left for the caller to run,
-    and with `supervise` off nothing is restarted behind the caller's back."""
+    with `supervise` off nothing is restarted behind the caller's back, and `lab_options`
+    go to the lab's AWS."""
     stack = EmbeddedStack(
         StackConfig(
             state_dir=Path(tempfile.mkdtemp(prefix=prefix)),
@@ -67,6 +72,7 @@ def start_stack(
             lab=True,
             extra_env={**CASE_SETTINGS, **env},
             supervise=supervise,
+            lab_options=tuple(lab_options),
         )
     )
     stack.processes = [p for p in stack.processes if p.name not in without]
@@ -102,9 +108,11 @@ async def drive_case(
     limit: float,
     approver: str,
     outages: bool = False,
+    settle: float = SETTLE_SECONDS,
 ) -> tuple[str, CaseStatus | None, str, float]:
     """Run the scenario, approve as it asks, and wait until the case ends: its id, last
-    status, how it ended (closed, waiting, wedged) and the seconds from the finding.
+    status, how it ended (closed, waiting, wedged: unchanged for `settle` seconds, waiting
+    only on a retry or a manual containment) and the seconds from the finding.
 
     With `outages`, a query or an approval that fails (no worker, no server for a moment)
     is tried again at the next look instead of ending the run."""
@@ -157,7 +165,7 @@ async def drive_case(
             mark = _fingerprint(status)
             if settled is None or settled[0] != mark:
                 settled = (mark, now)
-            elif now - settled[1] >= SETTLE_SECONDS:
+            elif now - settled[1] >= settle:
                 return case.case_id, status, "waiting", settled[1] - start
         else:
             settled = None
@@ -168,7 +176,7 @@ async def drive_case(
 # -- AWS, as an observer sees it --------------------------------------------------------
 
 
-def _client(stack: EmbeddedStack, service: str) -> Any:
+def observer_client(stack: EmbeddedStack, service: str) -> Any:
     session = boto3.Session(
         aws_access_key_id="AKIATESTOBSERVER0001",
         aws_secret_access_key="observer",  # noqa: S106 - the lab's observer, no secret
@@ -181,9 +189,9 @@ def aws_state(stack: EmbeddedStack) -> dict[str, Any]:
     """What a case changes, keyed by names (ids differ between stacks): users with their
     keys' statuses, policies and console access; roles' policies; Lambda functions;
     instances' states by name; snapshots; trails' logging."""
-    iam, ec2, trail = (_client(stack, s) for s in ("iam", "ec2", "cloudtrail"))
+    iam, ec2, trail = (observer_client(stack, s) for s in ("iam", "ec2", "cloudtrail"))
     state: dict[str, Any] = {}
-    for function in _client(stack, "lambda").list_functions()["Functions"]:
+    for function in observer_client(stack, "lambda").list_functions()["Functions"]:
         state[f"function {function['FunctionName']}"] = True
     for user in iam.list_users()["Users"]:
         name = user["UserName"]
@@ -232,7 +240,7 @@ def aws_state(stack: EmbeddedStack) -> dict[str, Any]:
 def duplicates(stack: EmbeddedStack) -> list[str]:
     """What a case must do once and AWS holds twice: a revocation policy on one principal,
     or two snapshots of one volume."""
-    iam, ec2 = _client(stack, "iam"), _client(stack, "ec2")
+    iam, ec2 = observer_client(stack, "iam"), observer_client(stack, "ec2")
     found = []
     revocations = (names.REVOKE_SESSIONS_POLICY_NAME, names.REVOKE_USER_TOKENS_POLICY_NAME)
     for role in iam.list_roles()["Roles"]:

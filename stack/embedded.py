@@ -63,6 +63,8 @@ class StackConfig:
     # The chaos run kills and restarts pieces itself, and does not want them restarted
     # (or their death called the stack's end) behind its back.
     supervise: bool = True
+    # More of the lab's AWS command line (a benchmark writes its checkpoints only when idle).
+    lab_options: tuple[str, ...] = ()
 
 
 class EmbeddedStack:
@@ -221,7 +223,9 @@ class EmbeddedStack:
         ]
         if cfg.lab:
             processes.append(
-                lab_aws_process(state, cfg.lab_aws_port, cfg.host, env=env, ready_timeout=180)
+                lab_aws_process(
+                    state, cfg.lab_aws_port, cfg.host, *cfg.lab_options, env=env, ready_timeout=180
+                )
             )
         # The same commands as the README's "Running against your AWS" (`quench worker`,
         # `quench webhook`), run as modules so they need no particular working directory.

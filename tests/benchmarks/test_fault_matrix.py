@@ -28,6 +28,10 @@ def test_one_call_denied_gives_one_honest_row_naming_the_call(tmp_path: Path) ->
             "--faults",
             "access_denied",
             "--no-baseline",
+            # Seen unchanged for 8 s, not the benchmark's 20, counts as ended: a case that
+            # goes on after that still fails the row (its outcome and what it names).
+            "--settle-seconds",
+            "8",
             "--output",
             str(output),
         ],

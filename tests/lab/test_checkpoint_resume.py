@@ -12,8 +12,10 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import pytest
@@ -27,10 +29,11 @@ from lab.checkpoint import CHECKPOINT_NAME
 from lab.scrubbing import SCRUBBED
 from lab.world import EC2_TRUST_POLICY, REGION
 from stack.processes import ManagedProcess, free_port
-from tests.lab.lab_server import start_lab_server
+from tests.lab.lab_server import discard, start_lab_server, start_lab_servers
 from tests.lab.story_secrets import capture_story_secrets
 from tests.lab.world_ids import (
     every_id,
+    image_of,
     more_resources,
     probe,
     run_together,
@@ -40,6 +43,7 @@ from tests.lab.world_ids import (
 )
 
 BUCKET = "quench-lab-checkpoint-test"
+T = TypeVar("T")
 
 
 def _url(process: ManagedProcess) -> str:
@@ -106,8 +110,7 @@ def _new_resources(url: str, world: lab_world.LabWorld, name: str) -> None:
     iam.create_user(UserName=name)
     iam.create_access_key(UserName=name)
     iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(EC2_TRUST_POLICY))
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)
+    ec2.run_instances(ImageId=image_of(url, world), MinCount=1, MaxCount=1)
     volume = ec2.describe_volumes()["Volumes"][0]["VolumeId"]
     ec2.create_snapshot(VolumeId=volume, Description=name)
     ec2.stop_instances(InstanceIds=[world.instance_id])
@@ -126,14 +129,24 @@ def _the_same(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _full_replay_of(state_dir: Path, tmp_path: Path) -> ManagedProcess:
-    """The same recording, started without the checkpoint: replayed in full."""
+def _resumed_and_full_replay_of(
+    state_dir: Path, tmp_path: Path, *options: str
+) -> list[ManagedProcess]:
+    """Two servers started at once on the same recording: one resumed from `state_dir` and
+    its checkpoint (`options` its command line's), one from a copy without the checkpoint,
+    replayed in full."""
     replayed = tmp_path / f"full-replay-of-{state_dir.name}"
     shutil.copytree(state_dir, replayed, ignore=shutil.ignore_patterns("logs", "pids", "*.ready"))
     (replayed / CHECKPOINT_NAME).unlink(missing_ok=True)
-    process = start_lab_server(replayed, free_port())
-    assert "without a checkpoint" in _log(process)
-    return process
+    processes = start_lab_servers((state_dir, free_port(), options), (replayed, free_port(), ()))
+    assert "without a checkpoint" in _log(processes[1])
+    return processes
+
+
+def _from_both(ask: Callable[[str], T], urls: tuple[str, str]) -> list[T]:
+    """`ask` of each server, both at once (each server is asked in the same order)."""
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(ask, urls))
 
 
 def test_a_resumed_lab_is_the_lab_a_full_replay_makes_and_makes_the_same_ids(tmp_path):
@@ -149,16 +162,15 @@ def test_a_resumed_lab_is_the_lab_a_full_replay_makes_and_makes_the_same_ids(tmp
         server.stop()  # SIGTERM, as the stack stops it: a checkpoint of everything
     assert (live / CHECKPOINT_NAME).exists()
 
-    resumed = start_lab_server(live, free_port())
-    replayed = _full_replay_of(live, tmp_path)
+    resumed, replayed = _resumed_and_full_replay_of(live, tmp_path)
     try:
         assert "from the checkpoint, 0 requests replayed" in _log(resumed)
         assert (live / "lab-aws.ready").read_text() == "replayed"
         urls = (_url(resumed), _url(replayed))
-        ids = [every_id(u, world) for u in urls]
+        ids = _from_both(lambda u: every_id(u, world), urls)
         assert ids[0][f"keys of {world.build_bot_user}"] != []
         assert _the_same(*ids) == {}
-        objects = [_every_object(u) for u in urls]
+        objects = _from_both(_every_object, urls)
         assert sum(key.startswith(BUCKET) for key in objects[0]) == 6
         assert _the_same(*objects) == {}
         # The object that held a secret reads back scrubbed in both. (Every request is read
@@ -168,20 +180,19 @@ def test_a_resumed_lab_is_the_lab_a_full_replay_makes_and_makes_the_same_ids(tmp
             assert json.loads(stolen)["SecretAccessKey"] == SCRUBBED
 
         # What comes next gets the same ids in both: the id streams go on where they were.
-        for u in urls:
-            _new_resources(u, world, "after-resume")
-        ids = [every_id(u, world) for u in urls]
+        _from_both(lambda u: _new_resources(u, world, "after-resume"), urls)
+        ids = _from_both(lambda u: every_id(u, world), urls)
         assert "user after-resume" in ids[0] and ids[0]["vpcs in us-east-1"] != []
         assert _the_same(*ids) == {}
-        assert _the_same(*[_every_object(u) for u in urls]) == {}
+        assert _the_same(*_from_both(_every_object, urls)) == {}
         vpcs = [
             worker_session("sa-east-1").client("ec2", endpoint_url=u).describe_vpcs()["Vpcs"]
             for u in urls
         ]
         assert vpcs[0] != [] and vpcs[0] == vpcs[1]
     finally:
-        resumed.stop()
-        replayed.stop()
+        discard(resumed)
+        discard(replayed)
 
 
 def _make(url: str, name: str) -> tuple[str, str, str]:
@@ -212,12 +223,17 @@ def _held(url: str, made: dict[str, tuple[str, str, str]]) -> dict[str, tuple[st
     return held
 
 
-def _kill_when(process: ManagedProcess, moment: str) -> bool:
-    """SIGKILL the server at a random moment, or as soon as a checkpoint's temporary file
-    appears (in the middle of its write); whether that file was there when it died."""
+def _kill_when(process: ManagedProcess, moment: str, answered: list[int]) -> bool:
+    """SIGKILL the server at a random moment once the writer was answered `_ANSWERED`
+    times (`answered[0]`: however slow the machine, such a round leaves something), or as
+    soon as a checkpoint's temporary file appears (in the middle of its write); whether
+    that file was there when it died."""
     temporary = f"{CHECKPOINT_NAME}.{process.pid}.tmp"
     if moment == "random":
-        time.sleep(0.5 + secrets.randbelow(2500) / 1000)
+        deadline = time.monotonic() + 60
+        while answered[0] < _ANSWERED and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(secrets.randbelow(1000) / 1000)
     else:
         deadline = time.monotonic() + 30
         while not (process.state_dir / temporary).exists() and time.monotonic() < deadline:
@@ -227,6 +243,10 @@ def _kill_when(process: ManagedProcess, moment: str) -> bool:
     while process.running():
         time.sleep(0.01)
     return (process.state_dir / temporary).exists()
+
+
+# Makes answered in a round before its random kill: three rounds make more than 8.
+_ANSWERED = 3
 
 
 def test_a_kill_at_any_moment_loses_nothing_and_resumes_as_a_full_replay(tmp_path):
@@ -252,33 +272,36 @@ def test_a_kill_at_any_moment_loses_nothing_and_resumes_as_a_full_replay(tmp_pat
             if "from the checkpoint" in log:
                 replayed_after_checkpoint.append(int(log.split("checkpoint, ")[1].split()[0]))
         stop = threading.Event()
+        answered = [0]
 
         def write(
-            url: str = url, round_number: int = round_number, stop: threading.Event = stop
+            url: str = url,
+            round_number: int = round_number,
+            stop: threading.Event = stop,
+            answered: list[int] = answered,
         ) -> None:
-            n = 0
             while not stop.is_set():
-                name = f"crash-{round_number}-{n}"
+                name = f"crash-{round_number}-{answered[0]}"
                 try:
                     made[name] = _make(url, name)
                 except Exception:
                     return  # the server died under it; unanswered, it may or may not be there
-                n += 1
+                answered[0] += 1
 
         writer = threading.Thread(target=write)
         writer.start()
-        mid_write.append(_kill_when(server, moment))
+        mid_write.append(_kill_when(server, moment, answered))
         stop.set()
         writer.join()
         server.stop()
 
-    resumed = start_lab_server(state_dir, free_port(), *options)
-    replayed = _full_replay_of(state_dir, tmp_path)
+    resumed, replayed = _resumed_and_full_replay_of(state_dir, tmp_path, *options)
     try:
         assert "from the checkpoint" in _log(resumed)
         # Each read is recorded, and the ids of what comes after depend on their count:
         # both servers are asked the same.
-        assert _held(_url(resumed), made) == made == _held(_url(replayed), made)
+        urls = (_url(resumed), _url(replayed))
+        assert _from_both(lambda u: _held(u, made), urls) == [made, made]
         assert len(made) > 8
         # Checkpoints older than the recording's end were completed by replaying the rest.
         assert any(count > 0 for count in replayed_after_checkpoint), replayed_after_checkpoint
@@ -289,12 +312,12 @@ def test_a_kill_at_any_moment_loses_nothing_and_resumes_as_a_full_replay(tmp_pat
             for client in iam
         ]
         assert users[0] == users[1]
-        assert _the_same(_every_object(_url(resumed)), _every_object(_url(replayed))) == {}
+        assert _the_same(*_from_both(_every_object, urls)) == {}
         after = [client.create_user(UserName="after-crashes")["User"]["UserId"] for client in iam]
         assert after[0] == after[1]
     finally:
-        resumed.stop()
-        replayed.stop()
+        discard(resumed)
+        discard(replayed)
 
 
 def _identity(iam: Any, name: str) -> dict[str, str]:
@@ -327,7 +350,7 @@ def small_lab(tmp_path_factory):
         iam = worker_session().client("iam", endpoint_url=url)
         world = {"user": _identity(iam, "kept"), "objects": _every_object(url)}
     finally:
-        server.stop()
+        discard(server)
     return state_dir, world
 
 
@@ -379,7 +402,7 @@ def test_what_cannot_be_resumed_from_is_replayed_saying_why(small_lab, tmp_path,
         assert _identity(iam, "kept") == world["user"]
         iam.get_user(UserName="next")
     finally:
-        server.stop()
+        discard(server)
 
 
 def test_no_secret_the_lab_made_is_in_the_checkpoint_and_every_key_still_works(
@@ -465,4 +488,4 @@ def test_no_secret_the_lab_made_is_in_the_checkpoint_and_every_key_still_works(
         assert stolen_again["AccessKeyId"] == instance_key
         assert stolen_again["SecretAccessKey"] == stolen_again["Token"] == SCRUBBED
     finally:
-        server.stop()
+        discard(server)

@@ -13,7 +13,7 @@ from lab import world as lab_world
 from lab.aws_server import RECORDING_NAME
 from lab.world import REGION
 from stack.processes import free_port
-from tests.lab.lab_server import start_lab_server
+from tests.lab.lab_server import discard, start_lab_server
 from tests.lab.world_ids import (
     every_id,
     more_resources,
@@ -29,7 +29,7 @@ def lab(tmp_path):
     port = free_port()
     state = {"process": start_lab_server(tmp_path, port)}
     yield tmp_path, port, state
-    state["process"].stop()
+    discard(state["process"])
 
 
 def test_every_id_is_the_same_after_the_lab_restarts(lab):
@@ -40,7 +40,7 @@ def test_every_id_is_the_same_after_the_lab_restarts(lab):
     world = more_resources(url, world)
     before = every_id(url, world)
     assert before[f"keys of {world.build_bot_user}"] != []
-    # The case's snapshots, among those moto made for its images.
+    # The case's snapshots, among the account's own.
     made = [s for s in before[f"snapshots in {REGION}"] if s[2].startswith(("case ", "after"))]
     assert len(made) == 5
 
