@@ -116,3 +116,12 @@ fault-matrix: install
 .PHONY: chaos
 chaos: install
 	$(BIN)/python -m benchmarks.chaos $(ARGS)
+
+# Time to contain (benchmarks/time_to_contain.py): 1, 10 and 20 lab-shaped cases at once on
+# the embedded stack with a policy that contains on its own, from the webhook's 202 to the
+# revocation readable in AWS, the instance running again and the rotation verified (and a
+# user key inactive with its tokens denied), against the floor of one workflow and one
+# PutRolePolicy on the same server. A few minutes; e.g. ARGS='--cases 1 --path role'.
+.PHONY: time-to-contain
+time-to-contain: install
+	$(BIN)/python -m benchmarks.time_to_contain $(ARGS)

@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Interceptor, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.accounts import AccountClients, ActInCaseAccount, unassumed_elsewhere
 from activities.athena import AthenaSource
@@ -67,6 +68,14 @@ SCAN_ACTIVITIES = {
     "investigate_credentials",
 }
 STICKY_TIMEOUT = timedelta(seconds=3)
+# The sandbox with every module passed through: its checks on what workflow code calls
+# (time, randomness, I/O) still hold, but no module is imported again for each case. The
+# case's own modules are passed through already; re-importing the rest costs every new
+# case tens of milliseconds of CPU, which findings arriving together wait on in turn
+# (measured by benchmarks/sandbox_first_task.py: README, "Time to contain").
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+)
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 
@@ -229,6 +238,7 @@ def build_workers(
         # A case's next workflow task waits this long for a worker that died before it goes
         # to any worker (which replays the history): the 10 s default cost a chaos kill 17 s.
         "sticky_queue_schedule_to_start_timeout": STICKY_TIMEOUT,
+        "workflow_runner": WORKFLOW_RUNNER,
     }
     workers = []
     if "cases" in queues:

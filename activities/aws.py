@@ -4,9 +4,11 @@ Throttling and transient faults are retried by Temporal; access denied and inval
 are not: retrying cannot fix them, so they surface on the case for a human.
 """
 
+import contextvars
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +19,15 @@ from botocore.parsers import ResponseParserError
 from temporalio.exceptions import ApplicationError
 
 from activities.faults import FaultInjector
-from activities.permissions import describe_call, failed_call, track_calls
+from activities.permissions import carry_call, describe_call, failed_call, track_calls
 from config.settings import Settings
 
 if TYPE_CHECKING:
     from activities.hands_off import QuenchIdentity
+
+# Threads for reads one activity makes at once; shared by every activity, each read short.
+_READS_THREAD = "quench-aws-reads"
+_READS = ThreadPoolExecutor(max_workers=16, thread_name_prefix=_READS_THREAD)
 
 ERROR_THROTTLED = "AwsThrottled"
 ERROR_UNAVAILABLE = "AwsUnavailable"
@@ -249,3 +255,30 @@ class AwsClients:
                     self._faults.install(client)
                 self._clients[key] = client
             return self._clients[key]
+
+
+def at_once(*calls: Callable[[], Any]) -> list[Any]:
+    """Independent AWS reads made at the same time, their results in the order given; the
+    first that failed raises, as if they had been made one after another, naming its AWS
+    call as this thread's last. Each runs in a copy of the caller's context: the account
+    it acts in and the activity it belongs to (boto3's clients are safe to share between
+    threads)."""
+    if threading.current_thread().name.startswith(_READS_THREAD):
+        # Already one of the reads: its own are made in turn, never waiting on a thread
+        # the reads around it may all be holding.
+        outcomes = [_outcome(call) for call in calls]
+    else:
+        futures = [_READS.submit(contextvars.copy_context().run, _outcome, call) for call in calls]
+        outcomes = [future.result() for future in futures]
+    for _, error, call in outcomes:
+        if error is not None:
+            carry_call(call)
+            raise error
+    return [value for value, _, _ in outcomes]
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[Any, BaseException | None, tuple[str, str] | None]:
+    try:
+        return call(), None, None
+    except BaseException as error:  # handed to the caller's thread, which raises it
+        return None, error, failed_call()

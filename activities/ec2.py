@@ -7,7 +7,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors
+from activities.aws import ERROR_INVALID_REQUEST, AwsClients, at_once, aws_errors
 from activities.evidence import EvidenceStore
 from activities.hands_off import refuse_if_hands_off
 from activities.liveness import beat, heartbeating
@@ -54,18 +54,20 @@ class Ec2Activities:
             m["Ebs"]["VolumeId"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m
         ]
         name = f"ec2-instance-{input.instance_id}"
-        found = self._evidence.existing(self._evidence.key_for(input.case_id, name))
+        ec2 = self._ec2
+        with aws_errors(f"capture instance {input.instance_id}"):
+            # At once (containment waits for them); a retry finds the evidence kept.
+            found, volumes, associations = at_once(
+                lambda: self._evidence.existing(self._evidence.key_for(input.case_id, name)),
+                lambda: ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"] if volume_ids else [],
+                lambda: ec2.describe_iam_instance_profile_associations(
+                    Filters=[{"Name": "instance-id", "Values": [input.instance_id]}]
+                )["IamInstanceProfileAssociations"],
+            )
         if found is not None:
             return CaptureInstanceResult(
                 evidence=found, volume_ids=volume_ids, state=self._state_at_capture(found.key)
             )
-        with aws_errors(f"capture instance {input.instance_id}"):
-            volumes = (
-                self._ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"] if volume_ids else []
-            )
-            associations = self._ec2.describe_iam_instance_profile_associations(
-                Filters=[{"Name": "instance-id", "Values": [input.instance_id]}]
-            )["IamInstanceProfileAssociations"]
         document = {
             "instance": instance,
             "volumes": volumes,
@@ -94,9 +96,11 @@ class Ec2Activities:
             with aws_errors(f"snapshot volume {volume_id}"):
                 existing = self._ec2.describe_snapshots(
                     OwnerIds=["self"],
+                    # The volume first: the same answer, and an emulator that reads every
+                    # snapshot's tags (moto does) reads only this volume's.
                     Filters=[
-                        {"Name": f"tag:{CASE_TAG_KEY}", "Values": [input.case_id]},
                         {"Name": "volume-id", "Values": [volume_id]},
+                        {"Name": f"tag:{CASE_TAG_KEY}", "Values": [input.case_id]},
                     ],
                 )["Snapshots"]
                 if existing:

@@ -23,6 +23,9 @@ from models.investigation import Investigation
 from playbook.report import CaseReport, build_report, render_markdown
 
 SHA256_METADATA = "sha256"
+# S3's answers to a create-only write under a key taken: it exists (412), or another
+# write to it is in flight (409).
+_ALREADY_WRITTEN = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 CAPTURED_AT_METADATA = "captured-at"
 ACCOUNT_METADATA = "account-id"
 
@@ -103,22 +106,32 @@ class EvidenceStore:
         account = account_id or (scope.account_id if scope else "")
         tags = {"case-id": case_id, **({ACCOUNT_METADATA: account} if account else {})}
         with aws_errors(f"store evidence s3://{self.bucket}/{key}"):
-            found = self.existing(key)
-            if found is not None:
-                return found
             digest = hashlib.sha256(body).hexdigest()
             captured_at = datetime.now(UTC)
-            self._clients.client("s3").put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=body,
-                ContentType=content_type,
-                Metadata={
+            request = {
+                "Bucket": self.bucket,
+                "Key": key,
+                "Body": body,
+                "ContentType": content_type,
+                "Metadata": {
                     SHA256_METADATA: digest,
                     CAPTURED_AT_METADATA: captured_at.isoformat(),
                     **tags,
                 },
-            )
+            }
+            s3 = self._clients.client("s3")
+            try:
+                # Written only if no object has the key: one call, and a retried capture
+                # never replaces what an earlier attempt kept.
+                s3.put_object(**request, IfNoneMatch="*")
+            except ClientError as exc:
+                if error_code(exc) not in _ALREADY_WRITTEN:
+                    raise
+                found = self.existing(key)
+                if found is not None:
+                    return found
+                # Something else under the key, not evidence (no hash): replaced.
+                s3.put_object(**request)
         return EvidenceRecord(
             name=name,
             bucket=self.bucket,

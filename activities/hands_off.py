@@ -10,6 +10,7 @@ and the worker's policy grants it (docs/worker-iam-policy.json). A throttled or 
 read is retried, never taken as "not protected".
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from activities.aws import (
     ERROR_THROTTLED,
     ERROR_UNAVAILABLE,
     AwsClients,
+    at_once,
     classify,
     error_code,
     to_application_error,
@@ -166,26 +168,37 @@ def _tagged(clients: AwsClients, target: Target) -> str | None:
         )
     if target.instance_id:
         checks.append((f"instance {target.instance_id}", lambda: _instance_tags(clients, target)))
-    for what, read in checks:
+    # Read at once; the first protected in the order above is named.
+    for what, tags in zip(
+        (what for what, _ in checks), at_once(*(_tags_read(w, r) for w, r in checks)), strict=True
+    ):
+        if tags is not None and is_protected(tags.get("Tags", [])):
+            return f"{what} carries the {PROTECTED_TAG_KEY} tag"
+    return None
+
+
+def _tags_read(what: str, read: Callable[[], Any]) -> Callable[[], Any]:
+    """A read of `what`'s tags: None when it is gone or the worker may not read it."""
+
+    def tags() -> Any:
         try:
-            tags = read()
+            return read()
         except ClientError as exc:
             code = error_code(exc)
             if code in _GONE:
-                continue
+                return None
             if classify(code) in (ERROR_THROTTLED, ERROR_UNAVAILABLE):
                 # Only a read the worker may not make is passed over; a busy AWS is asked
                 # again (Temporal retries the activity), never taken as "not protected".
                 raise to_application_error(exc, f"read whether {what} is protected") from exc
             activity.logger.warning("whether %s is protected is unknown: %s", what, exc)
-            continue
+            return None
         except BotoCoreError as exc:
             raise ApplicationError(
                 f"read whether {what} is protected: {exc}", type=ERROR_UNAVAILABLE
             ) from exc
-        if is_protected(tags.get("Tags", [])):
-            return f"{what} carries the {PROTECTED_TAG_KEY} tag"
-    return None
+
+    return tags
 
 
 def _instance_tags(clients: AwsClients, target: Target) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, cast
 
 from botocore.exceptions import ClientError
 from temporalio import activity
@@ -13,6 +14,7 @@ from activities.aws import (
     ERROR_ACCESS_DENIED,
     ERROR_INVALID_REQUEST,
     AwsClients,
+    at_once,
     aws_errors,
     error_code,
     is_denied,
@@ -194,18 +196,34 @@ class IamActivities:
             # Quench itself: nothing to look up, and nothing it will do to itself.
             return own
 
+        # Whether the principal is Quench's to change: read beside it when its names are
+        # known first (a role session's), else once it is known.
+        hands_off: str | None = None
+        hands_off_read = False
         if user_type == "assumedrole" and keys.access_key_id.startswith("ASIA"):
             role_name = validate_role_name(keys.user_name or "")
-            with aws_errors(f"get role {role_name}"):
-                role = self._iam.get_role(RoleName=role_name)["Role"]
             session = session_name(keys.principal_id)
             instance_id = finding.instance_id or (
                 session if session and session.startswith("i-") else None
             )
-            profile_arn = None
+            # The role, its instance's profile and whether either is protected, read at once.
+            protected = self._hands_off_of(
+                input, Target(account_id=account, role_name=role_name, instance_id=instance_id)
+            )
+
+            def get_role() -> dict[str, Any]:
+                with aws_errors(f"get role {role_name}"):
+                    return dict(self._iam.get_role(RoleName=role_name)["Role"])
+
+            def profile() -> str | None:
+                if not instance_id:
+                    return None
+                return self._instance_profile_with_role(instance_id, role_name)
+
+            role, profile_arn, hands_off = at_once(get_role, profile, protected)
+            hands_off_read = True
             kind = CredentialKind.ROLE_SESSION
             if instance_id:
-                profile_arn = self._instance_profile_with_role(instance_id, role_name)
                 kind = CredentialKind.INSTANCE_ROLE_SESSION
             principal = Principal(
                 type=PrincipalType.ASSUMED_ROLE,
@@ -253,10 +271,26 @@ class IamActivities:
             instance_id=principal.instance_id,
             access_key_id=keys.access_key_id,
         )
+        if not hands_off_read:
+            hands_off = self._hands_off_of(input, target)()
         return ResolvePrincipalResult(
             credential=Credential(access_key_id=keys.access_key_id, kind=kind, principal=principal),
-            hands_off=why_hands_off(self._clients, target, input.protected_names),
+            hands_off=hands_off,
         )
+
+    def _hands_off_of(
+        self, input: ResolvePrincipalInput, target: Target
+    ) -> Callable[[], str | None]:
+        """Why the target is not Quench's to change on its own, read when called. The
+        access key is the finding's: Quench's own key is never contained by itself."""
+        keyed = Target(
+            account_id=target.account_id,
+            user_name=target.user_name,
+            role_name=target.role_name,
+            instance_id=target.instance_id,
+            access_key_id=input.finding.access_key.access_key_id,
+        )
+        return lambda: why_hands_off(self._clients, keyed, input.protected_names)
 
     def _quench_own(self, input: ResolvePrincipalInput) -> ResolvePrincipalResult | None:
         """The finding's credential, when it is Quench's own: its key, the worker's user,
@@ -332,34 +366,46 @@ class IamActivities:
         """Evidence: the role, its trust policy, inline and attached policies, profiles, tags."""
         role_name = validate_role_name(input.role_name)
         name = f"iam-role-{role_name.lower()}"
-        found = self._evidence.existing(self._evidence.key_for(input.case_id, name))
-        if found is not None:
-            return found
         iam = self._iam
-        with aws_errors(f"capture role {role_name}"):
-            role = iam.get_role(RoleName=role_name)["Role"]
-            # A list, not a dict keyed by name: a policy named like a secret field
-            # ("...Password") must not be redacted out of the evidence.
-            inline = inline_policies(iam, "role", role_name)
-            attached = []
-            for page in iam.get_paginator("list_attached_role_policies").paginate(
-                RoleName=role_name
-            ):
-                for policy in page["AttachedPolicies"]:
-                    attached.append(self._policy_with_document(policy["PolicyArn"]))
-            profiles = [
+
+        def attached() -> list[dict[str, Any]]:
+            return [
+                self._policy_with_document(policy["PolicyArn"])
+                for page in iam.get_paginator("list_attached_role_policies").paginate(
+                    RoleName=role_name
+                )
+                for policy in page["AttachedPolicies"]
+            ]
+
+        def profiles() -> list[dict[str, Any]]:
+            return [
                 {"name": p["InstanceProfileName"], "arn": p["Arn"]}
                 for page in iam.get_paginator("list_instance_profiles_for_role").paginate(
                     RoleName=role_name
                 )
                 for p in page["InstanceProfiles"]
             ]
+
+        with aws_errors(f"capture role {role_name}"):
+            # Every read at once (containment waits for them); a retry finds the evidence
+            # kept and returns it.
+            found, role, inline, attached_policies, instance_profiles = at_once(
+                lambda: self._evidence.existing(self._evidence.key_for(input.case_id, name)),
+                lambda: iam.get_role(RoleName=role_name)["Role"],
+                # A list, not a dict keyed by name: a policy named like a secret field
+                # ("...Password") must not be redacted out of the evidence.
+                lambda: inline_policies(iam, "role", role_name),
+                attached,
+                profiles,
+            )
+        if found is not None:
+            return cast(EvidenceRecord, found)
         document = {
             "role": role,
             "trust_policy": role.get("AssumeRolePolicyDocument"),
             "inline_policies": inline,
-            "attached_policies": attached,
-            "instance_profiles": profiles,
+            "attached_policies": attached_policies,
+            "instance_profiles": instance_profiles,
         }
         return self._evidence.put_json(input.case_id, name, document)
 
@@ -375,11 +421,13 @@ class IamActivities:
     def revoke_role_sessions(self, input: RevokeRoleSessionsInput) -> RevokeRoleSessionsResult:
         """Deny every session of the role issued before the cut-off (AWSRevokeOlderSessions)."""
         role_name = validate_role_name(input.role_name)
-        refuse_if_hands_off(self._clients, input, "iam:PutRolePolicy", role_name=role_name)
         return self._deny_tokens_before(
             f"role {role_name}",
             REVOKE_SESSIONS_POLICY_NAME,
             input.cutoff,
+            refuse=lambda: refuse_if_hands_off(
+                self._clients, input, "iam:PutRolePolicy", role_name=role_name
+            ),
             get=lambda: self._iam.get_role_policy(
                 RoleName=role_name, PolicyName=REVOKE_SESSIONS_POLICY_NAME
             ),
@@ -394,11 +442,13 @@ class IamActivities:
         """Deny the user's session tokens issued before the cut-off: GetSessionToken and
         GetFederationToken sessions survive the deactivation of the key that made them."""
         user = input.user_name
-        refuse_if_hands_off(self._clients, input, "iam:PutUserPolicy", user_name=user)
         return self._deny_tokens_before(
             f"user {user}",
             REVOKE_USER_TOKENS_POLICY_NAME,
             input.cutoff,
+            refuse=lambda: refuse_if_hands_off(
+                self._clients, input, "iam:PutUserPolicy", user_name=user
+            ),
             get=lambda: self._iam.get_user_policy(
                 UserName=user, PolicyName=REVOKE_USER_TOKENS_POLICY_NAME
             ),
@@ -412,19 +462,23 @@ class IamActivities:
         whose: str,
         policy_name: str,
         cutoff: datetime,
+        refuse: Callable[[], None],
         get: Callable[[], dict[str, Any]],
         put: Callable[[str], object],
     ) -> RevokeRoleSessionsResult:
         """A policy already in place with the same or a later cut-off is left as it is: a
         later revocation by someone else is never weakened. If it cannot be read (a denied
         read), the deny is written anyway and the result says so: denying the attacker's
-        tokens matters more than keeping a later cut-off."""
+        tokens matters more than keeping a later cut-off. `refuse` raises when the
+        principal is not Quench's to change; it is read at the same time as the policy."""
         cutoff = cutoff.astimezone(UTC).replace(microsecond=0)
         doing = f"deny tokens of {whose} issued before {cutoff.isoformat()}"
         unread = ""
+
         with aws_errors(doing):
             try:
-                current = policy_cutoff(get()["PolicyDocument"])
+                _, in_place = at_once(refuse, get)
+                current = policy_cutoff(in_place["PolicyDocument"])
             except ClientError as exc:
                 if error_code(exc) == "NoSuchEntity":
                     current = None
@@ -459,49 +513,76 @@ class IamActivities:
         user_name = input.user_name
         name = f"iam-user-{_slug(user_name)}"
         iam = self._iam
-        with aws_errors(f"capture user {user_name}"):
-            attached = [
+
+        def login_profile() -> dict[str, Any] | None:
+            try:
+                return dict(iam.get_login_profile(UserName=user_name)["LoginProfile"])
+            except ClientError as exc:
+                if error_code(exc) != "NoSuchEntity":
+                    raise
+                return None
+
+        def attached() -> list[dict[str, Any]]:
+            return [
                 p
                 for page in iam.get_paginator("list_attached_user_policies").paginate(
                     UserName=user_name
                 )
                 for p in page["AttachedPolicies"]
             ]
-            try:
-                login_profile = iam.get_login_profile(UserName=user_name)["LoginProfile"]
-            except ClientError as exc:
-                if error_code(exc) != "NoSuchEntity":
-                    raise
-                login_profile = None
+
+        def keys() -> list[dict[str, Any]]:
+            listed = iam.list_access_keys(UserName=user_name)["AccessKeyMetadata"]
+            return [
+                {
+                    **key,
+                    "last_used": iam.get_access_key_last_used(AccessKeyId=key["AccessKeyId"]).get(
+                        "AccessKeyLastUsed"
+                    ),
+                }
+                for key in listed
+            ]
+
+        with aws_errors(f"capture user {user_name}"):
+            # Every read at once (containment waits for them).
+            found, profile, attached_policies, access_keys, inline, user, groups, mfa = at_once(
+                lambda: self._evidence.existing(self._evidence.key_for(input.case_id, name)),
+                login_profile,
+                attached,
+                keys,
+                lambda: inline_policies(iam, "user", user_name),
+                lambda: iam.get_user(UserName=user_name)["User"],
+                lambda: iam.list_groups_for_user(UserName=user_name)["Groups"],
+                lambda: iam.list_mfa_devices(UserName=user_name)["MFADevices"],
+            )
             quarantine = [
                 p["PolicyName"]
-                for p in attached
+                for p in attached_policies
                 if p["PolicyName"].startswith(AWS_QUARANTINE_POLICY_PREFIX)
             ]
-            found = self._evidence.existing(self._evidence.key_for(input.case_id, name))
             if found is not None:
                 return CaptureUserResult(
                     evidence=found,
-                    has_login_profile=login_profile is not None,
+                    has_login_profile=profile is not None,
                     quarantine_policies=quarantine,
                 )
-            keys = []
-            for key in iam.list_access_keys(UserName=user_name)["AccessKeyMetadata"]:
-                last_used = iam.get_access_key_last_used(AccessKeyId=key["AccessKeyId"])
-                keys.append({**key, "last_used": last_used.get("AccessKeyLastUsed")})
-            inline = inline_policies(iam, "user", user_name)
             document = {
-                "user": iam.get_user(UserName=user_name)["User"],
-                "access_keys": keys,
-                "attached_policies": [self._policy_with_document(p["PolicyArn"]) for p in attached],
+                "user": user,
+                "access_keys": access_keys,
+                "attached_policies": at_once(
+                    *(
+                        partial(self._policy_with_document, p["PolicyArn"])
+                        for p in attached_policies
+                    )
+                ),
                 "inline_policies": inline,
-                "groups": iam.list_groups_for_user(UserName=user_name)["Groups"],
-                "login_profile": login_profile,
-                "mfa_devices": iam.list_mfa_devices(UserName=user_name)["MFADevices"],
+                "groups": groups,
+                "login_profile": profile,
+                "mfa_devices": mfa,
             }
         return CaptureUserResult(
             evidence=self._evidence.put_json(input.case_id, name, document),
-            has_login_profile=login_profile is not None,
+            has_login_profile=profile is not None,
             quarantine_policies=quarantine,
         )
 

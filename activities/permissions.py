@@ -106,6 +106,12 @@ def failed_call() -> tuple[str, str] | None:
     return getattr(_current, "call", None)
 
 
+def carry_call(call: tuple[str, str] | None) -> None:
+    """Make `call` this thread's last: an error from a read made on another thread for
+    this one (`activities.aws.at_once`) names the call it came from."""
+    _current.call = call
+
+
 def describe_call(service: str, operation: str) -> str:
     """`iam:DeleteUser`, and the IAM actions it needs when they differ from its name."""
     name = f"{service}:{operation}"

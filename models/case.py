@@ -600,6 +600,9 @@ class CaseStatus(BaseModel):
     notes: list[Note] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)
     containment_cutoff: datetime | None = None
+    # When the credential was first cut off: the case's revocation or token deny written,
+    # as the case learned it (evidence kept before it was kept before any change).
+    cut_off_at: datetime | None = None
     verified_access_key_id: str | None = None
     watch: WatchStatus | None = None
     # The watches of the credentials the attacker minted, once the rounds contained them.

@@ -104,6 +104,7 @@ class ContainmentFacts(BaseModel):
     """What containment did, with the times and ids a reviewer checks."""
 
     cutoff: datetime | None = None  # sessions or tokens issued before it are denied
+    cut_off_at: datetime | None = None  # when the case made that cut-off
     instance_id: str | None = None
     stopped_at: list[datetime] = Field(default_factory=list)
     started_at: list[datetime] = Field(default_factory=list)
@@ -508,12 +509,27 @@ def _containment_facts(status: CaseStatus) -> ContainmentFacts:
             (stopped if match.group(2) == "stopped" else started).append(entry.at)
     return ContainmentFacts(
         cutoff=status.containment_cutoff,
+        cut_off_at=status.cut_off_at,
         instance_id=instance_id,
         stopped_at=stopped,
         started_at=started,
         new_access_key_id=status.verified_access_key_id,
         snapshots=status.snapshots,
     )
+
+
+def _kept_when(record: EvidenceRecord, facts: ContainmentFacts) -> str:
+    """Whether an evidence object was kept before the credential was cut off, or after;
+    the EBS snapshots' record against the instance's stop, which is what they precede."""
+    cut_off = facts.cut_off_at
+    if cut_off is None:
+        return "no cut-off made"
+    if record.captured_at < cut_off:
+        return "before the cut-off"
+    if record.name.startswith("ebs-snapshots-") and facts.stopped_at:
+        stop = "before" if record.captured_at < facts.stopped_at[0] else "after"
+        return f"after the cut-off, {stop} the stop"
+    return "after the cut-off"
 
 
 def _attacker_keys(status: CaseStatus) -> set[str]:
@@ -725,11 +741,20 @@ def render_markdown(report: CaseReport) -> str:
     lines += _signed_section(report.signed)
     if report.investigation is not None:
         lines += ["", *markdown_section(report.investigation, report.investigation_chart)]
-    lines += ["", "## Evidence", "", "| Object | SHA-256 | Bytes | Captured |", "|---|---|---|---|"]
     lines += [
-        f"| `{e.uri}` | `{e.sha256}` | {e.size_bytes} | {e.captured_at.isoformat()} |"
-        for e in report.evidence
-    ] or ["| No evidence was kept | - | - | - |"]
+        "",
+        "## Evidence",
+        "",
+        "In the order it was kept, against the moment the credential was cut off.",
+        "",
+        "| Object | SHA-256 | Bytes | Captured | Kept |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{e.uri}` | `{e.sha256}` | {e.size_bytes} | {e.captured_at.isoformat()} | "
+        f"{_kept_when(e, report.containment_facts)} |"
+        for e in sorted(report.evidence, key=lambda e: e.captured_at)
+    ] or ["| No evidence was kept | - | - | - | - |"]
     lines += ["", "## Open items for humans", ""]
     lines += [f"- [ ] {_cell(item)}" for item in report.open_items] or ["None."]
     if report.notes:
@@ -749,6 +774,7 @@ def _containment_section(report: CaseReport) -> list[str]:
     if facts.cutoff:
         lines.append(
             f"- Cut-off: sessions and tokens issued before {facts.cutoff.isoformat()} are denied"
+            + (f" (made {facts.cut_off_at.isoformat()})" if facts.cut_off_at else "")
         )
     if facts.instance_id:
         if facts.stopped_at or facts.started_at:

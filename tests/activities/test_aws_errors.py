@@ -1,5 +1,8 @@
 """AWS error codes mapped to the taxonomy, and boto errors turned into ApplicationErrors."""
 
+import contextvars
+import threading
+from functools import partial
 from typing import Any
 
 import boto3
@@ -17,9 +20,11 @@ from activities.aws import (
     ERROR_THROTTLED,
     ERROR_UNAVAILABLE,
     AwsClients,
+    at_once,
     aws_errors,
     classify,
 )
+from activities.permissions import failed_call
 
 
 def client_error(code: str, message: str = "it went wrong") -> ClientError:
@@ -211,3 +216,55 @@ def test_an_xml_parser_given_broken_xml_is_a_retryable_other() -> None:
         )
     assert raised.value.type == ERROR_OTHER
     assert raised.value.non_retryable is False
+
+
+_SCOPE: contextvars.ContextVar[str] = contextvars.ContextVar("test_scope", default="none")
+
+
+def test_reads_at_once_answer_in_order_on_other_threads_in_the_callers_context() -> None:
+    _SCOPE.set("account 111111111111")
+    caller = threading.get_ident()
+    seen: list[tuple[str, bool]] = []
+
+    def read(value: int) -> Any:
+        seen.append((_SCOPE.get(), threading.get_ident() != caller))
+        return value
+
+    assert at_once(lambda: read(1), lambda: read(2), lambda: read(3)) == [1, 2, 3]
+    assert seen == [("account 111111111111", True)] * 3
+
+
+def test_a_read_at_once_that_fails_names_its_own_call(clients: AwsClients, iam: Any) -> None:
+    """The error of a read made on another thread names that read's call, not the last
+    call this thread made: a human is told which permission to grant."""
+    iam.list_users()
+    with pytest.raises(ApplicationError) as caught, aws_errors("capture role missing"):
+        at_once(lambda: iam.list_roles(), lambda: iam.get_role(RoleName="missing"))
+    assert failed_call() == ("iam", "GetRole")
+    assert "(call iam:GetRole)" in str(caught.value)
+
+
+def test_reads_at_once_within_reads_at_once_never_wait_on_each_other() -> None:
+    """Every thread of the pool holds an outer read before any makes its own: each makes
+    them in turn, so none waits for a thread its neighbours hold (a deadlock otherwise)."""
+    all_held = threading.Event()
+    count = [0]
+    lock = threading.Lock()
+
+    def outer(i: int) -> list[int]:
+        with lock:
+            count[0] += 1
+            if count[0] == 16:
+                all_held.set()
+        all_held.wait()
+        return list(at_once(lambda: i, lambda: -i))
+
+    results: list[Any] = []
+    done = threading.Thread(
+        target=lambda: results.append(at_once(*(partial(outer, i) for i in range(40)))),
+        daemon=True,
+    )
+    done.start()
+    # Generous: the reads take microseconds; a deadlock never ends.
+    done.join(timeout=60)
+    assert results == [[[i, -i] for i in range(40)]]

@@ -153,9 +153,12 @@ async def test_lab_case_is_contained_end_to_end(lab_stack):
         ("responder@example.com", "paged the orders team")
     ]
     assert result.verified_access_key_id not in (None, attack.stolen_access_key_id)
-    # The attacker had stopped the trail: containment started it again first, so the watch
-    # read the lab's CloudTrail, never blind, until the (shortened) window was clean.
-    assert result.actions[0].steps[0].startswith(f"Start logging on trail {world.trail_name}:")
+    # The attacker had stopped the trail: containment started it again once the role's
+    # sessions were revoked (its last step, naming the trail: the person approving waited
+    # for the trails to be read), so the watch read the lab's CloudTrail, never blind,
+    # until the (shortened) window was clean.
+    assert result.actions[0].steps[0].startswith("Deny all sessions of role")
+    assert result.actions[0].steps[-1].startswith(f"Start logging on trail {world.trail_name}:")
     assert world.trail_name in result.trails_restarted
     assert result.watch is not None and result.watch.verdict == "clean"
     assert result.watch.checks >= 2 and result.watch.blind_trails == []

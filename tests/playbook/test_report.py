@@ -403,3 +403,35 @@ def test_a_round_with_no_change_by_others_says_so_and_one_that_did_not_look_says
 def test_an_instance_containment_did_not_restart_says_so():
     markdown = render_markdown(build_report(_status(), written_at=_at(96)))
     assert f"- Instance `{INSTANCE}`: not stopped or started by the case" in markdown
+
+
+def test_evidence_is_listed_in_the_order_kept_against_the_cut_off_and_the_stop():
+    def kept(name: str, minute: int) -> EvidenceRecord:
+        return EvidenceRecord(
+            name=name,
+            bucket="evidence",
+            key=f"cases/c/evidence/{name}.json",
+            sha256=name[0] * 64,
+            size_bytes=10,
+            captured_at=_at(minute),
+        )
+
+    status = _status()
+    status.evidence = [
+        kept("finding-1", 4),
+        kept("iam-role-web-app-role", 1),
+        kept("ebs-snapshots-i-1", 3),
+        kept("ec2-instance-i-1", 2),
+    ]
+    status.containment_cutoff = _at(3)
+    status.cut_off_at = _at(2) + timedelta(seconds=30)
+    status.timeline = [TimelineEntry(at=_at(5), what=f"instance {INSTANCE} stopped")]
+    markdown = render_markdown(build_report(status, written_at=_at(96)))
+    rows = [line for line in markdown.splitlines() if line.startswith("| `s3://evidence/")]
+    assert [(row.split("/")[-1].split(".")[0], row.split(" | ")[-1]) for row in rows] == [
+        ("iam-role-web-app-role", "before the cut-off |"),
+        ("ec2-instance-i-1", "before the cut-off |"),
+        ("ebs-snapshots-i-1", "after the cut-off, before the stop |"),
+        ("finding-1", "after the cut-off |"),
+    ]
+    assert f"are denied (made {status.cut_off_at.isoformat()})" in markdown

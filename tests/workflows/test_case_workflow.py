@@ -646,20 +646,25 @@ async def test_evidence_before_change_then_contained_after_approval(time_skippin
     queue = f"q-{uuid.uuid4()}"
     async with _worker(time_skipping_env, fake, queue):
         handle = await _start(time_skipping_env, fake, queue)
-        waiting = await _wait_for(handle, _pending("contain-"))
-        assert waiting.phase is Phase.AWAITING_APPROVAL
-        # Nothing changed in AWS before the approval; all evidence is already taken.
-        assert "revoke_role_sessions" not in fake.names()
-        assert "stop_instance" not in fake.names()
-        # (The investigation, running beside the case, adds its own when it is done.)
-        assert [e.name for e in waiting.evidence if not e.name.startswith("investigation")] == [
+        proposed = await _wait_for(handle, _pending("contain-"))
+        assert proposed.phase is Phase.AWAITING_APPROVAL
+        # What containment changes is kept before it is proposed: the role's IAM state and
+        # the instance's (the snapshots may still be on their way).
+        kept = {e.name for e in proposed.evidence}
+        assert {f"iam-role-{ROLE}", f"ec2-instance-{INSTANCE}"} <= kept
+        # The rest is kept while the case waits on a person, and nothing is changed.
+        everything = {
             "finding-lab-finding-0001",
             f"iam-role-{ROLE}",
             f"ec2-instance-{INSTANCE}",
             "ebs-snapshots",
             "cloudtrail",
             "trails",
-        ]
+        }
+        waiting = await _wait_for(handle, lambda s: everything <= {e.name for e in s.evidence})
+        assert waiting.phase is Phase.AWAITING_APPROVAL
+        assert "revoke_role_sessions" not in fake.names()
+        assert "stop_instance" not in fake.names()
         action = waiting.pending_actions()[0]
         await handle.signal(CaseWorkflow.approve, _approval(action.id))
         result = await _result(handle)
@@ -1423,15 +1428,17 @@ async def test_recovery_restores_after_approval_and_the_report_says_what_was_don
     ]
     assert result.recovery[1].detail is not None
     assert result.recovery[1].detail.startswith("containment started logging on it again at")
-    # Both trails found stopped were started again first thing in containment, one of its
-    # approved steps, so the watch read complete files.
+    # Both trails found stopped were started again once the credential was cut off, the
+    # last of containment's approved steps (named: the trails were read before a person
+    # was asked), and before the watch, so the watch read complete files.
     contain = result.actions[0]
-    assert contain.steps[:2] == [
+    assert contain.steps[0].startswith(f"Deny all sessions of role {ROLE}")
+    assert contain.steps[-2:] == [
         f"Start logging on trail {t}: it was not logging when the case opened, and the "
         "containment watch reads its files"
         for t in ("management-events", "data-events")
     ]
-    assert fake.names().index("start_trails_logging") < fake.names().index("revoke_role_sessions")
+    assert fake.names().index("revoke_role_sessions") < fake.names().index("start_trails_logging")
     assert [v.trail_names for n, v in fake.calls if n == "start_trails_logging"] == [
         ["management-events", "data-events"]
     ]

@@ -63,11 +63,17 @@ class Containment:
         self._user_key = UserKeyContainment(record, approvals, self)
         # A protected credential's containment by hand, offered beside Quench's own.
         self._by_hand: Action | None = None
+        # The evidence phase, when it kept only what containment changes before the
+        # cut-off: what it still takes beside containment (snapshots, trails).
+        self._evidence: CollectedEvidence | None = None
+        # Whether Quench's own containment was approved (not one by hand).
+        self._approved = False
 
     async def contain(self, credential: Credential, evidence: CollectedEvidence) -> str | None:
         """Propose containment, wait for its decision and carry it out; the outcome, or
         None when it was rejected (the case is then closed)."""
         self._missing = evidence.missing
+        self._evidence = evidence if evidence.cut_off_first else None
         status = self._record.status
         if status.quench_own:
             return await self._hand_to_human(credential, _own_checklist(credential, status))
@@ -105,12 +111,69 @@ class Containment:
             self._record.set_phase(Phase.CONTAINED, f"{by}: {why}")
 
     def with_logging_steps(self, steps: list[str]) -> list[str]:
-        """A containment's steps, after starting logging on trails found stopped."""
-        return [
+        """A containment's steps, after starting logging on trails found stopped (before
+        the watch, after the cut-off when the evidence phase kept only what containment
+        changes first)."""
+        logging = [
             f"Start logging on trail {trail}: it was not logging when the case opened, "
             "and the containment watch reads its files"
             for trail in self._stopped_trails()
-        ] + steps
+        ]
+        if self._evidence is None:
+            return logging + steps
+        trails = self._evidence.trails
+        if trails is None or not trails.done():
+            logging = [
+                "Start logging on any trail found not logging when the case opened (the "
+                "account's trails are still being read), before the containment watch"
+            ]
+        return steps + logging
+
+    async def ready_to_propose(self, kind: ActionKind) -> None:
+        """A containment a person decides is proposed once the account's trails are read,
+        so its steps name the trails it starts logging on (the person takes longer than
+        the read); one the policy runs on its own is proposed at once."""
+        evidence = self._evidence
+        if evidence is None:
+            return
+        status = self._record.status
+        if kind in self._record.policy.without_approval and status.hands_off is None:
+            return
+        evidence.start_all()
+        if evidence.trails is not None:
+            await evidence.trails
+
+    def cut_off_now(self) -> None:
+        """The credential is cut off now (the first time counts): the report orders the
+        evidence against it."""
+        status = self._record.status
+        if status.cut_off_at is None:
+            status.cut_off_at = workflow.now()
+
+    def waits_on_a_person(self) -> None:
+        """Containment waits on a person: everything that waited for it starts."""
+        if self._evidence is not None:
+            self._evidence.start_all()
+
+    def after_cut_off(self) -> None:
+        """The credential is cut off (or containment waits on a person): what waited for
+        it starts, the evidence containment does not change among it."""
+        if self._evidence is not None:
+            self._evidence.start_later()
+
+    async def logging_after_cut_off(self) -> None:
+        """Once the credential is cut off: logging on again on the trails the evidence
+        phase found stopped, before the watch reads them (when the evidence phase kept
+        only what containment changes first; otherwise it was started before)."""
+        evidence = self._evidence
+        if evidence is None or self._record.dry_run or not self._approved:
+            return
+        evidence.start_later()
+        if evidence.trails is not None:
+            await evidence.trails
+        trails = self._stopped_trails()
+        if trails:
+            await self._start_trails_logging(trails)
 
     def first_steps(self, steps: list[str], logging: bool = True) -> list[str]:
         """The first containment's steps, after what evidence it goes ahead without (and,
@@ -147,8 +210,10 @@ class Containment:
                 role_name=role_name,
                 policy_name=revoked.policy_name,
             )
+        self.after_cut_off()
         if record_cutoff:
             self._record.status.containment_cutoff = revoked.cutoff_in_effect
+            self.cut_off_now()
         self._record.note(
             f"sessions of {role_name} issued before {revoked.cutoff_in_effect.isoformat()} "
             f"are denied" + ("" if revoked.changed else " (policy was already in place)")
@@ -203,6 +268,7 @@ class Containment:
         """In a dry run, the approved action's changes are recorded as not made, and True."""
         if not self._record.dry_run:
             return False
+        self.after_cut_off()
         self._record.would(action.id, changes)
         self._ledger.finish(action, ActionStatus.DONE, DRY_RUN_DONE)
         return True
@@ -212,6 +278,10 @@ class Containment:
     async def approved(self, action: Action) -> bool:
         """Wait for the decision on a containment; a rejection closes the case. Once it is
         approved, logging starts again first on trails found stopped (one of its steps)."""
+        if not self._ledger.runs_without_approval(action):
+            # Nothing is cut off before a person decides: the rest of the evidence is kept
+            # meanwhile, and the investigation runs.
+            self.waits_on_a_person()
         if action.protected and self._by_hand is not None:
             approval = await self._protected_decision(action, self._by_hand)
         else:
@@ -223,9 +293,10 @@ class Containment:
             self._record.close(f"containment rejected by {approval.approver}: {approval.reason}")
             return False
         self._record.set_phase(Phase.CONTAINMENT, f"approved by {approval.approver}")
+        self._approved = True
         self._approved_anyway(action)
         trails = self._stopped_trails()
-        if trails and not self._record.dry_run:
+        if trails and not self._record.dry_run and self._evidence is None:
             await self._start_trails_logging(trails)
         return True
 
@@ -284,6 +355,7 @@ class Containment:
             f"Verify through SSM and the instance metadata that the key is no longer "
             f"{credential.access_key_id}",
         ]
+        await self.ready_to_propose(ActionKind.CONTAIN_INSTANCE_ROLE)
         if instance_running is None:
             steps[1] = (
                 f"Stop instance {instance_id} and start it again so it receives new "
@@ -390,6 +462,7 @@ class Containment:
         """A reboot does not rotate instance credentials; a stop and a start do. Returns
         the open item when one of them failed for good."""
         request = self._record.in_account(InstanceInput(instance_id=instance_id))
+        await self._snapshots_taken(instance_id)
         stopped, failure = await self._step(
             "stop the instance",
             lambda: workflow.execute_activity_method(
@@ -426,6 +499,21 @@ class Containment:
             )
         self._record.note(f"instance {instance_id} started")
         return None
+
+    async def _snapshots_taken(self, instance_id: str) -> None:
+        """The EBS snapshots the evidence phase started, done before the stop. One that
+        failed for good is an open item already: the stop goes ahead (EBS volumes keep
+        their data through a stop and start; memory is lost either way)."""
+        evidence = self._evidence
+        if evidence is None or evidence.snapshots is None:
+            return
+        await evidence.snapshots
+        evidence.snapshots = None
+        if any(m.startswith("snapshot the instance's volumes") for m in evidence.missing):
+            self._record.note(
+                f"instance {instance_id} is stopped without the EBS snapshots: its volumes "
+                "keep their data through the stop, so a snapshot taken later still holds it"
+            )
 
     # -- a role session not from an instance -----------------------------------------------
 
@@ -477,6 +565,7 @@ class Containment:
                 f"Review the trust policy: it lets {', '.join(flagged)} assume the role, a way "
                 "back in for the attacker (playbook 2.2, option B)"
             )
+        await self.ready_to_propose(ActionKind.CONTAIN_ROLE_SESSION)
         action = self.propose(
             ActionKind.CONTAIN_ROLE_SESSION,
             f"Contain {credential.access_key_id}: revoke sessions of {role_name}",
@@ -504,6 +593,7 @@ class Containment:
         record = self._record
         principal = credential.principal
         record.set_phase(Phase.NEEDS_HUMAN, f"{credential.kind.value} is contained by a human")
+        self.waits_on_a_person()
         action = self._approvals.propose(
             ActionKind.MANUAL_CONTAINMENT,
             f"Contain {credential.access_key_id} ({principal.type.value}) by hand, then approve",

@@ -1,6 +1,7 @@
 """Triage and evidence (playbook 1): who the credential belongs to, and everything
 containment could change, kept with its SHA-256 before any change is made."""
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.recovery import RecoveryActivities
     from models.activities import (
         CaptureInstanceInput,
+        CaptureInstanceResult,
         CaptureRoleInput,
         CaptureTrailsInput,
         CaptureUserInput,
@@ -27,10 +29,10 @@ with workflow.unsafe.imports_passed_through():
         SnapshotVolumesInput,
         StoreEvidenceInput,
     )
-    from models.case import Action, ActionKind, ActionStatus, Approval, Decision
+    from models.case import Action, ActionKind, ActionStatus, Approval, Decision, Phase
     from models.finding import Finding
     from models.principal import Credential, CredentialKind
-    from playbook.principal import named_by_finding
+    from playbook.principal import named_by_finding, session_name
     from workflows.case.approvals import Approvals, failure_detail
     from workflows.case.patches import (
         CONTAINMENT_FIRST_PATCH,
@@ -61,6 +63,31 @@ class CollectedEvidence:
     # Evidence steps that failed for good, each with why: containment goes ahead without
     # them, and its approver is told.
     missing: list[str] = field(default_factory=list)
+    # Kept only what containment changes before the cut-off: the EBS snapshots still being
+    # taken (awaited before the instance is stopped) and the account's trails still being
+    # read (awaited before logging starts on those found stopped).
+    cut_off_first: bool = False
+    snapshots: "asyncio.Task[None] | None" = None
+    trails: "asyncio.Task[None] | None" = None
+    # What starts once the credential is cut off, or once containment waits on a person,
+    # whichever is first (the rest of the evidence): each runs once.
+    later: list[Callable[[], None]] = field(default_factory=list)
+    # What starts once containment is done, or waits on a person (the investigation,
+    # whose reads would compete with other cases' cut-offs).
+    after_containment: list[Callable[[], None]] = field(default_factory=list)
+
+    def start_later(self) -> None:
+        """Start what waited for the cut-off."""
+        waiting, self.later = self.later, []
+        for start in waiting:
+            start()
+
+    def start_all(self) -> None:
+        """Start everything still waiting: containment is done, or waits on a person."""
+        self.start_later()
+        waiting, self.after_containment = self.after_containment, []
+        for start in waiting:
+            start()
 
 
 class Evidence:
@@ -110,77 +137,21 @@ class Evidence:
     async def collect(self, credential: Credential) -> CollectedEvidence:
         """Evidence before any change. A capture that fails for good is an open item with
         a retry of its own, and containment goes ahead without it."""
-        record = self._record
-        case_id = record.status.folder
-        finding = record.finding
         principal = credential.principal
         collected = CollectedEvidence()
-        run = self._call_in
-
-        async def store_finding() -> None:
-            stored = await run(
-                "store the finding",
-                lambda: workflow.execute_activity_method(
-                    EvidenceActivities.store_evidence,
-                    StoreEvidenceInput(
-                        case_id=case_id,
-                        name=f"finding-{_slug(finding.id)}",
-                        document=finding.raw or finding.model_dump(mode="json"),
-                        account_id=finding.account_id,
-                    ),
-                    start_to_close_timeout=timedelta(minutes=2),
-                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                    retry_policy=AWS_RETRY,
-                    summary="Store the GuardDuty finding",
-                ),
-            )
-            record.record_evidence(stored)
-
-        await self._keep("store the finding", store_finding, collected)
+        await self._keep("store the finding", self._store_finding, collected)
         if principal.role_name:
-            role_name = principal.role_name
-
-            async def capture_role() -> None:
-                role = await run(
-                    "capture the role's IAM state",
-                    lambda: workflow.execute_activity_method(
-                        IamActivities.capture_role_state,
-                        record.in_account(CaptureRoleInput(role_name=role_name)),
-                        start_to_close_timeout=timedelta(minutes=5),
-                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                        retry_policy=AWS_RETRY,
-                        summary=f"Capture role {role_name}: policies, trust policy, profiles",
-                    ),
-                )
-                record.record_evidence(role)
-
-            await self._keep("capture the role's IAM state", capture_role, collected)
-        if (
-            credential.kind is CredentialKind.IAM_USER_KEY
-            and principal.user_name
-            and workflow.patched(USER_KEY_PATCH)
-        ):
-            user_name = principal.user_name
+            await self._keep(
+                "capture the role's IAM state", self._role_capture(principal.role_name), collected
+            )
+        if self._user_key(credential):
             collected.user_key = True
-
-            async def capture_user() -> None:
-                user = await run(
-                    "capture the user's IAM state",
-                    lambda: workflow.execute_activity_method(
-                        IamActivities.capture_user_state,
-                        record.in_account(CaptureUserInput(user_name=user_name)),
-                        start_to_close_timeout=timedelta(minutes=5),
-                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                        retry_policy=AWS_RETRY,
-                        summary=f"Capture user {user_name}: keys, policies, groups, console access",
-                    ),
-                )
-                collected.user = user
-                record.record_evidence(user.evidence)
-                for policy in user.quarantine_policies:
-                    record.note(f"AWS quarantined the key with {policy}; it stays attached")
-
-            await self._keep("capture the user's IAM state", capture_user, collected)
+            user_name = principal.user_name or ""
+            users: dict[str, CaptureUserResult] = {}
+            await self._keep(
+                "capture the user's IAM state", self._user_capture(user_name, users), collected
+            )
+            collected.user = users.get(user_name)
         if principal.instance_id:
             instance_id = principal.instance_id
             collected.instance_running = None
@@ -193,16 +164,197 @@ class Evidence:
                 capture_instance,
                 collected,
             )
+        await self._keep("capture the CloudTrail slice", self._slice_capture(credential), collected)
+        if workflow.patched(TRAILS_PATCH):
+            await self._keep("capture the account's trails", self._capture_trails, collected)
+        return collected
+
+    async def triage_cut_off_first(self, finding: Finding) -> tuple[Credential, CollectedEvidence]:
+        """The principal resolved, and only what containment changes kept before the
+        cut-off: the principal's IAM state and its instance's, captured at once and
+        while the principal is resolved (they are reads, of the names the finding gives;
+        anything resolving names otherwise is captured after). The EBS snapshots start
+        as soon as the instance's volumes are known and are awaited only before the stop
+        (a snapshot holds the volume as it was when CreateSnapshot was accepted). The
+        finding, the CloudTrail slice and the account's trails are not changed by
+        containment: they are kept from the cut-off on (`CollectedEvidence.later`), or
+        from when containment first waits on a person."""
+        record = self._record
+        collected = CollectedEvidence(cut_off_first=True)
+        captures: dict[str, asyncio.Task[None]] = {}
+        users: dict[str, CaptureUserResult] = {}
+        instances: dict[str, CaptureInstanceResult] = {}
+        snapshots: dict[str, asyncio.Task[None]] = {}
+
+        def capture(role: str | None, user: str | None, instance: str | None) -> None:
+            if role and f"role {role}" not in captures:
+                captures[f"role {role}"] = asyncio.create_task(
+                    self._keep("capture the role's IAM state", self._role_capture(role), collected)
+                )
+            if user and f"user {user}" not in captures:
+                captures[f"user {user}"] = asyncio.create_task(
+                    self._keep(
+                        "capture the user's IAM state", self._user_capture(user, users), collected
+                    )
+                )
+            if instance and f"instance {instance}" not in captures:
+                captures[f"instance {instance}"] = asyncio.create_task(
+                    self._keep(
+                        f"capture instance {instance}",
+                        self._instance_capture(instance, instances, snapshots, collected),
+                        collected,
+                    )
+                )
+
+        named = named_by_finding(finding)
+        capture(
+            named.principal.role_name,
+            named.principal.user_name if self._user_key(named) else None,
+            _instance_named(finding) if named.principal.role_name else None,
+        )
+        credential = await self.resolve_principal(finding)
+        record.status.credential = credential
+        record.upsert_principal_attributes(credential)
+        record.set_phase(Phase.EVIDENCE, "keeping what containment changes before the cut-off")
+        principal = credential.principal
+        collected.user_key = self._user_key(credential)
+        user_name = principal.user_name if collected.user_key else None
+        capture(principal.role_name, user_name, principal.instance_id)
+        await asyncio.gather(*captures.values())
+        if user_name:
+            collected.user = users.get(user_name)
+        if principal.instance_id:
+            instance = instances.get(principal.instance_id)
+            collected.instance_running = None if instance is None else instance.state == "running"
+            collected.snapshots = snapshots.get(principal.instance_id)
+        collected.later.append(lambda: self._after_cut_off(credential, collected))
+        return credential, collected
+
+    def _after_cut_off(self, credential: Credential, collected: CollectedEvidence) -> None:
+        """The evidence containment does not change, kept beside the rest of the case."""
+        record = self._record
+        record.beside(self._keep("store the finding", self._store_finding, collected))
+        record.beside(
+            self._keep("capture the CloudTrail slice", self._slice_capture(credential), collected)
+        )
+        collected.trails = record.beside(
+            self._keep("capture the account's trails", self._capture_trails, collected)
+        )
+
+    def _instance_capture(
+        self,
+        instance_id: str,
+        instances: dict[str, CaptureInstanceResult],
+        snapshots: dict[str, "asyncio.Task[None]"],
+        collected: CollectedEvidence,
+    ) -> Callable[[], Awaitable[None]]:
+        """The instance's state, then its EBS snapshots started (not in a dry run)."""
+
+        async def capture_instance() -> None:
+            # Its own record of whether the instance runs: `collected` holds the resolved
+            # instance's.
+            instance = await self._instance_state(instance_id, CollectedEvidence())
+            instances[instance_id] = instance
+            if self._record.dry_run:
+                return
+
+            async def snapshot() -> None:
+                await self._snapshot_volumes(instance_id, instance.volume_ids)
+
+            snapshots[instance_id] = self._record.beside(
+                self._keep("snapshot the instance's volumes", snapshot, collected)
+            )
+
+        return capture_instance
+
+    @staticmethod
+    def _user_key(credential: Credential) -> bool:
+        """Whether the credential is a user's key Quench contains itself."""
+        return bool(
+            credential.kind is CredentialKind.IAM_USER_KEY
+            and credential.principal.user_name
+            and workflow.patched(USER_KEY_PATCH)
+        )
+
+    async def _store_finding(self) -> None:
+        record = self._record
+        finding = record.finding
+        stored = await self._call_in(
+            "store the finding",
+            lambda: workflow.execute_activity_method(
+                EvidenceActivities.store_evidence,
+                StoreEvidenceInput(
+                    case_id=record.status.folder,
+                    name=f"finding-{_slug(finding.id)}",
+                    document=finding.raw or finding.model_dump(mode="json"),
+                    account_id=finding.account_id,
+                ),
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=AWS_RETRY,
+                summary="Store the GuardDuty finding",
+            ),
+        )
+        record.record_evidence(stored)
+
+    def _role_capture(self, role_name: str) -> Callable[[], Awaitable[None]]:
+        record = self._record
+
+        async def capture_role() -> None:
+            role = await self._call_in(
+                "capture the role's IAM state",
+                lambda: workflow.execute_activity_method(
+                    IamActivities.capture_role_state,
+                    record.in_account(CaptureRoleInput(role_name=role_name)),
+                    start_to_close_timeout=timedelta(minutes=5),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=AWS_RETRY,
+                    summary=f"Capture role {role_name}: policies, trust policy, profiles",
+                ),
+            )
+            record.record_evidence(role)
+
+        return capture_role
+
+    def _user_capture(
+        self, user_name: str, users: dict[str, CaptureUserResult]
+    ) -> Callable[[], Awaitable[None]]:
+        record = self._record
+
+        async def capture_user() -> None:
+            user = await self._call_in(
+                "capture the user's IAM state",
+                lambda: workflow.execute_activity_method(
+                    IamActivities.capture_user_state,
+                    record.in_account(CaptureUserInput(user_name=user_name)),
+                    start_to_close_timeout=timedelta(minutes=5),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=AWS_RETRY,
+                    summary=f"Capture user {user_name}: keys, policies, groups, console access",
+                ),
+            )
+            users[user_name] = user
+            record.record_evidence(user.evidence)
+            for policy in user.quarantine_policies:
+                record.note(f"AWS quarantined the key with {policy}; it stays attached")
+
+        return capture_user
+
+    def _slice_capture(self, credential: Credential) -> Callable[[], Awaitable[None]]:
+        """The CloudTrail records of the key, from a day before GuardDuty first saw it to
+        now (the window is fixed when the step is made, so a retry reads the same)."""
+        record = self._record
+        finding = record.finding
         window_end = workflow.now()
         window_start = min(finding.first_seen, window_end) - EVIDENCE_LOOKBACK
 
         async def capture_slice() -> None:
-            trail = await run(
+            trail = await self._call_in(
                 "capture the CloudTrail slice",
                 lambda: workflow.execute_activity_method(
                     CloudTrailActivities.capture_cloudtrail_slice,
                     CloudTrailSliceInput(
-                        case_id=case_id,
+                        case_id=record.status.folder,
                         account_id=finding.account_id,
                         access_key_id=credential.access_key_id,
                         start=window_start,
@@ -217,10 +369,7 @@ class Evidence:
             record.record_evidence(trail.evidence)
             record.note(f"{trail.event_count} CloudTrail records of {credential.access_key_id}")
 
-        await self._keep("capture the CloudTrail slice", capture_slice, collected)
-        if workflow.patched(TRAILS_PATCH):
-            await self._keep("capture the account's trails", self._capture_trails, collected)
-        return collected
+        return capture_slice
 
     async def _call_in(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
         """One activity of an evidence step: as it is when containment goes first (the
@@ -284,9 +433,17 @@ class Evidence:
 
     async def _capture_instance(self, instance_id: str, collected: CollectedEvidence) -> None:
         """The instance's state and a snapshot of its volumes; whether it was running."""
+        instance = await self._instance_state(instance_id, collected)
+        if not self._record.dry_run:
+            await self._snapshot_volumes(instance_id, instance.volume_ids)
+
+    async def _instance_state(
+        self, instance_id: str, collected: CollectedEvidence
+    ) -> CaptureInstanceResult:
+        """The instance's state kept; whether it was running. In a dry run, the snapshot
+        it would take is said instead."""
         record = self._record
-        run = self._call_in
-        instance = await run(
+        instance = await self._call_in(
             "capture the instance",
             lambda: workflow.execute_activity_method(
                 Ec2Activities.capture_instance_state,
@@ -310,13 +467,16 @@ class Evidence:
                     f"({', '.join(instance.volume_ids) or 'none'}), tagged with the case"
                 ],
             )
-            return
-        snapshots = await run(
+        return instance
+
+    async def _snapshot_volumes(self, instance_id: str, volume_ids: list[str]) -> None:
+        record = self._record
+        snapshots = await self._call_in(
             "snapshot the instance's volumes",
             lambda: workflow.execute_activity_method(
                 Ec2Activities.snapshot_volumes,
                 record.in_account(
-                    SnapshotVolumesInput(instance_id=instance_id, volume_ids=instance.volume_ids)
+                    SnapshotVolumesInput(instance_id=instance_id, volume_ids=volume_ids)
                 ),
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -345,6 +505,13 @@ class Evidence:
         record.status.trails_found_stopped = trails.not_logging
         for name in trails.not_logging:
             record.note(f"trail {name} was not logging when the case opened")
+
+
+def _instance_named(finding: Finding) -> str | None:
+    """The instance whose role session the finding names: its own instance details, or a
+    session named after an instance, as EC2 names the sessions it delivers."""
+    session = session_name(finding.access_key.principal_id)
+    return finding.instance_id or (session if session and session.startswith("i-") else None)
 
 
 def _slug(value: str) -> str:

@@ -57,3 +57,7 @@ HANDS_OFF_PATCH = "hands-off-protected-and-own"
 ACTION_IDS_BY_KIND_PATCH = "action-ids-numbered-by-kind"
 # A closed case sets QuenchOutcome, so lists tell contained cases from those given up.
 OUTCOME_ATTRIBUTE_PATCH = "outcome-search-attribute"
+# Only what containment changes is kept before the cut-off (the principal's IAM state and
+# the instance's, captured in parallel); the EBS snapshots are awaited before the stop,
+# and the finding, the CloudTrail slice and the trails are kept beside containment.
+CUT_OFF_FIRST_PATCH = "evidence-of-what-containment-changes-first"

@@ -139,10 +139,12 @@ class CaseRecord:
     def upsert_escalations(self, escalations: int) -> None:
         workflow.upsert_search_attributes([names.SA_ESCALATIONS.value_set(escalations)])
 
-    def beside(self, work: Coroutine[Any, Any, None]) -> None:
+    def beside(self, work: Coroutine[Any, Any, None]) -> "asyncio.Task[None]":
         """Run `work` while the case goes on: a slow notification channel or a long
-        look-back must not hold up containment."""
-        self._background.append(asyncio.create_task(work))
+        look-back must not hold up containment. The case ends only once it is done."""
+        task = asyncio.create_task(work)
+        self._background.append(task)
+        return task
 
     async def background_done(self) -> None:
         """Every notification on its way delivered (or noted as failed), and the

@@ -3,6 +3,7 @@ deleted: it is evidence), the user's older tokens denied, console access removed
 own approval; a deactivation that is denied makes the user denied everything meanwhile,
 and every step that fails is offered for a retry beside the case."""
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -32,7 +33,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.principal import Credential
     from workflows.case.approvals import Approvals, denied_call, failure_detail
-    from workflows.case.patches import CONTAINMENT_FIRST_PATCH, USER_DENIED_ALL_PATCH
+    from workflows.case.patches import (
+        CONTAINMENT_FIRST_PATCH,
+        CUT_OFF_FIRST_PATCH,
+        USER_DENIED_ALL_PATCH,
+    )
     from workflows.case.record import CaseRecord
     from workflows.case.release import record_change
     from workflows.case.retries import AWS_RETRY, HEARTBEAT_TIMEOUT
@@ -69,6 +74,7 @@ class UserKeyContainment:
             f"everything instead (inline policy {names.DENY_ALL_POLICY_NAME}) until it "
             "is deactivated, unless the user is protected",
         ]
+        await self._containment.ready_to_propose(ActionKind.CONTAIN_USER_KEY)
         action = self._containment.propose(
             ActionKind.CONTAIN_USER_KEY,
             f"Contain {credential.access_key_id}: deactivate it, deny {user_name}'s older tokens",
@@ -122,7 +128,20 @@ class UserKeyContainment:
         failure = None
         error = None
         still_active = ""
-        if workflow.patched(CONTAINMENT_FIRST_PATCH):
+        # Cut-off first: the older tokens are denied at the same time as the key is
+        # deactivated, neither waiting on the other.
+        together = workflow.patched(CUT_OFF_FIRST_PATCH)
+        tokens = (
+            asyncio.create_task(
+                self._approvals.attempt_or_fail(
+                    "deny the user's older tokens",
+                    self._deny_tokens(user_name, cutoff, recorded=False),
+                )
+            )
+            if together
+            else None
+        )
+        if together or workflow.patched(CONTAINMENT_FIRST_PATCH):
             # The older tokens are denied even while the key's deactivation waits on a
             # human's retry: one denied call must not leave both working.
             key, error = await self._approvals.attempt_or_error(
@@ -136,13 +155,18 @@ class UserKeyContainment:
         else:
             key = await self._approvals.attempt("deactivate the access key", deactivate)
 
-        isolated = workflow.patched(USER_DENIED_ALL_PATCH)
+        isolated = together or workflow.patched(USER_DENIED_ALL_PATCH)
         tokens_open = ""
-        if isolated:
+        if tokens is not None or isolated:
             # A denied tokens' deny holds up nothing either: it is an open item at once.
-            denied, tokens_failure = await self._approvals.attempt_or_fail(
-                "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
-            )
+            if tokens is not None:
+                denied, tokens_failure = await tokens
+                if denied is not None:
+                    self._record_tokens_denied(user_name, denied)
+            else:
+                denied, tokens_failure = await self._approvals.attempt_or_fail(
+                    "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
+                )
             if denied is None:
                 tokens_open = self._tokens_not_denied(
                     user_name, key_id, cutoff, tokens_failure or "it failed"
@@ -151,6 +175,9 @@ class UserKeyContainment:
             denied = await self._approvals.attempt(
                 "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
             )
+        self._containment.after_cut_off()
+        if key is not None or denied is not None:
+            self._containment.cut_off_now()
         self._record.status.containment_cutoff = denied.cutoff_in_effect if denied else cutoff
         if denied is not None:
             self._containment.written_unread(f"user {user_name}", denied)
@@ -208,8 +235,11 @@ class UserKeyContainment:
         return deactivate
 
     def _deny_tokens(
-        self, user_name: str, cutoff: datetime
+        self, user_name: str, cutoff: datetime, recorded: bool = True
     ) -> Callable[[], Awaitable[RevokeRoleSessionsResult]]:
+        """The deny of the user's older tokens; with `recorded` off, its change is left for
+        the caller to record (in the order containment's changes are listed)."""
+
         async def deny() -> RevokeRoleSessionsResult:
             denied = await workflow.execute_activity_method(
                 IamActivities.deny_user_tokens_before,
@@ -219,18 +249,22 @@ class UserKeyContainment:
                 retry_policy=AWS_RETRY,
                 summary=f"Deny {user_name}'s tokens issued before {cutoff.isoformat()}",
             )
-            if denied.changed:
-                record_change(
-                    self._record,
-                    "policy_put",
-                    cutoff=denied.cutoff_in_effect,
-                    previous=denied.replaced,
-                    user_name=user_name,
-                    policy_name=denied.policy_name,
-                )
+            if recorded:
+                self._record_tokens_denied(user_name, denied)
             return denied
 
         return deny
+
+    def _record_tokens_denied(self, user_name: str, denied: RevokeRoleSessionsResult) -> None:
+        if denied.changed:
+            record_change(
+                self._record,
+                "policy_put",
+                cutoff=denied.cutoff_in_effect,
+                previous=denied.replaced,
+                user_name=user_name,
+                policy_name=denied.policy_name,
+            )
 
     def _tokens_not_denied(self, user_name: str, key_id: str, cutoff: datetime, why: str) -> str:
         """The open item, and the case partly contained, while the user's older tokens

@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.notifications import Notifications
     from workflows.case.patches import (
         ACTION_IDS_BY_KIND_PATCH,
+        CUT_OFF_FIRST_PATCH,
         EVIDENCE_FOLDER_PATCH,
         INVESTIGATION_PATCH,
         PLAN_PATCH,
@@ -135,20 +136,41 @@ class CaseWorkflow:
         record = self._record
         record.upsert_finding_attributes(finding)
         record.set_phase(Phase.TRIAGE, "resolving the principal")
-        credential = await self._evidence.resolve_principal(finding)
-        record.status.credential = credential
-        record.upsert_principal_attributes(credential)
+        if workflow.patched(CUT_OFF_FIRST_PATCH):
+            # Only what containment changes is kept before the cut-off.
+            credential, evidence = await self._evidence.triage_cut_off_first(finding)
+        else:
+            credential = await self._evidence.resolve_principal(finding)
+            record.status.credential = credential
+            record.upsert_principal_attributes(credential)
+            record.set_phase(Phase.EVIDENCE, "preserving evidence before any change")
+            evidence = await self._evidence.collect(credential)
+        investigating = workflow.patched(INVESTIGATION_PATCH)
 
-        record.set_phase(Phase.EVIDENCE, "preserving evidence before any change")
-        evidence = await self._evidence.collect(credential)
-        if workflow.patched(INVESTIGATION_PATCH):
+        def investigate() -> None:
             # Beside the rest of the case: a long look-back must not hold up containment.
-            record.beside(self._investigation.investigate(credential, [credential.access_key_id]))
+            if investigating:
+                record.beside(
+                    self._investigation.investigate(credential, [credential.access_key_id])
+                )
 
+        if evidence.cut_off_first:
+            # Nor compete with other cases' cut-offs: it starts once containment is done, or
+            # waits on a person.
+            evidence.after_containment.append(investigate)
+        else:
+            investigate()
         self._collected = evidence
-        outcome = await self._containment.contain(credential, evidence)
+        try:
+            outcome = await self._containment.contain(credential, evidence)
+        except CaseAbandoned:
+            # The evidence still to keep is kept before the case closes.
+            evidence.start_all()
+            raise
+        evidence.start_all()
         if outcome is None:
             return
+        await self._containment.logging_after_cut_off()
         if workflow.patched(WATCH_PATCH):
             await self._watch.until_clean(credential, evidence)
         if workflow.patched(PLAN_PATCH):
