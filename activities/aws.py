@@ -278,6 +278,8 @@ def at_once(*calls: Callable[[], Any]) -> list[Any]:
 
 
 def _outcome(call: Callable[[], Any]) -> tuple[Any, BaseException | None, tuple[str, str] | None]:
+    # The pool's thread last served another read: its call must not name this one's error.
+    carry_call(None)
     try:
         return call(), None, None
     except BaseException as error:  # handed to the caller's thread, which raises it

@@ -55,18 +55,19 @@ class Ec2Activities:
         ]
         name = f"ec2-instance-{input.instance_id}"
         ec2 = self._ec2
+        # A retry finds the evidence kept, and the state it recorded.
+        found = self._evidence.existing(self._evidence.key_for(input.case_id, name))
+        if found is not None:
+            return CaptureInstanceResult(
+                evidence=found, volume_ids=volume_ids, state=self._state_at_capture(found.key)
+            )
         with aws_errors(f"capture instance {input.instance_id}"):
-            # At once (containment waits for them); a retry finds the evidence kept.
-            found, volumes, associations = at_once(
-                lambda: self._evidence.existing(self._evidence.key_for(input.case_id, name)),
+            # At once (containment waits for them).
+            volumes, associations = at_once(
                 lambda: ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"] if volume_ids else [],
                 lambda: ec2.describe_iam_instance_profile_associations(
                     Filters=[{"Name": "instance-id", "Values": [input.instance_id]}]
                 )["IamInstanceProfileAssociations"],
-            )
-        if found is not None:
-            return CaptureInstanceResult(
-                evidence=found, volume_ids=volume_ids, state=self._state_at_capture(found.key)
             )
         document = {
             "instance": instance,

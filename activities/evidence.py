@@ -14,7 +14,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.accounts import acting_in
-from activities.aws import ERROR_INVALID_REQUEST, AwsClients, aws_errors, error_code
+from activities.aws import (
+    ERROR_INVALID_REQUEST,
+    ERROR_UNAVAILABLE,
+    AwsClients,
+    aws_errors,
+    error_code,
+)
 from activities.liveness import heartbeating
 from activities.redaction import redact
 from models.activities import StoreEvidenceInput, WriteReportInput, WriteReportResult
@@ -23,9 +29,6 @@ from models.investigation import Investigation
 from playbook.report import CaseReport, build_report, render_markdown
 
 SHA256_METADATA = "sha256"
-# S3's answers to a create-only write under a key taken: it exists (412), or another
-# write to it is in flight (409).
-_ALREADY_WRITTEN = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 CAPTURED_AT_METADATA = "captured-at"
 ACCOUNT_METADATA = "account-id"
 
@@ -125,7 +128,14 @@ class EvidenceStore:
                 # never replaces what an earlier attempt kept.
                 s3.put_object(**request, IfNoneMatch="*")
             except ClientError as exc:
-                if error_code(exc) not in _ALREADY_WRITTEN:
+                code = error_code(exc)
+                if code == "ConditionalRequestConflict":
+                    # Another write of the key is in flight: asked again, this one finds it.
+                    raise ApplicationError(
+                        f"store evidence s3://{self.bucket}/{key}: another write in flight",
+                        type=ERROR_UNAVAILABLE,
+                    ) from exc
+                if code != "PreconditionFailed":
                     raise
                 found = self.existing(key)
                 if found is not None:

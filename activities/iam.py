@@ -4,7 +4,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 from temporalio import activity
@@ -386,11 +386,13 @@ class IamActivities:
                 for p in page["InstanceProfiles"]
             ]
 
+        # A retry finds the evidence kept and returns it, whatever IAM answers now.
+        found = self._evidence.existing(self._evidence.key_for(input.case_id, name))
+        if found is not None:
+            return found
         with aws_errors(f"capture role {role_name}"):
-            # Every read at once (containment waits for them); a retry finds the evidence
-            # kept and returns it.
-            found, role, inline, attached_policies, instance_profiles = at_once(
-                lambda: self._evidence.existing(self._evidence.key_for(input.case_id, name)),
+            # Every read at once (containment waits for them).
+            role, inline, attached_policies, instance_profiles = at_once(
                 lambda: iam.get_role(RoleName=role_name)["Role"],
                 # A list, not a dict keyed by name: a policy named like a secret field
                 # ("...Password") must not be redacted out of the evidence.
@@ -398,8 +400,6 @@ class IamActivities:
                 attached,
                 profiles,
             )
-        if found is not None:
-            return cast(EvidenceRecord, found)
         document = {
             "role": role,
             "trust_policy": role.get("AssumeRolePolicyDocument"),

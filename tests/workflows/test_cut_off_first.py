@@ -185,3 +185,26 @@ async def test_a_snapshot_that_fails_leaves_an_open_item_and_the_stop_goes_ahead
     assert any("stopped without the EBS snapshots" in n for n in notes)
     retry: Any = next(a for a in contained.actions if a.kind is ActionKind.RETRY)
     assert retry.title == "Retry: snapshot the instance's volumes"
+
+
+async def test_an_instance_the_finding_names_is_read_but_snapshotted_only_once_confirmed(
+    time_skipping_env,
+):
+    """The finding names an instance; IAM resolves a plain role session: the instance's
+    state was read beside the resolution, but no snapshot (a change) is made of it."""
+    fake = FakeAws(kind=CredentialKind.ROLE_SESSION)
+    queue = f"q-{uuid.uuid4()}"
+    async with _worker(time_skipping_env, fake, queue):
+        handle = await _start(
+            time_skipping_env,
+            fake,
+            queue,
+            CasePolicy(without_approval=[ActionKind.CONTAIN_ROLE_SESSION]),
+        )
+        contained = await _wait_for(handle, lambda s: s.cut_off_at is not None)
+        await handle.terminate("the test is over once containment ran")
+
+    assert "capture_instance_state" in fake.names()
+    assert "snapshot_volumes" not in fake.names()
+    assert "stop_instance" not in fake.names()
+    assert contained.credential is not None and contained.credential.principal.instance_id is None

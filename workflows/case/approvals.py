@@ -3,9 +3,9 @@ deadline, escalation and notifications), and a step that failed for good offered
 The bookkeeping is the ledger's; this module adds the waiting."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -205,6 +205,14 @@ class Approvals:
 
         self._beside.append(asyncio.create_task(decide_then_act()))
         return action
+
+    def alongside(self, work: Coroutine[Any, Any, None]) -> "asyncio.Task[None]":
+        """Work the case goes on beside (evidence kept after the cut-off) whose failure
+        offers a retry: the case closes, or continues as new, only once it is done and
+        any retry it offered is decided."""
+        task = asyncio.create_task(work)
+        self._beside.append(task)
+        return task
 
     async def offers_decided(self, before: str) -> None:
         """Wait for every action offered beside the case, saying so while it waits

@@ -184,7 +184,6 @@ class Evidence:
         captures: dict[str, asyncio.Task[None]] = {}
         users: dict[str, CaptureUserResult] = {}
         instances: dict[str, CaptureInstanceResult] = {}
-        snapshots: dict[str, asyncio.Task[None]] = {}
 
         def capture(role: str | None, user: str | None, instance: str | None) -> None:
             if role and f"role {role}" not in captures:
@@ -201,7 +200,7 @@ class Evidence:
                 captures[f"instance {instance}"] = asyncio.create_task(
                     self._keep(
                         f"capture instance {instance}",
-                        self._instance_capture(instance, instances, snapshots, collected),
+                        self._instance_capture(instance, instances),
                         collected,
                     )
                 )
@@ -223,47 +222,45 @@ class Evidence:
         await asyncio.gather(*captures.values())
         if user_name:
             collected.user = users.get(user_name)
-        if principal.instance_id:
-            instance = instances.get(principal.instance_id)
+        instance_id = principal.instance_id
+        instance = instances.get(instance_id) if instance_id else None
+        if instance_id:
             collected.instance_running = None if instance is None else instance.state == "running"
-            collected.snapshots = snapshots.get(principal.instance_id)
+        if instance_id and instance is not None and not record.dry_run:
+            # Only the resolved principal's instance, once resolved: never one the finding
+            # named that IAM does not confirm, nor Quench's own.
+            volume_ids = instance.volume_ids
+
+            async def snapshot() -> None:
+                await self._snapshot_volumes(instance_id, volume_ids)
+
+            collected.snapshots = self._approvals.alongside(
+                self._keep("snapshot the instance's volumes", snapshot, collected)
+            )
         collected.later.append(lambda: self._after_cut_off(credential, collected))
         return credential, collected
 
     def _after_cut_off(self, credential: Credential, collected: CollectedEvidence) -> None:
         """The evidence containment does not change, kept beside the rest of the case."""
-        record = self._record
-        record.beside(self._keep("store the finding", self._store_finding, collected))
-        record.beside(
+        # Alongside the case: it closes only once each is kept, or its retry decided.
+        alongside = self._approvals.alongside
+        alongside(self._keep("store the finding", self._store_finding, collected))
+        alongside(
             self._keep("capture the CloudTrail slice", self._slice_capture(credential), collected)
         )
-        collected.trails = record.beside(
+        collected.trails = alongside(
             self._keep("capture the account's trails", self._capture_trails, collected)
         )
 
     def _instance_capture(
-        self,
-        instance_id: str,
-        instances: dict[str, CaptureInstanceResult],
-        snapshots: dict[str, "asyncio.Task[None]"],
-        collected: CollectedEvidence,
+        self, instance_id: str, instances: dict[str, CaptureInstanceResult]
     ) -> Callable[[], Awaitable[None]]:
-        """The instance's state, then its EBS snapshots started (not in a dry run)."""
+        """The instance's state (its snapshots wait for the principal to be resolved)."""
 
         async def capture_instance() -> None:
             # Its own record of whether the instance runs: `collected` holds the resolved
             # instance's.
-            instance = await self._instance_state(instance_id, CollectedEvidence())
-            instances[instance_id] = instance
-            if self._record.dry_run:
-                return
-
-            async def snapshot() -> None:
-                await self._snapshot_volumes(instance_id, instance.volume_ids)
-
-            snapshots[instance_id] = self._record.beside(
-                self._keep("snapshot the instance's volumes", snapshot, collected)
-            )
+            instances[instance_id] = await self._instance_state(instance_id, CollectedEvidence())
 
         return capture_instance
 

@@ -176,7 +176,8 @@ class UserKeyContainment:
                 "deny the user's older tokens", self._deny_tokens(user_name, cutoff)
             )
         self._containment.after_cut_off()
-        if key is not None or denied is not None:
+        if key is not None:
+            # Cut off once the key is inactive (a token deny alone leaves the key working).
             self._containment.cut_off_now()
         self._record.status.containment_cutoff = denied.cutoff_in_effect if denied else cutoff
         if denied is not None:
