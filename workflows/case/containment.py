@@ -4,6 +4,7 @@ rotated and verified, a role session revoked, a user's key deactivated and its o
 tokens denied; anything else handed to a human with a checklist."""
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -50,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.case.user_key import UserKeyContainment
 
 T = TypeVar("T")
+# How long a containment a person decides waits for the account's trails to be read.
+TRAILS_READ_WAIT = timedelta(seconds=10)
 
 
 class Containment:
@@ -129,19 +132,31 @@ class Containment:
             ]
         return steps + logging
 
-    async def ready_to_propose(self, kind: ActionKind) -> None:
-        """A containment a person decides is proposed once the account's trails are read,
-        so its steps name the trails it starts logging on (the person takes longer than
-        the read); one the policy runs on its own is proposed at once."""
+    async def ready_to_propose(self, kind: ActionKind | None) -> None:
+        """A containment a person decides (`kind` None: a protected credential's, by hand
+        or by two people) is proposed once the account's trails are read, so its steps
+        name the trails it starts logging on, but never after TRAILS_READ_WAIT (a read
+        retried against a throttled API must not keep the person from being asked); one
+        the policy runs on its own is proposed at once."""
         evidence = self._evidence
         if evidence is None:
             return
         status = self._record.status
-        if kind in self._record.policy.without_approval and status.hands_off is None:
+        if (
+            kind is not None
+            and kind in self._record.policy.without_approval
+            and status.hands_off is None
+        ):
             return
         evidence.start_all()
-        if evidence.trails is not None:
-            await evidence.trails
+        trails = evidence.trails
+        if trails is not None and not trails.done():
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    trails.done,
+                    timeout=TRAILS_READ_WAIT,
+                    timeout_summary="The account's trails, read before asking a person",
+                )
 
     def cut_off_now(self) -> None:
         """The credential is cut off now (the first time counts): the report orders the
@@ -623,6 +638,8 @@ class Containment:
         record = self._record
         key = credential.access_key_id
         record.note(f"{key} is protected ({why}): Quench does not contain it on its own")
+        # Both ways are proposed together, once the trails are read.
+        await self.ready_to_propose(None)
         self._by_hand = self._approvals.propose(
             ActionKind.MANUAL_CONTAINMENT,
             f"Contain {key} by hand, then approve: it is protected",
