@@ -211,16 +211,14 @@ class IamActivities:
                 input, Target(account_id=account, role_name=role_name, instance_id=instance_id)
             )
 
-            def get_role() -> dict[str, Any]:
-                with aws_errors(f"get role {role_name}"):
-                    return dict(self._iam.get_role(RoleName=role_name)["Role"])
-
             def profile() -> str | None:
                 if not instance_id:
                     return None
                 return self._instance_profile_with_role(instance_id, role_name)
 
-            role, profile_arn, hands_off = at_once(get_role, profile, protected)
+            role, profile_arn, hands_off = at_once(
+                partial(self._get_role, role_name), profile, protected
+            )
             hands_off_read = True
             kind = CredentialKind.ROLE_SESSION
             if instance_id:
@@ -367,25 +365,6 @@ class IamActivities:
         role_name = validate_role_name(input.role_name)
         name = f"iam-role-{role_name.lower()}"
         iam = self._iam
-
-        def attached() -> list[dict[str, Any]]:
-            return [
-                self._policy_with_document(policy["PolicyArn"])
-                for page in iam.get_paginator("list_attached_role_policies").paginate(
-                    RoleName=role_name
-                )
-                for policy in page["AttachedPolicies"]
-            ]
-
-        def profiles() -> list[dict[str, Any]]:
-            return [
-                {"name": p["InstanceProfileName"], "arn": p["Arn"]}
-                for page in iam.get_paginator("list_instance_profiles_for_role").paginate(
-                    RoleName=role_name
-                )
-                for p in page["InstanceProfiles"]
-            ]
-
         # A retry finds the evidence kept and returns it, whatever IAM answers now.
         found = self._evidence.existing(self._evidence.key_for(input.case_id, name))
         if found is not None:
@@ -397,8 +376,8 @@ class IamActivities:
                 # A list, not a dict keyed by name: a policy named like a secret field
                 # ("...Password") must not be redacted out of the evidence.
                 lambda: inline_policies(iam, "role", role_name),
-                attached,
-                profiles,
+                partial(self._attached_role_policies, role_name),
+                partial(self._role_profiles, role_name),
             )
         document = {
             "role": role,
@@ -408,6 +387,57 @@ class IamActivities:
             "instance_profiles": instance_profiles,
         }
         return self._evidence.put_json(input.case_id, name, document)
+
+    def _get_role(self, role_name: str) -> dict[str, Any]:
+        with aws_errors(f"get role {role_name}"):
+            return dict(self._iam.get_role(RoleName=role_name)["Role"])
+
+    def _attached_role_policies(self, role_name: str) -> list[dict[str, Any]]:
+        return [
+            self._policy_with_document(policy["PolicyArn"])
+            for page in self._iam.get_paginator("list_attached_role_policies").paginate(
+                RoleName=role_name
+            )
+            for policy in page["AttachedPolicies"]
+        ]
+
+    def _role_profiles(self, role_name: str) -> list[dict[str, Any]]:
+        return [
+            {"name": p["InstanceProfileName"], "arn": p["Arn"]}
+            for page in self._iam.get_paginator("list_instance_profiles_for_role").paginate(
+                RoleName=role_name
+            )
+            for p in page["InstanceProfiles"]
+        ]
+
+    def _login_profile(self, user_name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._iam.get_login_profile(UserName=user_name)["LoginProfile"])
+        except ClientError as exc:
+            if error_code(exc) != "NoSuchEntity":
+                raise
+            return None
+
+    def _attached_user_policies(self, user_name: str) -> list[dict[str, Any]]:
+        return [
+            p
+            for page in self._iam.get_paginator("list_attached_user_policies").paginate(
+                UserName=user_name
+            )
+            for p in page["AttachedPolicies"]
+        ]
+
+    def _keys_with_last_use(self, user_name: str) -> list[dict[str, Any]]:
+        iam = self._iam
+        return [
+            {
+                **key,
+                "last_used": iam.get_access_key_last_used(AccessKeyId=key["AccessKeyId"]).get(
+                    "AccessKeyLastUsed"
+                ),
+            }
+            for key in iam.list_access_keys(UserName=user_name)["AccessKeyMetadata"]
+        ]
 
     def _policy_with_document(self, policy_arn: str) -> dict[str, Any]:
         policy = self._iam.get_policy(PolicyArn=policy_arn)["Policy"]
@@ -514,42 +544,13 @@ class IamActivities:
         name = f"iam-user-{_slug(user_name)}"
         iam = self._iam
 
-        def login_profile() -> dict[str, Any] | None:
-            try:
-                return dict(iam.get_login_profile(UserName=user_name)["LoginProfile"])
-            except ClientError as exc:
-                if error_code(exc) != "NoSuchEntity":
-                    raise
-                return None
-
-        def attached() -> list[dict[str, Any]]:
-            return [
-                p
-                for page in iam.get_paginator("list_attached_user_policies").paginate(
-                    UserName=user_name
-                )
-                for p in page["AttachedPolicies"]
-            ]
-
-        def keys() -> list[dict[str, Any]]:
-            listed = iam.list_access_keys(UserName=user_name)["AccessKeyMetadata"]
-            return [
-                {
-                    **key,
-                    "last_used": iam.get_access_key_last_used(AccessKeyId=key["AccessKeyId"]).get(
-                        "AccessKeyLastUsed"
-                    ),
-                }
-                for key in listed
-            ]
-
         with aws_errors(f"capture user {user_name}"):
             # Every read at once (containment waits for them).
             found, profile, attached_policies, access_keys, inline, user, groups, mfa = at_once(
                 lambda: self._evidence.existing(self._evidence.key_for(input.case_id, name)),
-                login_profile,
-                attached,
-                keys,
+                partial(self._login_profile, user_name),
+                partial(self._attached_user_policies, user_name),
+                partial(self._keys_with_last_use, user_name),
                 lambda: inline_policies(iam, "user", user_name),
                 lambda: iam.get_user(UserName=user_name)["User"],
                 lambda: iam.list_groups_for_user(UserName=user_name)["Groups"],
