@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import statistics
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio import activity
@@ -86,8 +87,6 @@ async def _round(client: Client, queue: str, cases: int) -> list[float]:
 
 
 def _finding() -> dict[str, Any]:
-    from datetime import UTC, datetime
-
     now = datetime.now(UTC)
     return instance_role_finding(
         account_id="123456789012",
