@@ -32,7 +32,7 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -205,22 +205,35 @@ MILESTONE_ACTIVITIES: dict[Path_, dict[str, str]] = {
 }
 
 
-async def _milestones_from_history(client: Client, target: Target) -> None:
-    """Each milestone's time after the 202, from the first completion of its activity."""
+async def _history(client: Client, target: Target) -> AsyncIterator[tuple[Any, float, str]]:
+    """The case's history events, each with its seconds after the 202 and, for an
+    activity's events, the activity's name."""
     assert target.accepted_wall is not None
-    wanted = MILESTONE_ACTIVITIES[target.path]
     scheduled: dict[int, str] = {}
     async for event in client.get_workflow_handle(target.workflow_id).fetch_history_events():
+        name = ""
         if event.HasField("activity_task_scheduled_event_attributes"):
-            scheduled[event.event_id] = (
-                event.activity_task_scheduled_event_attributes.activity_type.name
-            )
-        elif event.HasField("activity_task_completed_event_attributes"):
-            name = scheduled.get(event.activity_task_completed_event_attributes.scheduled_event_id)
-            for milestone, activity_name in wanted.items():
-                if name == activity_name and milestone not in target.seen:
-                    at = event.event_time.ToDatetime(tzinfo=UTC)
-                    target.seen[milestone] = (at - target.accepted_wall).total_seconds()
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = name
+        for field_name in (
+            "activity_task_started_event_attributes",
+            "activity_task_completed_event_attributes",
+        ):
+            if event.HasField(field_name):
+                name = scheduled.get(getattr(event, field_name).scheduled_event_id, "")
+        at = event.event_time.ToDatetime(tzinfo=UTC)
+        yield event, (at - target.accepted_wall).total_seconds(), name
+
+
+async def _milestones_from_history(client: Client, target: Target) -> None:
+    """Each milestone's time after the 202, from the first completion of its activity."""
+    wanted = MILESTONE_ACTIVITIES[target.path]
+    async for event, after, name in _history(client, target):
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            continue
+        for milestone, activity_name in wanted.items():
+            if name == activity_name:
+                target.seen.setdefault(milestone, after)
 
 
 def _check_in_aws(stack: EmbeddedStack, targets: Sequence[Target]) -> list[str]:
@@ -294,27 +307,11 @@ async def case_round(stack: EmbeddedStack, client: Client, targets: list[Target]
 async def _history_timeline(client: Client, target: Target) -> list[str]:
     """The first case's history up to its containment, as milliseconds after the 202:
     where the time goes."""
-    assert target.accepted_wall is not None
-    handle = client.get_workflow_handle(target.workflow_id)
-    scheduled: dict[int, str] = {}
     lines = []
-    async for event in handle.fetch_history_events():
-        at = event.event_time.ToDatetime(tzinfo=UTC)
-        offset = round((at - target.accepted_wall).total_seconds() * 1000)
+    async for event, after, name in _history(client, target):
         kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_").lower()
-        detail = ""
-        if event.HasField("activity_task_scheduled_event_attributes"):
-            attributes = event.activity_task_scheduled_event_attributes
-            detail = attributes.activity_type.name
-            scheduled[event.event_id] = detail
-        for field_name in (
-            "activity_task_started_event_attributes",
-            "activity_task_completed_event_attributes",
-        ):
-            if event.HasField(field_name):
-                detail = scheduled.get(getattr(event, field_name).scheduled_event_id, "")
-        lines.append(f"{offset:>6} ms {kind} {detail}".rstrip())
-        if offset > ROUND_LIMIT_SECONDS * 1000 or len(lines) > 200:
+        lines.append(f"{round(after * 1000):>6} ms {kind} {name}".rstrip())
+        if after > ROUND_LIMIT_SECONDS or len(lines) > 200:
             break
     return lines
 

@@ -171,8 +171,7 @@ class Containment:
             self._evidence.start_all()
 
     def after_cut_off(self) -> None:
-        """The credential is cut off (or containment waits on a person): what waited for
-        it starts, the evidence containment does not change among it."""
+        """The credential is cut off: the evidence containment does not change starts."""
         if self._evidence is not None:
             self._evidence.start_later()
 
